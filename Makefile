@@ -1,0 +1,24 @@
+# Strata build and test entry points. `make deps` once per machine (as root)
+# installs what the integration tests need; `make test` runs everything.
+
+GO ?= go
+
+.PHONY: build test bench kube-apiserver deps
+
+build:
+	$(GO) build -o bin/strata-broker ./cmd/strata-broker
+
+# The integration tests run a real kube-apiserver; building it is a no-op
+# when .cache/bin holds the pinned version.
+test:
+	$(MAKE) kube-apiserver
+	$(GO) test -count=1 -timeout 60m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+kube-apiserver:
+	bash integration/scripts/build-kube-apiserver.sh
+
+deps:
+	bash integration/scripts/install-deps.sh

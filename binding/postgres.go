@@ -1,0 +1,300 @@
+package binding
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/postgres"
+)
+
+var (
+	secretGVK       = schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
+	databaseRoleGVK = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "DatabaseRole"}
+)
+
+// Kube is the Kubernetes I/O the binders need (provisioners.Kube has it).
+type Kube interface {
+	Apply(ctx context.Context, objs []*unstructured.Unstructured) error
+	Get(ctx context.Context, ref provisioners.Ref) (*unstructured.Unstructured, error)
+	Delete(ctx context.Context, ref provisioners.Ref) error
+}
+
+// groupRole maps an access level to the cluster's group role.
+func groupRole(a Access) string {
+	switch a {
+	case Owner:
+		return postgres.OwnerRole
+	case ReadOnly:
+		return postgres.ReadOnlyRole
+	default:
+		return postgres.ReadWriteRole
+	}
+}
+
+// RoleSource issues logins as CloudNativePG DatabaseRole objects: a login
+// role per binding and access level, member of the level's group role,
+// with its password in a basic-auth Secret. Deleting the DatabaseRole
+// (reclaim policy delete) drops the role.
+type RoleSource struct {
+	Kube Kube
+}
+
+var _ CredentialSource = (*RoleSource)(nil)
+
+func roleNames(bindingID string, a Access) (k8sName, pgName string) {
+	sum := sha256.Sum256([]byte(bindingID))
+	short := hex.EncodeToString(sum[:])[:16]
+	abbrev := map[Access]string{ReadWrite: "rw", ReadOnly: "ro", Owner: "ow"}[a]
+	return "strata-b-" + short + "-" + abbrev, "b_" + short + "_" + abbrev
+}
+
+// Issue creates the password Secret and the DatabaseRole.
+func (s *RoleSource) Issue(ctx context.Context, inst provisioners.Instance, bindingID string, a Access) (Login, error) {
+	name, user := roleNames(bindingID, a)
+	pw := newPassword()
+	labels := inst.Labels()
+	labels[provisioners.LabelBindingID] = provisioners.LabelValue(bindingID)
+	secret := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata": map[string]any{
+			"name": name, "namespace": inst.Namespace,
+			// cnpg.io/reload makes the operator pick up a changed password.
+			"labels": withLabel(labels, "cnpg.io/reload", "true"),
+		},
+		// CloudNativePG requires basic-auth Secrets whose username is the
+		// role name.
+		"type":       "kubernetes.io/basic-auth",
+		"stringData": map[string]any{"username": user, "password": pw},
+	}}
+	role := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "postgresql.cnpg.io/v1", "kind": "DatabaseRole",
+		"metadata": map[string]any{"name": name, "namespace": inst.Namespace, "labels": withLabel(labels)},
+		"spec": map[string]any{
+			"cluster":                   map[string]any{"name": inst.Name},
+			"name":                      user,
+			"login":                     true,
+			"inherit":                   true,
+			"inRoles":                   []any{groupRole(a)},
+			"passwordSecret":            map[string]any{"name": name},
+			"databaseRoleReclaimPolicy": "delete",
+			"comment":                   fmt.Sprintf("Strata binding %s (%s)", bindingID, a),
+		},
+	}}
+	if err := s.Kube.Apply(ctx, []*unstructured.Unstructured{secret, role}); err != nil {
+		_ = s.Revoke(ctx, inst, Login{Handle: name})
+		return Login{}, err
+	}
+	return Login{Username: user, Password: pw, Handle: name}, nil
+}
+
+// Ready is true once the operator has applied the DatabaseRole.
+func (s *RoleSource) Ready(ctx context.Context, inst provisioners.Instance, l Login) (bool, string, error) {
+	o, err := s.Kube.Get(ctx, provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: l.Handle})
+	if err != nil || o == nil {
+		return false, "waiting for the database role " + l.Username, err
+	}
+	applied, _, _ := unstructured.NestedBool(o.Object, "status", "applied")
+	gen, _, _ := unstructured.NestedInt64(o.Object, "status", "observedGeneration")
+	if applied && gen >= o.GetGeneration() {
+		return true, "", nil
+	}
+	msg, _, _ := unstructured.NestedString(o.Object, "status", "message")
+	d := "waiting for CloudNativePG to create role " + l.Username
+	if msg != "" {
+		d += ": " + msg
+	}
+	return false, d, nil
+}
+
+// Revoke deletes the DatabaseRole (which drops the role) and its Secret.
+func (s *RoleSource) Revoke(ctx context.Context, inst provisioners.Instance, l Login) error {
+	return errors.Join(
+		s.Kube.Delete(ctx, provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: l.Handle}),
+		s.Kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: l.Handle}),
+	)
+}
+
+func withLabel(labels map[string]string, kv ...string) map[string]any {
+	out := make(map[string]any, len(labels)+1)
+	for k, v := range labels {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
+}
+
+// PostgresBinder binds PostgreSQL instances.
+type PostgresBinder struct {
+	Kube   Kube
+	Logins CredentialSource
+}
+
+var _ Binder = (*PostgresBinder)(nil)
+
+type postgresBindParams struct {
+	Access    Access `json:"access"`
+	Database  string `json:"database"`
+	MountPath string `json:"mount_path"`
+}
+
+// SecretName is the binding Secret's name in the tenant namespace.
+func SecretName(bindingID string) string { return provisioners.ResourceName("binding-", bindingID) }
+
+// Bind issues the logins (the application's, and the owner's for
+// migrations on readwrite bindings) and writes the Secret.
+func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, bindingID string, params map[string]any) (Result, error) {
+	var p postgresBindParams
+	raw, _ := json.Marshal(params)
+	_ = json.Unmarshal(raw, &p)
+	if p.Access == "" {
+		p.Access = ReadWrite
+	}
+	settings, err := postgres.Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return Result{}, err
+	}
+	if p.Database == "" {
+		p.Database = settings.Databases[0]
+	}
+	if !slices.Contains(settings.Databases, p.Database) {
+		return Result{}, &ParameterError{fmt.Sprintf("parameters.database: %q is not a database of this instance; it has %s",
+			p.Database, strings.Join(settings.Databases, ", "))}
+	}
+	ca, err := b.clusterCA(ctx, inst)
+	if err != nil {
+		return Result{}, err
+	}
+
+	logins := map[string]Login{}
+	revokeAll := func() {
+		for _, l := range logins {
+			_ = b.Logins.Revoke(ctx, inst, l)
+		}
+	}
+	app, err := b.Logins.Issue(ctx, inst, bindingID, p.Access)
+	if err != nil {
+		return Result{}, fmt.Errorf("issue %s login: %w", p.Access, err)
+	}
+	logins["app"] = app
+	var migrator *Login
+	switch p.Access {
+	case ReadWrite:
+		m, err := b.Logins.Issue(ctx, inst, bindingID, Owner)
+		if err != nil {
+			revokeAll()
+			return Result{}, fmt.Errorf("issue owner login for migrations: %w", err)
+		}
+		logins["migrations"] = m
+		migrator = &m
+	case Owner:
+		migrator = &app
+	}
+
+	conn := b.conn(inst, bindingID, settings, p, ca)
+	conn.App, conn.Migrator = app, migrator
+	data := PostgresSecret(conn)
+	if err := b.writeSecret(ctx, inst, bindingID, conn.SecretName, "postgresql", data); err != nil {
+		revokeAll()
+		return Result{}, err
+	}
+	creds := make(map[string]any, len(data))
+	for k, v := range data {
+		creds[k] = v
+	}
+	return Result{Credentials: creds, SecretName: conn.SecretName, Logins: logins}, nil
+}
+
+func (b *PostgresBinder) conn(inst provisioners.Instance, bindingID string, s postgres.Settings, p postgresBindParams, ca string) PostgresConn {
+	n := postgres.NamesOf(inst)
+	svc := func(name string) string { return name + "." + inst.Namespace + ".svc" }
+	pg := inst.Plan.Postgres
+	c := PostgresConn{
+		SecretName: SecretName(bindingID), Port: 5432, Database: p.Database, Access: p.Access,
+		DirectHost: svc(n.Cluster + "-rw"), OwnerRole: postgres.OwnerRole, CAPEM: ca, MountPath: p.MountPath,
+		PoolSize: PoolSize(pg.MaxConnections, 0),
+	}
+	switch {
+	case p.Access == ReadWrite && pg.Pooler != nil:
+		c.Host = svc(n.Pooler)
+		c.TransactionPooling = pg.Pooler.Mode == "transaction"
+		c.PoolSize = PoolSize(pg.MaxConnections, pg.Pooler.DefaultPoolSize)
+	case p.Access == ReadOnly && s.Instances() > 1:
+		c.Host = svc(n.Cluster + "-ro")
+	default:
+		c.Host = c.DirectHost
+	}
+	return c
+}
+
+// clusterCA reads the CA that signs the cluster's server certificates from
+// the <cluster>-ca Secret CloudNativePG creates.
+func (b *PostgresBinder) clusterCA(ctx context.Context, inst provisioners.Instance) (string, error) {
+	name := postgres.NamesOf(inst).Cluster + "-ca"
+	o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: name})
+	if err != nil {
+		return "", err
+	}
+	if o == nil {
+		return "", &NotReadyError{"the cluster's CA certificate (Secret " + name + ") does not exist yet; retry once the instance is ready"}
+	}
+	enc, _, _ := unstructured.NestedString(o.Object, "data", "ca.crt")
+	pem, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil || len(pem) == 0 {
+		return "", &NotReadyError{"Secret " + name + " has no ca.crt yet"}
+	}
+	return string(pem), nil
+}
+
+func (b *PostgresBinder) writeSecret(ctx context.Context, inst provisioners.Instance, bindingID, name, typ string, data map[string]string) error {
+	labels := inst.Labels()
+	labels[provisioners.LabelBindingID] = provisioners.LabelValue(bindingID)
+	sd := make(map[string]any, len(data))
+	for k, v := range data {
+		sd[k] = v
+	}
+	return b.Kube.Apply(ctx, []*unstructured.Unstructured{{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata":   map[string]any{"name": name, "namespace": inst.Namespace, "labels": withLabel(labels)},
+		"type":       "servicebinding.io/" + typ,
+		"stringData": sd,
+	}}})
+}
+
+// Ready is true when every login works.
+func (b *PostgresBinder) Ready(ctx context.Context, inst provisioners.Instance, r Result) (provisioners.Progress, error) {
+	for _, l := range r.Logins {
+		ok, why, err := b.Logins.Ready(ctx, inst, l)
+		if err != nil {
+			return provisioners.Progress{}, err
+		}
+		if !ok {
+			return provisioners.Progress{State: provisioners.InProgress, Description: why}, nil
+		}
+	}
+	return provisioners.Progress{State: provisioners.Succeeded, Description: "credentials ready"}, nil
+}
+
+// Unbind revokes the logins and deletes the Secret.
+func (b *PostgresBinder) Unbind(ctx context.Context, inst provisioners.Instance, r Result) error {
+	var errs []error
+	for _, l := range r.Logins {
+		errs = append(errs, b.Logins.Revoke(ctx, inst, l))
+	}
+	if r.SecretName != "" {
+		errs = append(errs, b.Kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: r.SecretName}))
+	}
+	return errors.Join(errs...)
+}

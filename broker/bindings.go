@@ -1,0 +1,214 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"reflect"
+
+	"github.com/pivotal-cf/brokerapi/v12/domain"
+	"go.uber.org/zap"
+
+	"github.com/strata-dev/strata/binding"
+	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
+)
+
+func resultOf(r *BindingRecord) binding.Result {
+	logins := map[string]binding.Login{}
+	for k, h := range r.Handles {
+		logins[k] = binding.Login{Handle: h}
+	}
+	if u, ok := r.Credentials["username"].(string); ok {
+		if l, ok := logins["app"]; ok {
+			l.Username = u
+			logins["app"] = l
+		}
+	}
+	return binding.Result{Credentials: r.Credentials, SecretName: r.SecretName, Logins: logins}
+}
+
+func handlesOf(res binding.Result) map[string]string {
+	h := map[string]string{}
+	for k, l := range res.Logins {
+		h[k] = l.Handle
+	}
+	return h
+}
+
+// liveInstance reads an instance that can take bindings.
+func (b *Broker) liveInstance(ctx context.Context, id string) (*InstanceRecord, error) {
+	rec, err := b.Store.GetInstance(ctx, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && rec.Deleted) {
+		return nil, notFound("instance " + id + " does not exist")
+	}
+	if err != nil {
+		return nil, internal(err.Error())
+	}
+	return rec, nil
+}
+
+// Bind issues credentials for the binding and writes its Secret. With
+// accepts_incomplete the answer is 202 until the credentials work.
+func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domain.BindDetails, async bool) (domain.Binding, error) {
+	rec, err := b.liveInstance(ctx, instanceID)
+	if err != nil {
+		return domain.Binding{}, err
+	}
+	if rec.Operation.Type == OpProvision && rec.Operation.State != provisioners.Succeeded ||
+		rec.Operation.Type == OpDeprovision {
+		return domain.Binding{}, concurrencyError("the instance is not ready for bindings (" + string(rec.Operation.Type) + " " + string(rec.Operation.State) + ")")
+	}
+	if d.ServiceID != rec.ServiceID {
+		return domain.Binding{}, badRequest("service_id does not match the instance's service")
+	}
+	inst, eng, err := b.instanceOf(rec)
+	if err != nil {
+		return domain.Binding{}, internal(err.Error())
+	}
+	params, err := decodeParams(d.RawParameters)
+	if err != nil {
+		return domain.Binding{}, err
+	}
+	if err := b.Validator.Validate(inst.Plan, catalog.KindBind, params); err != nil {
+		return domain.Binding{}, invalidParameters(err)
+	}
+
+	existing, err := b.Store.GetBinding(ctx, bindingID)
+	switch {
+	case err == nil:
+		return b.repeatBind(existing, instanceID, d, params)
+	case !errors.Is(err, ErrNotFound):
+		return domain.Binding{}, internal(err.Error())
+	}
+
+	// Record first: only one replica may issue credentials for an id.
+	br := &BindingRecord{
+		ID: bindingID, InstanceID: instanceID, ServiceID: d.ServiceID, PlanID: d.PlanID,
+		Parameters: params, Context: d.RawContext, AppGUID: d.AppGUID,
+		Operation: newOperation(OpBind, b.now(), inst.Plan), Created: b.now(),
+	}
+	if err := b.Store.CreateBinding(ctx, br); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return domain.Binding{}, concurrencyError("the binding is being created by another request; retry")
+		}
+		return domain.Binding{}, internal(err.Error())
+	}
+	res, err := eng.Binder.Bind(ctx, inst, bindingID, params)
+	if err != nil {
+		_ = b.Store.DeleteBinding(ctx, br)
+		var pe *binding.ParameterError
+		var nr *binding.NotReadyError
+		switch {
+		case errors.As(err, &pe):
+			return domain.Binding{}, invalidParameters(err)
+		case errors.As(err, &nr):
+			return domain.Binding{}, concurrencyError(err.Error())
+		}
+		return domain.Binding{}, internal("could not issue credentials: " + err.Error())
+	}
+	br.Credentials, br.SecretName, br.Handles = res.Credentials, res.SecretName, handlesOf(res)
+	if !async {
+		// Without async support the credentials are returned at once; the
+		// operator creates the roles within seconds.
+		br.Operation.State, br.Operation.Description = provisioners.Succeeded, "bound"
+	}
+	if err := b.Store.UpdateBinding(ctx, br); err != nil {
+		_ = eng.Binder.Unbind(ctx, inst, res)
+		_ = b.Store.DeleteBinding(ctx, br)
+		return domain.Binding{}, internal("record binding: " + err.Error())
+	}
+	b.Log.Info("bound", zap.String("instance", instanceID), zap.String("binding", bindingID), zap.String("secret", res.SecretName))
+	if async {
+		return domain.Binding{IsAsync: true, OperationData: br.Operation.ID}, nil
+	}
+	return domain.Binding{Credentials: br.Credentials}, nil
+}
+
+func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain.BindDetails, params map[string]any) (domain.Binding, error) {
+	if existing.Deleted || existing.InstanceID != instanceID || existing.PlanID != d.PlanID || !reflect.DeepEqual(existing.Parameters, params) {
+		return domain.Binding{}, conflict("a binding with this id already exists with other attributes")
+	}
+	if existing.Operation.State == provisioners.InProgress {
+		return domain.Binding{IsAsync: true, OperationData: existing.Operation.ID}, nil
+	}
+	return domain.Binding{AlreadyExists: true, Credentials: existing.Credentials}, nil
+}
+
+// Unbind revokes the credentials and deletes the Secret.
+func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ domain.UnbindDetails, _ bool) (domain.UnbindSpec, error) {
+	br, err := b.Store.GetBinding(ctx, bindingID)
+	if errors.Is(err, ErrNotFound) || (err == nil && (br.Deleted || br.InstanceID != instanceID)) {
+		return domain.UnbindSpec{}, bindingGone
+	}
+	if err != nil {
+		return domain.UnbindSpec{}, internal(err.Error())
+	}
+	rec, err := b.liveInstance(ctx, instanceID)
+	if err != nil {
+		return domain.UnbindSpec{}, err
+	}
+	inst, eng, err := b.instanceOf(rec)
+	if err != nil {
+		return domain.UnbindSpec{}, internal(err.Error())
+	}
+	if err := eng.Binder.Unbind(ctx, inst, resultOf(br)); err != nil {
+		return domain.UnbindSpec{}, internal("revoke credentials: " + err.Error())
+	}
+	if err := b.Store.DeleteBinding(ctx, br); err != nil {
+		return domain.UnbindSpec{}, concurrencyError("the binding changed while unbinding; retry")
+	}
+	b.Log.Info("unbound", zap.String("instance", instanceID), zap.String("binding", bindingID))
+	return domain.UnbindSpec{}, nil
+}
+
+// GetBinding returns a binding's credentials and parameters.
+func (b *Broker) GetBinding(ctx context.Context, instanceID, bindingID string, _ domain.FetchBindingDetails) (domain.GetBindingSpec, error) {
+	br, err := b.Store.GetBinding(ctx, bindingID)
+	if errors.Is(err, ErrNotFound) || (err == nil && (br.Deleted || br.InstanceID != instanceID)) {
+		return domain.GetBindingSpec{}, notFound("binding " + bindingID + " does not exist")
+	}
+	if err != nil {
+		return domain.GetBindingSpec{}, internal(err.Error())
+	}
+	if br.Operation.State != provisioners.Succeeded {
+		return domain.GetBindingSpec{}, notFound("binding " + bindingID + " is being created")
+	}
+	return domain.GetBindingSpec{Credentials: br.Credentials, Parameters: br.Parameters}, nil
+}
+
+// LastBindingOperation reports (and advances) an async bind.
+func (b *Broker) LastBindingOperation(ctx context.Context, instanceID, bindingID string, _ domain.PollDetails) (domain.LastOperation, error) {
+	br, err := b.Store.GetBinding(ctx, bindingID)
+	if errors.Is(err, ErrNotFound) || (err == nil && br.InstanceID != instanceID) {
+		return domain.LastOperation{}, notFound("binding " + bindingID + " does not exist")
+	}
+	if err != nil {
+		return domain.LastOperation{}, internal(err.Error())
+	}
+	if br.Operation.State == provisioners.InProgress {
+		b.advanceBinding(ctx, br)
+	}
+	return domain.LastOperation{State: domain.LastOperationState(br.Operation.State), Description: br.Operation.Description}, nil
+}
+
+func (b *Broker) advanceBinding(ctx context.Context, br *BindingRecord) {
+	rec, err := b.liveInstance(ctx, br.InstanceID)
+	if err != nil {
+		return
+	}
+	inst, eng, err := b.instanceOf(rec)
+	if err != nil {
+		return
+	}
+	p, err := eng.Binder.Ready(ctx, inst, resultOf(br))
+	if err != nil {
+		p = provisioners.Progress{State: provisioners.InProgress, Description: "checking credentials: " + err.Error()}
+	}
+	if p.State == provisioners.InProgress && b.now().After(br.Operation.Deadline) {
+		p = provisioners.Progress{State: provisioners.Failed, Description: "credentials did not become usable in time: " + p.Description}
+	}
+	br.Operation.State, br.Operation.Description = p.State, p.Description
+	if err := b.Store.UpdateBinding(ctx, br); err != nil {
+		b.Log.Debug("record binding progress", zap.String("binding", br.ID), zap.Error(err))
+	}
+}

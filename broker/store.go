@@ -1,0 +1,309 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/strata-dev/strata/provisioners"
+)
+
+// Records are kept in Secrets in the broker's namespace: binding records
+// hold credentials that GET binding must return, and instance parameters
+// may be sensitive too. Secrets are encrypted at rest (EKS envelope
+// encryption with KMS); ConfigMaps are not. Every write carries the
+// resourceVersion it read, so two broker replicas never overwrite each
+// other, and creation is a Create that only one replica can win.
+const (
+	recordKey         = "record.json"
+	recordTypeInst    = "strata.dev/instance-record"
+	recordTypeBinding = "strata.dev/binding-record"
+	labelRecord       = "strata.dev/record"
+)
+
+// OpType is the kind of an operation.
+type OpType string
+
+const (
+	OpProvision   OpType = "provision"
+	OpUpdate      OpType = "update"
+	OpDeprovision OpType = "deprovision"
+	OpBind        OpType = "bind"
+	OpUnbind      OpType = "unbind"
+)
+
+// Operation is the last operation on an instance or binding.
+type Operation struct {
+	Type        OpType             `json:"type"`
+	ID          string             `json:"id"`
+	State       provisioners.State `json:"state"`
+	Description string             `json:"description,omitempty"`
+	Started     time.Time          `json:"started"`
+	Deadline    time.Time          `json:"deadline"`
+	// PreviousPlanID is the plan before an update, for rollback reporting.
+	PreviousPlanID string `json:"previousPlanId,omitempty"`
+}
+
+// InstanceRecord is the broker's memory of a service instance.
+type InstanceRecord struct {
+	ID        string `json:"id"`
+	ServiceID string `json:"serviceId"`
+	PlanID    string `json:"planId"`
+	// Parameters exactly as the platform sent them (merged over earlier
+	// ones for platforms that send only changes), so GET instance returns
+	// what a declarative client expects to see.
+	Parameters      map[string]any  `json:"parameters"`
+	Context         json.RawMessage `json:"context,omitempty"`
+	Namespace       string          `json:"namespace"`
+	Name            string          `json:"name"`
+	Meshed          bool            `json:"meshed,omitempty"`
+	MaintenanceInfo string          `json:"maintenanceVersion,omitempty"`
+	DashboardURL    string          `json:"dashboardUrl,omitempty"`
+	Operation       Operation       `json:"operation"`
+	// Deleted marks a deprovisioned instance kept so a platform polling
+	// after the fact still learns the deprovision succeeded.
+	Deleted bool      `json:"deleted,omitempty"`
+	Created time.Time `json:"created"`
+
+	resourceVersion string
+}
+
+// BindingRecord is the broker's memory of a binding.
+type BindingRecord struct {
+	ID         string          `json:"id"`
+	InstanceID string          `json:"instanceId"`
+	ServiceID  string          `json:"serviceId"`
+	PlanID     string          `json:"planId"`
+	Parameters map[string]any  `json:"parameters"`
+	Context    json.RawMessage `json:"context,omitempty"`
+	AppGUID    string          `json:"appGuid,omitempty"`
+	// Credentials as returned in the bind response.
+	Credentials map[string]any `json:"credentials,omitempty"`
+	// SecretName is the Spring-Boot-ready Secret in the tenant namespace.
+	SecretName string `json:"secretName"`
+	// Handles are what the credential source needs to revoke (role names,
+	// lease ids); never shown to users.
+	Handles   map[string]string `json:"handles,omitempty"`
+	Operation Operation         `json:"operation"`
+	Deleted   bool              `json:"deleted,omitempty"`
+	Created   time.Time         `json:"created"`
+
+	resourceVersion string
+}
+
+// ErrNotFound is returned for absent records.
+var ErrNotFound = errors.New("record not found")
+
+// ErrConflict is returned when a record changed since it was read, or when
+// a record being created already exists.
+var ErrConflict = errors.New("record changed concurrently")
+
+// Store keeps records in Secrets of one namespace.
+type Store struct {
+	client    kubernetes.Interface
+	namespace string
+}
+
+// NewStore returns a store in namespace.
+func NewStore(client kubernetes.Interface, namespace string) *Store {
+	return &Store{client: client, namespace: namespace}
+}
+
+func instanceSecretName(id string) string { return provisioners.ResourceName("strata-instance-", id) }
+func bindingSecretName(id string) string  { return provisioners.ResourceName("strata-binding-", id) }
+
+// GetInstance reads an instance record.
+func (s *Store) GetInstance(ctx context.Context, id string) (*InstanceRecord, error) {
+	var r InstanceRecord
+	rv, err := s.get(ctx, instanceSecretName(id), &r)
+	if err != nil {
+		return nil, err
+	}
+	if r.ID != id {
+		// Hashed names can only collide by a SHA-256 collision; an id that
+		// maps to another record's name is treated as absent.
+		return nil, ErrNotFound
+	}
+	r.resourceVersion = rv
+	return &r, nil
+}
+
+// CreateInstance stores a new record; ErrConflict if one exists.
+func (s *Store) CreateInstance(ctx context.Context, r *InstanceRecord) error {
+	rv, err := s.create(ctx, instanceSecretName(r.ID), recordTypeInst, map[string]string{
+		labelRecord: "instance", provisioners.LabelInstanceID: provisioners.LabelValue(r.ID), provisioners.LabelTenant: r.Namespace,
+	}, r)
+	r.resourceVersion = rv
+	return err
+}
+
+// UpdateInstance writes r if nobody changed it since it was read.
+func (s *Store) UpdateInstance(ctx context.Context, r *InstanceRecord) error {
+	rv, err := s.update(ctx, instanceSecretName(r.ID), r.resourceVersion, r)
+	if err == nil {
+		r.resourceVersion = rv
+	}
+	return err
+}
+
+// DeleteInstance removes the record if it is unchanged since read.
+func (s *Store) DeleteInstance(ctx context.Context, r *InstanceRecord) error {
+	return s.delete(ctx, instanceSecretName(r.ID), r.resourceVersion)
+}
+
+// GetBinding reads a binding record.
+func (s *Store) GetBinding(ctx context.Context, id string) (*BindingRecord, error) {
+	var r BindingRecord
+	rv, err := s.get(ctx, bindingSecretName(id), &r)
+	if err != nil {
+		return nil, err
+	}
+	if r.ID != id {
+		return nil, ErrNotFound
+	}
+	r.resourceVersion = rv
+	return &r, nil
+}
+
+// CreateBinding stores a new binding record; ErrConflict if one exists.
+func (s *Store) CreateBinding(ctx context.Context, r *BindingRecord) error {
+	rv, err := s.create(ctx, bindingSecretName(r.ID), recordTypeBinding, map[string]string{
+		labelRecord: "binding", provisioners.LabelInstanceID: provisioners.LabelValue(r.InstanceID),
+		provisioners.LabelBindingID: provisioners.LabelValue(r.ID),
+	}, r)
+	r.resourceVersion = rv
+	return err
+}
+
+// UpdateBinding writes r if nobody changed it since it was read.
+func (s *Store) UpdateBinding(ctx context.Context, r *BindingRecord) error {
+	rv, err := s.update(ctx, bindingSecretName(r.ID), r.resourceVersion, r)
+	if err == nil {
+		r.resourceVersion = rv
+	}
+	return err
+}
+
+// DeleteBinding removes the record if it is unchanged since read.
+func (s *Store) DeleteBinding(ctx context.Context, r *BindingRecord) error {
+	return s.delete(ctx, bindingSecretName(r.ID), r.resourceVersion)
+}
+
+// BindingsOf lists the live binding records of an instance.
+func (s *Store) BindingsOf(ctx context.Context, instanceID string) ([]*BindingRecord, error) {
+	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: labelRecord + "=binding," + provisioners.LabelInstanceID + "=" + provisioners.LabelValue(instanceID),
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*BindingRecord
+	for i := range list.Items {
+		var r BindingRecord
+		if err := json.Unmarshal(list.Items[i].Data[recordKey], &r); err != nil || r.InstanceID != instanceID {
+			continue
+		}
+		r.resourceVersion = list.Items[i].ResourceVersion
+		out = append(out, &r)
+	}
+	return out, nil
+}
+
+// CountInstances counts live instance records by tenant (for metrics).
+func (s *Store) ListInstances(ctx context.Context) ([]*InstanceRecord, error) {
+	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: labelRecord + "=instance"})
+	if err != nil {
+		return nil, err
+	}
+	var out []*InstanceRecord
+	for i := range list.Items {
+		var r InstanceRecord
+		if err := json.Unmarshal(list.Items[i].Data[recordKey], &r); err != nil {
+			continue
+		}
+		r.resourceVersion = list.Items[i].ResourceVersion
+		out = append(out, &r)
+	}
+	return out, nil
+}
+
+func (s *Store) get(ctx context.Context, name string, into any) (string, error) {
+	sec, err := s.client.CoreV1().Secrets(s.namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("read record %s: %w", name, err)
+	}
+	if err := json.Unmarshal(sec.Data[recordKey], into); err != nil {
+		return "", fmt.Errorf("record %s is corrupt: %w", name, err)
+	}
+	return sec.ResourceVersion, nil
+}
+
+func (s *Store) create(ctx context.Context, name, typ string, labels map[string]string, rec any) (string, error) {
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return "", err
+	}
+	labels[provisioners.LabelManagedBy] = provisioners.ManagedByStrata
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: labels},
+		Type:       corev1.SecretType(typ),
+		Data:       map[string][]byte{recordKey: raw},
+	}
+	out, err := s.client.CoreV1().Secrets(s.namespace).Create(ctx, sec, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return "", ErrConflict
+	}
+	if err != nil {
+		return "", fmt.Errorf("create record %s: %w", name, err)
+	}
+	return out.ResourceVersion, nil
+}
+
+func (s *Store) update(ctx context.Context, name, resourceVersion string, rec any) (string, error) {
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return "", err
+	}
+	sec, err := s.client.CoreV1().Secrets(s.namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", err
+	}
+	if sec.ResourceVersion != resourceVersion {
+		return "", ErrConflict
+	}
+	sec.Data = map[string][]byte{recordKey: raw}
+	out, err := s.client.CoreV1().Secrets(s.namespace).Update(ctx, sec, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) {
+		return "", ErrConflict
+	}
+	if err != nil {
+		return "", fmt.Errorf("update record %s: %w", name, err)
+	}
+	return out.ResourceVersion, nil
+}
+
+func (s *Store) delete(ctx context.Context, name, resourceVersion string) error {
+	err := s.client.CoreV1().Secrets(s.namespace).Delete(ctx, name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{ResourceVersion: &resourceVersion},
+	})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case apierrors.IsConflict(err):
+		return ErrConflict
+	}
+	return err
+}

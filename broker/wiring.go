@@ -1,0 +1,74 @@
+package broker
+
+import (
+	"fmt"
+	"text/template"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/strata-dev/strata/binding"
+	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/postgres"
+)
+
+// Options configure New.
+type Options struct {
+	// Namespace keeps the broker's records.
+	Namespace            string
+	Postgres             postgres.Config
+	CFNamespaceTemplate  string
+	DashboardURLTemplate string
+	Log                  *zap.Logger
+	Now                  func() time.Time
+}
+
+// New wires a broker to the cluster cfg points at: the one way the binary
+// and the integration tests assemble it.
+func New(cfg *rest.Config, o Options) (*Broker, error) {
+	if o.Namespace == "" {
+		return nil, fmt.Errorf("the broker namespace is not set: pass --namespace or set POD_NAMESPACE")
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	core, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	kube, err := provisioners.NewKube(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tenancy, err := NewTenancy(core, o.CFNamespaceTemplate)
+	if err != nil {
+		return nil, err
+	}
+	var dash *template.Template
+	if o.DashboardURLTemplate != "" {
+		if dash, err = template.New("dashboard").Option("missingkey=error").Parse(o.DashboardURLTemplate); err != nil {
+			return nil, fmt.Errorf("dashboardURLTemplate: %w", err)
+		}
+	}
+	pg := &postgres.Provisioner{Config: o.Postgres}
+	return &Broker{
+		Catalog:   catalog.Default(),
+		Validator: catalog.NewValidator(),
+		Store:     NewStore(core, o.Namespace),
+		Tenancy:   tenancy,
+		Kube:      kube,
+		Engines: map[catalog.Engine]Engine{
+			catalog.EnginePostgres: {
+				Provisioner: pg,
+				Binder:      &binding.PostgresBinder{Kube: kube, Logins: &binding.RoleSource{Kube: kube}},
+				Prefix:      "pg-",
+			},
+		},
+		Log:          o.Log,
+		DashboardURL: dash,
+		Now:          o.Now,
+	}, nil
+}

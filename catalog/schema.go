@@ -1,0 +1,274 @@
+package catalog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+)
+
+// The OSB spec requires "$schema" in every schema and forbids external $ref.
+const schemaDialect = "http://json-schema.org/draft-04/schema#"
+
+// Schema is a JSON Schema as a JSON value.
+type Schema = map[string]any
+
+// PlanSchemas are the three schemas a plan publishes.
+type PlanSchemas struct {
+	Provision Schema
+	Update    Schema
+	Bind      Schema
+}
+
+// SchemasFor returns the parameter schemas of a plan.
+func SchemasFor(p *Plan) PlanSchemas {
+	switch {
+	case p.Postgres != nil:
+		return PlanSchemas{
+			Provision: postgresInstanceSchema(p.Postgres, false),
+			Update:    postgresInstanceSchema(p.Postgres, true),
+			Bind:      postgresBindSchema(),
+		}
+	}
+	return PlanSchemas{}
+}
+
+func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
+	props := Schema{
+		"version": Schema{
+			"type": "string", "enum": PostgresVersions, "default": DefaultPostgresVersion,
+			"description": "PostgreSQL major version. Fixed at provision time.",
+		},
+		"storage_gb": Schema{
+			"type": "integer", "minimum": pg.MinStorageGB, "maximum": pg.MaxStorageGB, "default": pg.StorageGB,
+			"description": "Volume size of each instance in GB (GiB). It can grow on update, never shrink.",
+		},
+		"replicas": Schema{
+			"type": "integer", "minimum": pg.MinReplicas, "maximum": pg.MaxReplicas, "default": pg.Instances - 1,
+			"description": "Standby instances beside the primary; they serve the read-only service and take over on failure.",
+		},
+		"resources": Schema{
+			"type": "object", "additionalProperties": false,
+			"description": fmt.Sprintf("CPU and memory of each instance (requests = limits). At most %s CPU and %s memory on this plan.", pg.MaxCPU, pg.MaxMemory),
+			"properties": Schema{
+				"cpu":    Schema{"type": "string", "pattern": `^([1-9][0-9]*m|[0-9]+(\.[0-9]+)?)$`, "default": pg.CPU, "description": "Kubernetes CPU quantity, e.g. 500m or 2."},
+				"memory": Schema{"type": "string", "pattern": `^[1-9][0-9]*(Mi|Gi)$`, "default": pg.Memory, "description": "Kubernetes memory quantity in Mi or Gi, e.g. 2Gi."},
+			},
+		},
+		"databases": Schema{
+			"type": "array", "minItems": 1, "maxItems": 16, "uniqueItems": true, "default": []string{"app"},
+			"description": "Databases to create; the first is the one bindings connect to by default. Databases can be added on update, not removed.",
+			"items":       Schema{"type": "string", "pattern": `^[a-z][a-z0-9_]{0,62}$`},
+		},
+		"extensions": Schema{
+			"type": "array", "uniqueItems": true, "maxItems": len(PostgresExtensions),
+			"description": "Extensions created in every database (pgaudit and pg_stat_statements are always on).",
+			"items":       Schema{"type": "string", "enum": PostgresExtensions},
+		},
+		"audit": Schema{
+			"type": "object", "additionalProperties": false,
+			"description": "What pgaudit logs. Auditing cannot be turned off.",
+			"properties": Schema{
+				"classes": Schema{
+					"type": "array", "minItems": 1, "uniqueItems": true, "default": DefaultAuditClasses,
+					"items": Schema{"type": "string", "enum": AuditClasses},
+				},
+			},
+		},
+		"xa": Schema{
+			"type": "boolean", "default": false,
+			"description": "Enable prepared transactions (max_prepared_transactions = max_connections) for XA/JTA distributed transactions. Changing it restarts the instances.",
+		},
+	}
+	if pg.Backup != nil {
+		props["backup"] = Schema{
+			"type": "object", "additionalProperties": false,
+			"description": "Backup schedule and point-in-time-recovery window.",
+			"properties": Schema{
+				"schedule": Schema{
+					"type": "string", "default": pg.Backup.Schedule,
+					"description": "Six-field cron expression, seconds first, UTC (e.g. \"0 0 3 * * *\" for 03:00 daily).",
+				},
+				"retention_days": Schema{
+					"type": "integer", "minimum": 1, "maximum": pg.Backup.MaxRetentionDays, "default": pg.Backup.RetentionDays,
+					"description": "Days of backups and WAL kept; any point in this window can be restored.",
+				},
+			},
+		}
+	}
+	title := "PostgreSQL instance parameters"
+	if update {
+		title = "PostgreSQL update parameters"
+	}
+	return Schema{
+		"$schema":              schemaDialect,
+		"title":                title,
+		"type":                 "object",
+		"additionalProperties": false,
+		"properties":           props,
+	}
+}
+
+func postgresBindSchema() Schema {
+	return Schema{
+		"$schema":              schemaDialect,
+		"title":                "PostgreSQL binding parameters",
+		"type":                 "object",
+		"additionalProperties": false,
+		"properties": Schema{
+			"access": Schema{
+				"type": "string", "enum": []string{"readwrite", "readonly", "owner"}, "default": "readwrite",
+				"description": "readwrite: read and write data, no DDL. readonly: read data. owner: DDL too (for migrations).",
+			},
+			"database": Schema{
+				"type": "string", "pattern": `^[a-z][a-z0-9_]{0,62}$`,
+				"description": "Database to connect to; defaults to the instance's first database.",
+			},
+		},
+	}
+}
+
+// Validator checks parameters against a plan's schemas. Compiled schemas are
+// cached: compiling is far slower than validating.
+type Validator struct {
+	mu       sync.Mutex
+	compiled map[string]*jsonschema.Schema
+	docs     map[string]Schema
+}
+
+// NewValidator returns an empty validator.
+func NewValidator() *Validator {
+	return &Validator{compiled: map[string]*jsonschema.Schema{}, docs: map[string]Schema{}}
+}
+
+// Kind picks one of a plan's schemas.
+type Kind string
+
+const (
+	KindProvision Kind = "provision"
+	KindUpdate    Kind = "update"
+	KindBind      Kind = "bind"
+)
+
+// Validate checks params (already decoded JSON) against the plan's schema of
+// the given kind. The error names every offending parameter and says what is
+// allowed, so a user can fix the request without reading the catalog.
+func (v *Validator) Validate(p *Plan, k Kind, params map[string]any) error {
+	sch, doc, err := v.schema(p, k)
+	if err != nil {
+		return err
+	}
+	if params == nil {
+		params = map[string]any{}
+	}
+	// Round-trip through JSON so numbers are json.Number, as the library
+	// expects, whatever decoded the parameters.
+	raw, _ := json.Marshal(params)
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("parameters: %v", err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			return errors.New(describe(ve, doc))
+		}
+		return err
+	}
+	return nil
+}
+
+func (v *Validator) schema(p *Plan, k Kind) (*jsonschema.Schema, Schema, error) {
+	key := p.ID + "/" + string(k)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if s, ok := v.compiled[key]; ok {
+		return s, v.docs[key], nil
+	}
+	s := SchemasFor(p)
+	doc := map[Kind]Schema{KindProvision: s.Provision, KindUpdate: s.Update, KindBind: s.Bind}[k]
+	if doc == nil {
+		return nil, nil, fmt.Errorf("plan %q has no %s schema", p.Name, k)
+	}
+	raw, _ := json.Marshal(doc)
+	parsed, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, nil, err
+	}
+	c := jsonschema.NewCompiler()
+	url := "strata:///" + key + ".json"
+	if err := c.AddResource(url, parsed); err != nil {
+		return nil, nil, err
+	}
+	compiled, err := c.Compile(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("catalog schema %s: %w", key, err)
+	}
+	v.compiled[key] = compiled
+	v.docs[key] = doc
+	return compiled, doc, nil
+}
+
+// describe flattens a validation error tree into one line per failing
+// parameter ("parameters.replicas: maximum: got 9, want 4"). An unknown
+// parameter is named with the parameters the plan accepts at that level.
+func describe(ve *jsonschema.ValidationError, doc Schema) string {
+	var lines []string
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		if len(e.Causes) > 0 {
+			for _, c := range e.Causes {
+				walk(c)
+			}
+			return
+		}
+		path := strings.Join(append([]string{"parameters"}, e.InstanceLocation...), ".")
+		if ap, ok := e.ErrorKind.(*kind.AdditionalProperties); ok {
+			for _, name := range ap.Properties {
+				lines = append(lines, fmt.Sprintf("%s.%s: unknown parameter; accepted here: %s",
+					path, name, strings.Join(propertyNames(doc, e.InstanceLocation), ", ")))
+			}
+			return
+		}
+		lines = append(lines, path+": "+e.ErrorKind.LocalizedString(printer))
+	}
+	walk(ve)
+	sort.Strings(lines)
+	return "invalid parameters: " + strings.Join(lines, "; ")
+}
+
+var printer = message.NewPrinter(language.English)
+
+// propertyNames lists the properties the schema allows at an instance
+// location (array indices step into "items").
+func propertyNames(doc Schema, loc []string) []string {
+	cur := doc
+	for _, seg := range loc {
+		if props, ok := cur["properties"].(Schema); ok {
+			if next, ok := props[seg].(Schema); ok {
+				cur = next
+				continue
+			}
+		}
+		if items, ok := cur["items"].(Schema); ok {
+			cur = items
+			continue
+		}
+		return nil
+	}
+	props, _ := cur["properties"].(Schema)
+	names := make([]string, 0, len(props))
+	for k := range props {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,414 @@
+package charts_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	"k8s.io/apimachinery/pkg/runtime"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	"github.com/strata-dev/strata/charts"
+)
+
+const namespace = "strata-system"
+
+// withPassword is the smallest values override the chart renders with.
+func withPassword() map[string]any {
+	return map[string]any{"credentials": map[string]any{"password": "test"}}
+}
+
+func render(t *testing.T, values map[string]any) []map[string]any {
+	t.Helper()
+	objs, err := charts.RenderBroker(values, namespace)
+	if err != nil {
+		t.Fatalf("RenderBroker: %v", err)
+	}
+	return objs
+}
+
+// find returns the rendered objects of a kind.
+func find(objs []map[string]any, kind string) []map[string]any {
+	var out []map[string]any
+	for _, o := range objs {
+		if o["kind"] == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// one returns the only rendered object of a kind, failing otherwise.
+func one(t *testing.T, objs []map[string]any, kind string) map[string]any {
+	t.Helper()
+	found := find(objs, kind)
+	if len(found) != 1 {
+		t.Fatalf("want exactly one %s, rendered %d", kind, len(found))
+	}
+	return found[0]
+}
+
+// get walks a decoded object along map keys and slice indexes.
+func get(t *testing.T, v any, path ...any) any {
+	t.Helper()
+	for i, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				t.Fatalf("path %v: element %d is %T, not a map", path, i, v)
+			}
+			v = m[k]
+		case int:
+			s, ok := v.([]any)
+			if !ok || k >= len(s) {
+				t.Fatalf("path %v: element %d is %T (len?), not a slice with index %d", path, i, v, k)
+			}
+			v = s[k]
+		}
+	}
+	return v
+}
+
+func strs(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		out = append(out, x.(string))
+	}
+	return out
+}
+
+type rule struct {
+	groups, resources, verbs []string
+}
+
+func rules(t *testing.T, role map[string]any) []rule {
+	t.Helper()
+	var out []rule
+	for _, r := range get(t, role, "rules").([]any) {
+		m := r.(map[string]any)
+		out = append(out, rule{strs(m["apiGroups"]), strs(m["resources"]), strs(m["verbs"])})
+	}
+	return out
+}
+
+// grants reports whether any rule grants verb on resource in group.
+func grants(rs []rule, group, resource, verb string) bool {
+	for _, r := range rs {
+		if slices.Contains(r.groups, group) && slices.Contains(r.resources, resource) && slices.Contains(r.verbs, verb) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestLint(t *testing.T) {
+	g := NewWithT(t)
+	kv := &chartutil.KubeVersion{Version: charts.RenderKubeVersion, Major: "1", Minor: "31"}
+	linter := lint.AllWithKubeVersion(charts.BrokerChartDir(), withPassword(), namespace, kv)
+	for _, m := range linter.Messages {
+		t.Log(m.Error())
+	}
+	g.Expect(linter.HighestSeverity).To(BeNumerically("<", support.ErrorSev), "lint reported errors")
+	g.Expect(linter.HighestSeverity).To(BeNumerically("<", support.WarningSev), "lint reported warnings")
+}
+
+func TestDefaultRender(t *testing.T) {
+	objs := render(t, withPassword())
+
+	t.Run("every namespaced object is in the release namespace", func(t *testing.T) {
+		g := NewWithT(t)
+		for _, o := range objs {
+			ns := get(t, o, "metadata", "namespace")
+			if k := o["kind"]; k == "ClusterRole" || k == "ClusterRoleBinding" {
+				g.Expect(ns).To(BeNil(), "%s is cluster-scoped", k)
+				continue
+			}
+			g.Expect(ns).To(Equal(namespace), "%s %s", o["kind"], get(t, o, "metadata", "name"))
+		}
+	})
+
+	t.Run("deployment", func(t *testing.T) {
+		g := NewWithT(t)
+		d := one(t, objs, "Deployment")
+		g.Expect(get(t, d, "spec", "replicas")).To(Equal(int64(2)))
+		g.Expect(get(t, d, "spec", "template", "metadata", "annotations", "checksum/config")).To(MatchRegexp(`^[0-9a-f]{64}$`))
+		pod := get(t, d, "spec", "template", "spec")
+		g.Expect(get(t, pod, "automountServiceAccountToken")).To(BeTrue())
+		g.Expect(get(t, pod, "affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution", 0, "podAffinityTerm", "topologyKey")).To(Equal("kubernetes.io/hostname"))
+		g.Expect(get(t, pod, "topologySpreadConstraints", 0, "topologyKey")).To(Equal("topology.kubernetes.io/zone"))
+		g.Expect(get(t, pod, "topologySpreadConstraints", 0, "whenUnsatisfiable")).To(Equal("ScheduleAnyway"))
+
+		c := get(t, pod, "containers", 0)
+		g.Expect(get(t, c, "image")).To(Equal("ghcr.io/strata-dev/strata-broker:0.1.0"))
+		sc := get(t, c, "securityContext")
+		g.Expect(get(t, sc, "runAsNonRoot")).To(BeTrue())
+		g.Expect(get(t, sc, "runAsUser")).To(Equal(int64(65532)))
+		g.Expect(get(t, sc, "readOnlyRootFilesystem")).To(BeTrue())
+		g.Expect(get(t, sc, "allowPrivilegeEscalation")).To(BeFalse())
+		g.Expect(get(t, sc, "capabilities", "drop")).To(Equal([]any{"ALL"}))
+		g.Expect(get(t, sc, "seccompProfile", "type")).To(Equal("RuntimeDefault"))
+
+		g.Expect(get(t, c, "livenessProbe", "httpGet", "path")).To(Equal("/healthz"))
+		g.Expect(get(t, c, "livenessProbe", "httpGet", "scheme")).To(Equal("HTTPS"))
+		g.Expect(get(t, c, "readinessProbe", "httpGet", "path")).To(Equal("/readyz"))
+		g.Expect(get(t, c, "readinessProbe", "httpGet", "scheme")).To(Equal("HTTPS"))
+		g.Expect(get(t, c, "ports", 0, "containerPort")).To(Equal(int64(8443)))
+
+		g.Expect(get(t, c, "resources", "requests", "cpu")).To(Equal("100m"))
+		g.Expect(get(t, c, "resources", "requests", "memory")).To(Equal("128Mi"))
+		g.Expect(get(t, c, "resources", "limits", "memory")).To(Equal("512Mi"))
+
+		g.Expect(get(t, c, "env", 0, "name")).To(Equal("POD_NAMESPACE"))
+		g.Expect(get(t, c, "env", 0, "valueFrom", "fieldRef", "fieldPath")).To(Equal("metadata.namespace"))
+		g.Expect(strs(get(t, c, "args"))).To(ContainElements(
+			"--listen=:8443",
+			"--tls-cert-file=/etc/strata/tls/tls.crt",
+			"--tls-key-file=/etc/strata/tls/tls.key",
+			"--credentials-dir=/etc/strata/credentials",
+			"--config=/etc/strata/config/config.yaml",
+		))
+
+		mounts := map[string]string{}
+		for _, m := range get(t, c, "volumeMounts").([]any) {
+			mounts[get(t, m, "name").(string)] = get(t, m, "mountPath").(string)
+		}
+		g.Expect(mounts).To(Equal(map[string]string{
+			"config": "/etc/strata/config", "credentials": "/etc/strata/credentials",
+			"tls": "/etc/strata/tls", "tmp": "/tmp",
+		}))
+		volumes := map[string]any{}
+		for _, v := range get(t, pod, "volumes").([]any) {
+			volumes[get(t, v, "name").(string)] = v
+		}
+		g.Expect(get(t, volumes["config"], "configMap", "name")).To(Equal("strata-broker-config"))
+		g.Expect(get(t, volumes["credentials"], "secret", "secretName")).To(Equal("strata-broker-credentials"))
+		g.Expect(get(t, volumes["credentials"], "secret", "defaultMode")).To(Equal(int64(0o440)))
+		g.Expect(get(t, volumes["tls"], "secret", "secretName")).To(Equal("strata-broker-tls"))
+		g.Expect(get(t, volumes["tmp"], "emptyDir")).NotTo(BeNil())
+	})
+
+	t.Run("service", func(t *testing.T) {
+		g := NewWithT(t)
+		s := one(t, objs, "Service")
+		g.Expect(get(t, s, "spec", "ports", 0, "name")).To(Equal("https"))
+		g.Expect(get(t, s, "spec", "ports", 0, "port")).To(Equal(int64(443)))
+		g.Expect(get(t, s, "spec", "ports", 0, "targetPort")).To(Equal("https"))
+	})
+
+	t.Run("credentials secret", func(t *testing.T) {
+		g := NewWithT(t)
+		s := one(t, objs, "Secret")
+		g.Expect(get(t, s, "metadata", "name")).To(Equal("strata-broker-credentials"))
+		g.Expect(get(t, s, "data", "username")).To(Equal("c3RyYXRh")) // strata
+		g.Expect(get(t, s, "data", "password")).To(Equal("dGVzdA==")) // test
+	})
+
+	t.Run("config", func(t *testing.T) {
+		g := NewWithT(t)
+		cm := one(t, objs, "ConfigMap")
+		var cfg map[string]any
+		g.Expect(yaml.Unmarshal([]byte(get(t, cm, "data", "config.yaml").(string)), &cfg)).To(Succeed())
+		g.Expect(cfg).To(HaveKeyWithValue("brokerNamespace", namespace))
+		g.Expect(cfg).To(HaveKeyWithValue("pollIntervalSeconds", BeNumerically("==", 10)))
+		g.Expect(get(t, cfg, "tenancy", "cloudFoundryNamespaceTemplate")).To(Equal("cf-{{.OrgName}}-{{.SpaceName}}"))
+		g.Expect(get(t, cfg, "postgres", "images")).To(HaveKey("17"))
+		g.Expect(get(t, cfg, "postgres", "images")).To(HaveLen(4))
+		g.Expect(get(t, cfg, "postgres", "storageClass")).To(Equal("gp3-encrypted"))
+		g.Expect(get(t, cfg, "postgres", "monitoring", "podMonitor")).To(BeTrue())
+		g.Expect(get(t, cfg, "postgres", "istio", "enabled")).To(BeFalse())
+	})
+
+	t.Run("certificate", func(t *testing.T) {
+		g := NewWithT(t)
+		c := one(t, objs, "Certificate")
+		g.Expect(c["apiVersion"]).To(Equal("cert-manager.io/v1"))
+		g.Expect(get(t, c, "spec", "secretName")).To(Equal("strata-broker-tls"))
+		g.Expect(get(t, c, "spec", "issuerRef", "kind")).To(Equal("ClusterIssuer"))
+		g.Expect(get(t, c, "spec", "issuerRef", "name")).To(Equal("strata-ca"))
+		g.Expect(strs(get(t, c, "spec", "dnsNames"))).To(ContainElements(
+			"strata-broker.strata-system.svc", "strata-broker.strata-system.svc.cluster.local"))
+	})
+
+	t.Run("service monitor", func(t *testing.T) {
+		g := NewWithT(t)
+		sm := one(t, objs, "ServiceMonitor")
+		ep := get(t, sm, "spec", "endpoints", 0)
+		g.Expect(get(t, ep, "path")).To(Equal("/metrics"))
+		g.Expect(get(t, ep, "scheme")).To(Equal("https"))
+		g.Expect(get(t, ep, "port")).To(Equal("https"))
+		g.Expect(get(t, ep, "tlsConfig", "serverName")).To(Equal("strata-broker.strata-system.svc"))
+		g.Expect(get(t, ep, "tlsConfig", "ca", "secret", "name")).To(Equal("strata-broker-tls"))
+	})
+
+	t.Run("pod disruption budget", func(t *testing.T) {
+		g := NewWithT(t)
+		pdb := one(t, objs, "PodDisruptionBudget")
+		g.Expect(get(t, pdb, "spec", "minAvailable")).To(Equal(int64(1)))
+	})
+
+	t.Run("network policy", func(t *testing.T) {
+		g := NewWithT(t)
+		np := one(t, objs, "NetworkPolicy")
+		g.Expect(strs(get(t, np, "spec", "policyTypes"))).To(ConsistOf("Ingress", "Egress"))
+		in := get(t, np, "spec", "ingress").([]any)
+		g.Expect(in).To(HaveLen(1))
+		g.Expect(get(t, in[0], "ports")).To(Equal([]any{map[string]any{"protocol": "TCP", "port": int64(8443)}}))
+		g.Expect(strs(get(t, in[0], "from", 0, "namespaceSelector", "matchExpressions", 0, "values"))).To(
+			ConsistOf("crossplane-system", "monitoring"))
+		var egress []string
+		for _, r := range get(t, np, "spec", "egress").([]any) {
+			g.Expect(r).NotTo(HaveKey("to"), "egress ports are allowed to any destination")
+			for _, p := range get(t, r, "ports").([]any) {
+				egress = append(egress, fmt.Sprintf("%s/%v", get(t, p, "protocol"), get(t, p, "port")))
+			}
+		}
+		g.Expect(egress).To(ConsistOf("TCP/443", "TCP/6443", "UDP/53", "TCP/53", "TCP/8200"))
+	})
+
+	t.Run("cluster role is least privilege", func(t *testing.T) {
+		g := NewWithT(t)
+		cr := one(t, objs, "ClusterRole")
+		rs := rules(t, cr)
+		for _, r := range rs {
+			g.Expect(r.groups).NotTo(ContainElement("*"))
+			g.Expect(r.resources).NotTo(ContainElement("*"))
+			g.Expect(r.verbs).NotTo(ContainElement("*"))
+			for _, res := range r.resources {
+				g.Expect(res).NotTo(ContainSubstring("/"), "no subresources (%s)", res)
+			}
+		}
+		g.Expect(grants(rs, "", "secrets", "list")).To(BeFalse(), "secrets list cluster-wide")
+		g.Expect(grants(rs, "", "secrets", "watch")).To(BeFalse(), "secrets watch cluster-wide")
+		g.Expect(grants(rs, "", "secrets", "create")).To(BeTrue())
+		g.Expect(grants(rs, "postgresql.cnpg.io", "clusters", "create")).To(BeTrue())
+		g.Expect(grants(rs, "", "namespaces", "get")).To(BeTrue())
+		g.Expect(grants(rs, "", "namespaces", "list")).To(BeFalse())
+		g.Expect(grants(rs, "postgresql.cnpg.io", "backups", "create")).To(BeFalse())
+		for _, verb := range []string{"escalate", "bind", "impersonate"} {
+			for _, r := range rs {
+				g.Expect(r.verbs).NotTo(ContainElement(verb))
+			}
+		}
+
+		crb := one(t, objs, "ClusterRoleBinding")
+		g.Expect(get(t, crb, "roleRef", "name")).To(Equal(get(t, cr, "metadata", "name")))
+		g.Expect(get(t, crb, "subjects", 0, "name")).To(Equal("strata-broker"))
+		g.Expect(get(t, crb, "subjects", 0, "namespace")).To(Equal(namespace))
+	})
+
+	t.Run("role grants the records in the release namespace", func(t *testing.T) {
+		g := NewWithT(t)
+		role := one(t, objs, "Role")
+		g.Expect(get(t, role, "metadata", "namespace")).To(Equal(namespace))
+		rs := rules(t, role)
+		for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete"} {
+			g.Expect(grants(rs, "", "secrets", verb)).To(BeTrue(), "secrets %s", verb)
+		}
+		rb := one(t, objs, "RoleBinding")
+		g.Expect(get(t, rb, "metadata", "namespace")).To(Equal(namespace))
+		g.Expect(get(t, rb, "roleRef", "kind")).To(Equal("Role"))
+		g.Expect(get(t, rb, "subjects", 0, "name")).To(Equal("strata-broker"))
+		sa := one(t, objs, "ServiceAccount")
+		g.Expect(get(t, sa, "metadata", "name")).To(Equal("strata-broker"))
+	})
+}
+
+// TestBuiltInKindsDecodeStrictly decodes every rendered object of a built-in
+// Kubernetes kind into its Go type, rejecting unknown or duplicate fields, so
+// a misspelt or misplaced field fails here rather than at install time.
+// Custom resources (Certificate, ServiceMonitor) are not registered and are
+// skipped.
+func TestBuiltInKindsDecodeStrictly(t *testing.T) {
+	g := NewWithT(t)
+	codec := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+		kjson.SerializerOptions{Strict: true})
+	decoded := 0
+	for _, o := range render(t, withPassword()) {
+		js, err := json.Marshal(o)
+		g.Expect(err).NotTo(HaveOccurred())
+		_, _, err = codec.Decode(js, nil, nil)
+		if runtime.IsNotRegisteredError(err) {
+			t.Logf("skipping %s %s (custom resource)", o["apiVersion"], o["kind"])
+			continue
+		}
+		g.Expect(err).NotTo(HaveOccurred(), "%s %s", o["kind"], get(t, o, "metadata", "name"))
+		decoded++
+	}
+	g.Expect(decoded).To(BeNumerically(">=", 10))
+}
+
+func TestRequiresPassword(t *testing.T) {
+	g := NewWithT(t)
+	_, err := charts.RenderBroker(nil, namespace)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).To(ContainSubstring("credentials.password"))
+
+	_, err = charts.RenderBroker(map[string]any{"credentials": map[string]any{"password": ""}}, namespace)
+	g.Expect(err).To(MatchError(ContainSubstring("credentials.password")))
+}
+
+func TestExistingCredentialsSecret(t *testing.T) {
+	g := NewWithT(t)
+	objs := render(t, map[string]any{"credentials": map[string]any{"existingSecret": "broker-auth"}})
+	g.Expect(find(objs, "Secret")).To(BeEmpty())
+	d := one(t, objs, "Deployment")
+	var names []string
+	for _, v := range get(t, d, "spec", "template", "spec", "volumes").([]any) {
+		if s, ok := v.(map[string]any)["secret"]; ok {
+			names = append(names, get(t, s, "secretName").(string))
+		}
+	}
+	g.Expect(names).To(ContainElement("broker-auth"))
+}
+
+func TestExistingTLSSecret(t *testing.T) {
+	g := NewWithT(t)
+	values := withPassword()
+	values["tls"] = map[string]any{"existingSecret": "foo"}
+	objs := render(t, values)
+	g.Expect(find(objs, "Certificate")).To(BeEmpty())
+
+	d := one(t, objs, "Deployment")
+	var tls any
+	for _, v := range get(t, d, "spec", "template", "spec", "volumes").([]any) {
+		if get(t, v, "name") == "tls" {
+			tls = v
+		}
+	}
+	g.Expect(tls).NotTo(BeNil())
+	g.Expect(get(t, tls, "secret", "secretName")).To(Equal("foo"))
+	sm := one(t, objs, "ServiceMonitor")
+	g.Expect(get(t, sm, "spec", "endpoints", 0, "tlsConfig", "ca", "secret", "name")).To(Equal("foo"))
+}
+
+func TestOptionalObjectsCanBeDisabled(t *testing.T) {
+	g := NewWithT(t)
+	values := withPassword()
+	values["serviceMonitor"] = map[string]any{"enabled": false}
+	values["networkPolicy"] = map[string]any{"enabled": false}
+	values["replicaCount"] = 1
+	objs := render(t, values)
+	g.Expect(find(objs, "ServiceMonitor")).To(BeEmpty())
+	g.Expect(find(objs, "NetworkPolicy")).To(BeEmpty())
+	g.Expect(find(objs, "PodDisruptionBudget")).To(BeEmpty(), "a PDB with minAvailable 1 would block drains of a single replica")
+	g.Expect(get(t, one(t, objs, "Deployment"), "spec", "replicas")).To(Equal(int64(1)))
+}
+
+func TestConfigChangeRollsPods(t *testing.T) {
+	g := NewWithT(t)
+	checksum := func(values map[string]any) any {
+		return get(t, one(t, render(t, values), "Deployment"), "spec", "template", "metadata", "annotations", "checksum/config")
+	}
+	before := checksum(withPassword())
+	values := withPassword()
+	values["config"] = map[string]any{"pollIntervalSeconds": 30}
+	g.Expect(checksum(values)).NotTo(Equal(before))
+}

@@ -1,0 +1,113 @@
+{{/*
+Chart name, truncated to the 63 characters a label value allows.
+*/}}
+{{- define "strata-broker.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full resource name prefix: the release name, with the chart name appended
+unless the release name already contains it.
+*/}}
+{{- define "strata-broker.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "strata-broker.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object.
+*/}}
+{{- define "strata-broker.labels" -}}
+helm.sh/chart: {{ include "strata-broker.chart" . }}
+{{ include "strata-broker.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: service-broker
+app.kubernetes.io/part-of: strata
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels selecting the broker pods (immutable in the Deployment selector).
+*/}}
+{{- define "strata-broker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "strata-broker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+ServiceAccount the broker runs as.
+*/}}
+{{- define "strata-broker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "strata-broker.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secret holding the broker's basic-auth username and password.
+*/}}
+{{- define "strata-broker.credentialsSecretName" -}}
+{{- default (printf "%s-credentials" (include "strata-broker.fullname" .)) .Values.credentials.existingSecret }}
+{{- end }}
+
+{{/*
+Secret holding the serving certificate (written by cert-manager unless
+tls.existingSecret is set).
+*/}}
+{{- define "strata-broker.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "strata-broker.fullname" .)) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/*
+Namespace holding the broker's records: config.brokerNamespace, or the
+release namespace.
+*/}}
+{{- define "strata-broker.recordsNamespace" -}}
+{{- default .Release.Namespace .Values.config.brokerNamespace }}
+{{- end }}
+
+{{/*
+In-cluster DNS name of the Service (<svc>.<ns>.svc), the name clients use and
+the certificate is verified against.
+*/}}
+{{- define "strata-broker.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "strata-broker.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/*
+Container image reference; a digest wins over the tag.
+*/}}
+{{- define "strata-broker.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The broker configuration file (config.yaml): .Values.config, with
+brokerNamespace defaulted to the release namespace.
+*/}}
+{{- define "strata-broker.config" -}}
+{{- $config := deepCopy (default (dict) .Values.config) }}
+{{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
+{{- toYaml $config }}
+{{- end }}

@@ -1,0 +1,180 @@
+// Command strata-broker serves the Strata Open Service Broker.
+//
+// In a cluster it runs with the Helm chart in charts/strata-broker. With
+// --embedded it starts a local Kubernetes control plane (etcd and
+// kube-apiserver, with the upstream CRDs; no operators) so a newcomer can
+// call the catalog and provision on a machine with no cluster.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/strata-dev/strata/broker"
+)
+
+type flags struct {
+	listen, tlsCert, tlsKey, credentialsDir, config, namespace, kubeconfig, logLevel string
+	embedded                                                                         bool
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseFlags() flags {
+	var f flags
+	flag.StringVar(&f.listen, "listen", env("STRATA_LISTEN", ":8443"), "address to serve HTTPS on")
+	flag.StringVar(&f.tlsCert, "tls-cert-file", env("STRATA_TLS_CERT_FILE", ""), "server certificate (PEM)")
+	flag.StringVar(&f.tlsKey, "tls-key-file", env("STRATA_TLS_KEY_FILE", ""), "server key (PEM)")
+	flag.StringVar(&f.credentialsDir, "credentials-dir", env("STRATA_CREDENTIALS_DIR", ""), "directory with the broker's basic-auth 'username' and 'password' files (else STRATA_BROKER_USERNAME/STRATA_BROKER_PASSWORD)")
+	flag.StringVar(&f.config, "config", env("STRATA_CONFIG", ""), "broker configuration file (YAML)")
+	flag.StringVar(&f.namespace, "namespace", env("POD_NAMESPACE", ""), "namespace of the broker's records")
+	flag.StringVar(&f.kubeconfig, "kubeconfig", env("KUBECONFIG", ""), "kubeconfig (default: in-cluster)")
+	flag.StringVar(&f.logLevel, "log-level", env("STRATA_LOG_LEVEL", "info"), "debug, info, warn or error")
+	flag.BoolVar(&f.embedded, "embedded", false, "start a local control plane and serve against it (development)")
+	flag.Parse()
+	return f
+}
+
+func main() {
+	f := parseFlags()
+	level, err := zapcore.ParseLevel(f.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "--log-level:", err)
+		os.Exit(2)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(level)
+	// brokerapi logs every 4xx at error level; stack traces of client
+	// mistakes only bury the log.
+	zc.DisableStacktrace = true
+	log, _ := zc.Build()
+	defer func() { _ = log.Sync() }()
+	if err := run(f, log); err != nil {
+		log.Error("strata-broker stopped", zap.Error(err))
+		os.Exit(1)
+	}
+}
+
+func run(f flags, log *zap.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	creds := envCredentials(os.Getenv("STRATA_BROKER_USERNAME"), os.Getenv("STRATA_BROKER_PASSWORD"))
+	if f.credentialsDir != "" {
+		creds = fileCredentials(f.credentialsDir)
+	}
+
+	var restCfg *rest.Config
+	if f.embedded {
+		dev, err := startEmbedded(log)
+		if err != nil {
+			return err
+		}
+		defer dev.stop()
+		restCfg, f.tlsCert, f.tlsKey = dev.restConfig, dev.certFile, dev.keyFile
+		creds = fileCredentials(dev.credentialsDir)
+		if f.namespace == "" {
+			f.namespace = dev.brokerNamespace
+		}
+		if cfg.Postgres.Backup.Bucket == "" {
+			// Nothing is uploaded without the operators; the bucket only
+			// lets the backup plans render.
+			cfg.Postgres.Backup.Bucket = "strata-dev-backups"
+		}
+	} else if restCfg, err = kubeConfig(f.kubeconfig); err != nil {
+		return err
+	}
+	if cfg.BrokerNamespace != "" {
+		f.namespace = cfg.BrokerNamespace
+	}
+	if f.tlsCert == "" || f.tlsKey == "" {
+		return errors.New("TLS is required: pass --tls-cert-file and --tls-key-file (or --embedded for a local development broker)")
+	}
+
+	b, err := broker.New(restCfg, broker.Options{
+		Namespace:            f.namespace,
+		Postgres:             cfg.Postgres,
+		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
+		DashboardURLTemplate: cfg.DashboardURLTemplate,
+		Log:                  log,
+	})
+	if err != nil {
+		return err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler := broker.NewHandler(b, broker.HandlerOptions{
+		Credentials:  creds,
+		PollInterval: time.Duration(cfg.PollIntervalSeconds) * time.Second,
+		Ready: func(context.Context) error {
+			_, err := dc.ServerVersion()
+			return err
+		},
+		Registry: reg,
+		Log:      log,
+	})
+
+	srv := &http.Server{
+		Addr:              f.listen,
+		Handler:           handler,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServeTLS(f.tlsCert, f.tlsKey) }()
+	log.Info("serving the Open Service Broker API", zap.String("listen", f.listen), zap.String("namespace", f.namespace))
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Finish in-flight requests: a platform retries what we drop, but a
+	// cut response to a provision leaves it guessing.
+	shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	log.Info("shutting down")
+	return srv.Shutdown(shutdown)
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("not in a cluster and no --kubeconfig given (or use --embedded): %w", err)
+	}
+	return cfg, nil
+}

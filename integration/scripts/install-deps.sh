@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need on a Debian 12 machine, as root
+# (CI does this on every run): etcd and PostgreSQL/pgbouncer/Redis binaries
+# from Debian, then the kube-apiserver build. Idempotent: installed packages
+# are skipped, so a warm machine takes seconds.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+packages=(etcd-server postgresql-15 postgresql-15-pgaudit postgresql-15-hypopg pgbouncer redis-server openssl)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: Debian packages already installed: ${packages[*]}"
+else
+  if ((EUID != 0)); then
+    echo "install-deps: missing ${missing[*]}; run as root (or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # The tests start their own etcd, PostgreSQL and Redis on free ports, so
+  # the system services need not run: a policy-rc.d that refuses every start
+  # keeps the packages' postinst from starting them (which fails in
+  # containers without an init). An existing policy is left alone.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  echo "install-deps: apt-get update"
+  apt-get update -qq
+  echo "install-deps: apt-get install ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "install-deps: kube-apiserver"
+bash "$root/integration/scripts/build-kube-apiserver.sh"

@@ -1,0 +1,112 @@
+package provisioners
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// FieldManager is the server-side apply field manager of the broker.
+const FieldManager = "strata-broker"
+
+// Kube applies, reads and deletes objects of any kind through server-side
+// apply and the dynamic client.
+type Kube struct {
+	dyn    dynamic.Interface
+	mapper meta.ResettableRESTMapper
+}
+
+// NewKube returns a Kube for the cluster cfg points at.
+func NewKube(cfg *rest.Config) (*Kube, error) {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Kube{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
+}
+
+func (k *Kube) resource(gvk schema.GroupVersionKind, namespace string) (dynamic.ResourceInterface, error) {
+	m, err := k.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		// A CRD may have been installed after the broker started.
+		k.mapper.Reset()
+		m, err = k.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s is not served by this cluster (is its operator installed?): %w", gvk.Kind, err)
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return k.dyn.Resource(m.Resource).Namespace(namespace), nil
+	}
+	return k.dyn.Resource(m.Resource), nil
+}
+
+// Apply server-side-applies the objects in order, forcing ownership of the
+// fields Strata sets: the broker is the source of truth for them.
+func (k *Kube) Apply(ctx context.Context, objs []*unstructured.Unstructured) error {
+	for _, o := range objs {
+		ri, err := k.resource(o.GroupVersionKind(), o.GetNamespace())
+		if err != nil {
+			return err
+		}
+		if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
+			return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// Get returns the object, or nil when it does not exist.
+func (k *Kube) Get(ctx context.Context, ref Ref) (*unstructured.Unstructured, error) {
+	ri, err := k.resource(ref.GVK, ref.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	o, err := ri.Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return o, err
+}
+
+// Observe fetches every ref; absent objects map to nil.
+func (k *Kube) Observe(ctx context.Context, refs []Ref) (map[Ref]*unstructured.Unstructured, error) {
+	out := make(map[Ref]*unstructured.Unstructured, len(refs))
+	for _, r := range refs {
+		o, err := k.Get(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		out[r] = o
+	}
+	return out, nil
+}
+
+// Delete deletes the object with foreground propagation, so its dependents
+// (pods, PVCs) go before it does; a missing object is not an error.
+func (k *Kube) Delete(ctx context.Context, ref Ref) error {
+	ri, err := k.resource(ref.GVK, ref.Namespace)
+	if err != nil {
+		return err
+	}
+	fg := metav1.DeletePropagationForeground
+	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &fg})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,457 @@
+// Package postgres turns a PostgreSQL plan and its parameters into
+// CloudNativePG objects (pure builders, like CloudNativePG's own pkg/specs)
+// and reads readiness back from the operator's status.
+package postgres
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/strata-dev/strata/provisioners"
+)
+
+// The group roles every cluster has. Bindings get login roles that are
+// members of exactly one of them, so a binding's rights are the group's.
+const (
+	// OwnerRole owns the databases and their public schemas: DDL.
+	OwnerRole = "strata_owner"
+	// ReadWriteRole reads and writes all data (PostgreSQL's predefined
+	// pg_read_all_data and pg_write_all_data) but cannot create objects:
+	// since PostgreSQL 15, CREATE on public belongs to the database owner.
+	ReadWriteRole = "strata_readwrite"
+	// ReadOnlyRole reads all data.
+	ReadOnlyRole = "strata_readonly"
+)
+
+const (
+	barmanPlugin   = "barman-cloud.cloudnative-pg.io"
+	cnpgAPI        = "postgresql.cnpg.io/v1"
+	zoneKey        = "topology.kubernetes.io/zone"
+	hostnameKey    = "kubernetes.io/hostname"
+	postgresPort   = 5432
+	statusPort     = 8000 // instance manager, reached by the operator
+	metricsPort    = 9187
+	poolerMetrics  = 9127
+	namespaceLabel = "kubernetes.io/metadata.name"
+)
+
+// Config is what the platform team sets for every PostgreSQL instance.
+type Config struct {
+	// Images maps a major version to a pinned operand image. CloudNativePG's
+	// "standard" images carry pgaudit and the offered extensions.
+	Images       map[string]string `json:"images"`
+	StorageClass string            `json:"storageClass"`
+	Backup       BackupConfig      `json:"backup"`
+	// PodMonitor creates prometheus-operator PodMonitors (the Cluster's own
+	// enablePodMonitor is deprecated since CloudNativePG 1.26.2).
+	PodMonitor bool `json:"podMonitor"`
+	// OperatorNamespace and MonitoringNamespace are allowed through the
+	// instances' NetworkPolicies on the ports they need.
+	OperatorNamespace   string `json:"operatorNamespace"`
+	MonitoringNamespace string `json:"monitoringNamespace"`
+}
+
+// BackupConfig says where backups go. Credentials come from an IAM role on
+// the instances' service account (IRSA); no keys are ever stored.
+type BackupConfig struct {
+	Bucket      string `json:"bucket"`
+	PathPrefix  string `json:"pathPrefix"`
+	Region      string `json:"region"`
+	KMSKeyID    string `json:"kmsKeyId"`
+	IAMRoleARN  string `json:"iamRoleArn"`
+	EndpointURL string `json:"endpointURL"`
+}
+
+// DefaultConfig is used for every field the broker configuration leaves out.
+func DefaultConfig() Config {
+	return Config{
+		Images: map[string]string{
+			"15": "ghcr.io/cloudnative-pg/postgresql:15.17-standard-trixie",
+			"16": "ghcr.io/cloudnative-pg/postgresql:16.13-standard-trixie",
+			"17": "ghcr.io/cloudnative-pg/postgresql:17.9-standard-trixie",
+			"18": "ghcr.io/cloudnative-pg/postgresql:18.3-standard-trixie",
+		},
+		PodMonitor:          true,
+		OperatorNamespace:   "cnpg-system",
+		MonitoringNamespace: "monitoring",
+	}
+}
+
+// Provisioner is the PostgreSQL engine.
+type Provisioner struct {
+	Config Config
+}
+
+var _ provisioners.Provisioner = (*Provisioner)(nil)
+
+// Names of an instance's objects.
+type Names struct{ Cluster, Pooler, ObjectStore, ScheduledBackup string }
+
+// NamesOf returns the object names of an instance.
+func NamesOf(inst provisioners.Instance) Names {
+	return Names{
+		Cluster:         inst.Name,
+		Pooler:          inst.Name + "-pooler",
+		ObjectStore:     inst.Name + "-backup",
+		ScheduledBackup: inst.Name + "-daily",
+	}
+}
+
+// DatabaseObjectName is the name of the Database object of database db
+// (database names have no '-', so the mapping is one to one).
+func DatabaseObjectName(inst provisioners.Instance, db string) string {
+	return inst.Name + "-db-" + strings.ReplaceAll(db, "_", "-")
+}
+
+// Build renders the instance's objects in apply order.
+func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstructured, error) {
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return nil, err
+	}
+	image, ok := p.Config.Images[s.Version]
+	if !ok {
+		return nil, fmt.Errorf("parameters.version: no image is configured for PostgreSQL %s; the platform team sets postgres.images in the broker configuration", s.Version)
+	}
+	pg := inst.Plan.Postgres
+	if pg.Backup != nil && p.Config.Backup.Bucket == "" {
+		return nil, fmt.Errorf("plan %q keeps backups but the broker has no backup bucket: set postgres.backup.bucket in the broker configuration", inst.Plan.Name)
+	}
+	n := NamesOf(inst)
+	var objs []*unstructured.Unstructured
+	if pg.Backup != nil {
+		objs = append(objs, p.objectStore(inst, s, n))
+	}
+	objs = append(objs, p.cluster(inst, s, n, image))
+	for _, db := range s.Databases {
+		objs = append(objs, database(inst, s, db))
+	}
+	if pg.Pooler != nil {
+		objs = append(objs, pooler(inst, n))
+	}
+	if pg.Backup != nil {
+		objs = append(objs, scheduledBackup(inst, s, n))
+	}
+	objs = append(objs, p.networkPolicies(inst, n)...)
+	if p.Config.PodMonitor {
+		objs = append(objs, podMonitor(inst, inst.Name, map[string]any{"cnpg.io/cluster": n.Cluster}))
+		if pg.Pooler != nil {
+			objs = append(objs, podMonitor(inst, n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler}))
+		}
+	}
+	if inst.Meshed {
+		objs = append(objs, peerAuthentication(inst, n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster}, statusPort, metricsPort))
+		if pg.Pooler != nil {
+			objs = append(objs, peerAuthentication(inst, n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler}, poolerMetrics))
+		}
+	}
+	return objs, nil
+}
+
+func object(inst provisioners.Instance, apiVersion, kind, name string, spec map[string]any) *unstructured.Unstructured {
+	labels := stringMap(inst.Labels())
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": apiVersion,
+		"kind":       kind,
+		"metadata":   map[string]any{"name": name, "namespace": inst.Namespace, "labels": labels},
+		"spec":       spec,
+	}}
+}
+
+func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, image string) *unstructured.Unstructured {
+	pg := inst.Plan.Postgres
+	params := map[string]any{
+		"max_connections": strconv.Itoa(pg.MaxConnections),
+		// TLS 1.2 is the floor every supported pgjdbc/JDK pair speaks;
+		// CloudNativePG's default floor (1.3) locks out older JDKs.
+		"ssl_min_protocol_version": "TLSv1.2",
+		"ssl_max_protocol_version": "TLSv1.3",
+		"password_encryption":      "scram-sha-256",
+		// Access is audited: who connected, and (pgaudit) what they changed.
+		"log_connections":     "on",
+		"log_disconnections":  "on",
+		"pgaudit.log":         strings.Join(s.AuditClasses, ", "),
+		"pgaudit.log_catalog": "off",
+		// Bind parameters can carry personal data and secrets; the
+		// statement text is enough to audit.
+		"pgaudit.log_parameter": "off",
+		"pgaudit.log_relation":  "on",
+		// Setting a pg_stat_statements parameter makes CloudNativePG preload
+		// it and create the extension: per-query statistics for tuning.
+		"pg_stat_statements.max":   "10000",
+		"pg_stat_statements.track": "top",
+	}
+	if s.XA {
+		// One prepared transaction per connection is the most XA can use.
+		params["max_prepared_transactions"] = strconv.Itoa(pg.MaxConnections)
+	}
+	postgresql := map[string]any{
+		"parameters": params,
+		// CloudNativePG's own rules (local peer, streaming_replica and the
+		// pooler's cert auth) come first; its final default accepts
+		// non-TLS connections, so every non-TLS connection is rejected here.
+		"pg_hba": []any{
+			"hostnossl all all 0.0.0.0/0 reject",
+			"hostnossl all all ::/0 reject",
+			"hostssl all all 0.0.0.0/0 scram-sha-256",
+			"hostssl all all ::/0 scram-sha-256",
+		},
+	}
+	if pg.SynchronousStandbys > 0 {
+		postgresql["synchronous"] = map[string]any{
+			"method": "any", "number": int64(pg.SynchronousStandbys), "dataDurability": "required",
+		}
+		// The synchronous standby must be in another zone than the primary.
+		postgresql["syncReplicaElectionConstraint"] = map[string]any{
+			"enabled": true, "nodeLabelsAntiAffinity": []any{zoneKey},
+		}
+	}
+	storage := map[string]any{"size": fmt.Sprintf("%dGi", s.StorageGB)}
+	if p.Config.StorageClass != "" {
+		// Encryption at rest comes from the storage class (EBS with KMS).
+		storage["storageClass"] = p.Config.StorageClass
+	}
+	inherited := map[string]any{"labels": stringMap(inst.Labels())}
+	if inst.Meshed {
+		// Under a (non-native) Istio sidecar the instance manager starts
+		// before Envoy and cannot reach the API server.
+		inherited["annotations"] = map[string]any{"proxy.istio.io/config": `{"holdApplicationUntilProxyStarts": true}`}
+	}
+	spec := map[string]any{
+		"description":           fmt.Sprintf("Strata %s %s instance %s", inst.Service.Name, inst.Plan.Name, inst.ID),
+		"imageName":             image,
+		"instances":             int64(s.Instances()),
+		"primaryUpdateStrategy": "unsupervised",
+		"enableSuperuserAccess": false,
+		"storage":               storage,
+		"resources": map[string]any{
+			"requests": map[string]any{"cpu": s.CPU, "memory": s.Memory},
+			"limits":   map[string]any{"cpu": s.CPU, "memory": s.Memory},
+		},
+		"inheritedMetadata": inherited,
+		"affinity":          affinity(pg.ZoneSpread),
+		"postgresql":        postgresql,
+		"bootstrap": map[string]any{"initdb": map[string]any{
+			"database": s.Databases[0], "owner": OwnerRole, "dataChecksums": true,
+		}},
+		"managed": map[string]any{"roles": []any{
+			groupRole(OwnerRole, "owns the databases: DDL and migrations"),
+			groupRole(ReadWriteRole, "reads and writes data, no DDL", "pg_read_all_data", "pg_write_all_data"),
+			groupRole(ReadOnlyRole, "reads data", "pg_read_all_data"),
+		}},
+	}
+	if pg.ZoneSpread == "required" {
+		spec["topologySpreadConstraints"] = []any{map[string]any{
+			"maxSkew": int64(1), "topologyKey": zoneKey, "whenUnsatisfiable": "DoNotSchedule",
+			"labelSelector": map[string]any{"matchLabels": map[string]any{"cnpg.io/cluster": n.Cluster}},
+		}}
+	}
+	if pg.Pooler != nil {
+		// PgBouncer presents the cluster's server certificate, so clients
+		// verifying the host name (sslmode=verify-full) need its names in it.
+		spec["certificates"] = map[string]any{"serverAltDNSNames": serviceNames(n.Pooler, inst.Namespace)}
+	}
+	if pg.Backup != nil {
+		spec["plugins"] = []any{map[string]any{
+			"name": barmanPlugin, "isWALArchiver": true,
+			"parameters": map[string]any{"barmanObjectName": n.ObjectStore, "serverName": n.Cluster},
+		}}
+		if arn := p.Config.Backup.IAMRoleARN; arn != "" {
+			spec["serviceAccountTemplate"] = map[string]any{"metadata": map[string]any{
+				"annotations": map[string]any{"eks.amazonaws.com/role-arn": arn},
+			}}
+		}
+	}
+	return object(inst, cnpgAPI, "Cluster", n.Cluster, spec)
+}
+
+func affinity(zoneSpread string) map[string]any {
+	switch zoneSpread {
+	case "preferred":
+		return map[string]any{"enablePodAntiAffinity": true, "topologyKey": zoneKey, "podAntiAffinityType": "preferred"}
+	case "required":
+		// Never two instances on one node; the zone spread itself is a
+		// topology spread constraint, so more instances than zones still
+		// schedule.
+		return map[string]any{"enablePodAntiAffinity": true, "topologyKey": hostnameKey, "podAntiAffinityType": "required"}
+	default:
+		return map[string]any{"enablePodAntiAffinity": true, "topologyKey": hostnameKey, "podAntiAffinityType": "preferred"}
+	}
+}
+
+func groupRole(name, comment string, inRoles ...string) map[string]any {
+	r := map[string]any{
+		"name": name, "ensure": "present", "login": false, "inherit": true,
+		"comment": "Strata group role: " + comment,
+	}
+	if len(inRoles) > 0 {
+		list := make([]any, len(inRoles))
+		for i, v := range inRoles {
+			list[i] = v
+		}
+		r["inRoles"] = list
+	}
+	return r
+}
+
+func database(inst provisioners.Instance, s Settings, db string) *unstructured.Unstructured {
+	exts := make([]any, 0, len(s.Extensions))
+	for _, e := range s.Extensions {
+		exts = append(exts, map[string]any{"name": e, "ensure": "present"})
+	}
+	spec := map[string]any{
+		"cluster": map[string]any{"name": inst.Name},
+		"name":    db,
+		"owner":   OwnerRole,
+		"ensure":  "present",
+	}
+	if len(exts) > 0 {
+		spec["extensions"] = exts
+	}
+	return object(inst, cnpgAPI, "Database", DatabaseObjectName(inst, db), spec)
+}
+
+func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
+	pp := inst.Plan.Postgres.Pooler
+	return object(inst, cnpgAPI, "Pooler", n.Pooler, map[string]any{
+		"cluster":   map[string]any{"name": n.Cluster},
+		"type":      "rw",
+		"instances": int64(pp.Instances),
+		"pgbouncer": map[string]any{
+			"poolMode": pp.Mode,
+			"parameters": map[string]any{
+				// CloudNativePG's default (prefer) accepts plaintext clients.
+				"client_tls_sslmode": "require",
+				"max_client_conn":    strconv.Itoa(pp.MaxClientConn),
+				"default_pool_size":  strconv.Itoa(pp.DefaultPoolSize),
+				// Protocol-level prepared statements survive transaction
+				// pooling (PgBouncer >= 1.21).
+				"max_prepared_statements": "200",
+			},
+		},
+	})
+}
+
+func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Names) *unstructured.Unstructured {
+	b := p.Config.Backup
+	path := "s3://" + b.Bucket + "/"
+	if pre := strings.Trim(b.PathPrefix, "/"); pre != "" {
+		path += pre + "/"
+	}
+	path += inst.Namespace
+	creds := map[string]any{"inheritFromIAMRole": true}
+	if b.Region != "" {
+		creds["region"] = b.Region
+	}
+	wal := map[string]any{"compression": "zstd", "encryption": "aws:kms", "maxParallel": int64(2)}
+	data := map[string]any{"compression": "gzip", "encryption": "aws:kms", "jobs": int64(2)}
+	if b.KMSKeyID != "" {
+		// The barman-cloud API has no key id field; the tools take it as a
+		// flag, in --flag=value form so it is never appended twice.
+		arg := []any{"--sse-kms-key-id=" + b.KMSKeyID}
+		wal["archiveAdditionalCommandArgs"] = arg
+		data["additionalCommandArgs"] = arg
+	}
+	conf := map[string]any{"destinationPath": path, "s3Credentials": creds, "wal": wal, "data": data}
+	if b.EndpointURL != "" {
+		conf["endpointURL"] = b.EndpointURL
+	}
+	o := object(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, map[string]any{
+		"configuration":   conf,
+		"retentionPolicy": fmt.Sprintf("%dd", s.RetentionDays),
+	})
+	// Deprovision keeps the ObjectStore: a restore reads the backups through
+	// it, and its retention policy is what the bucket lifecycle mirrors.
+	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})
+	return o
+}
+
+func scheduledBackup(inst provisioners.Instance, s Settings, n Names) *unstructured.Unstructured {
+	return object(inst, cnpgAPI, "ScheduledBackup", n.ScheduledBackup, map[string]any{
+		"cluster":             map[string]any{"name": n.Cluster},
+		"schedule":            s.BackupCron,
+		"method":              "plugin",
+		"pluginConfiguration": map[string]any{"name": barmanPlugin},
+		// A first base backup right away: point-in-time recovery starts at
+		// provisioning, not at the first scheduled run.
+		"immediate": true,
+		// Backup objects outlive the Cluster, like the backups themselves.
+		"backupOwnerReference": "none",
+		"target":               "prefer-standby",
+	})
+}
+
+func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*unstructured.Unstructured {
+	sameNamespace := map[string]any{"podSelector": map[string]any{}}
+	fromNamespace := func(ns string) map[string]any {
+		return map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{namespaceLabel: ns}}}
+	}
+	ports := func(ps ...int) []any {
+		out := make([]any, len(ps))
+		for i, port := range ps {
+			out[i] = map[string]any{"protocol": "TCP", "port": int64(port)}
+		}
+		return out
+	}
+	rule := func(from map[string]any, ps ...int) map[string]any {
+		return map[string]any{"from": []any{from}, "ports": ports(ps...)}
+	}
+	policy := func(name string, selector map[string]any, rules ...any) *unstructured.Unstructured {
+		return object(inst, "networking.k8s.io/v1", "NetworkPolicy", name, map[string]any{
+			"podSelector": map[string]any{"matchLabels": selector},
+			"policyTypes": []any{"Ingress"},
+			"ingress":     rules,
+		})
+	}
+	out := []*unstructured.Unstructured{policy(n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster},
+		// The tenant's own workloads, the pooler and the other instances
+		// (replication) are in this namespace.
+		rule(sameNamespace, postgresPort),
+		rule(fromNamespace(p.Config.OperatorNamespace), statusPort, postgresPort),
+		rule(fromNamespace(p.Config.MonitoringNamespace), metricsPort),
+	)}
+	if inst.Plan.Postgres.Pooler != nil {
+		out = append(out, policy(n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler},
+			rule(sameNamespace, postgresPort),
+			rule(fromNamespace(p.Config.MonitoringNamespace), poolerMetrics),
+		))
+	}
+	return out
+}
+
+func podMonitor(inst provisioners.Instance, name string, selector map[string]any) *unstructured.Unstructured {
+	return object(inst, "monitoring.coreos.com/v1", "PodMonitor", name, map[string]any{
+		"selector":            map[string]any{"matchLabels": selector},
+		"podMetricsEndpoints": []any{map[string]any{"port": "metrics"}},
+	})
+}
+
+// peerAuthentication keeps mTLS STRICT for clients while the ports used by
+// out-of-mesh callers (the operator, Prometheus) accept plain connections;
+// those ports carry their own TLS or only metrics.
+func peerAuthentication(inst provisioners.Instance, name string, selector map[string]any, permissive ...int) *unstructured.Unstructured {
+	ports := map[string]any{}
+	for _, port := range permissive {
+		ports[strconv.Itoa(port)] = map[string]any{"mode": "PERMISSIVE"}
+	}
+	return object(inst, "security.istio.io/v1", "PeerAuthentication", name, map[string]any{
+		"selector":      map[string]any{"matchLabels": selector},
+		"mtls":          map[string]any{"mode": "STRICT"},
+		"portLevelMtls": ports,
+	})
+}
+
+func serviceNames(svc, ns string) []any {
+	return []any{svc, svc + "." + ns, svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local"}
+}
+
+func stringMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

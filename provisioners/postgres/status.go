@@ -1,0 +1,137 @@
+package postgres
+
+import (
+	"fmt"
+	"slices"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/strata-dev/strata/provisioners"
+)
+
+var (
+	clusterGVK  = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "Cluster"}
+	poolerGVK   = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "Pooler"}
+	databaseGVK = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "Database"}
+)
+
+// failedPhases are CloudNativePG phases that need a person (or a platform
+// fix) before the cluster can make progress; waiting on them until the
+// polling deadline would only hide the reason.
+var failedPhases = []string{
+	"Cluster cannot proceed to reconciliation due to an unknown plugin being required",
+	"Cluster cannot proceed to reconciliation due to an error while interacting with plugins",
+	"Cluster has incomplete or invalid image catalog",
+	"Cluster is unrecoverable and needs manual intervention",
+	"Cluster cannot execute instance online upgrade due to missing architecture binary",
+	"Unable to create required cluster objects",
+	"Invalid cluster definition",
+	"Waiting for user action",
+}
+
+// Watched lists the Cluster, its Databases and its Pooler.
+func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
+	n := NamesOf(inst)
+	refs := []provisioners.Ref{{GVK: clusterGVK, Namespace: inst.Namespace, Name: n.Cluster}}
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err == nil {
+		for _, db := range s.Databases {
+			refs = append(refs, provisioners.Ref{GVK: databaseGVK, Namespace: inst.Namespace, Name: DatabaseObjectName(inst, db)})
+		}
+	}
+	if inst.Plan.Postgres.Pooler != nil {
+		refs = append(refs, provisioners.Ref{GVK: poolerGVK, Namespace: inst.Namespace, Name: n.Pooler})
+	}
+	return refs
+}
+
+// Assess reads CloudNativePG's status: the Cluster's phase and Ready
+// condition (for the current generation), each Database's applied flag and
+// the Pooler's instance count.
+func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisioners.Ref]*unstructured.Unstructured) provisioners.Progress {
+	refs := p.Watched(inst)
+	cluster := observed[refs[0]]
+	if cluster == nil {
+		return inProgress("waiting for the CloudNativePG Cluster to be created")
+	}
+	phase, _, _ := unstructured.NestedString(cluster.Object, "status", "phase")
+	reason, _, _ := unstructured.NestedString(cluster.Object, "status", "phaseReason")
+	if slices.Contains(failedPhases, phase) {
+		d := "CloudNativePG reports: " + phase
+		if reason != "" {
+			d += ": " + reason
+		}
+		return provisioners.Progress{State: provisioners.Failed, Description: d}
+	}
+	want, _, _ := unstructured.NestedInt64(cluster.Object, "spec", "instances")
+	ready, _, _ := unstructured.NestedInt64(cluster.Object, "status", "readyInstances")
+	if phase == "" {
+		phase = "waiting for the operator"
+	}
+	if !conditionTrue(cluster, "Ready") || ready < want {
+		return inProgress(fmt.Sprintf("PostgreSQL: %s (%d of %d instances ready)", phase, ready, want))
+	}
+	for _, ref := range refs[1:] {
+		o := observed[ref]
+		switch ref.GVK.Kind {
+		case "Database":
+			if o == nil {
+				return inProgress("waiting for database object " + ref.Name)
+			}
+			applied, _, _ := unstructured.NestedBool(o.Object, "status", "applied")
+			gen, _, _ := unstructured.NestedInt64(o.Object, "status", "observedGeneration")
+			if !applied || gen < o.GetGeneration() {
+				msg, _, _ := unstructured.NestedString(o.Object, "status", "message")
+				name, _, _ := unstructured.NestedString(o.Object, "spec", "name")
+				d := "creating database " + name
+				if msg != "" {
+					d += ": " + msg
+				}
+				return inProgress(d)
+			}
+		case "Pooler":
+			if o == nil {
+				return inProgress("waiting for the PgBouncer pooler")
+			}
+			wantP, _, _ := unstructured.NestedInt64(o.Object, "spec", "instances")
+			haveP, _, _ := unstructured.NestedInt64(o.Object, "status", "instances")
+			if haveP < wantP {
+				return inProgress(fmt.Sprintf("PgBouncer pooler: %d of %d instances", haveP, wantP))
+			}
+		}
+	}
+	d := fmt.Sprintf("PostgreSQL ready: %d of %d instances", ready, want)
+	if primary, _, _ := unstructured.NestedString(cluster.Object, "status", "currentPrimary"); primary != "" {
+		d += ", primary " + primary
+	}
+	if inst.Plan.Postgres.Backup != nil {
+		if conditionTrue(cluster, "ContinuousArchiving") {
+			d += ", WAL archiving working"
+		} else {
+			d += ", WAL archiving not confirmed yet"
+		}
+	}
+	return provisioners.Progress{State: provisioners.Succeeded, Description: d}
+}
+
+// conditionTrue says whether the condition is True for the object's
+// current generation (a stale Ready does not count after an update).
+func conditionTrue(o *unstructured.Unstructured, condType string) bool {
+	conds, _, _ := unstructured.NestedSlice(o.Object, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if !ok || m["type"] != condType {
+			continue
+		}
+		if gen, ok := m["observedGeneration"].(int64); ok && gen < o.GetGeneration() {
+			return false
+		}
+		return m["status"] == "True"
+	}
+	return false
+}
+
+func inProgress(d string) provisioners.Progress {
+	return provisioners.Progress{State: provisioners.InProgress, Description: d}
+}

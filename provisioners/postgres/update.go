@@ -1,0 +1,39 @@
+package postgres
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/strata-dev/strata/provisioners"
+)
+
+// CheckUpdate refuses what cannot change in place: the major version (that
+// is a migration), shrinking storage (volumes only grow) and dropping a
+// database (its data would go).
+func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
+	before, err := Resolve(old.Plan, old.Params)
+	if err != nil {
+		return err
+	}
+	after, err := Resolve(updated.Plan, updated.Params)
+	if err != nil {
+		return err
+	}
+	if before.Version != after.Version {
+		return fmt.Errorf("parameters.version: PostgreSQL %s cannot become %s in place; provision a new instance with version %s and migrate the data (pg_dump or logical replication)",
+			before.Version, after.Version, after.Version)
+	}
+	if after.StorageGB < before.StorageGB {
+		return fmt.Errorf("parameters.storage_gb: volumes can grow but not shrink (%d GB now, %d asked); keep %d or more",
+			before.StorageGB, after.StorageGB, before.StorageGB)
+	}
+	for _, db := range before.Databases {
+		if !slices.Contains(after.Databases, db) {
+			return fmt.Errorf("parameters.databases: database %q would be dropped with its data; keep it in the list (databases can be added, not removed)", db)
+		}
+	}
+	if before.Databases[0] != after.Databases[0] {
+		return fmt.Errorf("parameters.databases: the first database (%q) is the one the cluster was created with and must stay first", before.Databases[0])
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+// Package provisioners is the seam between the broker and the engines. Each
+// engine (provisioners/postgres, …) is a pure builder — plan + parameters +
+// tenant → Kubernetes objects — plus a pure assessment of the objects the
+// upstream operator reports on. All Kubernetes I/O is in kube.go.
+package provisioners
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/strata-dev/strata/catalog"
+)
+
+// Labels put on everything Strata creates, so a platform engineer can find,
+// count and bill it, and so the broker can clean it up.
+const (
+	LabelManagedBy  = "app.kubernetes.io/managed-by"
+	ManagedByStrata = "strata"
+	LabelInstanceID = "strata.dev/instance-id"
+	LabelBindingID  = "strata.dev/binding-id"
+	LabelService    = "strata.dev/service"
+	LabelPlan       = "strata.dev/plan"
+	LabelTenant     = "strata.dev/tenant"
+	// AnnotationRetain marks objects that deprovision leaves in place, such
+	// as the backup ObjectStore, which a restore needs until the backups'
+	// retention has run out.
+	AnnotationRetain = "strata.dev/retain-on-deprovision"
+)
+
+// Instance is everything a builder needs to know about a service instance.
+type Instance struct {
+	ID string
+	// Name is the base name of the instance's objects in its namespace.
+	Name      string
+	Namespace string
+	Service   *catalog.Service
+	Plan      *catalog.Plan
+	// Params are the validated parameters as the platform sent them
+	// (defaults are applied by the builders, not stored).
+	Params map[string]any
+	// Meshed says the namespace has Istio injection or ambient mode on.
+	Meshed bool
+}
+
+// Labels returns the labels of every object of the instance.
+func (i Instance) Labels() map[string]string {
+	return map[string]string{
+		LabelManagedBy:  ManagedByStrata,
+		LabelInstanceID: LabelValue(i.ID),
+		LabelService:    i.Service.Name,
+		LabelPlan:       i.Plan.Name,
+		LabelTenant:     i.Namespace,
+	}
+}
+
+// State is the state of an operation in OSB terms.
+type State string
+
+const (
+	InProgress State = "in progress"
+	Succeeded  State = "succeeded"
+	Failed     State = "failed"
+)
+
+// Progress is where an instance stands, with a user-facing description.
+// Descriptions never carry secrets: they are shown to end users.
+type Progress struct {
+	State       State
+	Description string
+}
+
+// Ref names one object.
+type Ref struct {
+	GVK       schema.GroupVersionKind
+	Namespace string
+	Name      string
+}
+
+// RefOf returns the Ref of an object.
+func RefOf(o *unstructured.Unstructured) Ref {
+	return Ref{GVK: o.GroupVersionKind(), Namespace: o.GetNamespace(), Name: o.GetName()}
+}
+
+// Provisioner is one engine.
+type Provisioner interface {
+	// Build renders every object of the instance, in apply order.
+	Build(inst Instance) ([]*unstructured.Unstructured, error)
+	// CheckUpdate refuses parameter and plan changes that cannot be applied
+	// in place safely, saying why.
+	CheckUpdate(old, updated Instance) error
+	// Watched lists the objects whose status tells whether the instance is
+	// ready.
+	Watched(inst Instance) []Ref
+	// Assess turns the observed Watched objects (absent ones are nil) into
+	// progress.
+	Assess(inst Instance, observed map[Ref]*unstructured.Unstructured) Progress
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// ResourceName derives the base name of an instance's (or binding's)
+// objects from its OSB id: prefix + id when the id is a short lowercase DNS
+// label (UUIDs are), otherwise prefix + a hash of the id. The prefix makes
+// the name start with a letter, as Service names must.
+func ResourceName(prefix, id string) string {
+	if len(id) <= 40 && dnsLabel.MatchString(id) {
+		return prefix + id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return prefix + hex.EncodeToString(sum[:])[:32]
+}
+
+// LabelValue makes an OSB id usable as a label value (at most 63 characters
+// of [-A-Za-z0-9_.]); other ids are hashed.
+func LabelValue(id string) string {
+	if len(id) <= 63 && labelValue.MatchString(id) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "h-" + hex.EncodeToString(sum[:])[:40]
+}
+
+var labelValue = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
