@@ -344,7 +344,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 	if newPlan.ID == rec.PlanID && reflect.DeepEqual(params, rec.Parameters) && !maintenance {
 		// Nothing changes: a cheap 200, as declarative clients re-send
 		// their whole spec.
-		return domain.UpdateServiceSpec{DashboardURL: rec.DashboardURL}, nil
+		return domain.UpdateServiceSpec{}, nil
 	}
 	if !async {
 		return domain.UpdateServiceSpec{}, asyncRequired()

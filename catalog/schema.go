@@ -132,6 +132,10 @@ func postgresBindSchema() Schema {
 				"type": "string", "pattern": `^[a-z][a-z0-9_]{0,62}$`,
 				"description": "Database to connect to; defaults to the instance's first database.",
 			},
+			"mount_path": Schema{
+				"type": "string", "pattern": `^/[A-Za-z0-9._/-]{0,200}$`,
+				"description": "Where the workload mounts the binding Secret (paths inside the Secret, such as the CA file, point there); defaults to /bindings/<secret name>.",
+			},
 		},
 	}
 }

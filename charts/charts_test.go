@@ -13,9 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/client-go/kubernetes/scheme"
-	"sigs.k8s.io/yaml"
 
+	"github.com/strata-dev/strata/broker"
 	"github.com/strata-dev/strata/charts"
+	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
 const namespace = "strata-system"
@@ -174,6 +175,7 @@ func TestDefaultRender(t *testing.T) {
 			"--tls-key-file=/etc/strata/tls/tls.key",
 			"--credentials-dir=/etc/strata/credentials",
 			"--config=/etc/strata/config/config.yaml",
+			"--log-level=info",
 		))
 
 		mounts := map[string]string{}
@@ -213,17 +215,19 @@ func TestDefaultRender(t *testing.T) {
 
 	t.Run("config", func(t *testing.T) {
 		g := NewWithT(t)
-		cm := one(t, objs, "ConfigMap")
-		var cfg map[string]any
-		g.Expect(yaml.Unmarshal([]byte(get(t, cm, "data", "config.yaml").(string)), &cfg)).To(Succeed())
-		g.Expect(cfg).To(HaveKeyWithValue("brokerNamespace", namespace))
-		g.Expect(cfg).To(HaveKeyWithValue("pollIntervalSeconds", BeNumerically("==", 10)))
-		g.Expect(get(t, cfg, "tenancy", "cloudFoundryNamespaceTemplate")).To(Equal("cf-{{.OrgName}}-{{.SpaceName}}"))
-		g.Expect(get(t, cfg, "postgres", "images")).To(HaveKey("17"))
-		g.Expect(get(t, cfg, "postgres", "images")).To(HaveLen(4))
-		g.Expect(get(t, cfg, "postgres", "storageClass")).To(Equal("gp3-encrypted"))
-		g.Expect(get(t, cfg, "postgres", "monitoring", "podMonitor")).To(BeTrue())
-		g.Expect(get(t, cfg, "postgres", "istio", "enabled")).To(BeFalse())
+		cfg := renderedConfig(t, objs)
+		g.Expect(cfg.BrokerNamespace).To(Equal(namespace))
+		g.Expect(cfg.PollIntervalSeconds).To(Equal(10))
+		g.Expect(cfg.DashboardURLTemplate).To(BeEmpty())
+		g.Expect(cfg.Tenancy.CloudFoundryNamespaceTemplate).To(Equal("cf-{{.SpaceGUID}}"),
+			"space GUIDs are unique; org/space names can collide between tenants")
+		// The binary's pinned images apply: the chart pins none of its own.
+		g.Expect(cfg.Postgres.Images).To(Equal(postgres.DefaultConfig().Images))
+		g.Expect(cfg.Postgres.PodMonitor).To(BeTrue())
+		g.Expect(cfg.Postgres.OperatorNamespace).To(Equal("cnpg-system"))
+		g.Expect(cfg.Postgres.MonitoringNamespace).To(Equal("monitoring"))
+		g.Expect(cfg.Postgres.StorageClass).To(BeEmpty())
+		g.Expect(cfg.Postgres.Backup).To(Equal(postgres.BackupConfig{}))
 	})
 
 	t.Run("certificate", func(t *testing.T) {
@@ -270,7 +274,8 @@ func TestDefaultRender(t *testing.T) {
 				egress = append(egress, fmt.Sprintf("%s/%v", get(t, p, "protocol"), get(t, p, "port")))
 			}
 		}
-		g.Expect(egress).To(ConsistOf("TCP/443", "TCP/6443", "UDP/53", "TCP/53", "TCP/8200"))
+		// No OpenBao rule: this release's broker does not call it.
+		g.Expect(egress).To(ConsistOf("TCP/443", "TCP/6443", "UDP/53", "TCP/53"))
 	})
 
 	t.Run("cluster role is least privilege", func(t *testing.T) {
@@ -285,12 +290,27 @@ func TestDefaultRender(t *testing.T) {
 				g.Expect(res).NotTo(ContainSubstring("/"), "no subresources (%s)", res)
 			}
 		}
+		// Exactly what the code does (see the comments in rbac.yaml):
+		// server-side apply is create + patch, status reads and "is it
+		// gone yet" are get, deprovision and unbind are delete.
+		apply := []string{"create", "delete", "get", "patch"}
+		g.Expect(grantTable(rs)).To(Equal(map[string][]string{
+			"namespaces":                             {"create", "get"},
+			"secrets":                                apply,
+			"clusters.postgresql.cnpg.io":            apply,
+			"poolers.postgresql.cnpg.io":             apply,
+			"databases.postgresql.cnpg.io":           apply,
+			"databaseroles.postgresql.cnpg.io":       apply,
+			"scheduledbackups.postgresql.cnpg.io":    apply,
+			"objectstores.barmancloud.cnpg.io":       {"create", "patch"},
+			"networkpolicies.networking.k8s.io":      apply,
+			"podmonitors.monitoring.coreos.com":      apply,
+			"peerauthentications.security.istio.io": apply,
+		}))
 		g.Expect(grants(rs, "", "secrets", "list")).To(BeFalse(), "secrets list cluster-wide")
 		g.Expect(grants(rs, "", "secrets", "watch")).To(BeFalse(), "secrets watch cluster-wide")
-		g.Expect(grants(rs, "", "secrets", "create")).To(BeTrue())
-		g.Expect(grants(rs, "postgresql.cnpg.io", "clusters", "create")).To(BeTrue())
-		g.Expect(grants(rs, "", "namespaces", "get")).To(BeTrue())
 		g.Expect(grants(rs, "", "namespaces", "list")).To(BeFalse())
+		g.Expect(grants(rs, "", "namespaces", "delete")).To(BeFalse())
 		g.Expect(grants(rs, "postgresql.cnpg.io", "backups", "create")).To(BeFalse())
 		for _, verb := range []string{"escalate", "bind", "impersonate"} {
 			for _, r := range rs {
@@ -308,10 +328,11 @@ func TestDefaultRender(t *testing.T) {
 		g := NewWithT(t)
 		role := one(t, objs, "Role")
 		g.Expect(get(t, role, "metadata", "namespace")).To(Equal(namespace))
-		rs := rules(t, role)
-		for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete"} {
-			g.Expect(grants(rs, "", "secrets", verb)).To(BeTrue(), "secrets %s", verb)
-		}
+		// broker/store.go: Get, List (by label), Create, Update (with the
+		// resourceVersion read), Delete (with a precondition).
+		g.Expect(grantTable(rules(t, role))).To(Equal(map[string][]string{
+			"secrets": {"create", "delete", "get", "list", "update"},
+		}))
 		rb := one(t, objs, "RoleBinding")
 		g.Expect(get(t, rb, "metadata", "namespace")).To(Equal(namespace))
 		g.Expect(get(t, rb, "roleRef", "kind")).To(Equal("Role"))
@@ -319,6 +340,44 @@ func TestDefaultRender(t *testing.T) {
 		sa := one(t, objs, "ServiceAccount")
 		g.Expect(get(t, sa, "metadata", "name")).To(Equal("strata-broker"))
 	})
+}
+
+// renderedConfig decodes the chart's config.yaml with the broker's own
+// strict loader, so a key the chart writes that the broker does not know
+// fails here instead of at start-up.
+func renderedConfig(t *testing.T, objs []map[string]any) broker.Config {
+	t.Helper()
+	raw, ok := get(t, one(t, objs, "ConfigMap"), "data", "config.yaml").(string)
+	if !ok {
+		t.Fatal("the ConfigMap has no config.yaml")
+	}
+	cfg, err := broker.ParseConfig([]byte(raw))
+	if err != nil {
+		t.Fatalf("the broker refuses the rendered configuration: %v\n%s", err, raw)
+	}
+	return cfg
+}
+
+// grantTable maps "resource.group" (just "resource" for the core group) to
+// the sorted verbs granted on it.
+func grantTable(rs []rule) map[string][]string {
+	out := map[string][]string{}
+	for _, r := range rs {
+		for _, g := range r.groups {
+			for _, res := range r.resources {
+				key := res
+				if g != "" {
+					key += "." + g
+				}
+				out[key] = append(out[key], r.verbs...)
+			}
+		}
+	}
+	for k, v := range out {
+		slices.Sort(v)
+		out[k] = slices.Compact(v)
+	}
+	return out
 }
 
 // TestBuiltInKindsDecodeStrictly decodes every rendered object of a built-in

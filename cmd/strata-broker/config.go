@@ -7,57 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"sigs.k8s.io/yaml"
-
-	"github.com/strata-dev/strata/provisioners/postgres"
 )
-
-// Config is the broker configuration file (YAML). Every field is optional;
-// docs/configuration.md lists them with their defaults.
-type Config struct {
-	// BrokerNamespace keeps the broker's records; default: the pod's
-	// namespace (POD_NAMESPACE).
-	BrokerNamespace string `json:"brokerNamespace"`
-	// DashboardURLTemplate renders each instance's dashboard_url from
-	// {{.Namespace}}, {{.Name}}, {{.InstanceID}}; empty: no dashboard.
-	DashboardURLTemplate string `json:"dashboardURLTemplate"`
-	// PollIntervalSeconds is the Retry-After of in-progress operations.
-	PollIntervalSeconds int `json:"pollIntervalSeconds"`
-	Tenancy             struct {
-		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
-	} `json:"tenancy"`
-	Postgres postgres.Config `json:"postgres"`
-}
-
-// loadConfig reads the file (if any) over the defaults.
-func loadConfig(path string) (Config, error) {
-	c := Config{PollIntervalSeconds: 10, Postgres: postgres.DefaultConfig()}
-	if path == "" {
-		return c, nil
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return c, fmt.Errorf("read config: %w", err)
-	}
-	defaults := c.Postgres
-	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
-	}
-	// A partial images map adds to (or overrides) the pinned defaults.
-	for v, img := range defaults.Images {
-		if _, ok := c.Postgres.Images[v]; !ok {
-			c.Postgres.Images[v] = img
-		}
-	}
-	if c.Postgres.OperatorNamespace == "" {
-		c.Postgres.OperatorNamespace = defaults.OperatorNamespace
-	}
-	if c.Postgres.MonitoringNamespace == "" {
-		c.Postgres.MonitoringNamespace = defaults.MonitoringNamespace
-	}
-	return c, nil
-}
 
 // fileCredentials reads the broker's basic-auth user and password from
 // <dir>/username and <dir>/password (a mounted Secret), re-reading at most

@@ -80,7 +80,7 @@ func run(f flags, log *zap.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	cfg, err := loadConfig(f.config)
+	cfg, err := broker.LoadConfig(f.config)
 	if err != nil {
 		return err
 	}

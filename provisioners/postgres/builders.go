@@ -343,9 +343,6 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 	}
 	path += inst.Namespace
 	creds := map[string]any{"inheritFromIAMRole": true}
-	if b.Region != "" {
-		creds["region"] = b.Region
-	}
 	wal := map[string]any{"compression": "zstd", "encryption": "aws:kms", "maxParallel": int64(2)}
 	data := map[string]any{"compression": "gzip", "encryption": "aws:kms", "jobs": int64(2)}
 	if b.KMSKeyID != "" {
@@ -359,10 +356,20 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 	if b.EndpointURL != "" {
 		conf["endpointURL"] = b.EndpointURL
 	}
-	o := object(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, map[string]any{
+	spec := map[string]any{
 		"configuration":   conf,
 		"retentionPolicy": fmt.Sprintf("%dd", s.RetentionDays),
-	})
+	}
+	if b.Region != "" {
+		// s3Credentials.region only takes a Secret reference; the sidecar
+		// that runs barman-cloud reads the region from its environment,
+		// as boto3 does.
+		spec["instanceSidecarConfiguration"] = map[string]any{"env": []any{
+			map[string]any{"name": "AWS_REGION", "value": b.Region},
+			map[string]any{"name": "AWS_DEFAULT_REGION", "value": b.Region},
+		}}
+	}
+	o := object(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, spec)
 	// Deprovision keeps the ObjectStore: a restore reads the backups through
 	// it, and its retention policy is what the bucket lifecycle mirrors.
 	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})

@@ -104,10 +104,45 @@ Container image reference; a digest wins over the tag.
 
 {{/*
 The broker configuration file (config.yaml): .Values.config, with
-brokerNamespace defaulted to the release namespace.
+brokerNamespace defaulted to the release namespace. The broker decodes it
+strictly (an unknown key stops it at start-up), so rendering fails first,
+naming the key. The key lists mirror Config in cmd/strata-broker/config.go
+and postgres.Config in provisioners/postgres/builders.go.
 */}}
 {{- define "strata-broker.config" -}}
 {{- $config := deepCopy (default (dict) .Values.config) }}
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
+{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "tenancy" "postgres")) }}
+{{- with $config.tenancy }}
+{{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate")) }}
+{{- end }}
+{{- with $config.postgres }}
+{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace")) }}
+{{- with .backup }}
+{{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL")) }}
+{{- end }}
+{{- if hasKey . "images" }}
+{{- if not (kindIs "map" .images) }}
+{{- fail "config.postgres.images must be a map of major version to image (or {} for the broker's pinned images)" }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+Fails when the map (list path map allowedKeys) has a key not allowed.
+*/}}
+{{- define "strata-broker.checkKeys" -}}
+{{- $path := index . 0 }}
+{{- $m := index . 1 }}
+{{- $allowed := index . 2 }}
+{{- if not (kindIs "map" $m) }}
+{{- fail (printf "%s must be a map" $path) }}
+{{- end }}
+{{- range $k, $_ := $m }}
+{{- if not (has $k $allowed) }}
+{{- fail (printf "%s.%s is not a broker configuration key; known keys: %s (docs/configuration.md)" $path $k (join ", " $allowed)) }}
+{{- end }}
+{{- end }}
 {{- end }}

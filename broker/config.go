@@ -1,0 +1,70 @@
+package broker
+
+import (
+	"fmt"
+	"os"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/strata-dev/strata/provisioners/postgres"
+)
+
+// Config is the broker configuration file (YAML). Every field is optional;
+// docs/configuration.md lists them with their defaults.
+type Config struct {
+	// BrokerNamespace keeps the broker's records; default: the pod's
+	// namespace (POD_NAMESPACE).
+	BrokerNamespace string `json:"brokerNamespace"`
+	// DashboardURLTemplate renders each instance's dashboard_url from
+	// {{.Namespace}}, {{.Name}}, {{.InstanceID}}; empty: no dashboard.
+	DashboardURLTemplate string `json:"dashboardURLTemplate"`
+	// PollIntervalSeconds is the Retry-After of in-progress operations.
+	PollIntervalSeconds int `json:"pollIntervalSeconds"`
+	Tenancy             struct {
+		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
+	} `json:"tenancy"`
+	Postgres postgres.Config `json:"postgres"`
+}
+
+// LoadConfig reads the file (if any) over the defaults.
+func LoadConfig(path string) (Config, error) {
+	if path == "" {
+		return ParseConfig(nil)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	c, err := ParseConfig(raw)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig decodes a configuration strictly (an unknown key is an
+// error naming it) over the defaults.
+func ParseConfig(raw []byte) (Config, error) {
+	c := Config{PollIntervalSeconds: 10, Postgres: postgres.DefaultConfig()}
+	defaults := postgres.DefaultConfig()
+	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
+		return c, err
+	}
+	if c.Postgres.Images == nil {
+		c.Postgres.Images = map[string]string{}
+	}
+	// A partial images map adds to (or overrides) the pinned defaults.
+	for v, img := range defaults.Images {
+		if _, ok := c.Postgres.Images[v]; !ok {
+			c.Postgres.Images[v] = img
+		}
+	}
+	if c.Postgres.OperatorNamespace == "" {
+		c.Postgres.OperatorNamespace = defaults.OperatorNamespace
+	}
+	if c.Postgres.MonitoringNamespace == "" {
+		c.Postgres.MonitoringNamespace = defaults.MonitoringNamespace
+	}
+	return c, nil
+}
+

@@ -1,0 +1,362 @@
+//go:build linux
+
+package integration_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/strata-dev/strata/broker"
+	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/integration/kubeenv"
+	"github.com/strata-dev/strata/provisioners/postgres"
+)
+
+const (
+	brokerNS  = "strata-system"
+	osbUser   = "platform"
+	osbPass   = "s3cret-broker-password"
+	apiHeader = "2.17"
+)
+
+// world is a real kube-apiserver with the upstream CRDs and one or more
+// brokers serving over HTTPS against it. No operator runs: the tests write
+// the status CloudNativePG would write (operator) and remove the
+// foreground-deletion finalizers the garbage collector of
+// kube-controller-manager would remove (collectGarbage).
+type world struct {
+	env  *kubeenv.Env
+	core kubernetes.Interface
+	dyn  dynamic.Interface
+	now  *clock
+}
+
+type clock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.off += d
+}
+
+var (
+	worldOnce sync.Once
+	shared    *world
+	worldErr  error
+)
+
+// sharedWorld starts one control plane for the package's OSB tests (CRD
+// installation is most of the start-up time).
+func sharedWorld(t *testing.T) *world {
+	t.Helper()
+	worldOnce.Do(func() {
+		env, err := kubeenv.StartE()
+		if err != nil {
+			worldErr = err
+			return
+		}
+		dirs, err := kubeenv.UpstreamCRDDirs()
+		if err == nil {
+			err = kubeenv.InstallCRDs(env.Config, dirs...)
+		}
+		if err != nil {
+			env.Stop()
+			worldErr = err
+			return
+		}
+		w := &world{env: env, now: &clock{}}
+		w.core = kubernetes.NewForConfigOrDie(env.Config)
+		w.dyn = dynamic.NewForConfigOrDie(env.Config)
+		for _, ns := range []string{brokerNS, "team-a", "team-b", "team-c"} {
+			labels := map[string]string{}
+			if ns == "team-b" {
+				labels["istio-injection"] = "enabled"
+			}
+			if _, err := w.core.CoreV1().Namespaces().Create(context.Background(),
+				&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+				worldErr = err
+				return
+			}
+		}
+		shared = w
+	})
+	if worldErr != nil {
+		t.Fatalf("control plane: %v", worldErr)
+	}
+	return shared
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared != nil {
+		shared.env.Stop()
+	}
+	os.Exit(code)
+}
+
+// pgConfig is the platform configuration the suite's brokers use.
+func pgConfig() postgres.Config {
+	c := postgres.DefaultConfig()
+	c.StorageClass = "gp3-encrypted"
+	c.Backup = postgres.BackupConfig{
+		Bucket: "strata-backups", PathPrefix: "pg", Region: "eu-west-1",
+		KMSKeyID:   "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+		IAMRoleARN: "arn:aws:iam::111122223333:role/strata-backups",
+	}
+	return c
+}
+
+// osbClient talks to one broker over HTTPS as a platform would.
+type osbClient struct {
+	t    *testing.T
+	base string
+	http *http.Client
+}
+
+func (w *world) startBroker(t *testing.T) *osbClient {
+	t.Helper()
+	b, err := broker.New(w.env.Config, broker.Options{
+		Namespace: brokerNS, Postgres: pgConfig(), Log: zap.NewNop(), Now: w.now.Now,
+		DashboardURLTemplate: "https://grafana.example.com/d/cnpg?var-namespace={{.Namespace}}&var-cluster={{.Name}}",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := broker.NewHandler(b, broker.HandlerOptions{
+		Credentials:  func() (string, string, error) { return osbUser, osbPass, nil },
+		PollInterval: 3 * time.Second,
+		Registry:     prometheus.NewRegistry(),
+		Log:          zap.NewNop(),
+	})
+	srv := httptest.NewTLSServer(h)
+	t.Cleanup(srv.Close)
+	return &osbClient{t: t, base: srv.URL, http: srv.Client()}
+}
+
+type response struct {
+	Code   int
+	Header http.Header
+	Body   map[string]any
+	Raw    string
+}
+
+func (c *osbClient) do(method, path string, body any, mutate ...func(*http.Request)) response {
+	c.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.SetBasicAuth(osbUser, osbPass)
+	req.Header.Set("X-Broker-API-Version", apiHeader)
+	req.Header.Set("Content-Type", "application/json")
+	for _, m := range mutate {
+		m(req)
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := response{Code: res.StatusCode, Header: res.Header, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &out.Body)
+	return out
+}
+
+func provisionBody(planID, namespace string, params map[string]any) map[string]any {
+	b := map[string]any{
+		"service_id": catalog.PostgresServiceID, "plan_id": planID,
+		"organization_guid": "org-guid", "space_guid": "space-guid",
+		"context": map[string]any{"platform": "kubernetes", "namespace": namespace, "clusterid": "c1", "instance_name": "db"},
+	}
+	if params != nil {
+		b["parameters"] = params
+	}
+	return b
+}
+
+var (
+	clusterGVR      = schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "clusters"}
+	poolerGVR       = schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "poolers"}
+	databaseGVR     = schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "databases"}
+	databaseRoleGVR = schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "databaseroles"}
+	objectStoreGVR  = schema.GroupVersionResource{Group: "barmancloud.cnpg.io", Version: "v1", Resource: "objectstores"}
+	schedBackupGVR  = schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "scheduledbackups"}
+	podMonitorGVR   = schema.GroupVersionResource{Group: "monitoring.coreos.com", Version: "v1", Resource: "podmonitors"}
+	netpolGVR       = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}
+	peerAuthGVR     = schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}
+	secretGVR       = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+)
+
+func (w *world) get(g Gomega, gvr schema.GroupVersionResource, ns, name string) *unstructured.Unstructured {
+	o, err := w.dyn.Resource(gvr).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	g.Expect(err).NotTo(HaveOccurred(), "%s %s/%s", gvr.Resource, ns, name)
+	return o
+}
+
+func (w *world) list(gvr schema.GroupVersionResource, ns, selector string) []unstructured.Unstructured {
+	l, err := w.dyn.Resource(gvr).Namespace(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		panic(err)
+	}
+	return l.Items
+}
+
+// operatorReportsReady writes, for the cluster and its dependents, the
+// status CloudNativePG reports once everything runs (the operator cannot
+// run here: it needs a kubelet to run PostgreSQL pods), and the CA Secret
+// it creates.
+func (w *world) operatorReportsReady(t *testing.T, ns, cluster string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := w.dyn.Resource(clusterGVR).Namespace(ns).Get(ctx, cluster, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	instances, _, _ := unstructured.NestedInt64(c.Object, "spec", "instances")
+	now := time.Now().UTC().Format(time.RFC3339)
+	_ = unstructured.SetNestedField(c.Object, map[string]any{
+		"phase": "Cluster in healthy state", "instances": instances, "readyInstances": instances,
+		"currentPrimary": cluster + "-1",
+		"conditions": []any{
+			map[string]any{"type": "Ready", "status": "True", "reason": "ClusterIsReady", "message": "Cluster is Ready", "lastTransitionTime": now, "observedGeneration": c.GetGeneration()},
+			map[string]any{"type": "ContinuousArchiving", "status": "True", "reason": "ContinuousArchivingSuccess", "message": "", "lastTransitionTime": now, "observedGeneration": c.GetGeneration()},
+		},
+	}, "status")
+	if _, err := w.dyn.Resource(clusterGVR).Namespace(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range w.list(databaseGVR, ns, "") {
+		if n, _, _ := unstructured.NestedString(db.Object, "spec", "cluster", "name"); n != cluster {
+			continue
+		}
+		_ = unstructured.SetNestedField(db.Object, map[string]any{"applied": true, "observedGeneration": db.GetGeneration()}, "status")
+		if _, err := w.dyn.Resource(databaseGVR).Namespace(ns).UpdateStatus(ctx, &db, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range w.list(poolerGVR, ns, "") {
+		if n, _, _ := unstructured.NestedString(p.Object, "spec", "cluster", "name"); n != cluster {
+			continue
+		}
+		want, _, _ := unstructured.NestedInt64(p.Object, "spec", "instances")
+		_ = unstructured.SetNestedField(p.Object, map[string]any{"instances": want}, "status")
+		if _, err := w.dyn.Resource(poolerGVR).Namespace(ns).UpdateStatus(ctx, &p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caName := cluster + "-ca"
+	if _, err := w.core.CoreV1().Secrets(ns).Get(ctx, caName, metav1.GetOptions{}); err != nil {
+		if _, err := w.core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: caName},
+			Data:       map[string][]byte{"ca.crt": testCAPEM(t)},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// operatorAppliesRoles marks every DatabaseRole of the cluster applied.
+func (w *world) operatorAppliesRoles(t *testing.T, ns, cluster string) {
+	t.Helper()
+	for _, r := range w.list(databaseRoleGVR, ns, "") {
+		if n, _, _ := unstructured.NestedString(r.Object, "spec", "cluster", "name"); n != cluster {
+			continue
+		}
+		_ = unstructured.SetNestedField(r.Object, map[string]any{"applied": true, "observedGeneration": r.GetGeneration()}, "status")
+		if _, err := w.dyn.Resource(databaseRoleGVR).Namespace(ns).UpdateStatus(context.Background(), &r, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// collectGarbage removes the foregroundDeletion finalizer from objects being
+// deleted in ns, as kube-controller-manager's garbage collector does once
+// an object's dependents are gone (there are none here: no pods run).
+func (w *world) collectGarbage(t *testing.T, ns string, gvrs ...schema.GroupVersionResource) {
+	t.Helper()
+	for _, gvr := range gvrs {
+		for _, o := range w.list(gvr, ns, "") {
+			if o.GetDeletionTimestamp() == nil {
+				continue
+			}
+			o.SetFinalizers(nil)
+			if _, err := w.dyn.Resource(gvr).Namespace(ns).Update(context.Background(), &o, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+var allInstanceGVRs = []schema.GroupVersionResource{clusterGVR, poolerGVR, databaseGVR, databaseRoleGVR, objectStoreGVR, schedBackupGVR, podMonitorGVR, netpolGVR, peerAuthGVR, secretGVR}
+
+var (
+	caOnce sync.Once
+	caPEM  []byte
+)
+
+func testCAPEM(t *testing.T) []byte {
+	caOnce.Do(func() {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"},
+			NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	})
+	return caPEM
+}
+
+// live drops objects that are being deleted (they wait for the garbage
+// collector, which does not run here).
+func live(objs []unstructured.Unstructured) []string {
+	var names []string
+	for _, o := range objs {
+		if o.GetDeletionTimestamp() == nil {
+			names = append(names, o.GetName())
+		}
+	}
+	return names
+}
