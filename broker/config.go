@@ -67,4 +67,3 @@ func ParseConfig(raw []byte) (Config, error) {
 	}
 	return c, nil
 }
-

@@ -295,16 +295,16 @@ func TestDefaultRender(t *testing.T) {
 		// gone yet" are get, deprovision and unbind are delete.
 		apply := []string{"create", "delete", "get", "patch"}
 		g.Expect(grantTable(rs)).To(Equal(map[string][]string{
-			"namespaces":                             {"create", "get"},
-			"secrets":                                apply,
-			"clusters.postgresql.cnpg.io":            apply,
-			"poolers.postgresql.cnpg.io":             apply,
-			"databases.postgresql.cnpg.io":           apply,
-			"databaseroles.postgresql.cnpg.io":       apply,
-			"scheduledbackups.postgresql.cnpg.io":    apply,
-			"objectstores.barmancloud.cnpg.io":       {"create", "patch"},
-			"networkpolicies.networking.k8s.io":      apply,
-			"podmonitors.monitoring.coreos.com":      apply,
+			"namespaces":                            {"create", "get"},
+			"secrets":                               apply,
+			"clusters.postgresql.cnpg.io":           apply,
+			"poolers.postgresql.cnpg.io":            apply,
+			"databases.postgresql.cnpg.io":          apply,
+			"databaseroles.postgresql.cnpg.io":      apply,
+			"scheduledbackups.postgresql.cnpg.io":   apply,
+			"objectstores.barmancloud.cnpg.io":      {"create", "patch"},
+			"networkpolicies.networking.k8s.io":     apply,
+			"podmonitors.monitoring.coreos.com":     apply,
 			"peerauthentications.security.istio.io": apply,
 		}))
 		g.Expect(grants(rs, "", "secrets", "list")).To(BeFalse(), "secrets list cluster-wide")

@@ -38,7 +38,7 @@ func TestPostgresLifecycle(t *testing.T) {
 				ID, Name string
 				Plans    []struct {
 					ID, Name               string
-					MaximumPollingDuration int `json:"maximum_polling_duration"`
+					MaximumPollingDuration int                      `json:"maximum_polling_duration"`
 					MaintenanceInfo        struct{ Version string } `json:"maintenance_info"`
 					Schemas                map[string]map[string]map[string]map[string]any
 				}
