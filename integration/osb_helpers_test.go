@@ -77,7 +77,7 @@ var (
 
 // sharedWorld starts one control plane for the package's OSB tests (CRD
 // installation is most of the start-up time).
-func sharedWorld(t *testing.T) *world {
+func sharedWorld(t testing.TB) *world {
 	t.Helper()
 	worldOnce.Do(func() {
 		env, err := kubeenv.StartE()
@@ -138,12 +138,12 @@ func pgConfig() postgres.Config {
 
 // osbClient talks to one broker over HTTPS as a platform would.
 type osbClient struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	http *http.Client
 }
 
-func (w *world) startBroker(t *testing.T) *osbClient {
+func (w *world) startBroker(t testing.TB) *osbClient {
 	t.Helper()
 	b, err := broker.New(w.env.Config, broker.Options{
 		Namespace: brokerNS, Postgres: pgConfig(), Log: zap.NewNop(), Now: w.now.Now,
