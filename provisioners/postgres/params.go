@@ -103,10 +103,16 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	return s, nil
 }
 
+// atMost checks that value is a positive quantity no larger than limit. A
+// zero limit is no limit (the kubelet sets no CFS quota for a CPU limit of
+// 0), so it would lift the plan's ceiling rather than respect it.
 func atMost(field, value, limit string) error {
 	v, err := resource.ParseQuantity(value)
 	if err != nil {
 		return fmt.Errorf("%s: %q is not a Kubernetes quantity: %v", field, value, err)
+	}
+	if v.Sign() <= 0 {
+		return fmt.Errorf("%s: %s must be more than 0 (at most %s on this plan)", field, value, limit)
 	}
 	if v.Cmp(resource.MustParse(limit)) > 0 {
 		return fmt.Errorf("%s: %s is more than this plan allows (%s); choose a larger plan", field, value, limit)
