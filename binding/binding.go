@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"time"
 
 	"github.com/strata-dev/strata/provisioners"
 )
@@ -31,6 +32,8 @@ type Login struct {
 	// Handle is what the credential source needs to revoke the login
 	// (object names, a lease id). It is never shown to users.
 	Handle string `json:"handle"`
+	// Expires is when the login stops working; zero if it does not.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // CredentialSource issues and revokes the database logins of bindings. The
@@ -46,6 +49,19 @@ type CredentialSource interface {
 	Revoke(ctx context.Context, inst provisioners.Instance, login Login) error
 }
 
+// InstanceSetup is the per-instance side of a credential source that keeps
+// state of its own about each instance (OpenBao's connection and roles).
+type InstanceSetup interface {
+	// Prepare runs before the instance's objects are first applied.
+	Prepare(ctx context.Context, inst provisioners.Instance) error
+	// Configure runs once the instance is ready, on every poll until it
+	// succeeds; it is idempotent.
+	Configure(ctx context.Context, inst provisioners.Instance) error
+	// Teardown runs at deprovision, before the instance's objects are
+	// deleted; it is idempotent.
+	Teardown(ctx context.Context, inst provisioners.Instance) error
+}
+
 // Result is what a bind produces.
 type Result struct {
 	// Credentials go into the OSB bind response; they are the Secret's keys.
@@ -56,8 +72,22 @@ type Result struct {
 	Logins map[string]Login
 }
 
-// Binder binds one engine's instances.
+// Expires is when the first of the logins stops working; zero if none
+// expires.
+func (r Result) Expires() time.Time {
+	var first time.Time
+	for _, l := range r.Logins {
+		if !l.Expires.IsZero() && (first.IsZero() || l.Expires.Before(first)) {
+			first = l.Expires
+		}
+	}
+	return first
+}
+
+// Binder binds one engine's instances and sets up and tears down what its
+// credential source keeps per instance.
 type Binder interface {
+	InstanceSetup
 	// Bind issues credentials and writes the binding Secret. On error
 	// nothing it created is left behind.
 	Bind(ctx context.Context, inst provisioners.Instance, bindingID string, params map[string]any) (Result, error)

@@ -26,7 +26,9 @@ var (
 // Kube is the Kubernetes I/O the binders need (provisioners.Kube has it).
 type Kube interface {
 	Apply(ctx context.Context, objs []*unstructured.Unstructured) error
+	Create(ctx context.Context, obj *unstructured.Unstructured) (bool, error)
 	Get(ctx context.Context, ref provisioners.Ref) (*unstructured.Unstructured, error)
+	Update(ctx context.Context, obj *unstructured.Unstructured) error
 	Delete(ctx context.Context, ref provisioners.Ref) error
 }
 
@@ -140,6 +142,32 @@ func withLabel(labels map[string]string, kv ...string) map[string]any {
 type PostgresBinder struct {
 	Kube   Kube
 	Logins CredentialSource
+	// CASecret names the Secret whose ca.crt signs the instance's server
+	// certificate (postgres.Provisioner.ServerCASecret).
+	CASecret func(inst provisioners.Instance) string
+}
+
+// Prepare, Configure and Teardown are the credential source's, if it keeps
+// per-instance state.
+func (b *PostgresBinder) Prepare(ctx context.Context, inst provisioners.Instance) error {
+	if s, ok := b.Logins.(InstanceSetup); ok {
+		return s.Prepare(ctx, inst)
+	}
+	return nil
+}
+
+func (b *PostgresBinder) Configure(ctx context.Context, inst provisioners.Instance) error {
+	if s, ok := b.Logins.(InstanceSetup); ok {
+		return s.Configure(ctx, inst)
+	}
+	return nil
+}
+
+func (b *PostgresBinder) Teardown(ctx context.Context, inst provisioners.Instance) error {
+	if s, ok := b.Logins.(InstanceSetup); ok {
+		return s.Teardown(ctx, inst)
+	}
+	return nil
 }
 
 var _ Binder = (*PostgresBinder)(nil)
@@ -242,7 +270,7 @@ func (b *PostgresBinder) conn(inst provisioners.Instance, bindingID string, s po
 // clusterCA reads the CA that signs the cluster's server certificates from
 // the <cluster>-ca Secret CloudNativePG creates.
 func (b *PostgresBinder) clusterCA(ctx context.Context, inst provisioners.Instance) (string, error) {
-	name := postgres.NamesOf(inst).Cluster + "-ca"
+	name := b.CASecret(inst)
 	o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: name})
 	if err != nil {
 		return "", err

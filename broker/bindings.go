@@ -107,6 +107,11 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 		return domain.Binding{}, internal("could not issue credentials: " + err.Error())
 	}
 	br.Credentials, br.SecretName, br.Handles = res.Credentials, res.SecretName, handlesOf(res)
+	if exp := res.Expires(); !exp.IsZero() {
+		// Rotate when two thirds of the lifetime have passed: a third is
+		// left for a platform that polls only now and then.
+		br.ExpiresAt, br.RenewBefore = exp, exp.Add(-exp.Sub(b.now())/3)
+	}
 	if !async {
 		// Without async support the credentials are returned at once; the
 		// operator creates the roles within seconds.
@@ -121,7 +126,19 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 	if async {
 		return domain.Binding{IsAsync: true, OperationData: br.Operation.ID}, nil
 	}
-	return domain.Binding{Credentials: br.Credentials}, nil
+	return domain.Binding{Credentials: br.Credentials, Metadata: bindingMetadata(br)}, nil
+}
+
+// osbTime is the spec's timestamp layout (yyyy-mm-ddThh:mm:ss.sZ).
+const osbTime = "2006-01-02T15:04:05.0Z"
+
+func bindingMetadata(br *BindingRecord) domain.BindingMetadata {
+	if br.ExpiresAt.IsZero() {
+		return domain.BindingMetadata{}
+	}
+	return domain.BindingMetadata{
+		ExpiresAt: br.ExpiresAt.UTC().Format(osbTime), RenewBefore: br.RenewBefore.UTC().Format(osbTime),
+	}
 }
 
 func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain.BindDetails, params map[string]any) (domain.Binding, error) {
@@ -131,7 +148,7 @@ func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain
 	if existing.Operation.State == provisioners.InProgress {
 		return domain.Binding{IsAsync: true, OperationData: existing.Operation.ID}, nil
 	}
-	return domain.Binding{AlreadyExists: true, Credentials: existing.Credentials}, nil
+	return domain.Binding{AlreadyExists: true, Credentials: existing.Credentials, Metadata: bindingMetadata(existing)}, nil
 }
 
 // Unbind revokes the credentials and deletes the Secret.
@@ -173,7 +190,7 @@ func (b *Broker) GetBinding(ctx context.Context, instanceID, bindingID string, _
 	if br.Operation.State != provisioners.Succeeded {
 		return domain.GetBindingSpec{}, notFound("binding " + bindingID + " is being created")
 	}
-	return domain.GetBindingSpec{Credentials: br.Credentials, Parameters: br.Parameters}, nil
+	return domain.GetBindingSpec{Credentials: br.Credentials, Parameters: br.Parameters, Metadata: bindingMetadata(br)}, nil
 }
 
 // LastBindingOperation reports (and advances) an async bind.

@@ -187,11 +187,15 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 			}
 			return b.Provision(ctx, id, d, async)
 		}
-		return b.repeatProvision(ctx, existing, rec, objs)
+		return b.repeatProvision(ctx, existing, rec, inst, eng, objs)
 	case err != nil:
 		return domain.ProvisionedServiceSpec{}, internal(err.Error())
 	}
 	b.Log.Info("provisioning", zap.String("instance", id), zap.String("plan", plan.Name), zap.String("namespace", rec.Namespace))
+	if err := eng.Binder.Prepare(ctx, inst); err != nil {
+		b.failOperation(ctx, rec, "could not prepare the instance's credentials: "+err.Error())
+		return domain.ProvisionedServiceSpec{}, internal("could not prepare the instance's credentials: " + err.Error())
+	}
 	if err := b.Kube.Apply(ctx, objs); err != nil {
 		b.failOperation(ctx, rec, "could not create the instance's objects: "+err.Error())
 		return domain.ProvisionedServiceSpec{}, internal("could not create the instance's objects: " + err.Error())
@@ -202,7 +206,7 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 // repeatProvision answers a PUT for an id that exists: the same request
 // gets the state of the first (202 in progress, 200 done), a different one
 // 409, and a failed provision is retried.
-func (b *Broker) repeatProvision(ctx context.Context, existing, asked *InstanceRecord, objs []*unstructured.Unstructured) (domain.ProvisionedServiceSpec, error) {
+func (b *Broker) repeatProvision(ctx context.Context, existing, asked *InstanceRecord, inst provisioners.Instance, eng Engine, objs []*unstructured.Unstructured) (domain.ProvisionedServiceSpec, error) {
 	same := existing.ServiceID == asked.ServiceID && existing.PlanID == asked.PlanID &&
 		existing.Namespace == asked.Namespace && reflect.DeepEqual(existing.Parameters, asked.Parameters)
 	if !same {
@@ -216,6 +220,10 @@ func (b *Broker) repeatProvision(ctx context.Context, existing, asked *InstanceR
 		existing.Operation = asked.Operation
 		if err := b.Store.UpdateInstance(ctx, existing); err != nil {
 			return domain.ProvisionedServiceSpec{}, concurrencyError("the instance is changing; retry")
+		}
+		if err := eng.Binder.Prepare(ctx, inst); err != nil {
+			b.failOperation(ctx, existing, "could not prepare the instance's credentials: "+err.Error())
+			return domain.ProvisionedServiceSpec{}, internal("could not prepare the instance's credentials: " + err.Error())
 		}
 		if err := b.Kube.Apply(ctx, objs); err != nil {
 			b.failOperation(ctx, existing, "could not create the instance's objects: "+err.Error())
@@ -405,13 +413,29 @@ func (b *Broker) Deprovision(ctx context.Context, id string, d domain.Deprovisio
 		return domain.DeprovisionServiceSpec{}, concurrencyError("the instance changed while deprovisioning; retry")
 	}
 	b.Log.Info("deprovisioning", zap.String("instance", id))
-	if err := b.unbindAll(ctx, inst, eng); err != nil {
-		return domain.DeprovisionServiceSpec{}, internal("revoke the instance's bindings: " + err.Error())
-	}
-	if _, err := b.deleteObjects(ctx, inst, eng); err != nil {
-		return domain.DeprovisionServiceSpec{}, internal("delete the instance's objects: " + err.Error())
+	if _, err := b.deprovisionStep(ctx, inst, eng); err != nil {
+		// The polls retry; last_operation says what stands in the way.
+		b.Log.Warn("deprovision step", zap.String("instance", id), zap.Error(err))
 	}
 	return domain.DeprovisionServiceSpec{IsAsync: true, OperationData: rec.Operation.ID}, nil
+}
+
+// deprovisionStep revokes the bindings, removes the instance from its
+// credential source, then deletes its objects, and says whether they are
+// all gone. Every part is idempotent, so each poll runs it again until it
+// is done.
+func (b *Broker) deprovisionStep(ctx context.Context, inst provisioners.Instance, eng Engine) (bool, error) {
+	if err := b.unbindAll(ctx, inst, eng); err != nil {
+		return false, fmt.Errorf("revoking the instance's bindings: %w", err)
+	}
+	if err := eng.Binder.Teardown(ctx, inst); err != nil {
+		return false, fmt.Errorf("removing the instance's credentials setup: %w", err)
+	}
+	done, err := b.deleteObjects(ctx, inst, eng)
+	if err != nil {
+		return false, fmt.Errorf("deleting: %w", err)
+	}
+	return done, nil
 }
 
 // deleteObjects deletes what Build renders, except retained objects, and
@@ -544,10 +568,10 @@ func (b *Broker) advance(ctx context.Context, rec *InstanceRecord) {
 	var progress provisioners.Progress
 	switch rec.Operation.Type {
 	case OpDeprovision:
-		done, err := b.deleteObjects(ctx, inst, eng)
+		done, err := b.deprovisionStep(ctx, inst, eng)
 		switch {
 		case err != nil:
-			progress = provisioners.Progress{State: provisioners.InProgress, Description: "deleting: " + err.Error()}
+			progress = provisioners.Progress{State: provisioners.InProgress, Description: err.Error()}
 		case done:
 			progress = provisioners.Progress{State: provisioners.Succeeded, Description: "deprovisioned" + retainedNote(inst)}
 			rec.Deleted = true
@@ -556,6 +580,13 @@ func (b *Broker) advance(ctx context.Context, rec *InstanceRecord) {
 		}
 	default:
 		progress = b.assess(ctx, inst, eng)
+		if progress.State == provisioners.Succeeded {
+			// The credential source joins once the database is up.
+			if err := eng.Binder.Configure(ctx, inst); err != nil {
+				progress = provisioners.Progress{State: provisioners.InProgress,
+					Description: progress.Description + "; setting up credentials: " + err.Error()}
+			}
+		}
 	}
 	if progress.State == provisioners.InProgress && b.now().After(rec.Operation.Deadline) {
 		progress = provisioners.Progress{State: provisioners.Failed, Description: fmt.Sprintf(

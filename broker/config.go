@@ -6,6 +6,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/strata-dev/strata/binding"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
@@ -24,6 +25,9 @@ type Config struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
 	} `json:"tenancy"`
 	Postgres postgres.Config `json:"postgres"`
+	// OpenBao issues the bindings' credentials when its address is set;
+	// without it bindings get CloudNativePG-managed logins (development).
+	OpenBao binding.OpenBaoConfig `json:"openBao"`
 }
 
 // LoadConfig reads the file (if any) over the defaults.

@@ -90,10 +90,15 @@ type BindingRecord struct {
 	SecretName string `json:"secretName"`
 	// Handles are what the credential source needs to revoke (role names,
 	// lease ids); never shown to users.
-	Handles   map[string]string `json:"handles,omitempty"`
-	Operation Operation         `json:"operation"`
-	Deleted   bool              `json:"deleted,omitempty"`
-	Created   time.Time         `json:"created"`
+	Handles map[string]string `json:"handles,omitempty"`
+	// ExpiresAt is when the credentials stop working (zero: never); the
+	// platform rotates the binding before then.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// RenewBefore is when the platform should rotate the binding.
+	RenewBefore time.Time `json:"renewBefore,omitzero"`
+	Operation   Operation `json:"operation"`
+	Deleted     bool      `json:"deleted,omitempty"`
+	Created     time.Time `json:"created"`
 
 	resourceVersion string
 }

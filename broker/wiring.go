@@ -20,10 +20,14 @@ type Options struct {
 	// Namespace keeps the broker's records.
 	Namespace            string
 	Postgres             postgres.Config
+	OpenBao              binding.OpenBaoConfig
 	CFNamespaceTemplate  string
 	DashboardURLTemplate string
 	Log                  *zap.Logger
 	Now                  func() time.Time
+	// PostgresAddress overrides host:port of an instance's primary as
+	// OpenBao reaches it (tests run OpenBao and PostgreSQL on loopback).
+	PostgresAddress func(provisioners.Instance) string
 }
 
 // New wires a broker to the cluster cfg points at: the one way the binary
@@ -54,6 +58,21 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		}
 	}
 	pg := &postgres.Provisioner{Config: o.Postgres}
+	var logins binding.CredentialSource = &binding.RoleSource{Kube: kube}
+	if o.OpenBao.Enabled() {
+		bao, err := binding.NewOpenBaoSource(o.OpenBao, kube)
+		if err != nil {
+			return nil, err
+		}
+		if o.PostgresAddress != nil {
+			bao.Address = o.PostgresAddress
+		}
+		logins = bao
+		pg.Config.CredentialManager = &postgres.CredentialManager{Namespace: o.OpenBao.Namespace}
+		if pg.Config.ServerCertificates.IssuerName == "" {
+			return nil, fmt.Errorf("openBao is configured but postgres.serverCertificates.issuerName is not: OpenBao verifies every PostgreSQL instance against the CA of that cert-manager issuer")
+		}
+	}
 	return &Broker{
 		Catalog:   catalog.Default(),
 		Validator: catalog.NewValidator(),
@@ -63,7 +82,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		Engines: map[catalog.Engine]Engine{
 			catalog.EnginePostgres: {
 				Provisioner: pg,
-				Binder:      &binding.PostgresBinder{Kube: kube, Logins: &binding.RoleSource{Kube: kube}},
+				Binder:      &binding.PostgresBinder{Kube: kube, Logins: logins, CASecret: pg.ServerCASecret},
 				Prefix:      "pg-",
 			},
 		},

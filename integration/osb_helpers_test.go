@@ -145,10 +145,20 @@ type osbClient struct {
 
 func (w *world) startBroker(t testing.TB) *osbClient {
 	t.Helper()
-	b, err := broker.New(w.env.Config, broker.Options{
+	return w.startBrokerWith(t, nil)
+}
+
+// startBrokerWith starts a broker whose options configure may change.
+func (w *world) startBrokerWith(t testing.TB, configure func(*broker.Options)) *osbClient {
+	t.Helper()
+	o := broker.Options{
 		Namespace: brokerNS, Postgres: pgConfig(), Log: zap.NewNop(), Now: w.now.Now,
 		DashboardURLTemplate: "https://grafana.example.com/d/cnpg?var-namespace={{.Namespace}}&var-cluster={{.Name}}",
-	})
+	}
+	if configure != nil {
+		configure(&o)
+	}
+	b, err := broker.New(w.env.Config, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,6 +235,7 @@ var (
 	netpolGVR       = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}
 	peerAuthGVR     = schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}
 	secretGVR       = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	certificateGVR  = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}
 )
 
 func (w *world) get(g Gomega, gvr schema.GroupVersionResource, ns, name string) *unstructured.Unstructured {

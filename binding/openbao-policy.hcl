@@ -1,0 +1,36 @@
+# The OpenBao policy of the Strata broker (mount "database"; change the
+# paths if openBao.databaseMount differs). It manages only connections and
+# roles whose names start with "strata-", reads their credentials and
+# revokes their leases: nothing else in OpenBao.
+
+# Per-instance connections (created at provision, deleted at deprovision)
+# and the rotation of their management role's password.
+path "database/config/strata-*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "database/rotate-root/strata-*" {
+  capabilities = ["update"]
+}
+
+# One role per access level of each instance.
+path "database/roles/strata-*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+
+# Bind: issue a login.
+path "database/creds/strata-*" {
+  capabilities = ["read"]
+}
+
+# Unbind: revoke one lease (by path, so only Strata's leases).
+path "sys/leases/revoke/database/creds/strata-*" {
+  capabilities = ["update"]
+}
+
+# Deprovision: revoke whatever leases an instance still has.
+path "sys/leases/revoke-prefix/database/creds/strata-*" {
+  capabilities = ["update", "sudo"]
+}
+path "sys/leases/revoke-force/database/creds/strata-*" {
+  capabilities = ["update", "sudo"]
+}

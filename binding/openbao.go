@@ -1,0 +1,477 @@
+package binding
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/postgres"
+)
+
+// OpenBaoPolicy is the least-privilege OpenBao policy of the broker
+// (openbao-policy.hcl; docs/openbao.md shows how to install it).
+//
+//go:embed openbao-policy.hcl
+var OpenBaoPolicy string
+
+// OpenBaoConfig is the broker configuration's openBao section.
+type OpenBaoConfig struct {
+	// Address is OpenBao's https:// address.
+	Address string `json:"address"`
+	// CACertFile is the PEM of the CA that signs OpenBao's certificate.
+	CACertFile string `json:"caCertFile"`
+	// Namespace is the Kubernetes namespace of OpenBao's pods; the
+	// instances' NetworkPolicies let them reach PostgreSQL.
+	Namespace string `json:"namespace"`
+	// DatabaseMount is the path of the database secrets engine.
+	DatabaseMount string `json:"databaseMount"`
+	// PostgresCAFile is the path, on the OpenBao servers, of the CA of
+	// postgres.serverCertificates' issuer: OpenBao verifies every instance
+	// against it (verify-full). OpenBao's PostgreSQL plugin reads CAs only
+	// from files.
+	PostgresCAFile string `json:"postgresCAFile"`
+	// CredentialTTL is how long a binding's credentials live (a Go
+	// duration). Bindings are rotated (OSB predecessor_binding_id) before
+	// then; the mount's max_lease_ttl must allow it.
+	CredentialTTL string      `json:"credentialTTL"`
+	Auth          OpenBaoAuth `json:"auth"`
+}
+
+// OpenBaoAuth is how the broker logs in to OpenBao.
+type OpenBaoAuth struct {
+	// Method is kubernetes (in a cluster), approle or token.
+	Method string `json:"method"`
+	// Mount is the auth method's path; default: the method's name.
+	Mount string `json:"mount"`
+	// Role is the kubernetes auth role.
+	Role string `json:"role"`
+	// ServiceAccountTokenFile is the projected token kubernetes auth
+	// presents.
+	ServiceAccountTokenFile string `json:"serviceAccountTokenFile"`
+	// RoleIDFile and SecretIDFile are AppRole's credentials.
+	RoleIDFile   string `json:"roleIdFile"`
+	SecretIDFile string `json:"secretIdFile"`
+	// TokenFile holds a token (re-read at every login).
+	TokenFile string `json:"tokenFile"`
+}
+
+const defaultSATokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// Enabled says whether OpenBao issues the credentials.
+func (c OpenBaoConfig) Enabled() bool { return c.Address != "" }
+
+// withDefaults fills in the documented defaults and checks the rest.
+func (c OpenBaoConfig) withDefaults() (OpenBaoConfig, time.Duration, error) {
+	if c.DatabaseMount == "" {
+		c.DatabaseMount = "database"
+	}
+	if c.CredentialTTL == "" {
+		c.CredentialTTL = "720h"
+	}
+	if c.Auth.Method == "" {
+		c.Auth.Method = "kubernetes"
+	}
+	if c.Auth.Mount == "" {
+		c.Auth.Mount = c.Auth.Method
+	}
+	if c.Auth.Method == "kubernetes" && c.Auth.ServiceAccountTokenFile == "" {
+		c.Auth.ServiceAccountTokenFile = defaultSATokenFile
+	}
+	ttl, err := time.ParseDuration(c.CredentialTTL)
+	if err != nil || ttl < time.Hour {
+		return c, 0, fmt.Errorf("openBao.credentialTTL: %q is not a duration of an hour or more (e.g. 720h)", c.CredentialTTL)
+	}
+	var missing []string
+	if !strings.HasPrefix(c.Address, "https://") {
+		missing = append(missing, "openBao.address must be an https:// address")
+	}
+	if c.PostgresCAFile == "" {
+		missing = append(missing, "openBao.postgresCAFile (the platform CA's path on the OpenBao servers) is required")
+	}
+	if c.Namespace == "" {
+		missing = append(missing, "openBao.namespace (where OpenBao's pods run) is required")
+	}
+	switch c.Auth.Method {
+	case "kubernetes":
+		if c.Auth.Role == "" {
+			missing = append(missing, "openBao.auth.role is required for kubernetes auth")
+		}
+	case "approle":
+		if c.Auth.RoleIDFile == "" || c.Auth.SecretIDFile == "" {
+			missing = append(missing, "openBao.auth.roleIdFile and secretIdFile are required for approle auth")
+		}
+	case "token":
+		if c.Auth.TokenFile == "" {
+			missing = append(missing, "openBao.auth.tokenFile is required for token auth")
+		}
+	default:
+		missing = append(missing, fmt.Sprintf("openBao.auth.method %q is not kubernetes, approle or token", c.Auth.Method))
+	}
+	if len(missing) > 0 {
+		return c, 0, errors.New(strings.Join(missing, "; "))
+	}
+	return c, ttl, nil
+}
+
+// OpenBaoSource issues PostgreSQL logins as OpenBao dynamic credentials:
+// per instance, a database secrets engine connection that logs in as the
+// management role (postgres.ManagementRole, never a superuser; its first
+// password is rotated by OpenBao at once, so only OpenBao knows it) and a
+// role per access level whose creation statements grant exactly that
+// level's group role. A binding's logins are leases; revoking one drops
+// the login and ends its sessions.
+type OpenBaoSource struct {
+	cfg  OpenBaoConfig
+	ttl  time.Duration
+	kube Kube
+	vc   *vault.Client
+	// Address returns host:port of an instance's primary as OpenBao
+	// reaches it; the default is the Cluster's -rw Service.
+	Address func(inst provisioners.Instance) string
+
+	mu         sync.Mutex
+	tokenUntil time.Time
+}
+
+var (
+	_ CredentialSource = (*OpenBaoSource)(nil)
+	_ InstanceSetup    = (*OpenBaoSource)(nil)
+)
+
+// NewOpenBaoSource checks the configuration and makes the client; it logs
+// in lazily, at the first request.
+func NewOpenBaoSource(cfg OpenBaoConfig, kube Kube) (*OpenBaoSource, error) {
+	cfg, ttl, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	vcfg := vault.DefaultConfig()
+	vcfg.Address = cfg.Address
+	vcfg.MaxRetries = 1
+	vcfg.Timeout = 30 * time.Second
+	if cfg.CACertFile != "" {
+		if err := vcfg.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile}); err != nil {
+			return nil, fmt.Errorf("openBao.caCertFile: %w", err)
+		}
+	}
+	vc, err := vault.NewClient(vcfg)
+	if err != nil {
+		return nil, err
+	}
+	// The environment (VAULT_TOKEN, BAO_TOKEN) must not decide who the
+	// broker is: only the configured auth method does.
+	vc.ClearToken()
+	s := &OpenBaoSource{cfg: cfg, ttl: ttl, kube: kube, vc: vc}
+	s.Address = func(inst provisioners.Instance) string {
+		return postgres.NamesOf(inst).Cluster + "-rw." + inst.Namespace + ".svc:5432"
+	}
+	return s, nil
+}
+
+// client returns the client, logged in.
+func (s *OpenBaoSource) client(ctx context.Context) (*vault.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vc.Token() != "" && time.Now().Before(s.tokenUntil) {
+		return s.vc, nil
+	}
+	if err := s.login(ctx); err != nil {
+		return nil, fmt.Errorf("OpenBao login (%s auth): %w", s.cfg.Auth.Method, err)
+	}
+	return s.vc, nil
+}
+
+// login gets a token with the configured method and keeps it for 80% of
+// its lifetime (a token file is re-read every minute, so a rotated token
+// is picked up).
+func (s *OpenBaoSource) login(ctx context.Context) error {
+	a := s.cfg.Auth
+	if a.Method == "token" {
+		tok, err := readTrimmed(a.TokenFile)
+		if err != nil {
+			return err
+		}
+		s.vc.SetToken(tok)
+		s.tokenUntil = time.Now().Add(time.Minute)
+		return nil
+	}
+	body := map[string]any{}
+	switch a.Method {
+	case "approle":
+		roleID, err := readTrimmed(a.RoleIDFile)
+		if err != nil {
+			return err
+		}
+		secretID, err := readTrimmed(a.SecretIDFile)
+		if err != nil {
+			return err
+		}
+		body["role_id"], body["secret_id"] = roleID, secretID
+	case "kubernetes":
+		jwt, err := readTrimmed(a.ServiceAccountTokenFile)
+		if err != nil {
+			return err
+		}
+		body["role"], body["jwt"] = a.Role, jwt
+	}
+	// A login request carries no token.
+	s.vc.ClearToken()
+	sec, err := s.vc.Logical().WriteWithContext(ctx, "auth/"+a.Mount+"/login", body)
+	if err != nil {
+		return err
+	}
+	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
+		return errors.New("the login answered no token")
+	}
+	s.vc.SetToken(sec.Auth.ClientToken)
+	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	s.tokenUntil = time.Now().Add(ttl * 8 / 10)
+	return nil
+}
+
+func readTrimmed(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSpace(string(raw))
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
+}
+
+// ConnectionName is the instance's database secrets engine connection.
+func ConnectionName(inst provisioners.Instance) string {
+	return "strata-" + inst.Namespace + "-" + postgres.NamesOf(inst).Cluster
+}
+
+// RoleName is the OpenBao role of an access level of an instance.
+func RoleName(inst provisioners.Instance, a Access) string {
+	return ConnectionName(inst) + "-" + string(a)
+}
+
+var accessLevels = []Access{ReadWrite, ReadOnly, Owner}
+
+// roleStatements are the creation statements of an access level's logins:
+// a login in exactly one group role, valid until the lease ends. Owner
+// logins act as strata_owner by default, so what migrations create
+// belongs to the group and outlives the login.
+func roleStatements(a Access) []string {
+	group := groupRole(a)
+	stmts := []string{fmt.Sprintf(`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE %s;`, group)}
+	if a == Owner {
+		stmts = append(stmts, fmt.Sprintf(`ALTER ROLE "{{name}}" SET role = '%s';`, group))
+	}
+	return stmts
+}
+
+// revocationStatements end the login's sessions and drop it.
+var revocationStatements = []string{
+	`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';`,
+	`DROP ROLE IF EXISTS "{{name}}";`,
+}
+
+// Prepare writes the bootstrap Secret with the management role's first
+// password, once: the Cluster's initdb creates the role from it.
+func (s *OpenBaoSource) Prepare(ctx context.Context, inst provisioners.Instance) error {
+	sec, err := postgres.ManagementRoleSecret(inst, newPassword())
+	if err != nil {
+		return err
+	}
+	_, err = s.kube.Create(ctx, sec)
+	return err
+}
+
+// Configure points OpenBao at a ready instance: the connection (written
+// once, then its password rotated so that only OpenBao knows it) and the
+// access levels' roles. It is idempotent and resumes where it stopped.
+func (s *OpenBaoSource) Configure(ctx context.Context, inst provisioners.Instance) error {
+	vc, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	conn := ConnectionName(inst)
+	mount := s.cfg.DatabaseMount
+	bootRef := provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap}
+	boot, err := s.kube.Get(ctx, bootRef)
+	if err != nil {
+		return err
+	}
+	password := secretValue(boot, postgres.BootstrapPasswordKey)
+
+	existing, err := vc.Logical().ReadWithContext(ctx, mount+"/config/"+conn)
+	if err != nil {
+		return fmt.Errorf("read OpenBao connection %s: %w", conn, err)
+	}
+	if existing == nil {
+		if password == "" {
+			return fmt.Errorf("the management role's first password (Secret %s) is gone and OpenBao has no connection %s: "+
+				"re-create the connection by hand (docs/openbao.md, recovering a connection)", bootRef.Name, conn)
+		}
+		s, err := s.connectionConfig(inst, password)
+		if err != nil {
+			return err
+		}
+		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/config/"+conn, s); err != nil {
+			return fmt.Errorf("write OpenBao connection %s: %w", conn, err)
+		}
+	}
+	if password != "" {
+		// Rotate, then forget the first password. A crash in between only
+		// means one more rotation on the next poll.
+		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/rotate-root/"+conn, nil); err != nil {
+			return fmt.Errorf("rotate the management role's password of connection %s: %w", conn, err)
+		}
+		if err := s.forgetBootstrapPassword(ctx, boot); err != nil {
+			return err
+		}
+	}
+	for _, a := range accessLevels {
+		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/roles/"+RoleName(inst, a), map[string]any{
+			"db_name":               conn,
+			"creation_statements":   roleStatements(a),
+			"revocation_statements": revocationStatements,
+			"default_ttl":           int(s.ttl.Seconds()),
+			"max_ttl":               int(s.ttl.Seconds()),
+		}); err != nil {
+			return fmt.Errorf("write OpenBao role %s: %w", RoleName(inst, a), err)
+		}
+	}
+	return nil
+}
+
+func (s *OpenBaoSource) connectionConfig(inst provisioners.Instance, password string) (map[string]any, error) {
+	settings, err := postgres.Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return nil, err
+	}
+	roles := make([]string, len(accessLevels))
+	for i, a := range accessLevels {
+		roles[i] = RoleName(inst, a)
+	}
+	return map[string]any{
+		"plugin_name": "postgresql-database-plugin",
+		// OpenBao fills in {{username}} and {{password}}; the server is
+		// verified against the platform CA, by name.
+		"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@%s/%s?sslmode=verify-full&sslrootcert=%s",
+			s.Address(inst), settings.Databases[0], s.cfg.PostgresCAFile),
+		"username": postgres.ManagementRole,
+		"password": password,
+		// OpenBao sends SCRAM verifiers, never passwords, so neither
+		// pgaudit nor pg_stat_statements can capture one.
+		"password_authentication": "scram-sha-256",
+		"allowed_roles":           roles,
+		"verify_connection":       true,
+		"max_open_connections":    2,
+		"max_connection_lifetime": "5m",
+	}, nil
+}
+
+func (s *OpenBaoSource) forgetBootstrapPassword(ctx context.Context, boot *unstructured.Unstructured) error {
+	unstructured.RemoveNestedField(boot.Object, "data", postgres.BootstrapPasswordKey)
+	if err := s.kube.Update(ctx, boot); err != nil {
+		return fmt.Errorf("remove the first password from Secret %s: %w", boot.GetName(), err)
+	}
+	return nil
+}
+
+// Teardown removes the instance from OpenBao: its leases (normally
+// already revoked by unbind), roles and connection, and the bootstrap
+// Secret. It runs before the Cluster is deleted, while OpenBao can still
+// drop the logins.
+func (s *OpenBaoSource) Teardown(ctx context.Context, inst provisioners.Instance) error {
+	vc, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	mount := s.cfg.DatabaseMount
+	for _, a := range accessLevels {
+		prefix := mount + "/creds/" + RoleName(inst, a)
+		if err := vc.Sys().RevokePrefixWithContext(ctx, prefix); err != nil {
+			// The database may already be unreachable (a provision that
+			// never became ready): its logins go with it.
+			if ferr := vc.Sys().RevokeForceWithContext(ctx, prefix); ferr != nil {
+				return fmt.Errorf("revoke the leases of %s: %w", prefix, errors.Join(err, ferr))
+			}
+		}
+		if _, err := vc.Logical().DeleteWithContext(ctx, mount+"/roles/"+RoleName(inst, a)); err != nil {
+			return fmt.Errorf("delete OpenBao role %s: %w", RoleName(inst, a), err)
+		}
+	}
+	if _, err := vc.Logical().DeleteWithContext(ctx, mount+"/config/"+ConnectionName(inst)); err != nil {
+		return fmt.Errorf("delete OpenBao connection %s: %w", ConnectionName(inst), err)
+	}
+	return s.kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap})
+}
+
+// Issue leases a login of the access level.
+func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, _ string, a Access) (Login, error) {
+	vc, err := s.client(ctx)
+	if err != nil {
+		return Login{}, err
+	}
+	sec, err := vc.Logical().ReadWithContext(ctx, s.cfg.DatabaseMount+"/creds/"+RoleName(inst, a))
+	if err != nil {
+		return Login{}, fmt.Errorf("OpenBao could not issue %s credentials: %w", a, err)
+	}
+	if sec == nil || sec.LeaseID == "" {
+		return Login{}, &NotReadyError{fmt.Sprintf("OpenBao has no role %s yet: the instance is still being set up; retry", RoleName(inst, a))}
+	}
+	user, _ := sec.Data["username"].(string)
+	pw, _ := sec.Data["password"].(string)
+	if user == "" || pw == "" {
+		_, _ = vc.Logical().WriteWithContext(ctx, "sys/leases/revoke/"+sec.LeaseID, nil)
+		return Login{}, errors.New("OpenBao answered credentials without a username or password")
+	}
+	return Login{Username: user, Password: pw, Handle: sec.LeaseID,
+		Expires: time.Now().Add(time.Duration(sec.LeaseDuration) * time.Second).UTC()}, nil
+}
+
+// Ready is true at once: OpenBao created the login before answering.
+func (s *OpenBaoSource) Ready(context.Context, provisioners.Instance, Login) (bool, string, error) {
+	return true, "", nil
+}
+
+// Revoke revokes the lease, which drops the login; revoking a lease that
+// is already gone succeeds.
+func (s *OpenBaoSource) Revoke(ctx context.Context, _ provisioners.Instance, l Login) error {
+	if l.Handle == "" {
+		return nil
+	}
+	vc, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	// The lease id in the path (not the body) lets the policy confine
+	// revocation to Strata's leases.
+	if _, err := vc.Logical().WriteWithContext(ctx, "sys/leases/revoke/"+l.Handle, nil); err != nil {
+		return fmt.Errorf("OpenBao could not revoke lease %s: %w", l.Handle, err)
+	}
+	return nil
+}
+
+func secretValue(o *unstructured.Unstructured, key string) string {
+	if o == nil {
+		return ""
+	}
+	enc, _, _ := unstructured.NestedString(o.Object, "data", key)
+	raw, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return ""
+	}
+	return string(raw)
+}

@@ -1,0 +1,387 @@
+//go:build linux
+
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgconn"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/strata-dev/strata/binding"
+	"github.com/strata-dev/strata/broker"
+	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/integration/baotest"
+	"github.com/strata-dev/strata/integration/pgtest"
+	"github.com/strata-dev/strata/integration/springtest"
+	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/postgres"
+)
+
+// platformIssuer is the cert-manager ClusterIssuer of the platform CA in
+// these tests' broker configuration.
+const platformIssuer = "strata-platform-ca"
+
+// openBaoPlatform is what a platform engineer sets up once, as
+// docs/openbao.md says: the database secrets engine, the broker's policy
+// (binding/openbao-policy.hcl, exactly) and an AppRole with only that
+// policy. The broker logs in with the AppRole, so every call it makes is
+// checked against the documented policy by the real OpenBao.
+type openBaoPlatform struct {
+	bao        *baotest.Server
+	root       *vault.Client
+	roleIDFile string
+	secretFile string
+}
+
+func setUpOpenBao(t *testing.T) *openBaoPlatform {
+	t.Helper()
+	bao := baotest.Start(t)
+	root := bao.Root(t)
+	if err := root.Sys().Mount("database", &vault.MountInput{Type: "database", Config: vault.MountConfigInput{MaxLeaseTTL: "2160h"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sys().PutPolicy("strata-broker", binding.OpenBaoPolicy); err != nil {
+		t.Fatalf("OpenBao refuses binding/openbao-policy.hcl: %v", err)
+	}
+	if err := root.Sys().EnableAuthWithOptions("approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().Write("auth/approle/role/strata-broker", map[string]any{
+		"token_policies": []string{"strata-broker"}, "token_ttl": "1h", "token_max_ttl": "4h",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rid, err := root.Logical().Read("auth/approle/role/strata-broker/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := root.Logical().Write("auth/approle/role/strata-broker/secret-id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := &openBaoPlatform{bao: bao, root: root,
+		roleIDFile: filepath.Join(dir, "role-id"), secretFile: filepath.Join(dir, "secret-id")}
+	if err := os.WriteFile(p.roleIDFile, []byte(rid.Data["role_id"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.secretFile, []byte(sid.Data["secret_id"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// brokerOptions points a broker at OpenBao with the platform's settings.
+// PostgreSQL runs on loopback here, not behind the Cluster's Service, so
+// OpenBao is given its address (the stand-in for cluster DNS).
+func (p *openBaoPlatform) brokerOptions(bao *baotest.Server, caFile string, pgAddress func() string) func(*broker.Options) {
+	return func(o *broker.Options) {
+		o.Postgres.ServerCertificates.IssuerName = platformIssuer
+		o.OpenBao = binding.OpenBaoConfig{
+			Address: bao.Addr, CACertFile: bao.CAFile, Namespace: "openbao", PostgresCAFile: caFile,
+			CredentialTTL: "720h",
+			Auth:          binding.OpenBaoAuth{Method: "approle", RoleIDFile: p.roleIDFile, SecretIDFile: p.secretFile},
+		}
+		o.PostgresAddress = func(provisioners.Instance) string { return pgAddress() }
+	}
+}
+
+// TestOpenBaoCredentials drives a PostgreSQL instance through its life
+// with OpenBao issuing the credentials: real OpenBao, real PostgreSQL 15
+// started from the Cluster and bootstrap Secret the broker wrote to the
+// real API server, and a real Spring Boot application using the binding.
+// CloudNativePG and cert-manager cannot run here (no kubelet): the test
+// writes their status and the certificate Secret.
+func TestOpenBaoCredentials(t *testing.T) {
+	w := sharedWorld(t)
+	platform := setUpOpenBao(t)
+	ctx := context.Background()
+	const ns = "team-d"
+	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	// The platform CA file on the OpenBao servers; PostgreSQL's CA is
+	// written to it once the server (and its CA) exists.
+	platformCA := filepath.Join(t.TempDir(), "platform-ca.crt")
+	var srv *pgtest.Server
+	pgAddress := func() string { return "localhost:" + strconv.Itoa(srv.Port) }
+	osb := w.startBrokerWith(t, platform.brokerOptions(platform.bao, platformCA, pgAddress))
+
+	const id = "0ba00000-0000-4000-8000-000000000001"
+	const path = "/v2/service_instances/" + id
+	const cluster = "pg-" + id
+	conn := "strata-" + ns + "-" + cluster
+	params := map[string]any{"version": "15"}
+	var passwords []string // every password issued; none may reach the server log
+
+	t.Run("provision writes the management role's bootstrap and the server certificate", func(t *testing.T) {
+		g := NewWithT(t)
+		r := osb.do(http.MethodPut, path+"?accepts_incomplete=true", provisionBody(catalog.PostgresStandardID, ns, params))
+		g.Expect(r.Code).To(Equal(http.StatusAccepted), r.Raw)
+
+		c := w.get(g, clusterGVR, ns, cluster)
+		refs, _, _ := unstructured.NestedSlice(c.Object, "spec", "bootstrap", "initdb", "postInitApplicationSQLRefs", "secretRefs")
+		g.Expect(refs).To(ConsistOf(map[string]any{"name": cluster + "-bootstrap", "key": postgres.BootstrapSQLKey}))
+		tlsSecret, _, _ := unstructured.NestedString(c.Object, "spec", "certificates", "serverTLSSecret")
+		g.Expect(tlsSecret).To(Equal(cluster + "-server-tls"))
+		cert := w.get(g, certificateGVR, ns, cluster+"-server-tls")
+		issuer, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+		g.Expect(issuer).To(Equal(platformIssuer))
+
+		boot, err := w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-bootstrap", metav1.GetOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(string(boot.Data[postgres.BootstrapSQLKey])).To(ContainSubstring("SCRAM-SHA-256$"), "the SQL carries a verifier")
+		g.Expect(string(boot.Data[postgres.BootstrapSQLKey])).NotTo(ContainSubstring(string(boot.Data[postgres.BootstrapPasswordKey])), "never the password")
+		passwords = append(passwords, string(boot.Data[postgres.BootstrapPasswordKey]))
+
+		np := w.get(g, netpolGVR, ns, cluster)
+		g.Expect(np.Object["spec"]).To(HaveKeyWithValue("ingress", ContainElement(HaveKeyWithValue("from",
+			ContainElement(HaveKeyWithValue("namespaceSelector", HaveKeyWithValue("matchLabels", HaveKeyWithValue("kubernetes.io/metadata.name", "openbao"))))))),
+			"OpenBao's namespace may reach PostgreSQL")
+
+		// A repeated PUT does not replace the first password.
+		r = osb.do(http.MethodPut, path+"?accepts_incomplete=true", provisionBody(catalog.PostgresStandardID, ns, params))
+		g.Expect(r.Code).To(Equal(http.StatusAccepted))
+		again, _ := w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-bootstrap", metav1.GetOptions{})
+		g.Expect(again.Data).To(Equal(boot.Data))
+	})
+	if t.Failed() {
+		return
+	}
+
+	// PostgreSQL starts as CloudNativePG would start it from what the
+	// broker wrote: the Cluster and the bootstrap Secret.
+	bootstrap := w.get(NewWithT(t), secretGVR, ns, cluster+"-bootstrap")
+	srv = pgtest.Start(t, w.get(NewWithT(t), clusterGVR, ns, cluster), bootstrap)
+	if err := os.WriteFile(platformCA, srv.CAPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// cert-manager's Secret for the server certificate (its ca.crt is what
+	// bindings carry): pgtest's CA stands for the platform CA.
+	if _, err := w.core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: cluster + "-server-tls"},
+		Data:       map[string][]byte{"ca.crt": srv.CAPEM},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bootPassword := passwords[0]
+
+	t.Run("once ready, OpenBao is configured and the first password rotated", func(t *testing.T) {
+		g := NewWithT(t)
+		w.operatorReportsReady(t, ns, cluster)
+		r := osb.do(http.MethodGet, path+"/last_operation", nil)
+		g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
+
+		cfg, err := platform.root.Logical().Read("database/config/" + conn)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(cfg).NotTo(BeNil(), "OpenBao has the instance's connection")
+		g.Expect(cfg.Data["connection_details"]).To(HaveKeyWithValue("connection_url", ContainSubstring("sslmode=verify-full")))
+		g.Expect(cfg.Data["connection_details"]).To(HaveKeyWithValue("username", postgres.ManagementRole))
+		for _, a := range []string{"readwrite", "readonly", "owner"} {
+			role, err := platform.root.Logical().Read("database/roles/" + conn + "-" + a)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(role).NotTo(BeNil(), "role %s", a)
+		}
+		boot, _ := w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-bootstrap", metav1.GetOptions{})
+		g.Expect(boot.Data).NotTo(HaveKey(postgres.BootstrapPasswordKey), "the first password is forgotten after rotation")
+		_, err = srv.Connect(t, postgres.ManagementRole, bootPassword, srv.Database, "verify-full")
+		g.Expect(err).To(HaveOccurred(), "the first password no longer works: OpenBao rotated it")
+
+		var super, createRole bool
+		g.Expect(srv.Superuser(t).QueryRow(ctx, "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = $1", postgres.ManagementRole).Scan(&super, &createRole)).To(Succeed())
+		g.Expect(super).To(BeFalse(), "the management role is not a superuser")
+		g.Expect(createRole).To(BeTrue())
+	})
+
+	bindPath := func(bid string) string { return path + "/service_bindings/" + bid }
+	unbind := func(bid string) response {
+		return osb.do(http.MethodDelete, bindPath(bid)+"?service_id="+catalog.PostgresServiceID+"&plan_id="+catalog.PostgresStandardID, nil)
+	}
+	bind := func(g Gomega, bid string, params map[string]any) map[string]any {
+		r := osb.do(http.MethodPut, bindPath(bid), map[string]any{
+			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresStandardID, "parameters": params})
+		g.Expect(r.Code).To(Equal(http.StatusCreated), r.Raw)
+		creds := r.Body["credentials"].(map[string]any)
+		passwords = append(passwords, creds["password"].(string))
+		if pw, ok := creds["spring.flyway.password"].(string); ok {
+			passwords = append(passwords, pw)
+		}
+		return r.Body
+	}
+	mountDir := t.TempDir()
+	const rwBinding = "0ba00000-0000-4000-8000-0000000000b1"
+	const roBinding = "0ba00000-0000-4000-8000-0000000000b2"
+	var rw, ro map[string]any
+
+	t.Run("bind issues OpenBao credentials with exactly their level's rights", func(t *testing.T) {
+		g := NewWithT(t)
+		body := bind(g, rwBinding, map[string]any{"mount_path": mountDir})
+		rw = body["credentials"].(map[string]any)
+		meta := body["metadata"].(map[string]any)
+		expires, err := time.Parse("2006-01-02T15:04:05.9Z", meta["expires_at"].(string))
+		g.Expect(err).NotTo(HaveOccurred(), "expires_at in the spec's format: %v", meta)
+		g.Expect(expires).To(BeTemporally("~", time.Now().Add(720*time.Hour), time.Minute), "the lease is the configured TTL")
+		renew, err := time.Parse("2006-01-02T15:04:05.9Z", meta["renew_before"].(string))
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(renew).To(BeTemporally("~", time.Now().Add(480*time.Hour), time.Minute))
+		g.Expect(rw["username"]).NotTo(Equal(rw["spring.flyway.user"]), "migrations have their own (owner) login")
+
+		owner, err := srv.Connect(t, rw["spring.flyway.user"].(string), rw["spring.flyway.password"].(string), srv.Database, "verify-full")
+		g.Expect(err).NotTo(HaveOccurred(), "the owner login connects over TLS")
+		// A schema of its own: public is the application's, which Flyway
+		// migrates below.
+		_, err = owner.Exec(ctx, "CREATE SCHEMA checks; CREATE TABLE checks.orders (id bigserial PRIMARY KEY, item text NOT NULL)")
+		g.Expect(err).NotTo(HaveOccurred(), "owner can run DDL")
+		var tableOwner string
+		g.Expect(owner.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'").Scan(&tableOwner)).To(Succeed())
+		g.Expect(tableOwner).To(Equal(postgres.OwnerRole), "an owner login acts as the group, so its tables outlive it")
+
+		app, err := srv.Connect(t, rw["username"].(string), rw["password"].(string), srv.Database, "verify-full")
+		g.Expect(err).NotTo(HaveOccurred(), "the readwrite login connects over TLS")
+		_, err = app.Exec(ctx, "INSERT INTO checks.orders (item) VALUES ('tea')")
+		g.Expect(err).NotTo(HaveOccurred(), "readwrite can write")
+		_, err = app.Exec(ctx, "CREATE TABLE nope (id int)")
+		g.Expect(pgCode(err)).To(Equal("42501"), "readwrite cannot create tables: %v", err)
+		_, err = srv.Connect(t, rw["username"].(string), rw["password"].(string), srv.Database, "disable")
+		g.Expect(err).To(HaveOccurred(), "plaintext is refused")
+
+		ro = bind(g, roBinding, map[string]any{"access": "readonly"})["credentials"].(map[string]any)
+		reader, err := srv.Connect(t, ro["username"].(string), ro["password"].(string), srv.Database, "verify-full")
+		g.Expect(err).NotTo(HaveOccurred())
+		var n int
+		g.Expect(reader.QueryRow(ctx, "SELECT count(*) FROM checks.orders").Scan(&n)).To(Succeed())
+		g.Expect(n).To(Equal(1))
+		_, err = reader.Exec(ctx, "INSERT INTO checks.orders (item) VALUES ('coffee')")
+		g.Expect(pgCode(err)).To(Equal("42501"), "readonly cannot write: %v", err)
+	})
+
+	t.Run("a Spring Boot application starts with nothing but the binding Secret", func(t *testing.T) {
+		g := NewWithT(t)
+		jar := springtest.Jar(t)
+		secret, err := w.core.CoreV1().Secrets(ns).Get(ctx, binding.SecretName(rwBinding), metav1.GetOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		files := map[string]string{}
+		for k, v := range secret.Data {
+			// The Services' names resolve only in the cluster: here they
+			// are PostgreSQL on loopback, which its certificate covers.
+			s := strings.ReplaceAll(string(v), cluster+"-pooler."+ns+".svc:5432", pgAddress())
+			files[k] = strings.ReplaceAll(s, cluster+"-rw."+ns+".svc:5432", pgAddress())
+		}
+		springtest.WriteBinding(t, mountDir, files)
+		res, out, err := springtest.Run(t, jar, mountDir, 2*time.Minute)
+		g.Expect(err).NotTo(HaveOccurred(), "the application failed:\n%s", out)
+		g.Expect(res.Postgres.SSL).To(BeTrue(), "pg_stat_ssl: the application's connection is TLS")
+		g.Expect(res.Postgres.SessionUser).To(Equal(rw["username"]), "the application runs as the readwrite login")
+		g.Expect(res.Postgres.Read).NotTo(BeEmpty())
+		g.Expect(res.Postgres.MigratedBy).To(Equal("session_user="+rw["spring.flyway.user"].(string)+" current_user="+postgres.OwnerRole),
+			"Flyway migrated as the owner login, acting as the owner group")
+		g.Expect(res.Postgres.TableOwner).To(Equal(postgres.OwnerRole))
+		g.Expect(out).NotTo(ContainSubstring(rw["password"].(string)))
+	})
+
+	t.Run("unbind revokes the lease: the login is gone", func(t *testing.T) {
+		g := NewWithT(t)
+		r := unbind(rwBinding)
+		g.Expect(r.Code).To(Equal(http.StatusOK), r.Raw)
+		_, err := srv.Connect(t, rw["username"].(string), rw["password"].(string), srv.Database, "verify-full")
+		g.Expect(err).To(HaveOccurred(), "a revoked login cannot connect")
+		var roles int
+		g.Expect(srv.Superuser(t).QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname IN ($1, $2)", rw["username"], rw["spring.flyway.user"]).Scan(&roles)).To(Succeed())
+		g.Expect(roles).To(BeZero(), "both logins of the binding are dropped")
+		g.Expect(unbind(rwBinding).Code).To(Equal(http.StatusGone))
+		_, err = w.core.CoreV1().Secrets(ns).Get(ctx, binding.SecretName(rwBinding), metav1.GetOptions{})
+		g.Expect(apierrors.IsNotFound(err) || err == nil && secret(w, ns, binding.SecretName(rwBinding)).DeletionTimestamp != nil).To(BeTrue(), "the binding Secret is deleted")
+	})
+
+	t.Run("unbind succeeds when the lease was already revoked", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(platform.root.Sys().RevokePrefix("database/creds/" + conn + "-readonly")).To(Succeed())
+		r := unbind(roBinding)
+		g.Expect(r.Code).To(Equal(http.StatusOK), r.Raw)
+	})
+
+	t.Run("OpenBao down or sealed: bind fails cleanly", func(t *testing.T) {
+		sealed := baotest.Start(t)
+		sealed.Seal(t)
+		// Nothing listens where a stopped server was; its CA is the
+		// platform's (the broker's TLS configuration needs a file).
+		stopped := baotest.Start(t)
+		stopped.Stop()
+		unreachable := &baotest.Server{Addr: stopped.Addr, CAFile: platform.bao.CAFile}
+		for name, bao := range map[string]*baotest.Server{"sealed": sealed, "unreachable": unreachable} {
+			t.Run(name, func(t *testing.T) {
+				g := NewWithT(t)
+				broken := w.startBrokerWith(t, platform.brokerOptions(bao, platformCA, pgAddress))
+				const bid = "0ba00000-0000-4000-8000-0000000000f0"
+				r := broken.do(http.MethodPut, bindPath(bid), map[string]any{
+					"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresStandardID})
+				g.Expect(r.Code).To(Equal(http.StatusInternalServerError), r.Raw)
+				g.Expect(r.Body["description"]).To(ContainSubstring("OpenBao"))
+				if name == "sealed" {
+					g.Expect(r.Body["description"]).To(ContainSubstring("sealed"))
+				}
+				_, err := w.core.CoreV1().Secrets(ns).Get(ctx, binding.SecretName(bid), metav1.GetOptions{})
+				g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no binding Secret is left behind")
+				g.Expect(osb.do(http.MethodGet, bindPath(bid), nil).Code).To(Equal(http.StatusNotFound), "no binding is left behind")
+			})
+		}
+	})
+
+	t.Run("deprovision leaves nothing in OpenBao", func(t *testing.T) {
+		g := NewWithT(t)
+		r := osb.do(http.MethodDelete, path+"?accepts_incomplete=true&service_id="+catalog.PostgresServiceID+"&plan_id="+catalog.PostgresStandardID, nil)
+		g.Expect(r.Code).To(Equal(http.StatusAccepted), r.Raw)
+		w.collectGarbage(t, ns, append(allInstanceGVRs, certificateGVR)...)
+		r = osb.do(http.MethodGet, path+"/last_operation?operation="+r.Body["operation"].(string), nil)
+		g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
+
+		for _, p := range []string{"database/config", "database/roles"} {
+			l, err := platform.root.Logical().List(p)
+			g.Expect(err).NotTo(HaveOccurred())
+			if l != nil {
+				g.Expect(l.Data["keys"]).NotTo(ContainElement(HavePrefix(conn)), "%s still lists the instance", p)
+			}
+		}
+		_, err := w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-bootstrap", metav1.GetOptions{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the bootstrap Secret is deleted")
+	})
+
+	t.Run("no password ever reached the PostgreSQL log", func(t *testing.T) {
+		g := NewWithT(t)
+		log := srv.Log(t)
+		g.Expect(log).To(ContainSubstring("AUDIT"), "pgaudit is logging")
+		for _, pw := range passwords {
+			g.Expect(log).NotTo(ContainSubstring(pw))
+		}
+	})
+}
+
+func secret(w *world, ns, name string) *corev1.Secret {
+	s, err := w.core.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return &corev1.Secret{}
+	}
+	return s
+}
+
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
