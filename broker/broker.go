@@ -88,10 +88,14 @@ func (b *Broker) instanceOf(r *InstanceRecord) (provisioners.Instance, Engine, e
 	if !ok {
 		return provisioners.Instance{}, Engine{}, fmt.Errorf("no engine for service %s", svc.Name)
 	}
-	return provisioners.Instance{
+	inst := provisioners.Instance{
 		ID: r.ID, Name: r.Name, Namespace: r.Namespace, Service: svc, Plan: plan,
 		Params: r.Parameters, Meshed: r.Meshed,
-	}, eng, nil
+	}
+	if r.Operation.Type == OpUpdate && r.Operation.State == provisioners.InProgress {
+		inst.UpdatedAt = r.Operation.Started
+	}
+	return inst, eng, nil
 }
 
 func newOperation(t OpType, now time.Time, plan *catalog.Plan) Operation {
@@ -615,7 +619,7 @@ func (b *Broker) assess(ctx context.Context, inst provisioners.Instance, eng Eng
 	if err != nil {
 		return provisioners.Progress{State: provisioners.InProgress, Description: "reading status: " + err.Error()}
 	}
-	return eng.Provisioner.Assess(inst, observed)
+	return eng.Provisioner.Assess(inst, observed, b.now())
 }
 
 func retainedNote(inst provisioners.Instance) string {

@@ -157,7 +157,8 @@ func TestPostgresLifecycle(t *testing.T) {
 		g.Expect(r.Body["error"]).To(Equal("ConcurrencyError"))
 
 		r = osb.do(http.MethodGet, path+"/last_operation?operation="+op, nil)
-		g.Expect(r.Body["state"]).To(Equal("in progress"), "the Ready condition is for the previous generation")
+		g.Expect(r.Body["state"]).To(Equal("in progress"), "a fourth instance is wanted")
+		g.Expect(r.Body["description"]).To(ContainSubstring("3 of 4 instances ready"))
 		w.operatorReportsReady(t, "team-a", cluster)
 		r = osb.do(http.MethodGet, path+"/last_operation?operation="+op, nil)
 		g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
@@ -167,8 +168,12 @@ func TestPostgresLifecycle(t *testing.T) {
 		c = w.get(g, clusterGVR, "team-a", cluster)
 		method, _, _ := unstructured.NestedString(c.Object, "spec", "postgresql", "synchronous", "method")
 		g.Expect(method).To(Equal("any"))
+		haOp := r.Body["operation"].(string)
+		r = osb.do(http.MethodGet, path+"/last_operation?operation="+haOp, nil)
+		g.Expect(r.Body["state"]).To(Equal("in progress"), "healthy, but Ready is from before the update: %s", r.Raw)
+		g.Expect(r.Body["description"]).To(ContainSubstring("waiting for CloudNativePG to act on the update"))
 		w.operatorReportsReady(t, "team-a", cluster)
-		r = osb.do(http.MethodGet, path+"/last_operation?operation="+r.Body["operation"].(string)+"&plan_id="+catalog.PostgresStandardID, nil)
+		r = osb.do(http.MethodGet, path+"/last_operation?operation="+haOp+"&plan_id="+catalog.PostgresStandardID, nil)
 		g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
 
 		r = patch(catalog.PostgresStandardID, grown)

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"regexp"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -44,6 +45,9 @@ type Instance struct {
 	Params map[string]any
 	// Meshed says the namespace has Istio injection or ambient mode on.
 	Meshed bool
+	// UpdatedAt is when the update being confirmed started; zero when no
+	// update is in progress.
+	UpdatedAt time.Time
 }
 
 // Labels returns the labels of every object of the instance.
@@ -96,8 +100,8 @@ type Provisioner interface {
 	// ready.
 	Watched(inst Instance) []Ref
 	// Assess turns the observed Watched objects (absent ones are nil) into
-	// progress.
-	Assess(inst Instance, observed map[Ref]*unstructured.Unstructured) Progress
+	// progress, as of now.
+	Assess(inst Instance, observed map[Ref]*unstructured.Unstructured, now time.Time) Progress
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)

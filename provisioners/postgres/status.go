@@ -3,6 +3,7 @@ package postgres
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -46,10 +47,19 @@ func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
 	return refs
 }
 
+// UpdateSettle is how long a healthy Cluster must stay healthy after an
+// update before the update counts as applied when CloudNativePG was not
+// seen acting on it. CloudNativePG's Ready condition follows the phase and
+// carries no generation, so a healthy Cluster right after an update may
+// not have seen it yet; a change that restarts or adds instances makes the
+// operator leave the healthy phase within a reconcile (seconds), and one
+// that restarts nothing (a reloadable parameter) never does.
+const UpdateSettle = time.Minute
+
 // Assess reads CloudNativePG's status: the Cluster's phase and Ready
-// condition (for the current generation), each Database's applied flag and
-// the Pooler's instance count.
-func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisioners.Ref]*unstructured.Unstructured) provisioners.Progress {
+// condition, each Database's applied flag (for its generation) and the
+// Pooler's instance count.
+func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisioners.Ref]*unstructured.Unstructured, now time.Time) provisioners.Progress {
 	refs := p.Watched(inst)
 	cluster := observed[refs[0]]
 	if cluster == nil {
@@ -71,6 +81,9 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	}
 	if !conditionTrue(cluster, "Ready") || ready < want {
 		return inProgress(fmt.Sprintf("PostgreSQL: %s (%d of %d instances ready)", phase, ready, want))
+	}
+	if !inst.UpdatedAt.IsZero() && !readySince(cluster, inst.UpdatedAt) && now.Sub(inst.UpdatedAt) < UpdateSettle {
+		return inProgress(fmt.Sprintf("PostgreSQL: healthy; waiting for CloudNativePG to act on the update (confirmed after %s healthy)", UpdateSettle))
 	}
 	for _, ref := range refs[1:] {
 		o := observed[ref]
@@ -115,8 +128,26 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	return provisioners.Progress{State: provisioners.Succeeded, Description: d}
 }
 
-// conditionTrue says whether the condition is True for the object's
-// current generation (a stale Ready does not count after an update).
+// readySince says whether the Cluster became Ready after t: the operator
+// went through a change made at t. lastTransitionTime has whole seconds,
+// so a transition in t's own second does not count (the settle time
+// decides then).
+func readySince(cluster *unstructured.Unstructured, t time.Time) bool {
+	conds, _, _ := unstructured.NestedSlice(cluster.Object, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if !ok || m["type"] != "Ready" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339, fmt.Sprint(m["lastTransitionTime"]))
+		return err == nil && at.After(t.Truncate(time.Second))
+	}
+	return false
+}
+
+// conditionTrue says whether the condition is True; one that names an
+// older generation does not count (CloudNativePG 1.30 names none on the
+// Cluster; its Database conditions do).
 func conditionTrue(o *unstructured.Unstructured, condType string) bool {
 	conds, _, _ := unstructured.NestedSlice(o.Object, "status", "conditions")
 	for _, c := range conds {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -149,8 +150,19 @@ func (w *observedWorld) setDatabase(value any, fields ...string) { w.set("Databa
 
 func (w *observedWorld) setPooler(value any, fields ...string) { w.set("Pooler", value, fields...) }
 
+// assessNow is the clock of the assessments.
+var assessNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
 func (w *observedWorld) assess() provisioners.Progress {
-	return w.p.Assess(w.inst, w.observed)
+	return w.p.Assess(w.inst, w.observed, assessNow)
+}
+
+// updated says an update started at (assessNow - ago) and the Cluster
+// became Ready at (assessNow - readyAgo).
+func (w *observedWorld) updated(ago, readyAgo time.Duration) {
+	w.inst.UpdatedAt = assessNow.Add(-ago)
+	w.setCluster([]any{map[string]any{"type": "Ready", "status": "True", "reason": "ClusterIsReady",
+		"lastTransitionTime": assessNow.Add(-readyAgo).Format(time.RFC3339)}}, "status", "conditions")
 }
 
 func TestAssess(t *testing.T) {
@@ -218,6 +230,24 @@ func TestAssess(t *testing.T) {
 				w.setCluster([]any{map[string]any{"type": "Ready", "status": "True", "observedGeneration": int64(2)}}, "status", "conditions")
 			},
 			state: provisioners.Succeeded, desc: []string{"PostgreSQL ready: 2 of 2 instances"}},
+		// An update: CloudNativePG's Ready carries no generation, so a
+		// healthy Cluster confirms an update only once it became Ready
+		// after the update started, or stayed healthy for UpdateSettle.
+		{name: "update just applied, Ready from before it", plan: "standard",
+			change: func(w *observedWorld) { w.updated(5*time.Second, time.Hour) },
+			state:  provisioners.InProgress, desc: []string{"waiting for CloudNativePG to act on the update"}},
+		{name: "update the operator went through", plan: "standard",
+			change: func(w *observedWorld) { w.updated(5*time.Minute, 10*time.Second) },
+			state:  provisioners.Succeeded, desc: []string{"PostgreSQL ready: 2 of 2 instances"}},
+		{name: "update Ready in the same second it started: not proof", plan: "standard",
+			change: func(w *observedWorld) { w.updated(0, 0) },
+			state:  provisioners.InProgress},
+		{name: "update that restarts nothing, after the settle time", plan: "standard",
+			change: func(w *observedWorld) { w.updated(UpdateSettle+time.Second, time.Hour) },
+			state:  provisioners.Succeeded},
+		{name: "update just before the settle time", plan: "standard",
+			change: func(w *observedWorld) { w.updated(UpdateSettle-time.Second, time.Hour) },
+			state:  provisioners.InProgress},
 		{name: "ready condition missing", plan: "dev-lite",
 			change: func(w *observedWorld) { w.setCluster([]any{}, "status", "conditions") },
 			state:  provisioners.InProgress},
