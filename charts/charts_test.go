@@ -296,7 +296,8 @@ func TestDefaultRender(t *testing.T) {
 		apply := []string{"create", "delete", "get", "patch"}
 		g.Expect(grantTable(rs)).To(Equal(map[string][]string{
 			"namespaces":                            {"create", "get"},
-			"secrets":                               apply,
+			"secrets":                               {"create", "delete", "get", "patch", "update"},
+			"certificates.cert-manager.io":          apply,
 			"clusters.postgresql.cnpg.io":           apply,
 			"poolers.postgresql.cnpg.io":            apply,
 			"databases.postgresql.cnpg.io":          apply,
@@ -470,4 +471,48 @@ func TestConfigChangeRollsPods(t *testing.T) {
 	values := withPassword()
 	values["config"] = map[string]any{"pollIntervalSeconds": 30}
 	g.Expect(checksum(values)).NotTo(Equal(before))
+}
+
+// TestOpenBaoInstall renders the chart as docs/openbao.md sets it up: the
+// broker's configuration carries the openBao section the broker accepts,
+// OpenBao's CA is mounted where the configuration says, and the broker may
+// reach OpenBao.
+func TestOpenBaoInstall(t *testing.T) {
+	g := NewWithT(t)
+	values := withPassword()
+	values["openBaoCA"] = map[string]any{"existingSecret": "openbao-ca"}
+	values["config"] = map[string]any{
+		"openBao": map[string]any{
+			"address":        "https://openbao.openbao.svc:8200",
+			"postgresCAFile": "/openbao/userconfig/platform-ca/ca.crt",
+		},
+		"postgres": map[string]any{"serverCertificates": map[string]any{"issuerName": "platform-ca"}},
+	}
+	objs := render(t, values)
+	cfg := renderedConfig(t, objs)
+	g.Expect(cfg.OpenBao.Address).To(Equal("https://openbao.openbao.svc:8200"))
+	g.Expect(cfg.OpenBao.CACertFile).To(Equal("/etc/strata/openbao/ca.crt"))
+	g.Expect(cfg.OpenBao.Auth.Method).To(Equal("kubernetes"))
+	g.Expect(cfg.OpenBao.Auth.Role).To(Equal("strata-broker"))
+	g.Expect(cfg.OpenBao.Namespace).To(Equal("openbao"))
+	g.Expect(cfg.Postgres.ServerCertificates.IssuerName).To(Equal("platform-ca"))
+
+	d := one(t, objs, "Deployment")
+	mounts := map[string]string{}
+	for _, m := range get(t, d, "spec", "template", "spec", "containers", 0, "volumeMounts").([]any) {
+		mounts[get(t, m, "name").(string)] = get(t, m, "mountPath").(string)
+	}
+	g.Expect(mounts).To(HaveKeyWithValue("openbao-ca", "/etc/strata/openbao"))
+
+	var egress []string
+	for _, r := range get(t, one(t, objs, "NetworkPolicy"), "spec", "egress").([]any) {
+		for _, p := range get(t, r, "ports").([]any) {
+			egress = append(egress, fmt.Sprintf("%s/%v", get(t, p, "protocol"), get(t, p, "port")))
+		}
+	}
+	g.Expect(egress).To(ContainElement("TCP/8200"))
+
+	values["config"].(map[string]any)["openBao"].(map[string]any)["adress"] = "typo"
+	_, err := charts.RenderBroker(values, namespace)
+	g.Expect(err).To(MatchError(ContainSubstring("config.openBao.adress is not a broker configuration key")))
 }

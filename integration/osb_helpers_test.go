@@ -12,6 +12,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -31,10 +33,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/strata-dev/strata/broker"
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/charts"
 	"github.com/strata-dev/strata/integration/kubeenv"
+	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
@@ -55,6 +60,58 @@ type world struct {
 	core kubernetes.Interface
 	dyn  dynamic.Interface
 	now  *clock
+	// brokerConfig impersonates the ServiceAccount of the broker's Helm
+	// chart, which sharedWorld installs: every broker of the suite runs
+	// with exactly the chart's RBAC, as the real API server enforces it.
+	brokerConfig *rest.Config
+	// chart is what the chart rendered.
+	chart []map[string]any
+}
+
+// chartValues are the values the suite installs the chart with: OpenBao
+// and platform-issued server certificates on, as in production.
+func chartValues() map[string]any {
+	return map[string]any{
+		"credentials": map[string]any{"password": osbPass},
+		"openBaoCA":   map[string]any{"existingSecret": "openbao-ca"},
+		"config": map[string]any{
+			"openBao":  map[string]any{"address": "https://openbao.openbao.svc:8200", "postgresCAFile": "/openbao/ca/platform-ca.crt"},
+			"postgres": map[string]any{"serverCertificates": map[string]any{"issuerName": platformIssuer}},
+		},
+	}
+}
+
+// installChart applies every object of the rendered chart (as a cluster
+// admin would with helm install) and returns the impersonating config of
+// the chart's ServiceAccount.
+func (w *world) installChart() (*rest.Config, error) {
+	objs, err := charts.RenderBroker(chartValues(), brokerNS)
+	if err != nil {
+		return nil, err
+	}
+	kube, err := provisioners.NewKube(w.env.Config)
+	if err != nil {
+		return nil, err
+	}
+	sa := ""
+	for _, o := range objs {
+		u := &unstructured.Unstructured{Object: o}
+		if u.GetNamespace() == "" && u.GetKind() != "ClusterRole" && u.GetKind() != "ClusterRoleBinding" {
+			u.SetNamespace(brokerNS)
+		}
+		if u.GetKind() == "ServiceAccount" {
+			sa = u.GetName()
+		}
+		if err := kube.Apply(context.Background(), []*unstructured.Unstructured{u}); err != nil {
+			return nil, fmt.Errorf("the API server refuses the chart's %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+	}
+	if sa == "" {
+		return nil, errors.New("the chart renders no ServiceAccount")
+	}
+	w.chart = objs
+	return w.env.ConfigAs("system:serviceaccount:"+brokerNS+":"+sa,
+		"system:serviceaccounts", "system:serviceaccounts:"+brokerNS, "system:authenticated"), nil
 }
 
 type clock struct {
@@ -108,6 +165,10 @@ func sharedWorld(t testing.TB) *world {
 				return
 			}
 		}
+		if w.brokerConfig, err = w.installChart(); err != nil {
+			worldErr = err
+			return
+		}
 		shared = w
 	})
 	if worldErr != nil {
@@ -158,7 +219,7 @@ func (w *world) startBrokerWith(t testing.TB, configure func(*broker.Options)) *
 	if configure != nil {
 		configure(&o)
 	}
-	b, err := broker.New(w.env.Config, o)
+	b, err := broker.New(w.brokerConfig, o)
 	if err != nil {
 		t.Fatal(err)
 	}

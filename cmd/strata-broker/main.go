@@ -119,6 +119,7 @@ func run(f flags, log *zap.Logger) error {
 	b, err := broker.New(restCfg, broker.Options{
 		Namespace:            f.namespace,
 		Postgres:             cfg.Postgres,
+		OpenBao:              cfg.OpenBao,
 		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
 		DashboardURLTemplate: cfg.DashboardURLTemplate,
 		Log:                  log,

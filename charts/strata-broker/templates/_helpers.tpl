@@ -106,18 +106,30 @@ Container image reference; a digest wins over the tag.
 The broker configuration file (config.yaml): .Values.config, with
 brokerNamespace defaulted to the release namespace. The broker decodes it
 strictly (an unknown key stops it at start-up), so rendering fails first,
-naming the key. The key lists mirror Config in cmd/strata-broker/config.go
+naming the key. The key lists mirror Config in broker/config.go, binding.OpenBaoConfig in binding/openbao.go
 and postgres.Config in provisioners/postgres/builders.go.
 */}}
 {{- define "strata-broker.config" -}}
 {{- $config := deepCopy (default (dict) .Values.config) }}
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
-{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "tenancy" "postgres")) }}
+{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "tenancy" "postgres" "openBao")) }}
+{{- with $config.openBao }}
+{{- include "strata-broker.checkKeys" (list "config.openBao" . (list "address" "caCertFile" "namespace" "databaseMount" "postgresCAFile" "credentialTTL" "auth")) }}
+{{- with .auth }}
+{{- include "strata-broker.checkKeys" (list "config.openBao.auth" . (list "method" "mount" "role" "serviceAccountTokenFile" "roleIdFile" "secretIdFile" "tokenFile")) }}
+{{- end }}
+{{- if and .address $.Values.openBaoCA.existingSecret (not .caCertFile) }}
+{{- $_ := set . "caCertFile" "/etc/strata/openbao/ca.crt" }}
+{{- end }}
+{{- end }}
 {{- with $config.tenancy }}
 {{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate")) }}
 {{- end }}
 {{- with $config.postgres }}
-{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace")) }}
+{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
+{{- with .serverCertificates }}
+{{- include "strata-broker.checkKeys" (list "config.postgres.serverCertificates" . (list "issuerName" "issuerKind" "issuerGroup")) }}
+{{- end }}
 {{- with .backup }}
 {{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL")) }}
 {{- end }}

@@ -1,0 +1,62 @@
+//go:build linux
+
+package integration_test
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// TestChartRBAC asks the real API server's authorizer, as the chart's
+// ServiceAccount, what the broker may do. What it needs is proved by every
+// other test of this package (their brokers run as that ServiceAccount);
+// this test proves what it may not do.
+func TestChartRBAC(t *testing.T) {
+	w := sharedWorld(t)
+	sa := kubernetes.NewForConfigOrDie(w.brokerConfig)
+	can := func(verb, group, resource, ns string) bool {
+		t.Helper()
+		r, err := sa.AuthorizationV1().SelfSubjectAccessReviews().Create(context.Background(), &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Verb: verb, Group: group, Resource: resource, Namespace: ns}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status.Allowed
+	}
+	cases := []struct {
+		verb, group, resource, ns string
+		allowed                   bool
+	}{
+		// What it needs, in a tenant namespace and its own.
+		{"create", "postgresql.cnpg.io", "clusters", "team-a", true},
+		{"patch", "cert-manager.io", "certificates", "team-a", true},
+		{"update", "", "secrets", "team-a", true},
+		{"list", "", "secrets", brokerNS, true},
+		{"create", "", "namespaces", "", true},
+		// Nothing more.
+		{"list", "", "secrets", "team-a", false},
+		{"watch", "", "secrets", "", false},
+		{"delete", "", "namespaces", "", false},
+		{"update", "postgresql.cnpg.io", "clusters", "team-a", false},
+		{"delete", "barmancloud.cnpg.io", "objectstores", "team-a", false},
+		{"create", "postgresql.cnpg.io", "backups", "team-a", false},
+		{"create", "", "pods", "team-a", false},
+		{"create", "", "pods/exec", "team-a", false},
+		{"create", "rbac.authorization.k8s.io", "rolebindings", "team-a", false},
+		{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", false},
+		{"impersonate", "", "serviceaccounts", "", false},
+		{"update", "", "configmaps", brokerNS, false},
+	}
+	for _, c := range cases {
+		t.Run(c.verb+" "+c.resource+"."+c.group+" in "+c.ns, func(t *testing.T) {
+			NewWithT(t).Expect(can(c.verb, c.group, c.resource, c.ns)).To(Equal(c.allowed))
+		})
+	}
+}
