@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 
@@ -50,6 +51,43 @@ func (b *Broker) liveInstance(ctx context.Context, id string) (*InstanceRecord, 
 // Bind issues credentials for the binding and writes its Secret. With
 // accepts_incomplete the answer is 202 until the credentials work.
 func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domain.BindDetails, async bool) (domain.Binding, error) {
+	return b.bind(ctx, instanceID, bindingID, d, "", async)
+}
+
+// RotateBinding creates a successor of a binding (OSB 2.17 binding
+// rotation): new credentials with the predecessor's service, plan,
+// parameters and context, while the predecessor keeps working until the
+// platform unbinds it or it expires.
+func (b *Broker) RotateBinding(ctx context.Context, instanceID, bindingID, predecessorID string, async bool) (domain.Binding, error) {
+	pred, err := b.Store.GetBinding(ctx, predecessorID)
+	switch {
+	case errors.Is(err, ErrNotFound) || err == nil && (pred.Deleted || pred.InstanceID != instanceID):
+		return domain.Binding{}, badRequest("predecessor_binding_id " + predecessorID + " is not a binding of instance " + instanceID)
+	case err != nil:
+		return domain.Binding{}, internal(err.Error())
+	case pred.Operation.State != provisioners.Succeeded:
+		return domain.Binding{}, concurrencyError("predecessor binding " + predecessorID + " is not ready yet; retry once it is")
+	case !pred.ExpiresAt.IsZero() && !b.now().Before(pred.ExpiresAt):
+		return domain.Binding{}, badRequest("predecessor binding " + predecessorID + " expired at " + pred.ExpiresAt.UTC().Format(osbTime) + "; create a new binding instead")
+	}
+	_, plan, err := b.Catalog.Find(pred.ServiceID, pred.PlanID)
+	if err != nil {
+		return domain.Binding{}, internal(err.Error())
+	}
+	if !plan.BindingRotatable {
+		return domain.Binding{}, badRequest("plan " + plan.Name + " is not binding_rotatable; create a new binding instead")
+	}
+	params, err := json.Marshal(pred.Parameters)
+	if err != nil {
+		return domain.Binding{}, internal(err.Error())
+	}
+	return b.bind(ctx, instanceID, bindingID, domain.BindDetails{
+		ServiceID: pred.ServiceID, PlanID: pred.PlanID, AppGUID: pred.AppGUID,
+		RawParameters: params, RawContext: pred.Context,
+	}, predecessorID, async)
+}
+
+func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domain.BindDetails, predecessorID string, async bool) (domain.Binding, error) {
 	rec, err := b.liveInstance(ctx, instanceID)
 	if err != nil {
 		return domain.Binding{}, err
@@ -76,7 +114,7 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 	existing, err := b.Store.GetBinding(ctx, bindingID)
 	switch {
 	case err == nil:
-		return b.repeatBind(existing, instanceID, d, params)
+		return b.repeatBind(existing, instanceID, d, params, predecessorID)
 	case !errors.Is(err, ErrNotFound):
 		return domain.Binding{}, internal(err.Error())
 	}
@@ -84,7 +122,7 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 	// Record first: only one replica may issue credentials for an id.
 	br := &BindingRecord{
 		ID: bindingID, InstanceID: instanceID, ServiceID: d.ServiceID, PlanID: d.PlanID,
-		Parameters: params, Context: d.RawContext, AppGUID: d.AppGUID,
+		Parameters: params, Context: d.RawContext, AppGUID: d.AppGUID, PredecessorID: predecessorID,
 		Operation: newOperation(OpBind, b.now(), inst.Plan), Created: b.now(),
 	}
 	if err := b.Store.CreateBinding(ctx, br); err != nil {
@@ -106,6 +144,13 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 		}
 		return domain.Binding{}, internal("could not issue credentials: " + err.Error())
 	}
+	if async {
+		// Credentials that work at once (OpenBao's) are answered at once:
+		// a 201 spares the platform a poll.
+		if p, err := eng.Binder.Ready(ctx, inst, res); err == nil && p.State == provisioners.Succeeded {
+			async = false
+		}
+	}
 	br.Credentials, br.SecretName, br.Handles = res.Credentials, res.SecretName, handlesOf(res)
 	if exp := res.Expires(); !exp.IsZero() {
 		// Rotate when two thirds of the lifetime have passed: a third is
@@ -113,8 +158,8 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 		br.ExpiresAt, br.RenewBefore = exp, exp.Add(-exp.Sub(b.now())/3)
 	}
 	if !async {
-		// Without async support the credentials are returned at once; the
-		// operator creates the roles within seconds.
+		// Ready, or the platform cannot poll: the credentials are returned
+		// now (CloudNativePG creates a DatabaseRole within seconds).
 		br.Operation.State, br.Operation.Description = provisioners.Succeeded, "bound"
 	}
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
@@ -141,8 +186,9 @@ func bindingMetadata(br *BindingRecord) domain.BindingMetadata {
 	}
 }
 
-func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain.BindDetails, params map[string]any) (domain.Binding, error) {
-	if existing.Deleted || existing.InstanceID != instanceID || existing.PlanID != d.PlanID || !reflect.DeepEqual(existing.Parameters, params) {
+func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain.BindDetails, params map[string]any, predecessorID string) (domain.Binding, error) {
+	if existing.Deleted || existing.InstanceID != instanceID || existing.PlanID != d.PlanID ||
+		!reflect.DeepEqual(existing.Parameters, params) || existing.PredecessorID != predecessorID {
 		return domain.Binding{}, conflict("a binding with this id already exists with other attributes")
 	}
 	if existing.Operation.State == provisioners.InProgress {

@@ -92,8 +92,59 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 		lo, err := b.LastBindingOperation(req.Context(), v["instance_id"], v["binding_id"], pollDetails(req))
 		writeOperation(w, LastOperationResult{State: provisioners.State(lo.State), Description: lo.Description}, err, o.PollInterval)
 	})).Methods(http.MethodGet)
+	r.Handle("/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
+		authMW(apiVersion(requireJSONBody(identity(o.Log, rotationAware(b, osb.ServeHTTP)))))).Methods(http.MethodPut)
 	r.PathPrefix("/v2/").Handler(authMW(apiVersion(requireJSONBody(identity(o.Log, osb.ServeHTTP)))))
 	return r
+}
+
+// rotationAware serves a binding request whose body names a
+// predecessor_binding_id (OSB 2.17 rotation, which brokerapi v12 does not
+// know: it would refuse the body for its missing service_id) and hands
+// every other one to brokerapi.
+func rotationAware(b *Broker, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		var rot struct {
+			Predecessor *string `json:"predecessor_binding_id"`
+		}
+		if json.Unmarshal(body, &rot) != nil || rot.Predecessor == nil {
+			next(w, req)
+			return
+		}
+		if *rot.Predecessor == "" {
+			writeFailure(w, badRequest("predecessor_binding_id must name a binding of this instance"))
+			return
+		}
+		v := mux.Vars(req)
+		async := req.URL.Query().Get("accepts_incomplete") == "true"
+		res, err := b.RotateBinding(req.Context(), v["instance_id"], v["binding_id"], *rot.Predecessor, async)
+		if err != nil {
+			writeFailure(w, err)
+			return
+		}
+		writeBinding(w, res)
+	}
+}
+
+// writeBinding answers a bind as brokerapi does: 202 with the operation,
+// 200 for a repeat, 201 with the credentials.
+func writeBinding(w http.ResponseWriter, res domain.Binding) {
+	switch {
+	case res.IsAsync:
+		writeJSON(w, http.StatusAccepted, map[string]any{"operation": res.OperationData})
+	default:
+		out := map[string]any{"credentials": res.Credentials}
+		if !res.Metadata.IsEmpty() {
+			out["metadata"] = res.Metadata
+		}
+		status := http.StatusCreated
+		if res.AlreadyExists {
+			status = http.StatusOK
+		}
+		writeJSON(w, status, out)
+	}
 }
 
 func writeOperation(w http.ResponseWriter, res LastOperationResult, err error, poll time.Duration) {

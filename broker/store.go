@@ -84,6 +84,8 @@ type BindingRecord struct {
 	Parameters map[string]any  `json:"parameters"`
 	Context    json.RawMessage `json:"context,omitempty"`
 	AppGUID    string          `json:"appGuid,omitempty"`
+	// PredecessorID is the binding this one rotated (OSB 2.17).
+	PredecessorID string `json:"predecessorId,omitempty"`
 	// Credentials as returned in the bind response.
 	Credentials map[string]any `json:"credentials,omitempty"`
 	// SecretName is the Spring-Boot-ready Secret in the tenant namespace.

@@ -143,6 +143,9 @@ func postgresService() Service {
 	}
 	for _, p := range []*Plan{&devLite, &standard, &ha} {
 		p.Metadata = postgresPlanMetadata(p)
+		// OpenBao credentials expire (binding metadata expires_at): a
+		// platform renews them with a successor binding.
+		p.BindingRotatable = true
 	}
 	return Service{
 		ID:     PostgresServiceID,

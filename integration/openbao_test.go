@@ -293,6 +293,34 @@ func TestOpenBaoCredentials(t *testing.T) {
 		g.Expect(out).NotTo(ContainSubstring(rw["password"].(string)))
 	})
 
+	const rotated = "0ba00000-0000-4000-8000-0000000000b3"
+	var successor map[string]any
+	t.Run("rotation issues a successor; both work until the predecessor is unbound", func(t *testing.T) {
+		g := NewWithT(t)
+		rotate := func(bid, predecessor string) response {
+			return osb.do(http.MethodPut, bindPath(bid)+"?accepts_incomplete=true", map[string]any{"predecessor_binding_id": predecessor})
+		}
+		r := rotate(rotated, rwBinding)
+		g.Expect(r.Code).To(Equal(http.StatusCreated), "OpenBao's credentials work at once, so even with accepts_incomplete the answer is 201: %s", r.Raw)
+		successor = r.Body["credentials"].(map[string]any)
+		passwords = append(passwords, successor["password"].(string), successor["spring.flyway.password"].(string))
+		g.Expect(successor["username"]).NotTo(Equal(rw["username"]), "new credentials")
+		g.Expect(successor["spring.datasource.url"]).To(Equal(rw["spring.datasource.url"]), "the predecessor's parameters (mount_path) carry over")
+		g.Expect(r.Body["metadata"]).To(HaveKey("renew_before"))
+		got := osb.do(http.MethodGet, bindPath(rotated), nil)
+		g.Expect(got.Body["parameters"]).To(Equal(map[string]any{"mount_path": mountDir}))
+
+		for _, c := range []map[string]any{rw, successor} {
+			_, err := srv.Connect(t, c["username"].(string), c["password"].(string), srv.Database, "verify-full")
+			g.Expect(err).NotTo(HaveOccurred(), "predecessor and successor are valid in parallel")
+		}
+		g.Expect(rotate(rotated, rwBinding).Code).To(Equal(http.StatusOK), "a repeated rotation is idempotent")
+		g.Expect(rotate(rotated, roBinding).Code).To(Equal(http.StatusConflict), "the same id with another predecessor")
+		r = rotate("0ba00000-0000-4000-8000-0000000000b4", "no-such-binding")
+		g.Expect(r.Code).To(Equal(http.StatusBadRequest), r.Raw)
+		g.Expect(r.Body["description"]).To(ContainSubstring("predecessor_binding_id"))
+	})
+
 	t.Run("unbind revokes the lease: the login is gone", func(t *testing.T) {
 		g := NewWithT(t)
 		r := unbind(rwBinding)
@@ -302,6 +330,9 @@ func TestOpenBaoCredentials(t *testing.T) {
 		var roles int
 		g.Expect(srv.Superuser(t).QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname IN ($1, $2)", rw["username"], rw["spring.flyway.user"]).Scan(&roles)).To(Succeed())
 		g.Expect(roles).To(BeZero(), "both logins of the binding are dropped")
+		g.Expect(successor).NotTo(BeNil(), "rotation failed")
+		_, err = srv.Connect(t, successor["username"].(string), successor["password"].(string), srv.Database, "verify-full")
+		g.Expect(err).NotTo(HaveOccurred(), "the successor outlives its predecessor")
 		g.Expect(unbind(rwBinding).Code).To(Equal(http.StatusGone))
 		_, err = w.core.CoreV1().Secrets(ns).Get(ctx, binding.SecretName(rwBinding), metav1.GetOptions{})
 		g.Expect(apierrors.IsNotFound(err) || err == nil && secret(w, ns, binding.SecretName(rwBinding)).DeletionTimestamp != nil).To(BeTrue(), "the binding Secret is deleted")
