@@ -114,14 +114,18 @@ func TestCatalogResponsePlans(t *testing.T) {
 }
 
 // A plan that supports rotation says so; brokerapi's own types lack the
-// field, so it must survive the wrapping.
+// field, so it must survive the wrapping. Every PostgreSQL plan rotates
+// (its credentials expire).
 func TestCatalogResponseBindingRotatable(t *testing.T) {
 	g := NewWithT(t)
 	c := catalog.Default()
-	c.Services[0].Plans[1].BindingRotatable = true
+	for _, p := range catalogJSON(t, c)[0]["plans"].([]any) {
+		g.Expect(p).To(HaveKeyWithValue("binding_rotatable", true))
+	}
+	c.Services[0].Plans[0].BindingRotatable = false
 	plans := catalogJSON(t, c)[0]["plans"].([]any)
-	g.Expect(plans[1]).To(HaveKeyWithValue("binding_rotatable", true))
 	g.Expect(plans[0]).NotTo(HaveKeyWithValue("binding_rotatable", true))
+	g.Expect(plans[1]).To(HaveKeyWithValue("binding_rotatable", true))
 	// Exactly one key, not brokerapi's and Strata's side by side.
 	raw, err := json.Marshal(c.CatalogResponse()[0].Plans[1])
 	g.Expect(err).NotTo(HaveOccurred())
