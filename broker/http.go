@@ -63,7 +63,7 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	authMW := basicAuth(o.Credentials, o.Log)
 	osb := brokerapi.NewWithOptions(b, slogger)
 	own := func(h http.HandlerFunc) http.Handler {
-		return authMW(apiVersion(identity(o.Log, h)))
+		return identity(o.Log, authMW(apiVersion(h)))
 	}
 
 	r := mux.NewRouter()
@@ -93,8 +93,8 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 		writeOperation(w, LastOperationResult{State: provisioners.State(lo.State), Description: lo.Description}, err, o.PollInterval)
 	})).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
-		authMW(apiVersion(requireJSONBody(identity(o.Log, rotationAware(b, osb.ServeHTTP)))))).Methods(http.MethodPut)
-	r.PathPrefix("/v2/").Handler(authMW(apiVersion(requireJSONBody(identity(o.Log, osb.ServeHTTP)))))
+		identity(o.Log, authMW(apiVersion(requireJSONBody(rotationAware(b, osb.ServeHTTP)))))).Methods(http.MethodPut)
+	r.PathPrefix("/v2/").Handler(identity(o.Log, authMW(apiVersion(requireJSONBody(osb.ServeHTTP)))))
 	return r
 }
 
@@ -219,9 +219,10 @@ func apiVersion(next http.Handler) http.Handler {
 }
 
 // identity logs who asked (X-Broker-API-Originating-Identity: "<platform>
-// <base64 JSON>") and echoes X-Broker-API-Request-Identity.
-func identity(log *zap.Logger, next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, req *http.Request) {
+// <base64 JSON>") and echoes X-Broker-API-Request-Identity, on every
+// answer: it wraps authentication and the version check too.
+func identity(log *zap.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if id := req.Header.Get("X-Broker-API-Request-Identity"); id != "" {
 			w.Header().Set("X-Broker-API-Request-Identity", id)
 		}
@@ -235,8 +236,8 @@ func identity(log *zap.Logger, next http.HandlerFunc) http.HandlerFunc {
 			fields = append(fields, zap.String("platform", platform), zap.ByteString("originating_identity", who))
 		}
 		log.Info("osb request", fields...)
-		next(w, req)
-	}
+		next.ServeHTTP(w, req)
+	})
 }
 
 // requireJSONBody answers 400 for a PUT or PATCH whose body is not a JSON

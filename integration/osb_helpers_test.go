@@ -48,6 +48,8 @@ const (
 	osbUser   = "platform"
 	osbPass   = "s3cret-broker-password"
 	apiHeader = "2.17"
+	// requestIdentity is sent with every request; the broker echoes it.
+	requestIdentity = "e2a3f1c0-5b6d-4e7f-8a9b-0c1d2e3f4a5b"
 )
 
 // world is a real kube-apiserver with the upstream CRDs and one or more
@@ -258,6 +260,7 @@ func (c *osbClient) do(method, path string, body any, mutate ...func(*http.Reque
 	}
 	req.SetBasicAuth(osbUser, osbPass)
 	req.Header.Set("X-Broker-API-Version", apiHeader)
+	req.Header.Set("X-Broker-API-Request-Identity", requestIdentity)
 	req.Header.Set("Content-Type", "application/json")
 	for _, m := range mutate {
 		m(req)

@@ -365,6 +365,7 @@ func TestRequestsThePlatformGetsWrong(t *testing.T) {
 			g := NewWithT(t)
 			r := c.res()
 			g.Expect(r.Code).To(Equal(c.code), r.Raw)
+			g.Expect(r.Header.Get("X-Broker-API-Request-Identity")).To(Equal(requestIdentity), "the request identity is echoed on every answer")
 			if c.error != "" {
 				g.Expect(r.Body["error"]).To(Equal(c.error), r.Raw)
 			}
