@@ -107,6 +107,10 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 	title := "PostgreSQL instance parameters"
 	if update {
 		title = "PostgreSQL update parameters"
+		// A form that pre-fills defaults would send the plan's defaults
+		// (version, storage) for an instance that differs, and the update
+		// would be refused: an update says only what changes.
+		withoutDefaults(props)
 	}
 	return Schema{
 		"$schema":              schemaDialect,
@@ -114,6 +118,20 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 		"type":                 "object",
 		"additionalProperties": false,
 		"properties":           props,
+	}
+}
+
+// withoutDefaults removes "default" from every property, recursively.
+func withoutDefaults(props Schema) {
+	for _, v := range props {
+		p, ok := v.(Schema)
+		if !ok {
+			continue
+		}
+		delete(p, "default")
+		if nested, ok := p["properties"].(Schema); ok {
+			withoutDefaults(nested)
+		}
 	}
 }
 

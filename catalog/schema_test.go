@@ -128,22 +128,30 @@ func TestInstanceSchemasFollowThePlan(t *testing.T) {
 		t.Run(p.Name, func(t *testing.T) {
 			g := NewWithT(t)
 			pg := p.Postgres
-			for _, doc := range []catalog.Schema{catalog.SchemasFor(&p).Provision, catalog.SchemasFor(&p).Update} {
+			schemas := catalog.SchemasFor(&p)
+			for _, doc := range []catalog.Schema{schemas.Provision, schemas.Update} {
 				props := doc["properties"].(catalog.Schema)
 				storage := props["storage_gb"].(catalog.Schema)
 				g.Expect(storage["minimum"]).To(Equal(pg.MinStorageGB))
 				g.Expect(storage["maximum"]).To(Equal(pg.MaxStorageGB))
-				g.Expect(storage["default"]).To(Equal(pg.StorageGB))
 				replicas := props["replicas"].(catalog.Schema)
 				g.Expect(replicas["minimum"]).To(Equal(pg.MinReplicas))
 				g.Expect(replicas["maximum"]).To(Equal(pg.MaxReplicas))
-				g.Expect(replicas["default"]).To(Equal(pg.Instances - 1))
 				if pg.Backup == nil {
 					g.Expect(props).NotTo(HaveKey("backup"))
 				} else {
 					g.Expect(props).To(HaveKey("backup"))
 				}
 			}
+			// Provisioning shows the plan's defaults; an update has none,
+			// so a form that pre-fills them sends only what the user
+			// changes.
+			provision := schemas.Provision["properties"].(catalog.Schema)
+			g.Expect(provision["storage_gb"]).To(HaveKeyWithValue("default", pg.StorageGB))
+			g.Expect(provision["replicas"]).To(HaveKeyWithValue("default", pg.Instances-1))
+			raw, err := json.Marshal(schemas.Update)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(string(raw)).NotTo(ContainSubstring(`"default"`))
 		})
 	}
 }

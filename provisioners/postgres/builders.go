@@ -203,6 +203,10 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	return objs, nil
 }
 
+// holdUntilProxyStarts makes a (non-native) Istio sidecar start before the
+// pod's containers, which call the API server at start-up.
+const holdUntilProxyStarts = `{"holdApplicationUntilProxyStarts": true}`
+
 func object(inst provisioners.Instance, apiVersion, kind, name string, spec map[string]any) *unstructured.Unstructured {
 	labels := stringMap(inst.Labels())
 	return &unstructured.Unstructured{Object: map[string]any{
@@ -256,10 +260,11 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		postgresql["synchronous"] = map[string]any{
 			"method": "any", "number": int64(pg.SynchronousStandbys), "dataDurability": "required",
 		}
-		// The synchronous standby must be in another zone than the primary.
-		postgresql["syncReplicaElectionConstraint"] = map[string]any{
-			"enabled": true, "nodeLabelsAntiAffinity": []any{zoneKey},
-		}
+		// No syncReplicaElectionConstraint: CloudNativePG 1.30 reads it only
+		// for the legacy minSyncReplicas form, not with synchronous. The
+		// zone spread (topologySpreadConstraints below) puts the default
+		// three instances in three zones, so every standby that can confirm
+		// a commit is in another zone than the primary.
 	}
 	storage := map[string]any{"size": fmt.Sprintf("%dGi", s.StorageGB)}
 	if p.Config.StorageClass != "" {
@@ -270,7 +275,7 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 	if inst.Meshed {
 		// Under a (non-native) Istio sidecar the instance manager starts
 		// before Envoy and cannot reach the API server.
-		inherited["annotations"] = map[string]any{"proxy.istio.io/config": `{"holdApplicationUntilProxyStarts": true}`}
+		inherited["annotations"] = map[string]any{"proxy.istio.io/config": holdUntilProxyStarts}
 	}
 	spec := map[string]any{
 		"description":           fmt.Sprintf("Strata %s %s instance %s", inst.Service.Name, inst.Plan.Name, inst.ID),
@@ -385,10 +390,19 @@ func database(inst provisioners.Instance, s Settings, db string) *unstructured.U
 
 func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 	pp := inst.Plan.Postgres.Pooler
+	// The pooler's pods are built from its template alone (the Cluster's
+	// inheritedMetadata does not reach them): the instance's labels for
+	// finding and billing them, and the same mesh start-up order as the
+	// instances, since PgBouncer's manager calls the API server too.
+	podMeta := map[string]any{"labels": stringMap(inst.Labels())}
+	if inst.Meshed {
+		podMeta["annotations"] = map[string]any{"proxy.istio.io/config": holdUntilProxyStarts}
+	}
 	return object(inst, cnpgAPI, "Pooler", n.Pooler, map[string]any{
 		"cluster":   map[string]any{"name": n.Cluster},
 		"type":      "rw",
 		"instances": int64(pp.Instances),
+		"template":  map[string]any{"metadata": podMeta},
 		"pgbouncer": map[string]any{
 			"poolMode": pp.Mode,
 			"parameters": map[string]any{
