@@ -252,7 +252,7 @@ func (b *PostgresBinder) conn(inst provisioners.Instance, bindingID string, s po
 	c := PostgresConn{
 		SecretName: SecretName(bindingID), Port: 5432, Database: p.Database, Access: p.Access,
 		DirectHost: svc(n.Cluster + "-rw"), OwnerRole: postgres.OwnerRole, CAPEM: ca, MountPath: p.MountPath,
-		PoolSize: PoolSize(pg.MaxConnections, 0),
+		PoolSize: PoolSize(pg.MaxConnections, 0), XA: s.XA,
 	}
 	switch {
 	case p.Access == ReadWrite && pg.Pooler != nil:

@@ -41,6 +41,8 @@ type PostgresConn struct {
 	// PoolSize is HikariCP's maximum-pool-size.
 	PoolSize int
 	CAPEM    string
+	// XA says the instance allows prepared transactions (parameters.xa).
+	XA bool
 }
 
 func (c PostgresConn) mountPath() string {
@@ -101,6 +103,16 @@ func PostgresSecret(c PostgresConn) map[string]string {
 	}
 	if c.Access == Owner {
 		s["spring.datasource.hikari.connection-init-sql"] = "SET ROLE " + c.OwnerRole
+	}
+	if c.XA {
+		// For a JTA transaction manager's XA DataSource: PREPARE
+		// TRANSACTION holds session state that a transaction-mode pooler
+		// would not keep, so XA goes to the primary directly. These are
+		// Strata's keys (Spring Boot has no XA DataSource properties of its
+		// own); docs/spring-boot.md shows how to use them.
+		s["strata.xa.enabled"] = "true"
+		s["strata.xa.datasource-class-name"] = "org.postgresql.xa.PGXADataSource"
+		s["strata.xa.url"] = jdbcURL(c.DirectHost, c.Port, c.Database, caFile, false)
 	}
 	if c.Migrator != nil {
 		s["spring.flyway.url"] = jdbcURL(c.DirectHost, c.Port, c.Database, caFile, false)
