@@ -43,7 +43,7 @@ func env(name, def string) string {
 
 func parseFlags() flags {
 	var f flags
-	flag.StringVar(&f.listen, "listen", env("STRATA_LISTEN", ":8443"), "address to serve HTTPS on")
+	flag.StringVar(&f.listen, "listen", env("STRATA_LISTEN", ""), "address to serve HTTPS on (default :8443, or 127.0.0.1:8443 with --embedded)")
 	flag.StringVar(&f.tlsCert, "tls-cert-file", env("STRATA_TLS_CERT_FILE", ""), "server certificate (PEM)")
 	flag.StringVar(&f.tlsKey, "tls-key-file", env("STRATA_TLS_KEY_FILE", ""), "server key (PEM)")
 	flag.StringVar(&f.credentialsDir, "credentials-dir", env("STRATA_CREDENTIALS_DIR", ""), "directory with the broker's basic-auth 'username' and 'password' files (else STRATA_BROKER_USERNAME/STRATA_BROKER_PASSWORD)")
@@ -53,6 +53,13 @@ func parseFlags() flags {
 	flag.StringVar(&f.logLevel, "log-level", env("STRATA_LOG_LEVEL", "info"), "debug, info, warn or error")
 	flag.BoolVar(&f.embedded, "embedded", false, "start a local control plane and serve against it (development)")
 	flag.Parse()
+	if f.listen == "" {
+		// A development broker is for this machine only.
+		f.listen = ":8443"
+		if f.embedded {
+			f.listen = "127.0.0.1:8443"
+		}
+	}
 	return f
 }
 
