@@ -19,6 +19,8 @@ type Engine string
 
 const (
 	EnginePostgres Engine = "postgresql"
+	EngineRedis    Engine = "redis"
+	EngineKafka    Engine = "kafka"
 )
 
 // Service is one offering of the catalog.
@@ -48,7 +50,10 @@ type Plan struct {
 	// predecessor_binding_id (OSB 2.17).
 	BindingRotatable bool
 
+	// Exactly one of these says what the plan stands for.
 	Postgres *PostgresPlan
+	Redis    *RedisPlan
+	Kafka    *KafkaPlan
 }
 
 // Catalog is the whole set of services the broker offers.

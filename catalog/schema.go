@@ -37,6 +37,10 @@ func SchemasFor(p *Plan) PlanSchemas {
 			Update:    postgresInstanceSchema(p.Postgres, true),
 			Bind:      postgresBindSchema(),
 		}
+	case p.Redis != nil:
+		return redisSchemas(p.Redis)
+	case p.Kafka != nil:
+		return kafkaSchemas(p.Kafka)
 	}
 	return PlanSchemas{}
 }
