@@ -27,15 +27,14 @@ const (
 )
 
 const (
-	barmanPlugin   = "barman-cloud.cloudnative-pg.io"
-	cnpgAPI        = "postgresql.cnpg.io/v1"
-	zoneKey        = "topology.kubernetes.io/zone"
-	hostnameKey    = "kubernetes.io/hostname"
-	postgresPort   = 5432
-	statusPort     = 8000 // instance manager, reached by the operator
-	metricsPort    = 9187
-	poolerMetrics  = 9127
-	namespaceLabel = "kubernetes.io/metadata.name"
+	barmanPlugin  = "barman-cloud.cloudnative-pg.io"
+	cnpgAPI       = "postgresql.cnpg.io/v1"
+	zoneKey       = "topology.kubernetes.io/zone"
+	hostnameKey   = "kubernetes.io/hostname"
+	postgresPort  = 5432
+	statusPort    = 8000 // instance manager, reached by the operator
+	metricsPort   = 9187
+	poolerMetrics = 9127
 )
 
 // Config is what the platform team sets for every PostgreSQL instance.
@@ -207,16 +206,6 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 // pod's containers, which call the API server at start-up.
 const holdUntilProxyStarts = `{"holdApplicationUntilProxyStarts": true}`
 
-func object(inst provisioners.Instance, apiVersion, kind, name string, spec map[string]any) *unstructured.Unstructured {
-	labels := stringMap(inst.Labels())
-	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": apiVersion,
-		"kind":       kind,
-		"metadata":   map[string]any{"name": name, "namespace": inst.Namespace, "labels": labels},
-		"spec":       spec,
-	}}
-}
-
 func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, image string) *unstructured.Unstructured {
 	pg := inst.Plan.Postgres
 	params := map[string]any{
@@ -271,7 +260,7 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		// Encryption at rest comes from the storage class (EBS with KMS).
 		storage["storageClass"] = p.Config.StorageClass
 	}
-	inherited := map[string]any{"labels": stringMap(inst.Labels())}
+	inherited := map[string]any{"labels": provisioners.StringMap(inst.Labels())}
 	if inst.Meshed {
 		// Under a (non-native) Istio sidecar the instance manager starts
 		// before Envoy and cannot reach the API server.
@@ -317,7 +306,7 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 	case pg.Pooler != nil:
 		// PgBouncer presents the cluster's server certificate, so clients
 		// verifying the host name (sslmode=verify-full) need its names in it.
-		spec["certificates"] = map[string]any{"serverAltDNSNames": serviceNames(n.Pooler, inst.Namespace)}
+		spec["certificates"] = map[string]any{"serverAltDNSNames": provisioners.ServiceNames(n.Pooler, inst.Namespace)}
 	}
 	if p.Config.CredentialManager != nil {
 		// The management role OpenBao logs in as is created at initdb, by
@@ -339,7 +328,7 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 			}}
 		}
 	}
-	return object(inst, cnpgAPI, "Cluster", n.Cluster, spec)
+	return provisioners.NewObject(inst, cnpgAPI, "Cluster", n.Cluster, spec)
 }
 
 func affinity(zoneSpread string) map[string]any {
@@ -385,7 +374,7 @@ func database(inst provisioners.Instance, s Settings, db string) *unstructured.U
 	if len(exts) > 0 {
 		spec["extensions"] = exts
 	}
-	return object(inst, cnpgAPI, "Database", DatabaseObjectName(inst, db), spec)
+	return provisioners.NewObject(inst, cnpgAPI, "Database", DatabaseObjectName(inst, db), spec)
 }
 
 func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
@@ -394,11 +383,11 @@ func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 	// inheritedMetadata does not reach them): the instance's labels for
 	// finding and billing them, and the same mesh start-up order as the
 	// instances, since PgBouncer's manager calls the API server too.
-	podMeta := map[string]any{"labels": stringMap(inst.Labels())}
+	podMeta := map[string]any{"labels": provisioners.StringMap(inst.Labels())}
 	if inst.Meshed {
 		podMeta["annotations"] = map[string]any{"proxy.istio.io/config": holdUntilProxyStarts}
 	}
-	return object(inst, cnpgAPI, "Pooler", n.Pooler, map[string]any{
+	return provisioners.NewObject(inst, cnpgAPI, "Pooler", n.Pooler, map[string]any{
 		"cluster":   map[string]any{"name": n.Cluster},
 		"type":      "rw",
 		"instances": int64(pp.Instances),
@@ -452,7 +441,7 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 			map[string]any{"name": "AWS_DEFAULT_REGION", "value": b.Region},
 		}}
 	}
-	o := object(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, spec)
+	o := provisioners.NewObject(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, spec)
 	// Deprovision keeps the ObjectStore: a restore reads the backups through
 	// it, and its retention policy is what the bucket lifecycle mirrors.
 	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})
@@ -460,7 +449,7 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 }
 
 func scheduledBackup(inst provisioners.Instance, s Settings, n Names) *unstructured.Unstructured {
-	return object(inst, cnpgAPI, "ScheduledBackup", n.ScheduledBackup, map[string]any{
+	return provisioners.NewObject(inst, cnpgAPI, "ScheduledBackup", n.ScheduledBackup, map[string]any{
 		"cluster":             map[string]any{"name": n.Cluster},
 		"schedule":            s.BackupCron,
 		"method":              "plugin",
@@ -475,43 +464,22 @@ func scheduledBackup(inst provisioners.Instance, s Settings, n Names) *unstructu
 }
 
 func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*unstructured.Unstructured {
-	sameNamespace := map[string]any{"podSelector": map[string]any{}}
-	fromNamespace := func(ns string) map[string]any {
-		return map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{namespaceLabel: ns}}}
-	}
-	ports := func(ps ...int) []any {
-		out := make([]any, len(ps))
-		for i, port := range ps {
-			out[i] = map[string]any{"protocol": "TCP", "port": int64(port)}
-		}
-		return out
-	}
-	rule := func(from map[string]any, ps ...int) map[string]any {
-		return map[string]any{"from": []any{from}, "ports": ports(ps...)}
-	}
-	policy := func(name string, selector map[string]any, rules ...any) *unstructured.Unstructured {
-		return object(inst, "networking.k8s.io/v1", "NetworkPolicy", name, map[string]any{
-			"podSelector": map[string]any{"matchLabels": selector},
-			"policyTypes": []any{"Ingress"},
-			"ingress":     rules,
-		})
-	}
 	clusterRules := []any{
 		// The tenant's own workloads, the pooler and the other instances
 		// (replication) are in this namespace.
-		rule(sameNamespace, postgresPort),
-		rule(fromNamespace(p.Config.OperatorNamespace), statusPort, postgresPort),
-		rule(fromNamespace(p.Config.MonitoringNamespace), metricsPort),
+		provisioners.AllowFrom(provisioners.SameNamespace(), postgresPort),
+		provisioners.AllowFrom(provisioners.FromNamespace(p.Config.OperatorNamespace), statusPort, postgresPort),
+		provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), metricsPort),
 	}
 	if cm := p.Config.CredentialManager; cm != nil {
 		// OpenBao creates and drops the bindings' roles.
-		clusterRules = append(clusterRules, rule(fromNamespace(cm.Namespace), postgresPort))
+		clusterRules = append(clusterRules, provisioners.AllowFrom(provisioners.FromNamespace(cm.Namespace), postgresPort))
 	}
-	out := []*unstructured.Unstructured{policy(n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster}, clusterRules...)}
+	out := []*unstructured.Unstructured{provisioners.IngressPolicy(inst, n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster}, clusterRules...)}
 	if inst.Plan.Postgres.Pooler != nil {
-		out = append(out, policy(n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler},
-			rule(sameNamespace, postgresPort),
-			rule(fromNamespace(p.Config.MonitoringNamespace), poolerMetrics),
+		out = append(out, provisioners.IngressPolicy(inst, n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler},
+			provisioners.AllowFrom(provisioners.SameNamespace(), postgresPort),
+			provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), poolerMetrics),
 		))
 	}
 	return out
@@ -531,9 +499,9 @@ func (p *Provisioner) serverCertificate(inst provisioners.Instance, n Names) *un
 	}
 	var dns []any
 	for _, svc := range []string{n.Cluster + "-rw", n.Cluster + "-ro", n.Cluster + "-r", n.Pooler} {
-		dns = append(dns, serviceNames(svc, inst.Namespace)...)
+		dns = append(dns, provisioners.ServiceNames(svc, inst.Namespace)...)
 	}
-	return object(inst, "cert-manager.io/v1", "Certificate", n.ServerCertificate, map[string]any{
+	return provisioners.NewObject(inst, "cert-manager.io/v1", "Certificate", n.ServerCertificate, map[string]any{
 		"secretName": n.ServerCertificate,
 		// cnpg.io/reload: the instances load a renewed certificate.
 		"secretTemplate": map[string]any{"labels": map[string]any{"cnpg.io/reload": "true"}},
@@ -548,7 +516,7 @@ func (p *Provisioner) serverCertificate(inst provisioners.Instance, n Names) *un
 }
 
 func podMonitor(inst provisioners.Instance, name string, selector map[string]any) *unstructured.Unstructured {
-	return object(inst, "monitoring.coreos.com/v1", "PodMonitor", name, map[string]any{
+	return provisioners.NewObject(inst, "monitoring.coreos.com/v1", "PodMonitor", name, map[string]any{
 		"selector":            map[string]any{"matchLabels": selector},
 		"podMetricsEndpoints": []any{map[string]any{"port": "metrics"}},
 	})
@@ -562,21 +530,9 @@ func peerAuthentication(inst provisioners.Instance, name string, selector map[st
 	for _, port := range permissive {
 		ports[strconv.Itoa(port)] = map[string]any{"mode": "PERMISSIVE"}
 	}
-	return object(inst, "security.istio.io/v1", "PeerAuthentication", name, map[string]any{
+	return provisioners.NewObject(inst, "security.istio.io/v1", "PeerAuthentication", name, map[string]any{
 		"selector":      map[string]any{"matchLabels": selector},
 		"mtls":          map[string]any{"mode": "STRICT"},
 		"portLevelMtls": ports,
 	})
-}
-
-func serviceNames(svc, ns string) []any {
-	return []any{svc, svc + "." + ns, svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local"}
-}
-
-func stringMap(m map[string]string) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

@@ -53,8 +53,7 @@ func ManagementRoleSecret(inst provisioners.Instance, password string) (*unstruc
 	if err != nil {
 		return nil, err
 	}
-	o := object(inst, "v1", "Secret", NamesOf(inst).Bootstrap, nil)
-	delete(o.Object, "spec")
+	o := provisioners.NewObject(inst, "v1", "Secret", NamesOf(inst).Bootstrap, nil)
 	o.Object["type"] = "Opaque"
 	o.Object["stringData"] = map[string]any{
 		BootstrapSQLKey:      ManagementRoleSQL(verifier),
