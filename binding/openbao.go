@@ -279,9 +279,14 @@ func roleStatements(a Access) []string {
 	return stmts
 }
 
-// revocationStatements end the login's sessions and drop it.
+// revocationStatements end the login's sessions and drop it. The
+// management role is NOINHERIT (it holds no data privileges), so it acts
+// as pg_signal_backend explicitly to end sessions, and as itself again to
+// drop the login it created.
 var revocationStatements = []string{
+	`SET ROLE pg_signal_backend;`,
 	`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';`,
+	`RESET ROLE;`,
 	`DROP ROLE IF EXISTS "{{name}}";`,
 }
 

@@ -16,6 +16,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgconn"
 	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -269,6 +270,62 @@ func TestOpenBaoCredentials(t *testing.T) {
 		g.Expect(pgCode(err)).To(Equal("42501"), "readonly cannot write: %v", err)
 	})
 
+	t.Run("in a cluster the broker logs in with its ServiceAccount (Kubernetes auth)", func(t *testing.T) {
+		g := NewWithT(t)
+		// OpenBao's kubernetes auth verifies the broker's token with the
+		// real API server's TokenReview.
+		g.Expect(platform.root.Sys().EnableAuthWithOptions("kubernetes", &vault.EnableAuthOptions{Type: "kubernetes"})).To(Succeed())
+		_, err := platform.root.Logical().Write("auth/kubernetes/config", map[string]any{
+			"kubernetes_host": w.env.Config.Host, "kubernetes_ca_cert": string(w.env.Config.CAData),
+			"token_reviewer_jwt": w.env.Config.BearerToken, "disable_local_ca_jwt": true,
+		})
+		g.Expect(err).NotTo(HaveOccurred())
+		sa := chartServiceAccount(t, w)
+		_, err = platform.root.Logical().Write("auth/kubernetes/role/strata-broker", map[string]any{
+			"bound_service_account_names": sa, "bound_service_account_namespaces": brokerNS,
+			"token_policies": "strata-broker", "token_ttl": "1h",
+		})
+		g.Expect(err).NotTo(HaveOccurred())
+		tok, err := w.core.CoreV1().ServiceAccounts(brokerNS).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		g.Expect(os.WriteFile(tokenFile, []byte(tok.Status.Token), 0o600)).To(Succeed())
+
+		inCluster := w.startBrokerWith(t, func(o *broker.Options) {
+			platform.brokerOptions(platform.bao, platformCA, pgAddress)(o)
+			o.OpenBao.Auth = binding.OpenBaoAuth{Method: "kubernetes", Role: "strata-broker", ServiceAccountTokenFile: tokenFile}
+		})
+		const bid = "0ba00000-0000-4000-8000-0000000000c1"
+		r := inCluster.do(http.MethodPut, bindPath(bid), map[string]any{
+			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresStandardID, "parameters": map[string]any{"access": "readonly"}})
+		g.Expect(r.Code).To(Equal(http.StatusCreated), r.Raw)
+		creds := r.Body["credentials"].(map[string]any)
+		passwords = append(passwords, creds["password"].(string))
+		// The application is connected when the platform unbinds: its
+		// session ends with the login.
+		session, err := srv.Connect(t, creds["username"].(string), creds["password"].(string), srv.Database, "verify-full")
+		g.Expect(err).NotTo(HaveOccurred())
+		r = inCluster.do(http.MethodDelete, bindPath(bid)+"?service_id="+catalog.PostgresServiceID+"&plan_id="+catalog.PostgresStandardID, nil)
+		g.Expect(r.Code).To(Equal(http.StatusOK), r.Raw)
+		g.Expect(session.Ping(ctx)).NotTo(Succeed(), "the revoked login's open session was terminated")
+
+		// Another ServiceAccount's token is refused.
+		other, err := w.core.CoreV1().ServiceAccounts(brokerNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "intruder"}}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		bad, err := w.core.CoreV1().ServiceAccounts(brokerNS).CreateToken(ctx, other.Name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(os.WriteFile(tokenFile, []byte(bad.Status.Token), 0o600)).To(Succeed())
+		intruder := w.startBrokerWith(t, func(o *broker.Options) {
+			platform.brokerOptions(platform.bao, platformCA, pgAddress)(o)
+			o.OpenBao.Auth = binding.OpenBaoAuth{Method: "kubernetes", Role: "strata-broker", ServiceAccountTokenFile: tokenFile}
+		})
+		r = intruder.do(http.MethodPut, bindPath("0ba00000-0000-4000-8000-0000000000c2"), map[string]any{
+			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresStandardID})
+		g.Expect(r.Code).To(Equal(http.StatusInternalServerError), r.Raw)
+		g.Expect(r.Body["description"]).To(ContainSubstring("OpenBao login (kubernetes auth)"))
+	})
+
 	t.Run("a Spring Boot application starts with nothing but the binding Secret", func(t *testing.T) {
 		g := NewWithT(t)
 		jar := springtest.Jar(t)
@@ -408,6 +465,20 @@ func secret(w *world, ns, name string) *corev1.Secret {
 	}
 	return s
 }
+
+// chartServiceAccount is the name of the ServiceAccount the chart made.
+func chartServiceAccount(t *testing.T, w *world) string {
+	t.Helper()
+	for _, o := range w.chart {
+		if o["kind"] == "ServiceAccount" {
+			return o["metadata"].(map[string]any)["name"].(string)
+		}
+	}
+	t.Fatal("the chart rendered no ServiceAccount")
+	return ""
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func pgCode(err error) string {
 	var pgErr *pgconn.PgError
