@@ -64,6 +64,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
@@ -984,4 +986,35 @@ func dedupe(in []string) []string {
 		}
 	}
 	return out
+}
+
+// RenderCluster renders the Cluster of a PostgreSQL plan of the catalog
+// as the provisioner does, with params over PostgreSQL 15 (what the
+// harness runs), for Start.
+func RenderCluster(t testing.TB, planName string, params map[string]any) *unstructured.Unstructured {
+	t.Helper()
+	cat := catalog.Default()
+	svc := &cat.Services[0]
+	plan := svc.PlanByName(planName)
+	if plan == nil {
+		t.Fatalf("the catalog has no %q PostgreSQL plan", planName)
+	}
+	p := &postgres.Provisioner{Config: postgres.DefaultConfig()}
+	p.Config.Backup.Bucket = "b"
+	all := map[string]any{"version": "15"}
+	maps.Copy(all, params)
+	objs, err := p.Build(provisioners.Instance{
+		ID: "5c4d1e2f-0000-4000-8000-00000000a11d", Name: "pg-x", Namespace: "t1",
+		Service: svc, Plan: plan, Params: all,
+	})
+	if err != nil {
+		t.Fatalf("rendering the %s plan: %v", planName, err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Cluster" {
+			return o
+		}
+	}
+	t.Fatalf("the %s plan renders no Cluster", planName)
+	return nil
 }

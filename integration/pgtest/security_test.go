@@ -17,11 +17,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/integration/pgtest"
-	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
@@ -44,32 +42,8 @@ const (
 // the builders promise holds on a real server: TLS-only, SCRAM, the group
 // roles' rights, pgaudit, XA, the offered extensions.
 func TestRenderedClusterSecurity(t *testing.T) {
-	cat := catalog.Default()
-	svc := &cat.Services[0]
-	plan := svc.PlanByName("standard")
-	if plan == nil {
-		t.Fatal(`the catalog has no "standard" PostgreSQL plan`)
-	}
-	p := &postgres.Provisioner{Config: postgres.DefaultConfig()}
-	p.Config.Backup.Bucket = "b"
-	objs, err := p.Build(provisioners.Instance{
-		ID: "5c4d1e2f-0000-4000-8000-00000000a11d", Name: "pg-x", Namespace: "t1",
-		Service: svc, Plan: plan,
-		// The harness runs PostgreSQL 15 (Debian's postgresql-15).
-		Params: map[string]any{"xa": true, "version": "15"},
-	})
-	if err != nil {
-		t.Fatalf("rendering the standard plan: %v", err)
-	}
-	var cluster *unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == "Cluster" {
-			cluster = o
-		}
-	}
-	if cluster == nil {
-		t.Fatal("the builders rendered no Cluster")
-	}
+	// The standard plan with XA on, as the provisioner renders it.
+	cluster := pgtest.RenderCluster(t, "standard", map[string]any{"xa": true})
 
 	start := time.Now()
 	srv := pgtest.Start(t, cluster)
@@ -238,7 +212,7 @@ func TestRenderedClusterSecurity(t *testing.T) {
 		su := srv.Superuser(t)
 		var maxPrepared string
 		g.Expect(su.QueryRow(t.Context(), "SHOW max_prepared_transactions").Scan(&maxPrepared)).To(Succeed())
-		g.Expect(maxPrepared).To(Equal(strconv.Itoa(plan.Postgres.MaxConnections)), "xa: true must allow one prepared transaction per connection")
+		g.Expect(maxPrepared).To(Equal(strconv.Itoa(catalog.Default().Services[0].PlanByName("standard").Postgres.MaxConnections)), "xa: true must allow one prepared transaction per connection")
 
 		ownerTable(t, "xa_items")
 		ctx := t.Context()

@@ -19,13 +19,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/binding"
-	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/integration/pgtest"
 	"github.com/strata-dev/strata/integration/springtest"
-	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
@@ -53,7 +50,7 @@ func TestSpringBootUsesPostgresBinding(t *testing.T) {
 	// not wait idle.
 	jar := springtest.Jar(t)
 
-	srv := pgtest.Start(t, renderCluster(t))
+	srv := pgtest.Start(t, pgtest.RenderCluster(t, "standard", nil))
 	db := srv.Database
 	srv.CreateLoginRole(t, ownerUser, ownerPassword, postgres.OwnerRole)
 	srv.CreateLoginRole(t, readWriteUser, readWritePassword, postgres.ReadWriteRole)
@@ -214,35 +211,6 @@ func TestSpringBootUsesPostgresBinding(t *testing.T) {
 			g.Expect(out).NotTo(ContainSubstring(pw), "a password is in the application's output")
 		}
 	})
-}
-
-// renderCluster renders the "standard" plan's Cluster for PostgreSQL 15
-// (what pgtest runs), as the provisioner does.
-func renderCluster(t *testing.T) *unstructured.Unstructured {
-	t.Helper()
-	cat := catalog.Default()
-	svc := &cat.Services[0]
-	plan := svc.PlanByName("standard")
-	if plan == nil {
-		t.Fatal(`the catalog has no "standard" PostgreSQL plan`)
-	}
-	p := &postgres.Provisioner{Config: postgres.DefaultConfig()}
-	p.Config.Backup.Bucket = "b"
-	objs, err := p.Build(provisioners.Instance{
-		ID: "7a1e2b3c-0000-4000-8000-00000000b1d0", Name: "pg-x", Namespace: "t1",
-		Service: svc, Plan: plan,
-		Params: map[string]any{"version": "15"},
-	})
-	if err != nil {
-		t.Fatalf("rendering the standard plan: %v", err)
-	}
-	for _, o := range objs {
-		if o.GetKind() == "Cluster" {
-			return o
-		}
-	}
-	t.Fatal("the builders rendered no Cluster")
-	return nil
 }
 
 // selfSignedCA is the PEM of a fresh CA certificate that signed nothing.
