@@ -159,18 +159,20 @@ func NewOpenBaoSource(cfg OpenBaoConfig, kube Kube) (*OpenBaoSource, error) {
 	vcfg.Address = cfg.Address
 	vcfg.MaxRetries = 1
 	vcfg.Timeout = 30 * time.Second
-	if cfg.CACertFile != "" {
-		if err := vcfg.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile}); err != nil {
-			return nil, fmt.Errorf("openBao.caCertFile: %w", err)
-		}
+	// Always set TLS from the configuration: DefaultConfig reads VAULT_*
+	// variables, and VAULT_SKIP_VERIFY must not turn verification off.
+	// An empty caCertFile means the system roots.
+	if err := vcfg.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile, Insecure: false}); err != nil {
+		return nil, fmt.Errorf("openBao.caCertFile: %w", err)
 	}
 	vc, err := vault.NewClient(vcfg)
 	if err != nil {
 		return nil, err
 	}
-	// The environment (VAULT_TOKEN, BAO_TOKEN) must not decide who the
-	// broker is: only the configured auth method does.
+	// Nor may the environment (VAULT_TOKEN, VAULT_NAMESPACE) decide who
+	// the broker is or where it writes: only the configuration does.
 	vc.ClearToken()
+	vc.ClearNamespace()
 	s := &OpenBaoSource{cfg: cfg, ttl: ttl, kube: kube, vc: vc}
 	s.Address = func(inst provisioners.Instance) string {
 		return postgres.NamesOf(inst).Cluster + "-rw." + inst.Namespace + ".svc:5432"

@@ -70,7 +70,13 @@ func (b *Broker) RotateBinding(ctx context.Context, instanceID, bindingID, prede
 	case !pred.ExpiresAt.IsZero() && !b.now().Before(pred.ExpiresAt):
 		return domain.Binding{}, badRequest("predecessor binding " + predecessorID + " expired at " + pred.ExpiresAt.UTC().Format(osbTime) + "; create a new binding instead")
 	}
-	_, plan, err := b.Catalog.Find(pred.ServiceID, pred.PlanID)
+	inst, err := b.liveInstance(ctx, instanceID)
+	if err != nil {
+		return domain.Binding{}, err
+	}
+	// The instance's plan now, which an update may have changed since the
+	// predecessor was bound.
+	_, plan, err := b.Catalog.Find(inst.ServiceID, inst.PlanID)
 	if err != nil {
 		return domain.Binding{}, internal(err.Error())
 	}
@@ -82,7 +88,7 @@ func (b *Broker) RotateBinding(ctx context.Context, instanceID, bindingID, prede
 		return domain.Binding{}, internal(err.Error())
 	}
 	return b.bind(ctx, instanceID, bindingID, domain.BindDetails{
-		ServiceID: pred.ServiceID, PlanID: pred.PlanID, AppGUID: pred.AppGUID,
+		ServiceID: pred.ServiceID, PlanID: inst.PlanID, AppGUID: pred.AppGUID,
 		RawParameters: params, RawContext: pred.Context,
 	}, predecessorID, async)
 }

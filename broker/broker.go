@@ -450,6 +450,9 @@ func (b *Broker) deleteObjects(ctx context.Context, inst provisioners.Instance, 
 		return false, err
 	}
 	var refs []provisioners.Ref
+	if l, ok := eng.Provisioner.(provisioners.LeftoverLister); ok {
+		refs = append(refs, l.Leftovers(inst)...)
+	}
 	for _, o := range objs {
 		if o.GetAnnotations()[provisioners.AnnotationRetain] == "true" {
 			continue

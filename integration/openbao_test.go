@@ -446,6 +446,8 @@ func TestOpenBaoCredentials(t *testing.T) {
 		}
 		_, err := w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-bootstrap", metav1.GetOptions{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the bootstrap Secret is deleted")
+		_, err = w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-server-tls", metav1.GetOptions{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "cert-manager's Secret with the server's private key is deleted")
 	})
 
 	t.Run("no password ever reached the PostgreSQL log", func(t *testing.T) {

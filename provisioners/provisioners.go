@@ -104,6 +104,14 @@ type Provisioner interface {
 	Assess(inst Instance, observed map[Ref]*unstructured.Unstructured, now time.Time) Progress
 }
 
+// LeftoverLister is implemented by engines whose instances have objects
+// that Build does not render but an operator makes from what it renders
+// (cert-manager's Secret of a Certificate) and that deprovision must
+// delete all the same.
+type LeftoverLister interface {
+	Leftovers(inst Instance) []Ref
+}
+
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // ResourceName derives the base name of an instance's (or binding's)

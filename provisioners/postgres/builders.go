@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/strata-dev/strata/provisioners"
 )
@@ -64,13 +65,8 @@ type Config struct {
 }
 
 // CertificatesConfig names the cert-manager issuer of the server
-// certificates.
-type CertificatesConfig struct {
-	IssuerName string `json:"issuerName"`
-	// IssuerKind is ClusterIssuer (the default) or Issuer.
-	IssuerKind  string `json:"issuerKind"`
-	IssuerGroup string `json:"issuerGroup"`
-}
+// certificates (shared by every engine).
+type CertificatesConfig = provisioners.CertificatesConfig
 
 // CredentialManager is where OpenBao runs.
 type CredentialManager struct {
@@ -132,6 +128,16 @@ func NamesOf(inst provisioners.Instance) Names {
 		ServerCertificate: inst.Name + "-server-tls",
 		Bootstrap:         inst.Name + "-bootstrap",
 	}
+}
+
+// Leftovers is cert-manager's Secret of the server certificate, which
+// holds its private key: cert-manager keeps it when the Certificate goes
+// (unless it runs with --enable-certificate-owner-ref).
+func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
+	if p.Config.ServerCertificates.IssuerName == "" {
+		return nil
+	}
+	return []provisioners.Ref{{GVK: schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: inst.Namespace, Name: NamesOf(inst).ServerCertificate}}
 }
 
 // ServerCASecret names the Secret whose ca.crt signs the instance's
@@ -489,30 +495,13 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 // server certificate, valid for every name a client may use: the rw, ro
 // and r services and the pooler's.
 func (p *Provisioner) serverCertificate(inst provisioners.Instance, n Names) *unstructured.Unstructured {
-	c := p.Config.ServerCertificates
-	kind, group := c.IssuerKind, c.IssuerGroup
-	if kind == "" {
-		kind = "ClusterIssuer"
-	}
-	if group == "" {
-		group = "cert-manager.io"
-	}
 	var dns []any
 	for _, svc := range []string{n.Cluster + "-rw", n.Cluster + "-ro", n.Cluster + "-r", n.Pooler} {
 		dns = append(dns, provisioners.ServiceNames(svc, inst.Namespace)...)
 	}
-	return provisioners.NewObject(inst, "cert-manager.io/v1", "Certificate", n.ServerCertificate, map[string]any{
-		"secretName": n.ServerCertificate,
-		// cnpg.io/reload: the instances load a renewed certificate.
-		"secretTemplate": map[string]any{"labels": map[string]any{"cnpg.io/reload": "true"}},
-		"commonName":     n.Cluster + "-rw",
-		"dnsNames":       dns,
-		"usages":         []any{"server auth"},
-		"duration":       "2160h",
-		"renewBefore":    "360h",
-		"privateKey":     map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
-		"issuerRef":      map[string]any{"name": c.IssuerName, "kind": kind, "group": group},
-	})
+	// cnpg.io/reload: the instances load a renewed certificate.
+	return provisioners.ServerCertificate(inst, p.Config.ServerCertificates, n.ServerCertificate, n.Cluster+"-rw", dns,
+		map[string]any{"cnpg.io/reload": "true"})
 }
 
 func podMonitor(inst provisioners.Instance, name string, selector map[string]any) *unstructured.Unstructured {
