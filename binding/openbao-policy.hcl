@@ -17,9 +17,11 @@ path "database/roles/strata-*" {
   capabilities = ["create", "read", "update", "delete"]
 }
 
-# Bind: issue a login.
-path "database/creds/strata-*" {
-  capabilities = ["read"]
+# Bind: issue a login, under a token of the strata-binding token role
+# (orphan: the login outlives the broker's own token). That token's only
+# policy is openbao-binding-policy.hcl.
+path "auth/token/create/strata-binding" {
+  capabilities = ["update"]
 }
 
 # Unbind: revoke one lease (by path, so only Strata's leases).

@@ -2,10 +2,12 @@ package binding
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -23,6 +25,12 @@ import (
 //
 //go:embed openbao-policy.hcl
 var OpenBaoPolicy string
+
+// OpenBaoBindingPolicy is the policy of the tokens logins are issued under
+// (openbao-binding-policy.hcl; the token role strata-binding grants it).
+//
+//go:embed openbao-binding-policy.hcl
+var OpenBaoBindingPolicy string
 
 // OpenBaoConfig is the broker configuration's openBao section.
 type OpenBaoConfig struct {
@@ -43,8 +51,14 @@ type OpenBaoConfig struct {
 	// CredentialTTL is how long a binding's credentials live (a Go
 	// duration). Bindings are rotated (OSB predecessor_binding_id) before
 	// then; the mount's max_lease_ttl must allow it.
-	CredentialTTL string      `json:"credentialTTL"`
-	Auth          OpenBaoAuth `json:"auth"`
+	CredentialTTL string `json:"credentialTTL"`
+	// BindingTokenRole is the token role (orphan, non-renewable) under
+	// which each login is issued. OpenBao revokes a token's leases when
+	// the token ends, so a login issued with the broker's own login token
+	// would die with it (within the hour); a token of its own, as long as
+	// the login, keeps the login alive for its whole lifetime.
+	BindingTokenRole string      `json:"bindingTokenRole"`
+	Auth             OpenBaoAuth `json:"auth"`
 }
 
 // OpenBaoAuth is how the broker logs in to OpenBao.
@@ -77,6 +91,9 @@ func (c OpenBaoConfig) withDefaults() (OpenBaoConfig, time.Duration, error) {
 	}
 	if c.CredentialTTL == "" {
 		c.CredentialTTL = "720h"
+	}
+	if c.BindingTokenRole == "" {
+		c.BindingTokenRole = "strata-binding"
 	}
 	if c.Auth.Method == "" {
 		c.Auth.Method = "kubernetes"
@@ -155,15 +172,9 @@ func NewOpenBaoSource(cfg OpenBaoConfig, kube Kube) (*OpenBaoSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	vcfg := vault.DefaultConfig()
-	vcfg.Address = cfg.Address
-	vcfg.MaxRetries = 1
-	vcfg.Timeout = 30 * time.Second
-	// Always set TLS from the configuration: DefaultConfig reads VAULT_*
-	// variables, and VAULT_SKIP_VERIFY must not turn verification off.
-	// An empty caCertFile means the system roots.
-	if err := vcfg.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile, Insecure: false}); err != nil {
-		return nil, fmt.Errorf("openBao.caCertFile: %w", err)
+	vcfg, err := clientConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	vc, err := vault.NewClient(vcfg)
 	if err != nil {
@@ -178,6 +189,54 @@ func NewOpenBaoSource(cfg OpenBaoConfig, kube Kube) (*OpenBaoSource, error) {
 		return postgres.NamesOf(inst).Cluster + "-rw." + inst.Namespace + ".svc:5432"
 	}
 	return s, nil
+}
+
+// clientConfig is the OpenBao client configuration from the broker's
+// configuration alone. vault.DefaultConfig also reads VAULT_* variables
+// (VAULT_SKIP_VERIFY, VAULT_CACERT, VAULT_AGENT_ADDR, proxies…); none of
+// them may weaken or redirect the broker's connection, so everything they
+// touch is set again here.
+func clientConfig(cfg OpenBaoConfig) (*vault.Config, error) {
+	vcfg := vault.DefaultConfig()
+	vcfg.Error = nil
+	vcfg.Address = cfg.Address
+	vcfg.AgentAddress = ""
+	vcfg.SRVLookup = false
+	vcfg.MaxRetries = 1
+	vcfg.Timeout = 30 * time.Second
+	tr, ok := vcfg.HttpClient.Transport.(*http.Transport)
+	if !ok {
+		return nil, errors.New("the OpenBao client's transport is not an *http.Transport")
+	}
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	tr.Proxy = http.ProxyFromEnvironment
+	// An empty caCertFile means the system roots.
+	if err := vcfg.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile}); err != nil {
+		return nil, fmt.Errorf("openBao.caCertFile: %w", err)
+	}
+	return vcfg, nil
+}
+
+// call runs f with a logged-in client. A 403 (a broker token OpenBao no
+// longer knows: revoked, or expired early) makes it log in again and try
+// once more.
+func (s *OpenBaoSource) call(ctx context.Context, f func(*vault.Client) error) error {
+	vc, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	err = f(vc)
+	var re *vault.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+		return err
+	}
+	s.mu.Lock()
+	s.tokenUntil = time.Time{}
+	s.mu.Unlock()
+	if vc, err = s.client(ctx); err != nil {
+		return err
+	}
+	return f(vc)
 }
 
 // client returns the client, logged in.
@@ -307,10 +366,10 @@ func (s *OpenBaoSource) Prepare(ctx context.Context, inst provisioners.Instance)
 // once, then its password rotated so that only OpenBao knows it) and the
 // access levels' roles. It is idempotent and resumes where it stopped.
 func (s *OpenBaoSource) Configure(ctx context.Context, inst provisioners.Instance) error {
-	vc, err := s.client(ctx)
-	if err != nil {
-		return err
-	}
+	return s.call(ctx, func(vc *vault.Client) error { return s.configure(ctx, vc, inst) })
+}
+
+func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst provisioners.Instance) error {
 	conn := ConnectionName(inst)
 	mount := s.cfg.DatabaseMount
 	bootRef := provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap}
@@ -401,10 +460,13 @@ func (s *OpenBaoSource) forgetBootstrapPassword(ctx context.Context, boot *unstr
 // Secret. It runs before the Cluster is deleted, while OpenBao can still
 // drop the logins.
 func (s *OpenBaoSource) Teardown(ctx context.Context, inst provisioners.Instance) error {
-	vc, err := s.client(ctx)
-	if err != nil {
+	if err := s.call(ctx, func(vc *vault.Client) error { return s.teardown(ctx, vc, inst) }); err != nil {
 		return err
 	}
+	return s.kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap})
+}
+
+func (s *OpenBaoSource) teardown(ctx context.Context, vc *vault.Client, inst provisioners.Instance) error {
 	mount := s.cfg.DatabaseMount
 	for _, a := range accessLevels {
 		prefix := mount + "/creds/" + RoleName(inst, a)
@@ -422,16 +484,32 @@ func (s *OpenBaoSource) Teardown(ctx context.Context, inst provisioners.Instance
 	if _, err := vc.Logical().DeleteWithContext(ctx, mount+"/config/"+ConnectionName(inst)); err != nil {
 		return fmt.Errorf("delete OpenBao connection %s: %w", ConnectionName(inst), err)
 	}
-	return s.kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap})
+	return nil
 }
 
-// Issue leases a login of the access level.
+// Issue leases a login of the access level, under a token of its own
+// (BindingTokenRole): the login lives as long as its lease, whatever
+// becomes of the broker's own token.
 func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, _ string, a Access) (Login, error) {
-	vc, err := s.client(ctx)
-	if err != nil {
-		return Login{}, err
-	}
-	sec, err := vc.Logical().ReadWithContext(ctx, s.cfg.DatabaseMount+"/creds/"+RoleName(inst, a))
+	var sec *vault.Secret
+	err := s.call(ctx, func(vc *vault.Client) error {
+		tok, err := vc.Auth().Token().CreateWithRoleWithContext(ctx, &vault.TokenCreateRequest{
+			TTL: s.ttl.String(), ExplicitMaxTTL: s.ttl.String(), DisplayName: "strata-binding", NoDefaultPolicy: true,
+		}, s.cfg.BindingTokenRole)
+		if err != nil {
+			return fmt.Errorf("create a token with role %s: %w", s.cfg.BindingTokenRole, err)
+		}
+		if tok == nil || tok.Auth == nil || tok.Auth.ClientToken == "" {
+			return fmt.Errorf("token role %s answered no token", s.cfg.BindingTokenRole)
+		}
+		issuer, err := vc.Clone()
+		if err != nil {
+			return err
+		}
+		issuer.SetToken(tok.Auth.ClientToken)
+		sec, err = issuer.Logical().ReadWithContext(ctx, s.cfg.DatabaseMount+"/creds/"+RoleName(inst, a))
+		return err
+	})
 	if err != nil {
 		return Login{}, fmt.Errorf("OpenBao could not issue %s credentials: %w", a, err)
 	}
@@ -441,7 +519,7 @@ func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, _
 	user, _ := sec.Data["username"].(string)
 	pw, _ := sec.Data["password"].(string)
 	if user == "" || pw == "" {
-		_, _ = vc.Logical().WriteWithContext(ctx, "sys/leases/revoke/"+sec.LeaseID, nil)
+		_ = s.Revoke(ctx, inst, Login{Handle: sec.LeaseID})
 		return Login{}, errors.New("OpenBao answered credentials without a username or password")
 	}
 	return Login{Username: user, Password: pw, Handle: sec.LeaseID,
@@ -459,13 +537,13 @@ func (s *OpenBaoSource) Revoke(ctx context.Context, _ provisioners.Instance, l L
 	if l.Handle == "" {
 		return nil
 	}
-	vc, err := s.client(ctx)
-	if err != nil {
-		return err
-	}
 	// The lease id in the path (not the body) lets the policy confine
 	// revocation to Strata's leases.
-	if _, err := vc.Logical().WriteWithContext(ctx, "sys/leases/revoke/"+l.Handle, nil); err != nil {
+	err := s.call(ctx, func(vc *vault.Client) error {
+		_, err := vc.Logical().WriteWithContext(ctx, "sys/leases/revoke/"+l.Handle, nil)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("OpenBao could not revoke lease %s: %w", l.Handle, err)
 	}
 	return nil

@@ -1,7 +1,18 @@
 package binding
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 )
@@ -54,4 +65,48 @@ func TestRoleStatements(t *testing.T) {
 	for _, a := range accessLevels {
 		g.Expect(roleStatements(a)[0]).To(ContainSubstring(`VALID UNTIL '{{expiration}}'`))
 	}
+}
+
+// The broker's environment cannot weaken or redirect its OpenBao
+// connection: vault.DefaultConfig reads VAULT_* variables, and none of
+// them may survive into the client.
+func TestOpenBaoClientIgnoresTheEnvironment(t *testing.T) {
+	g := NewWithT(t)
+	t.Setenv("VAULT_SKIP_VERIFY", "true")
+	t.Setenv("VAULT_AGENT_ADDR", "http://127.0.0.1:1")
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:2")
+	// A CA the environment would have the client trust (an unreadable one
+	// makes vault.NewClient fail, which fails closed).
+	foreignCA := filepath.Join(t.TempDir(), "ca.pem")
+	g.Expect(os.WriteFile(foreignCA, testCA(t), 0o600)).To(Succeed())
+	t.Setenv("VAULT_CACERT", foreignCA)
+	t.Setenv("VAULT_TOKEN", "from-the-environment")
+	t.Setenv("VAULT_NAMESPACE", "elsewhere")
+	s, err := NewOpenBaoSource(OpenBaoConfig{Address: "https://openbao:8200", Namespace: "openbao",
+		PostgresCAFile: "/ca.crt", Auth: OpenBaoAuth{Role: "strata-broker"}}, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(s.vc.Address()).To(Equal("https://openbao:8200"))
+	g.Expect(s.vc.Token()).To(BeEmpty())
+	g.Expect(s.vc.Namespace()).To(BeEmpty())
+	tr, ok := s.vc.CloneConfig().HttpClient.Transport.(*http.Transport)
+	g.Expect(ok).To(BeTrue())
+	g.Expect(tr.TLSClientConfig.InsecureSkipVerify).To(BeFalse())
+	g.Expect(tr.TLSClientConfig.RootCAs).To(BeNil(), "no CA file configured: the system roots, not VAULT_CACERT")
+}
+
+// testCA is a freshly generated self-signed CA certificate (PEM).
+func testCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "foreign"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -58,6 +58,15 @@ func setUpOpenBao(t *testing.T) *openBaoPlatform {
 	if err := root.Sys().PutPolicy("strata-broker", binding.OpenBaoPolicy); err != nil {
 		t.Fatalf("OpenBao refuses binding/openbao-policy.hcl: %v", err)
 	}
+	if err := root.Sys().PutPolicy("strata-binding", binding.OpenBaoBindingPolicy); err != nil {
+		t.Fatalf("OpenBao refuses binding/openbao-binding-policy.hcl: %v", err)
+	}
+	if _, err := root.Logical().Write("auth/token/roles/strata-binding", map[string]any{
+		"allowed_policies": []string{"strata-binding"}, "orphan": true, "renewable": false,
+		"token_explicit_max_ttl": "2160h",
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := root.Sys().EnableAuthWithOptions("approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil {
 		t.Fatal(err)
 	}
@@ -268,6 +277,23 @@ func TestOpenBaoCredentials(t *testing.T) {
 		g.Expect(n).To(Equal(1))
 		_, err = reader.Exec(ctx, "INSERT INTO checks.orders (item) VALUES ('coffee')")
 		g.Expect(pgCode(err)).To(Equal("42501"), "readonly cannot write: %v", err)
+	})
+
+	t.Run("logins outlive the broker's own OpenBao token", func(t *testing.T) {
+		g := NewWithT(t)
+		// Every token the broker got by logging in ends (as when a token
+		// expires or OpenBao's operator revokes it); OpenBao then revokes
+		// the leases those tokens hold.
+		g.Expect(platform.root.Sys().RevokePrefix("auth/approle/login")).To(Succeed())
+		for _, c := range []map[string]any{rw, ro} {
+			_, err := srv.Connect(t, c["username"].(string), c["password"].(string), srv.Database, "verify-full")
+			g.Expect(err).NotTo(HaveOccurred(), "a binding's login lives as long as its own lease")
+		}
+		// And the broker logs in again by itself.
+		r := osb.do(http.MethodPut, bindPath("0ba00000-0000-4000-8000-0000000000d1"), map[string]any{
+			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresStandardID, "parameters": map[string]any{"access": "readonly"}})
+		g.Expect(r.Code).To(Equal(http.StatusCreated), r.Raw)
+		passwords = append(passwords, r.Body["credentials"].(map[string]any)["password"].(string))
 	})
 
 	t.Run("in a cluster the broker logs in with its ServiceAccount (Kubernetes auth)", func(t *testing.T) {
