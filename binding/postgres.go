@@ -268,7 +268,7 @@ func (b *PostgresBinder) conn(inst provisioners.Instance, bindingID string, s po
 }
 
 // clusterCA reads the CA that signs the cluster's server certificates from
-// the <cluster>-ca Secret CloudNativePG creates.
+// the Secret CASecret names (cert-manager's, or CloudNativePG's own CA).
 func (b *PostgresBinder) clusterCA(ctx context.Context, inst provisioners.Instance) (string, error) {
 	name := b.CASecret(inst)
 	o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: name})

@@ -91,8 +91,8 @@ func PostgresSecret(c PostgresConn) map[string]string {
 		"spring.datasource.hikari.connection-timeout": "10000",
 		"spring.datasource.hikari.validation-timeout": "5000",
 		"spring.datasource.hikari.idle-timeout":       "300000",
-		// Below the 30-minute idle cut of cloud load balancers, and
-		// recycled before credentials of a rotated binding expire.
+		// Connections are replaced every 30 minutes, so server-side
+		// changes (a failover, a new certificate) reach every connection.
 		"spring.datasource.hikari.max-lifetime": "1800000",
 		// Keeps idle connections alive through NAT, NLB and Envoy idle
 		// timeouts (minimum HikariCP allows is 30 s).
@@ -105,14 +105,13 @@ func PostgresSecret(c PostgresConn) map[string]string {
 		s["spring.datasource.hikari.connection-init-sql"] = "SET ROLE " + c.OwnerRole
 	}
 	if c.XA {
-		// For a JTA transaction manager's XA DataSource: PREPARE
-		// TRANSACTION holds session state that a transaction-mode pooler
-		// would not keep, so XA goes to the primary directly. These are
-		// Strata's keys (Spring Boot has no XA DataSource properties of its
-		// own); docs/spring-boot.md shows how to use them.
-		s["strata.xa.enabled"] = "true"
-		s["strata.xa.datasource-class-name"] = "org.postgresql.xa.PGXADataSource"
-		s["strata.xa.url"] = jdbcURL(c.DirectHost, c.Port, c.Database, caFile, false)
+		// Spring Boot's XA DataSource properties, which it uses when a JTA
+		// transaction manager is present (user and password come from
+		// spring.datasource.*). PREPARE TRANSACTION holds session state a
+		// transaction-mode pooler would not keep, so XA goes to the primary
+		// directly.
+		s["spring.datasource.xa.data-source-class-name"] = "org.postgresql.xa.PGXADataSource"
+		s["spring.datasource.xa.properties.url"] = jdbcURL(c.DirectHost, c.Port, c.Database, caFile, false)
 	}
 	if c.Migrator != nil {
 		s["spring.flyway.url"] = jdbcURL(c.DirectHost, c.Port, c.Database, caFile, false)

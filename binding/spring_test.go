@@ -45,7 +45,7 @@ func TestPostgresSecret(t *testing.T) {
 				"spring.ssl.bundle.pem.binding-b1.truststore.certificate": testConn().CAPEM,
 				"ca.crt": testConn().CAPEM,
 			},
-			absent: []string{"spring.flyway.enabled", "strata.xa.url", "spring.datasource.hikari.connection-init-sql"},
+			absent: []string{"spring.flyway.enabled", "spring.datasource.xa.properties.url", "spring.datasource.hikari.connection-init-sql"},
 		},
 		{
 			name: "readonly: no migrations",
@@ -75,9 +75,8 @@ func TestPostgresSecret(t *testing.T) {
 			name:   "XA goes to the primary, not the pooler",
 			change: func(c *PostgresConn) { c.XA, c.TransactionPooling = true, true },
 			want: map[string]string{
-				"strata.xa.enabled":               "true",
-				"strata.xa.datasource-class-name": "org.postgresql.xa.PGXADataSource",
-				"strata.xa.url":                   "jdbc:postgresql://pg-i-rw.team.svc:5432/app?sslmode=verify-full&sslrootcert=%2Fbindings%2Fbinding-b1%2Fca.crt",
+				"spring.datasource.xa.data-source-class-name": "org.postgresql.xa.PGXADataSource",
+				"spring.datasource.xa.properties.url":        "jdbc:postgresql://pg-i-rw.team.svc:5432/app?sslmode=verify-full&sslrootcert=%2Fbindings%2Fbinding-b1%2Fca.crt",
 			},
 		},
 	}
