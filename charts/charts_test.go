@@ -495,6 +495,7 @@ func TestOpenBaoInstall(t *testing.T) {
 	g.Expect(cfg.OpenBao.Auth.Method).To(Equal("kubernetes"))
 	g.Expect(cfg.OpenBao.Auth.Role).To(Equal("strata-broker"))
 	g.Expect(cfg.OpenBao.Namespace).To(Equal("openbao"))
+	g.Expect(cfg.OpenBao.BindingTokenRole).To(Equal("strata-binding"))
 	g.Expect(cfg.Postgres.ServerCertificates.IssuerName).To(Equal("platform-ca"))
 
 	d := one(t, objs, "Deployment")

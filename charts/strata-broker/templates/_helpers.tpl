@@ -114,7 +114,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
 {{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "tenancy" "postgres" "openBao")) }}
 {{- with $config.openBao }}
-{{- include "strata-broker.checkKeys" (list "config.openBao" . (list "address" "caCertFile" "namespace" "databaseMount" "postgresCAFile" "credentialTTL" "auth")) }}
+{{- include "strata-broker.checkKeys" (list "config.openBao" . (list "address" "caCertFile" "namespace" "databaseMount" "postgresCAFile" "credentialTTL" "bindingTokenRole" "auth")) }}
 {{- with .auth }}
 {{- include "strata-broker.checkKeys" (list "config.openBao.auth" . (list "method" "mount" "role" "serviceAccountTokenFile" "roleIdFile" "secretIdFile" "tokenFile")) }}
 {{- end }}
