@@ -155,6 +155,10 @@ type OpenBaoSource struct {
 	// Address returns host:port of an instance's primary as OpenBao
 	// reaches it; the default is the Cluster's -rw Service.
 	Address func(inst provisioners.Instance) string
+	// BrokerNamespace keeps the management roles' first passwords until
+	// OpenBao has rotated them (never the tenant's namespace, whose
+	// readers would otherwise hold a role that creates logins).
+	BrokerNamespace string
 
 	mu         sync.Mutex
 	tokenUntil time.Time
@@ -351,10 +355,45 @@ var revocationStatements = []string{
 	`DROP ROLE IF EXISTS "{{name}}";`,
 }
 
-// Prepare writes the bootstrap Secret with the management role's first
-// password, once: the Cluster's initdb creates the role from it.
+// firstPasswordRef is the Secret, in the broker's namespace, with the
+// management role's first password.
+func (s *OpenBaoSource) firstPasswordRef(inst provisioners.Instance) provisioners.Ref {
+	return provisioners.Ref{GVK: secretGVK, Namespace: s.BrokerNamespace, Name: provisioners.ResourceName("strata-first-password-", inst.ID)}
+}
+
+const firstPasswordKey = "password"
+
+// Prepare writes, once, the management role's first password (in the
+// broker's namespace) and the bootstrap Secret from which the Cluster's
+// initdb creates the role (in the tenant's, with a verifier only). The
+// password Secret comes first and is the source of truth, so a repeat
+// after a crash renders the same role.
 func (s *OpenBaoSource) Prepare(ctx context.Context, inst provisioners.Instance) error {
-	sec, err := postgres.ManagementRoleSecret(inst, newPassword())
+	if s.BrokerNamespace == "" {
+		return errors.New("OpenBaoSource.BrokerNamespace is not set")
+	}
+	ref := s.firstPasswordRef(inst)
+	labels := provisioners.StringMap(map[string]string{
+		provisioners.LabelManagedBy: provisioners.ManagedByStrata, provisioners.LabelInstanceID: provisioners.LabelValue(inst.ID),
+	})
+	if _, err := s.kube.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata":   map[string]any{"name": ref.Name, "namespace": ref.Namespace, "labels": labels},
+		"type":       "Opaque",
+		"stringData": map[string]any{firstPasswordKey: newPassword()},
+	}}); err != nil {
+		return err
+	}
+	stored, err := s.kube.Get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	password := secretValue(stored, firstPasswordKey)
+	if password == "" {
+		// OpenBao has rotated it already: the bootstrap Secret exists.
+		return nil
+	}
+	sec, err := postgres.ManagementRoleSecret(inst, password)
 	if err != nil {
 		return err
 	}
@@ -372,12 +411,11 @@ func (s *OpenBaoSource) Configure(ctx context.Context, inst provisioners.Instanc
 func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst provisioners.Instance) error {
 	conn := ConnectionName(inst)
 	mount := s.cfg.DatabaseMount
-	bootRef := provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap}
-	boot, err := s.kube.Get(ctx, bootRef)
+	first, err := s.kube.Get(ctx, s.firstPasswordRef(inst))
 	if err != nil {
 		return err
 	}
-	password := secretValue(boot, postgres.BootstrapPasswordKey)
+	password := secretValue(first, firstPasswordKey)
 
 	existing, err := vc.Logical().ReadWithContext(ctx, mount+"/config/"+conn)
 	if err != nil {
@@ -385,8 +423,8 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 	}
 	if existing == nil {
 		if password == "" {
-			return fmt.Errorf("the management role's first password (Secret %s) is gone and OpenBao has no connection %s: "+
-				"re-create the connection by hand (docs/openbao.md, recovering a connection)", bootRef.Name, conn)
+			return fmt.Errorf("the management role's first password (Secret %s/%s) is gone and OpenBao has no connection %s: "+
+				"re-create the connection by hand (docs/openbao.md, recovering a connection)", s.BrokerNamespace, s.firstPasswordRef(inst).Name, conn)
 		}
 		s, err := s.connectionConfig(inst, password)
 		if err != nil {
@@ -402,8 +440,8 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/rotate-root/"+conn, nil); err != nil {
 			return fmt.Errorf("rotate the management role's password of connection %s: %w", conn, err)
 		}
-		if err := s.forgetBootstrapPassword(ctx, boot); err != nil {
-			return err
+		if err := s.kube.Delete(ctx, s.firstPasswordRef(inst)); err != nil {
+			return fmt.Errorf("delete the first password after its rotation: %w", err)
 		}
 	}
 	for _, a := range accessLevels {
@@ -447,13 +485,6 @@ func (s *OpenBaoSource) connectionConfig(inst provisioners.Instance, password st
 	}, nil
 }
 
-func (s *OpenBaoSource) forgetBootstrapPassword(ctx context.Context, boot *unstructured.Unstructured) error {
-	unstructured.RemoveNestedField(boot.Object, "data", postgres.BootstrapPasswordKey)
-	if err := s.kube.Update(ctx, boot); err != nil {
-		return fmt.Errorf("remove the first password from Secret %s: %w", boot.GetName(), err)
-	}
-	return nil
-}
 
 // Teardown removes the instance from OpenBao: its leases (normally
 // already revoked by unbind), roles and connection, and the bootstrap
@@ -463,7 +494,10 @@ func (s *OpenBaoSource) Teardown(ctx context.Context, inst provisioners.Instance
 	if err := s.call(ctx, func(vc *vault.Client) error { return s.teardown(ctx, vc, inst) }); err != nil {
 		return err
 	}
-	return s.kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap})
+	return errors.Join(
+		s.kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap}),
+		s.kube.Delete(ctx, s.firstPasswordRef(inst)),
+	)
 }
 
 func (s *OpenBaoSource) teardown(ctx context.Context, vc *vault.Client, inst provisioners.Instance) error {

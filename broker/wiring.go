@@ -67,6 +67,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		if o.PostgresAddress != nil {
 			bao.Address = o.PostgresAddress
 		}
+		bao.BrokerNamespace = o.Namespace
 		logins = bao
 		pg.Config.CredentialManager = &postgres.CredentialManager{Namespace: o.OpenBao.Namespace}
 		if pg.Config.ServerCertificates.IssuerName == "" {

@@ -154,9 +154,12 @@ func TestOpenBaoCredentials(t *testing.T) {
 
 		boot, err := w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-bootstrap", metav1.GetOptions{})
 		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(boot.Data).To(HaveLen(1), "the tenant's namespace gets the SQL only")
 		g.Expect(string(boot.Data[postgres.BootstrapSQLKey])).To(ContainSubstring("SCRAM-SHA-256$"), "the SQL carries a verifier")
-		g.Expect(string(boot.Data[postgres.BootstrapSQLKey])).NotTo(ContainSubstring(string(boot.Data[postgres.BootstrapPasswordKey])), "never the password")
-		passwords = append(passwords, string(boot.Data[postgres.BootstrapPasswordKey]))
+		first, err := w.core.CoreV1().Secrets(brokerNS).Get(ctx, firstPasswordSecret(id), metav1.GetOptions{})
+		g.Expect(err).NotTo(HaveOccurred(), "the first password is kept in the broker's namespace")
+		g.Expect(string(boot.Data[postgres.BootstrapSQLKey])).NotTo(ContainSubstring(string(first.Data["password"])), "never the password")
+		passwords = append(passwords, string(first.Data["password"]))
 
 		np := w.get(g, netpolGVR, ns, cluster)
 		g.Expect(np.Object["spec"]).To(HaveKeyWithValue("ingress", ContainElement(HaveKeyWithValue("from",
@@ -206,8 +209,8 @@ func TestOpenBaoCredentials(t *testing.T) {
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(role).NotTo(BeNil(), "role %s", a)
 		}
-		boot, _ := w.core.CoreV1().Secrets(ns).Get(ctx, cluster+"-bootstrap", metav1.GetOptions{})
-		g.Expect(boot.Data).NotTo(HaveKey(postgres.BootstrapPasswordKey), "the first password is forgotten after rotation")
+		left, err := w.core.CoreV1().Secrets(brokerNS).Get(ctx, firstPasswordSecret(id), metav1.GetOptions{})
+		g.Expect(apierrors.IsNotFound(err) || err == nil && left.DeletionTimestamp != nil).To(BeTrue(), "the first password is deleted after rotation")
 		_, err = srv.Connect(t, postgres.ManagementRole, bootPassword, srv.Database, "verify-full")
 		g.Expect(err).To(HaveOccurred(), "the first password no longer works: OpenBao rotated it")
 
@@ -507,6 +510,12 @@ func chartServiceAccount(t *testing.T, w *world) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// firstPasswordSecret is where the broker keeps an instance's management
+// role's first password until OpenBao rotates it.
+func firstPasswordSecret(instanceID string) string {
+	return provisioners.ResourceName("strata-first-password-", instanceID)
+}
 
 func pgCode(err error) string {
 	var pgErr *pgconn.PgError

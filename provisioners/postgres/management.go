@@ -16,15 +16,9 @@ import (
 // NOINHERIT, so it holds no data privileges itself.
 const ManagementRole = "strata_openbao"
 
-// Keys of the bootstrap Secret.
-const (
-	// BootstrapSQLKey holds the SQL CloudNativePG runs at initdb
-	// (postInitApplicationSQLRefs).
-	BootstrapSQLKey = "management-role.sql"
-	// BootstrapPasswordKey holds the management role's first password
-	// until OpenBao has rotated it; the broker then removes it.
-	BootstrapPasswordKey = "password"
-)
+// BootstrapSQLKey is the key of the bootstrap Secret with the SQL
+// CloudNativePG runs at initdb (postInitApplicationSQLRefs).
+const BootstrapSQLKey = "management-role.sql"
 
 // ManagementRoleSQL creates the management role with a SCRAM verifier (never
 // the password: pgaudit logs a multi-statement query's whole text) and the
@@ -45,9 +39,10 @@ func ManagementRoleSQL(verifier string) string {
 	return b.String()
 }
 
-// ManagementRoleSecret renders the bootstrap Secret of an instance: the
-// SQL of ManagementRoleSQL and the password for the broker to hand to
-// OpenBao once.
+// ManagementRoleSecret renders the bootstrap Secret of an instance, in its
+// namespace: only the SQL of ManagementRoleSQL, with a verifier of
+// password. The password itself never enters the tenant's namespace: the
+// broker keeps it in its own until OpenBao has rotated it.
 func ManagementRoleSecret(inst provisioners.Instance, password string) (*unstructured.Unstructured, error) {
 	verifier, err := SCRAMVerifier(password)
 	if err != nil {
@@ -55,9 +50,6 @@ func ManagementRoleSecret(inst provisioners.Instance, password string) (*unstruc
 	}
 	o := provisioners.NewObject(inst, "v1", "Secret", NamesOf(inst).Bootstrap, nil)
 	o.Object["type"] = "Opaque"
-	o.Object["stringData"] = map[string]any{
-		BootstrapSQLKey:      ManagementRoleSQL(verifier),
-		BootstrapPasswordKey: password,
-	}
+	o.Object["stringData"] = map[string]any{BootstrapSQLKey: ManagementRoleSQL(verifier)}
 	return o, nil
 }
