@@ -485,7 +485,6 @@ func (s *OpenBaoSource) connectionConfig(inst provisioners.Instance, password st
 	}, nil
 }
 
-
 // Teardown removes the instance from OpenBao: its leases (normally
 // already revoked by unbind), roles and connection, and the bootstrap
 // Secret. It runs before the Cluster is deleted, while OpenBao can still

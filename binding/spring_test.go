@@ -76,7 +76,7 @@ func TestPostgresSecret(t *testing.T) {
 			change: func(c *PostgresConn) { c.XA, c.TransactionPooling = true, true },
 			want: map[string]string{
 				"spring.datasource.xa.data-source-class-name": "org.postgresql.xa.PGXADataSource",
-				"spring.datasource.xa.properties.url":        "jdbc:postgresql://pg-i-rw.team.svc:5432/app?sslmode=verify-full&sslrootcert=%2Fbindings%2Fbinding-b1%2Fca.crt",
+				"spring.datasource.xa.properties.url":         "jdbc:postgresql://pg-i-rw.team.svc:5432/app?sslmode=verify-full&sslrootcert=%2Fbindings%2Fbinding-b1%2Fca.crt",
 			},
 		},
 	}
