@@ -523,7 +523,24 @@ func (s *OpenBaoSource) teardown(ctx context.Context, vc *vault.Client, inst pro
 // Issue leases a login of the access level, under a token of its own
 // (BindingTokenRole): the login lives as long as its lease, whatever
 // becomes of the broker's own token.
-func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, _ string, a Access) (Login, error) {
+func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, bindingID string, a Access) (Login, error) {
+	l, err := s.issue(ctx, inst, a)
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "unknown role") {
+		// OpenBao lost the instance's roles (restored from an old
+		// snapshot, deleted by hand): set the instance up again, once.
+		if cerr := s.Configure(ctx, inst); cerr != nil {
+			return Login{}, fmt.Errorf("OpenBao has no role %s and setting the instance up again failed: %w", RoleName(inst, a), cerr)
+		}
+		l, err = s.issue(ctx, inst, a)
+	}
+	if err != nil {
+		return Login{}, fmt.Errorf("OpenBao could not issue %s credentials: %w", a, err)
+	}
+	return l, nil
+}
+
+func (s *OpenBaoSource) issue(ctx context.Context, inst provisioners.Instance, a Access) (Login, error) {
 	var sec *vault.Secret
 	err := s.call(ctx, func(vc *vault.Client) error {
 		tok, err := vc.Auth().Token().CreateWithRoleWithContext(ctx, &vault.TokenCreateRequest{
@@ -544,10 +561,10 @@ func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, _
 		return err
 	})
 	if err != nil {
-		return Login{}, fmt.Errorf("OpenBao could not issue %s credentials: %w", a, err)
+		return Login{}, err
 	}
 	if sec == nil || sec.LeaseID == "" {
-		return Login{}, &NotReadyError{fmt.Sprintf("OpenBao has no role %s yet: the instance is still being set up; retry", RoleName(inst, a))}
+		return Login{}, fmt.Errorf("OpenBao answered no lease for role %s", RoleName(inst, a))
 	}
 	user, _ := sec.Data["username"].(string)
 	pw, _ := sec.Data["password"].(string)

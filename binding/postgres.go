@@ -207,10 +207,17 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 	}
 
 	logins := map[string]Login{}
-	revokeAll := func() {
+	// revokeAll undoes a half-made bind; a login it cannot revoke is named
+	// in the error (it still ends with its lease).
+	revokeAll := func() error {
+		var errs []error
 		for _, l := range logins {
-			_ = b.Logins.Revoke(ctx, inst, l)
+			errs = append(errs, b.Logins.Revoke(ctx, inst, l))
 		}
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("revoking what was issued failed: %w", err)
+		}
+		return nil
 	}
 	app, err := b.Logins.Issue(ctx, inst, bindingID, p.Access)
 	if err != nil {
@@ -222,8 +229,7 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 	case ReadWrite:
 		m, err := b.Logins.Issue(ctx, inst, bindingID, Owner)
 		if err != nil {
-			revokeAll()
-			return Result{}, fmt.Errorf("issue owner login for migrations: %w", err)
+			return Result{}, errors.Join(fmt.Errorf("issue owner login for migrations: %w", err), revokeAll())
 		}
 		logins["migrations"] = m
 		migrator = &m
@@ -235,8 +241,7 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 	conn.App, conn.Migrator = app, migrator
 	data := PostgresSecret(conn)
 	if err := b.writeSecret(ctx, inst, bindingID, conn.SecretName, "postgresql", data); err != nil {
-		revokeAll()
-		return Result{}, err
+		return Result{}, errors.Join(err, revokeAll())
 	}
 	creds := make(map[string]any, len(data))
 	for k, v := range data {

@@ -299,6 +299,19 @@ func TestOpenBaoCredentials(t *testing.T) {
 		passwords = append(passwords, r.Body["credentials"].(map[string]any)["password"].(string))
 	})
 
+	t.Run("roles OpenBao lost are set up again at the next bind", func(t *testing.T) {
+		g := NewWithT(t)
+		_, err := platform.root.Logical().Delete("database/roles/" + conn + "-readonly")
+		g.Expect(err).NotTo(HaveOccurred())
+		r := osb.do(http.MethodPut, bindPath("0ba00000-0000-4000-8000-0000000000d2"), map[string]any{
+			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresStandardID, "parameters": map[string]any{"access": "readonly"}})
+		g.Expect(r.Code).To(Equal(http.StatusCreated), r.Raw)
+		passwords = append(passwords, r.Body["credentials"].(map[string]any)["password"].(string))
+		role, err := platform.root.Logical().Read("database/roles/" + conn + "-readonly")
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(role).NotTo(BeNil())
+	})
+
 	t.Run("in a cluster the broker logs in with its ServiceAccount (Kubernetes auth)", func(t *testing.T) {
 		g := NewWithT(t)
 		// OpenBao's kubernetes auth verifies the broker's token with the
