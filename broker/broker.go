@@ -62,6 +62,10 @@ type Broker struct {
 	DashboardURL *template.Template
 	// Now is the clock (tests move it).
 	Now func() time.Time
+	// Limits are the tenants' limits; Quotas reads a namespace's
+	// ResourceQuotas, which provisions and updates must fit.
+	Limits TenancyLimits
+	Quotas Quotas
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)
@@ -176,6 +180,13 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	objs, err := eng.Provisioner.Build(inst)
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, paramError(err)
+	}
+	if _, err := b.Store.GetInstance(ctx, id); errors.Is(err, ErrNotFound) {
+		// A new instance must fit the tenant's limits and quotas (a
+		// repeat was counted when it was new).
+		if err := b.checkTenant(ctx, inst, eng, nil); err != nil {
+			return domain.ProvisionedServiceSpec{}, err
+		}
 	}
 
 	switch err := b.Store.CreateInstance(ctx, rec); {
@@ -360,6 +371,15 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 	}
 	if !async {
 		return domain.UpdateServiceSpec{}, asyncRequired()
+	}
+	var before *provisioners.Size
+	if sz, ok := eng.Provisioner.(provisioners.Sizer); ok {
+		if s, err := sz.Size(old); err == nil {
+			before = &s
+		}
+	}
+	if err := b.checkTenant(ctx, updated, eng, before); err != nil {
+		return domain.UpdateServiceSpec{}, err
 	}
 	objs, err := eng.Provisioner.Build(updated)
 	if err != nil {

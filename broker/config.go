@@ -23,6 +23,8 @@ type Config struct {
 	PollIntervalSeconds int `json:"pollIntervalSeconds"`
 	Tenancy             struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
+		// Limits are what each tenant may hold (docs/tenancy.md).
+		Limits TenancyLimits `json:"limits"`
 	} `json:"tenancy"`
 	Postgres postgres.Config `json:"postgres"`
 	// OpenBao issues the bindings' credentials when its address is set;

@@ -57,6 +57,9 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	}
 	slogger := slog.New(zapSlogHandler(o.Log))
 	m := newHTTPMetrics(o.Registry)
+	if o.Registry != nil {
+		o.Registry.MustRegister(newUsageCollector(b))
+	}
 
 	// Authentication, then the version check, on every /v2 route; brokerapi
 	// runs its own version check after ours, which then always passes.

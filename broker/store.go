@@ -223,7 +223,25 @@ func (s *Store) BindingsOf(ctx context.Context, instanceID string) ([]*BindingRe
 	return out, nil
 }
 
-// CountInstances counts live instance records by tenant (for metrics).
+// ListBindings lists every binding record (for usage metrics).
+func (s *Store) ListBindings(ctx context.Context) ([]*BindingRecord, error) {
+	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: labelRecord + "=binding"})
+	if err != nil {
+		return nil, err
+	}
+	var out []*BindingRecord
+	for i := range list.Items {
+		var r BindingRecord
+		if err := json.Unmarshal(list.Items[i].Data[recordKey], &r); err != nil {
+			continue
+		}
+		r.resourceVersion = list.Items[i].ResourceVersion
+		out = append(out, &r)
+	}
+	return out, nil
+}
+
+// ListInstances lists every instance record.
 func (s *Store) ListInstances(ctx context.Context) ([]*InstanceRecord, error) {
 	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: labelRecord + "=instance"})
 	if err != nil {

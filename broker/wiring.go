@@ -1,11 +1,14 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"text/template"
 	"time"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -22,6 +25,7 @@ type Options struct {
 	Postgres             postgres.Config
 	OpenBao              binding.OpenBaoConfig
 	CFNamespaceTemplate  string
+	Limits               TenancyLimits
 	DashboardURLTemplate string
 	Log                  *zap.Logger
 	Now                  func() time.Time
@@ -45,6 +49,9 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 	}
 	kube, err := provisioners.NewKube(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := o.Limits.Validate(); err != nil {
 		return nil, err
 	}
 	tenancy, err := NewTenancy(core, o.CFNamespaceTemplate)
@@ -90,5 +97,13 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		Log:          o.Log,
 		DashboardURL: dash,
 		Now:          o.Now,
+		Limits:       o.Limits,
+		Quotas: func(ctx context.Context, ns string) ([]corev1.ResourceQuota, error) {
+			l, err := core.CoreV1().ResourceQuotas(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return l.Items, nil
+		},
 	}, nil
 }

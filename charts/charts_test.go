@@ -296,6 +296,7 @@ func TestDefaultRender(t *testing.T) {
 		apply := []string{"create", "delete", "get", "patch"}
 		g.Expect(grantTable(rs)).To(Equal(map[string][]string{
 			"namespaces":                            {"create", "get"},
+			"resourcequotas":                        {"list"},
 			"secrets":                               {"create", "delete", "get", "patch", "update"},
 			"certificates.cert-manager.io":          apply,
 			"clusters.postgresql.cnpg.io":           apply,
@@ -482,6 +483,9 @@ func TestOpenBaoInstall(t *testing.T) {
 	values := withPassword()
 	values["openBaoCA"] = map[string]any{"existingSecret": "openbao-ca"}
 	values["config"] = map[string]any{
+		"tenancy": map[string]any{"limits": map[string]any{"default": map[string]any{
+			"instancesPerService": map[string]any{"postgresql": 5}, "storageGB": 500, "cpu": "32",
+		}}},
 		"openBao": map[string]any{
 			"address":        "https://openbao.openbao.svc:8200",
 			"postgresCAFile": "/openbao/userconfig/platform-ca/ca.crt",
@@ -497,6 +501,8 @@ func TestOpenBaoInstall(t *testing.T) {
 	g.Expect(cfg.OpenBao.Namespace).To(Equal("openbao"))
 	g.Expect(cfg.OpenBao.BindingTokenRole).To(Equal("strata-binding"))
 	g.Expect(cfg.Postgres.ServerCertificates.IssuerName).To(Equal("platform-ca"))
+	g.Expect(cfg.Tenancy.Limits.Default.InstancesPerService).To(HaveKeyWithValue("postgresql", 5))
+	g.Expect(cfg.Tenancy.Limits.Default.CPU).To(Equal("32"))
 
 	d := one(t, objs, "Deployment")
 	mounts := map[string]string{}

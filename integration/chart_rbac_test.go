@@ -40,6 +40,8 @@ func TestChartRBAC(t *testing.T) {
 		{"update", "", "secrets", "team-a", true},
 		{"list", "", "secrets", brokerNS, true},
 		{"create", "", "namespaces", "", true},
+		{"list", "", "resourcequotas", "team-a", true},
+		{"update", "", "resourcequotas", "team-a", false},
 		// Nothing more.
 		{"list", "", "secrets", "team-a", false},
 		{"watch", "", "secrets", "", false},

@@ -128,6 +128,7 @@ func run(f flags, log *zap.Logger) error {
 		Postgres:             cfg.Postgres,
 		OpenBao:              cfg.OpenBao,
 		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
+		Limits:               cfg.Tenancy.Limits,
 		DashboardURLTemplate: cfg.DashboardURLTemplate,
 		Log:                  log,
 	})

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
 )
 
 // Settings are an instance's parameters with the plan's defaults filled in:
@@ -125,4 +126,22 @@ func deref[T any](p *T, def T) T {
 		return def
 	}
 	return *p
+}
+
+// Size is what the instance requests: each PostgreSQL instance's CPU,
+// memory and volume (PgBouncer's pods request nothing of their own).
+func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error) {
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return provisioners.Size{}, err
+	}
+	n := int64(s.Instances())
+	times := func(q string) resource.Quantity {
+		v := resource.MustParse(q)
+		return *resource.NewMilliQuantity(v.MilliValue()*n, v.Format)
+	}
+	return provisioners.Size{
+		CPU: times(s.CPU), Memory: times(s.Memory),
+		Storage: *resource.NewQuantity(int64(s.StorageGB)*n<<30, resource.BinarySI),
+	}, nil
 }

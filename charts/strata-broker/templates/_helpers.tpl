@@ -123,7 +123,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- end }}
 {{- end }}
 {{- with $config.tenancy }}
-{{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate")) }}
+{{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "limits")) }}
 {{- end }}
 {{- with $config.postgres }}
 {{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
