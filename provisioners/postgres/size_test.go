@@ -10,8 +10,8 @@ import (
 // ResourceQuotas and usage metrics see.
 func TestSize(t *testing.T) {
 	tests := []struct {
-		plan                  string
-		params                map[string]any
+		plan                 string
+		params               map[string]any
 		cpu, memory, storage string
 	}{
 		{"dev-lite", nil, "250m", "512Mi", "1Gi"},
