@@ -36,3 +36,14 @@ path "sys/leases/revoke-prefix/database/creds/strata-*" {
 path "sys/leases/revoke-force/database/creds/strata-*" {
   capabilities = ["update", "sudo"]
 }
+
+# KV version 2 (mount "secret"; change the paths if the KV mount differs):
+# instance secrets, such as a Redis instance's password, under
+# strata/<namespace>/<instance>. Written at provision, read at bind, and
+# deleted with all their versions at deprovision.
+path "secret/data/strata/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/metadata/strata/*" {
+  capabilities = ["delete"]
+}

@@ -1,6 +1,234 @@
 package catalog
 
-// RedisPlan is what a Redis plan stands for (RedisFailover with Sentinel).
-type RedisPlan struct{}
+import (
+	"fmt"
+	"strings"
 
-func redisSchemas(*RedisPlan) PlanSchemas { return PlanSchemas{} }
+	"github.com/pivotal-cf/brokerapi/v12/domain"
+)
+
+// Ids are stable forever: platforms store them.
+const (
+	RedisServiceID  = "a3aca14a-6f5a-4b96-b713-058be211a532"
+	RedisDevLiteID  = "0c70e503-56b7-430d-bab8-14c08062f86d"
+	RedisStandardID = "6f695b23-ad25-41d5-b91e-cc1d8d5dde23"
+	RedisHAID       = "811af8de-717d-4531-99bc-787c02d6a918"
+)
+
+// RedisPlan is what a Redis plan stands for: a RedisFailover (Spotahome
+// redis-operator API) with Sentinel; the builders in provisioners/redis
+// turn it, with the parameters, into the operator's objects.
+type RedisPlan struct {
+	// Replicas is the default number of Redis pods (one master, the rest
+	// replicas); the replicas parameter moves it within
+	// [MinReplicas, MaxReplicas].
+	Replicas    int
+	MinReplicas int
+	MaxReplicas int
+	// Sentinels is the number of Sentinel pods. The operator's Sentinels
+	// need a quorum of 2, so with fewer than 3 there is no failover.
+	Sentinels int
+
+	// Memory and CPU of each Redis pod (requests = limits); maxmemory is
+	// derived from the memory (see provisioners/redis).
+	Memory    string
+	MaxMemory string
+	CPU       string
+	MaxCPU    string
+
+	StorageGB    int
+	MinStorageGB int
+	MaxStorageGB int
+
+	Persistence RedisPersistence
+}
+
+// RedisPersistence is how a plan keeps Redis data across restarts.
+type RedisPersistence struct {
+	// AOF is the append-only file's fsync policy: "no" (the kernel
+	// flushes, about every 30 s), "everysec" or "always"; "" means no
+	// append-only file. Every plan has one: Redis started with an AOF on a
+	// volume that has only an RDB snapshot starts empty (proved in
+	// integration/redistest), so a plan without one could never move to
+	// a plan with one.
+	AOF string
+	// Snapshots are RDB save points, each "<seconds> <changes>": a snapshot
+	// is written when at least <changes> writes happened in <seconds>.
+	Snapshots []string
+	// KeepVolumes keeps the data volumes (PVCs) when the instance is
+	// deleted (the RedisFailover's storage.keepAfterDeletion).
+	KeepVolumes bool
+}
+
+// AOFPolicies are the append-only fsync policies the catalog offers.
+var AOFPolicies = []string{"no", "everysec", "always"}
+
+// MaxmemoryPolicies are Redis's eviction policies.
+var MaxmemoryPolicies = []string{
+	"noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random",
+	"volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+}
+
+// DefaultMaxmemoryPolicy suits a cache: the least recently used keys go
+// when memory is full.
+const DefaultMaxmemoryPolicy = "allkeys-lru"
+
+// RedisService returns the Redis service until the broker lists it in
+// Default (the catalog tests and the engine's tests use it).
+func RedisService() Service { return redisService() }
+
+func redisService() Service {
+	snapshots := []string{"3600 1", "300 100", "60 10000"}
+	devLite := Plan{
+		ID:          RedisDevLiteID,
+		Name:        "dev-lite",
+		Description: "One Redis and one Sentinel, RDB snapshots and an append-only file flushed by the OS, no failover: for development and tests.",
+		UpdatableTo: []string{"standard"},
+		// Two pods and a PVC.
+		MaximumPollingDuration: 1200,
+		Redis: &RedisPlan{
+			Replicas: 1, MinReplicas: 1, MaxReplicas: 1, Sentinels: 1,
+			Memory: "256Mi", MaxMemory: "1Gi", CPU: "100m", MaxCPU: "500m",
+			StorageGB: 1, MinStorageGB: 1, MaxStorageGB: 5,
+			Persistence: RedisPersistence{AOF: "no", Snapshots: snapshots},
+		},
+	}
+	standard := Plan{
+		ID:   RedisStandardID,
+		Name: "standard",
+		Description: "Master and replica with three Sentinels for automatic failover, " +
+			"AOF (fsync every second) and RDB snapshots on persistent volumes.",
+		UpdatableTo:            []string{"ha"},
+		MaximumPollingDuration: 2400,
+		Redis: &RedisPlan{
+			Replicas: 2, MinReplicas: 2, MaxReplicas: 5, Sentinels: 3,
+			Memory: "1Gi", MaxMemory: "8Gi", CPU: "500m", MaxCPU: "2",
+			StorageGB: 5, MinStorageGB: 2, MaxStorageGB: 100,
+			Persistence: RedisPersistence{AOF: "everysec", Snapshots: snapshots},
+		},
+	}
+	ha := Plan{
+		ID:   RedisHAID,
+		Name: "ha",
+		Description: "Master and two replicas with three Sentinels, AOF with fsync on every " +
+			"write, RDB snapshots, volumes kept after deletion.",
+		MaximumPollingDuration: 3600,
+		Redis: &RedisPlan{
+			Replicas: 3, MinReplicas: 3, MaxReplicas: 7, Sentinels: 3,
+			Memory: "4Gi", MaxMemory: "32Gi", CPU: "1", MaxCPU: "4",
+			StorageGB: 20, MinStorageGB: 5, MaxStorageGB: 500,
+			Persistence: RedisPersistence{AOF: "always", Snapshots: snapshots, KeepVolumes: true},
+		},
+	}
+	for _, p := range []*Plan{&devLite, &standard, &ha} {
+		p.Metadata = redisPlanMetadata(p)
+	}
+	return Service{
+		ID:     RedisServiceID,
+		Name:   "redis",
+		Engine: EngineRedis,
+		Description: "Redis with Sentinel managed by the redis-operator (RedisFailover) in your " +
+			"namespace: password and TLS on every client connection, persistence, Spring-Boot-ready bindings.",
+		Tags: []string{"redis", "cache", "key-value", "sentinel"},
+		Metadata: domain.ServiceMetadata{
+			DisplayName:         "Redis",
+			LongDescription:     "Redis master/replica sets watched by Sentinel, run by the redis-operator in the tenant's namespace, from a single dev instance to three replicas with AOF fsync on every write.",
+			DocumentationUrl:    "docs/redis.md",
+			ProviderDisplayName: "Strata",
+		},
+		Plans: []Plan{devLite, standard, ha},
+	}
+}
+
+func redisPlanMetadata(p *Plan) domain.ServicePlanMetadata {
+	r := p.Redis
+	failover := "no automatic failover"
+	if r.Sentinels >= 3 && r.Replicas >= 2 {
+		failover = "automatic failover"
+	}
+	bullets := []string{
+		fmt.Sprintf("%d Redis pod(s) (%d–%d), %d Sentinel(s): %s", r.Replicas, r.MinReplicas, r.MaxReplicas, r.Sentinels, failover),
+		fmt.Sprintf("%s memory, %s CPU per Redis pod by default (at most %s, %s)", r.Memory, r.CPU, r.MaxMemory, r.MaxCPU),
+		fmt.Sprintf("%d GB volume per Redis pod by default (%d–%d GB)", r.StorageGB, r.MinStorageGB, r.MaxStorageGB),
+		"password and TLS on every client connection",
+		"RDB snapshots (" + strings.Join(r.Persistence.Snapshots, ", ") + ")",
+	}
+	switch r.Persistence.AOF {
+	case "no":
+		bullets = append(bullets, "append-only file flushed by the OS: the last seconds of writes can be lost")
+	case "":
+		bullets = append(bullets, "no append-only file: writes since the last snapshot can be lost")
+	default:
+		bullets = append(bullets, "append-only file, fsync "+r.Persistence.AOF)
+	}
+	if r.Persistence.KeepVolumes {
+		bullets = append(bullets, "volumes kept after deprovision")
+	}
+	return domain.ServicePlanMetadata{
+		DisplayName: map[string]string{"dev-lite": "Dev lite", "standard": "Standard", "ha": "High availability"}[p.Name],
+		Bullets:     bullets,
+		AdditionalMetadata: map[string]any{
+			"redis_replicas": r.Replicas,
+			"sentinels":      r.Sentinels,
+			"storage_gb":     r.StorageGB,
+			"aof":            r.Persistence.AOF,
+		},
+	}
+}
+
+func redisSchemas(r *RedisPlan) PlanSchemas {
+	return PlanSchemas{
+		Provision: redisInstanceSchema(r, false),
+		Update:    redisInstanceSchema(r, true),
+		Bind:      redisBindSchema(),
+	}
+}
+
+func redisInstanceSchema(r *RedisPlan, update bool) Schema {
+	props := Schema{
+		"replicas": Schema{
+			"type": "integer", "minimum": r.MinReplicas, "maximum": r.MaxReplicas, "default": r.Replicas,
+			"description": "Redis pods: one master, the others replicas that Sentinel promotes on failure.",
+		},
+		"storage_gb": Schema{
+			"type": "integer", "minimum": r.MinStorageGB, "maximum": r.MaxStorageGB, "default": r.StorageGB,
+			"description": "Volume size of each Redis pod in GB (GiB), for the RDB snapshots and the append-only file. It can grow on update, never shrink.",
+		},
+		"resources": Schema{
+			"type": "object", "additionalProperties": false,
+			"description": fmt.Sprintf("CPU and memory of each Redis pod (requests = limits). At most %s CPU and %s memory on this plan. maxmemory is 75%% of the memory.", r.MaxCPU, r.MaxMemory),
+			"properties": Schema{
+				"cpu":    Schema{"type": "string", "pattern": `^([1-9][0-9]*m|[0-9]+(\.[0-9]+)?)$`, "default": r.CPU, "description": "Kubernetes CPU quantity, e.g. 500m or 2."},
+				"memory": Schema{"type": "string", "pattern": `^[1-9][0-9]*(Mi|Gi)$`, "default": r.Memory, "description": "Kubernetes memory quantity in Mi or Gi, e.g. 2Gi."},
+			},
+		},
+		"maxmemory_policy": Schema{
+			"type": "string", "enum": MaxmemoryPolicies, "default": DefaultMaxmemoryPolicy,
+			"description": "What Redis evicts when maxmemory is reached; noeviction refuses writes instead.",
+		},
+	}
+	title := "Redis instance parameters"
+	if update {
+		title = "Redis update parameters"
+		withoutDefaults(props)
+	}
+	return Schema{
+		"$schema":              schemaDialect,
+		"title":                title,
+		"type":                 "object",
+		"additionalProperties": false,
+		"properties":           props,
+	}
+}
+
+func redisBindSchema() Schema {
+	return Schema{
+		"$schema":              schemaDialect,
+		"title":                "Redis binding parameters",
+		"type":                 "object",
+		"additionalProperties": false,
+		// Every binding gets the instance's password and the master's TLS
+		// address: there is nothing to choose.
+		"properties": Schema{},
+	}
+}

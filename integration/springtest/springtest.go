@@ -57,6 +57,11 @@ const (
 type Result struct {
 	// Postgres is set when the binding has spring.datasource.url.
 	Postgres *PostgresResult `json:"postgresql"`
+	// Redis is set when the binding has spring.data.redis.host.
+	Redis *RedisResult `json:"redis"`
+	// Kafka is set when the binding has
+	// spring.cloud.stream.kafka.binder.brokers.
+	Kafka *KafkaResult `json:"kafka"`
 	// SSLBundles are the SSL bundles Spring Boot loaded from
 	// spring.ssl.bundle.*, by name.
 	SSLBundles map[string]SSLBundle `json:"sslBundles"`
@@ -116,6 +121,35 @@ type FlywayConfig struct {
 	DataSourceURL  string `json:"dataSourceUrl"`
 	DataSourceUser string `json:"dataSourceUser"`
 	InitSQL        string `json:"initSql"`
+}
+
+// RedisResult is what the application saw of a Redis binding: the value
+// it wrote and read back through Spring Data Redis, and how Spring Boot
+// configured the Lettuce client from the binding.
+type RedisResult struct {
+	Wrote         string `json:"wrote"`
+	Read          string `json:"read"`
+	ServerVersion string `json:"serverVersion"`
+	Client        string `json:"client"`
+	Host          string `json:"host"`
+	Port          int    `json:"port"`
+	SSL           bool   `json:"ssl"`
+	VerifyPeer    bool   `json:"verifyPeer"`
+	Sentinel      bool   `json:"sentinel"`
+}
+
+// KafkaResult is what the application saw of a Kafka binding: one record
+// sent with Spring Kafka's KafkaTemplate and one with Spring Cloud Stream's
+// StreamBridge to the instance's events topic, both received by a function
+// binding in the binding's consumer group.
+type KafkaResult struct {
+	Topic                    string   `json:"topic"`
+	Group                    string   `json:"group"`
+	TemplateSecurityProtocol string   `json:"templateSecurityProtocol"`
+	TemplateSslEngineFactory string   `json:"templateSslEngineFactory"`
+	SentViaKafkaTemplate     string   `json:"sentViaKafkaTemplate"`
+	SentViaStreamBridge      string   `json:"sentViaStreamBridge"`
+	Received                 []string `json:"received"`
 }
 
 // SSLBundle is one loaded SSL bundle.

@@ -1,0 +1,99 @@
+package kafka
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/strata-dev/strata/catalog"
+)
+
+// Topic is one requested topic with the plan's defaults filled in.
+type Topic struct {
+	// Name is the topic's name within the instance (the parameter); the
+	// Kafka topic is TopicPrefix + Name.
+	Name          string
+	Partitions    int
+	RetentionMs   int64
+	CleanupPolicy string
+}
+
+// Settings are an instance's parameters with the plan's defaults filled in.
+type Settings struct {
+	Topics             []Topic
+	AllowTopicDeletion bool
+	// StorageGB is each broker's volume (dedicated plans only).
+	StorageGB int
+}
+
+// rawParams mirrors the JSON Schema in catalog/kafka.go.
+type rawParams struct {
+	Topics []struct {
+		Name          string  `json:"name"`
+		Partitions    *int    `json:"partitions"`
+		RetentionMs   *int64  `json:"retention_ms"`
+		CleanupPolicy *string `json:"cleanup_policy"`
+	} `json:"topics"`
+	AllowTopicDeletion *bool `json:"allow_topic_deletion"`
+	StorageGB          *int  `json:"storage_gb"`
+}
+
+// Resolve applies the plan's defaults to schema-valid parameters and checks
+// what the JSON Schema cannot: topic names are unique.
+func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
+	k := plan.Kafka
+	if k == nil {
+		return Settings{}, fmt.Errorf("plan %q is not a Kafka plan", plan.Name)
+	}
+	var p rawParams
+	raw, _ := json.Marshal(params)
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return Settings{}, fmt.Errorf("parameters: %v", err)
+	}
+	s := Settings{AllowTopicDeletion: deref(p.AllowTopicDeletion, false)}
+	if k.Cluster != nil {
+		s.StorageGB = deref(p.StorageGB, k.Cluster.StorageGB)
+	}
+	if len(p.Topics) == 0 {
+		s.Topics = []Topic{{Name: catalog.DefaultKafkaTopic}}
+	}
+	seen := map[string]int{}
+	for i, t := range p.Topics {
+		if j, dup := seen[t.Name]; dup {
+			return Settings{}, fmt.Errorf("parameters.topics.%d.name: topic %q is already parameters.topics.%d; topic names are unique", i, t.Name, j)
+		}
+		seen[t.Name] = i
+		s.Topics = append(s.Topics, Topic{
+			Name:          t.Name,
+			Partitions:    deref(t.Partitions, 0),
+			RetentionMs:   deref(t.RetentionMs, 0),
+			CleanupPolicy: deref(t.CleanupPolicy, ""),
+		})
+	}
+	for i := range s.Topics {
+		t := &s.Topics[i]
+		if t.Partitions == 0 {
+			t.Partitions = k.DefaultPartitions
+		}
+		if t.RetentionMs == 0 {
+			t.RetentionMs = k.DefaultRetentionMs
+		}
+		if t.CleanupPolicy == "" {
+			t.CleanupPolicy = "delete"
+		}
+		if t.Partitions > k.MaxPartitions || t.RetentionMs > k.MaxRetentionMs {
+			return Settings{}, fmt.Errorf("parameters.topics.%d: %d partitions and retention %d ms exceed plan %q (at most %d partitions, %d ms)",
+				i, t.Partitions, t.RetentionMs, plan.Name, k.MaxPartitions, k.MaxRetentionMs)
+		}
+	}
+	if len(s.Topics) > k.MaxTopics {
+		return Settings{}, fmt.Errorf("parameters.topics: %d topics, plan %q allows %d", len(s.Topics), plan.Name, k.MaxTopics)
+	}
+	return s, nil
+}
+
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

@@ -1,0 +1,409 @@
+// Package redis turns a Redis plan and its parameters into a RedisFailover
+// (databases.spotahome.com/v1, served by the Spotahome redis-operator and
+// its maintained fork) and the objects around it, and reads readiness back
+// from what the operator creates (a RedisFailover has no status).
+package redis
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/strata-dev/strata/provisioners"
+)
+
+// Ports. The operator, the Sentinels and replication speak plaintext to
+// RedisPort (the operator has no TLS client); applications use TLSPort.
+const (
+	RedisPort    = 6379
+	TLSPort      = 6380
+	SentinelPort = 26379
+	ExporterPort = 9121
+	// MasterName is the name the operator's Sentinels monitor the master
+	// under (hard-coded in the operator).
+	MasterName = "mymaster"
+	// PasswordKey is the key of the password in the auth Secret (the
+	// operator reads exactly this key).
+	PasswordKey = "password"
+)
+
+// Paths inside the Redis container. ConfigFile is the operator's
+// redis.conf (port, dir, password, replicaof); CertDir is where the
+// instance's cert-manager Secret is mounted.
+const (
+	ConfigFile = "/redis/redis.conf"
+	CertDir    = "/strata/tls"
+	certVolume = "strata-tls"
+)
+
+// Operator vocabulary: the labels it puts on the pods it creates.
+const (
+	labelName      = "app.kubernetes.io/name"
+	labelComponent = "app.kubernetes.io/component"
+	labelPartOf    = "app.kubernetes.io/part-of"
+	partOf         = "redis-failover"
+	labelRole      = "redisfailovers-role"
+	// The exporter container's port name.
+	exporterPortName = "http-metrics"
+	rfAPI            = "databases.spotahome.com/v1"
+	// MaxNameLength is the operator's limit on a RedisFailover's name.
+	MaxNameLength = 48
+)
+
+// Config is what the platform team sets for every Redis instance.
+type Config struct {
+	// RedisImage and ExporterImage are pinned operand images. The Redis
+	// image must be built with TLS (the official images are).
+	RedisImage    string `json:"redisImage"`
+	ExporterImage string `json:"exporterImage"`
+	// StorageClass of the data volumes; encryption at rest comes from it.
+	StorageClass string `json:"storageClass"`
+	// OperatorNamespace and MonitoringNamespace are allowed through the
+	// instances' NetworkPolicies on the ports they need.
+	OperatorNamespace   string `json:"operatorNamespace"`
+	MonitoringNamespace string `json:"monitoringNamespace"`
+	// ServerCertificates names the cert-manager issuer of the TLS port's
+	// certificate. Required: TLS is not optional.
+	ServerCertificates provisioners.CertificatesConfig `json:"serverCertificates"`
+	// PodMonitor creates a prometheus-operator PodMonitor for the exporter.
+	PodMonitor bool `json:"podMonitor"`
+}
+
+// DefaultConfig is used for every field the broker configuration leaves out.
+func DefaultConfig() Config {
+	return Config{
+		RedisImage:          "redis:7.2.7-alpine",
+		ExporterImage:       "oliver006/redis_exporter:v1.67.0",
+		OperatorNamespace:   "redis-operator",
+		MonitoringNamespace: "monitoring",
+		PodMonitor:          true,
+	}
+}
+
+// Provisioner is the Redis engine.
+type Provisioner struct {
+	Config Config
+}
+
+var _ provisioners.Provisioner = (*Provisioner)(nil)
+
+// Names of an instance's objects.
+type Names struct {
+	// Failover is the RedisFailover.
+	Failover string
+	// AuthSecret holds the password (key PasswordKey). The binder creates
+	// it once, before the first apply; it is not part of Build because its
+	// content is random.
+	AuthSecret string
+	// Certificate is the cert-manager Certificate and its Secret.
+	Certificate string
+	// TLSService is Strata's Service in front of the master's TLS port.
+	TLSService string
+	// Created by the operator.
+	StatefulSet, Deployment, SentinelService string
+	// NetworkPolicy names.
+	RedisPolicy, SentinelPolicy string
+}
+
+// NamesOf returns the object names of an instance.
+func NamesOf(inst provisioners.Instance) Names {
+	return Names{
+		Failover:        inst.Name,
+		AuthSecret:      inst.Name + "-auth",
+		Certificate:     inst.Name + "-tls",
+		TLSService:      inst.Name + "-tls",
+		StatefulSet:     "rfr-" + inst.Name,
+		Deployment:      "rfs-" + inst.Name,
+		SentinelService: "rfs-" + inst.Name,
+		RedisPolicy:     inst.Name + "-redis",
+		SentinelPolicy:  inst.Name + "-sentinel",
+	}
+}
+
+// AuthSecret is the Secret with the instance's password, which the
+// operator writes into redis.conf (requirepass, masterauth) and the
+// Sentinels' auth-pass. The binder creates it once.
+func AuthSecret(inst provisioners.Instance, password string) *unstructured.Unstructured {
+	o := provisioners.NewObject(inst, "v1", "Secret", NamesOf(inst).AuthSecret, nil)
+	o.Object["type"] = "Opaque"
+	o.Object["stringData"] = map[string]any{PasswordKey: password}
+	return o
+}
+
+// Build renders the instance's objects in apply order.
+func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstructured, error) {
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return nil, err
+	}
+	if p.Config.ServerCertificates.IssuerName == "" {
+		return nil, fmt.Errorf("Redis clients connect with TLS only: set redis.serverCertificates.issuerName in the broker configuration to a cert-manager issuer")
+	}
+	if p.Config.RedisImage == "" || p.Config.ExporterImage == "" {
+		return nil, fmt.Errorf("set redis.redisImage and redis.exporterImage in the broker configuration (pinned tags)")
+	}
+	if len(inst.Name) > MaxNameLength {
+		return nil, fmt.Errorf("instance name %q is longer than the redis-operator's %d characters", inst.Name, MaxNameLength)
+	}
+	n := NamesOf(inst)
+	objs := []*unstructured.Unstructured{
+		p.certificate(inst, n),
+		p.failover(inst, s, n),
+		tlsService(inst, n),
+	}
+	objs = append(objs, p.networkPolicies(inst, n)...)
+	if p.Config.PodMonitor {
+		objs = append(objs, podMonitor(inst, n))
+	}
+	if inst.Meshed {
+		objs = append(objs, destinationRules(inst, n)...)
+	}
+	return objs, nil
+}
+
+// RedisArgs are the redis-server arguments after the operator's config
+// file. Command-line arguments are read after the file, so they win over
+// its lines; persistence has to be set this way because the operator
+// applies customConfig only with CONFIG SET after start, which is lost at
+// every restart (Redis would restart without its append-only file).
+func RedisArgs(s Settings) []string {
+	args := []string{
+		// TLS for clients on a port of its own; the plaintext port stays
+		// for the operator, the Sentinels and replication, and the
+		// NetworkPolicy admits only them to it.
+		"--tls-port", strconv.Itoa(TLSPort),
+		"--tls-cert-file", CertDir + "/tls.crt",
+		"--tls-key-file", CertDir + "/tls.key",
+		"--tls-ca-cert-file", CertDir + "/ca.crt",
+		// Clients authenticate with the password, not certificates.
+		"--tls-auth-clients", "no",
+		"--tls-protocols", "TLSv1.2 TLSv1.3",
+		"--tls-prefer-server-ciphers", "yes",
+		"--maxmemory", strconv.FormatInt(s.MaxmemoryBytes, 10),
+		"--maxmemory-policy", s.MaxmemoryPolicy,
+		// The operator's file has its own save points; an empty save
+		// clears them so exactly the plan's apply.
+		"--save", "",
+	}
+	if len(s.Snapshots) > 0 {
+		args = append(args, "--save", strings.Join(s.Snapshots, " "))
+	}
+	if s.AOF != "" {
+		args = append(args, "--appendonly", "yes", "--appendfsync", s.AOF,
+			// A snapshot preamble makes the AOF load fast after a restart.
+			"--aof-use-rdb-preamble", "yes")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	return args
+}
+
+// CertReloadArgs is the Redis command that makes a running Redis read its
+// TLS files again: Redis 7 re-reads them whenever these settings are set,
+// even to the same paths, and never on its own. cert-manager renews the
+// certificate 15 days before it expires.
+func CertReloadArgs() []string {
+	return []string{"CONFIG", "SET",
+		"tls-cert-file", CertDir + "/tls.crt",
+		"tls-key-file", CertDir + "/tls.key",
+		"tls-ca-cert-file", CertDir + "/ca.crt",
+	}
+}
+
+// CertReloadInterval is how often the reload sidecar runs CertReloadArgs.
+const CertReloadInterval = "3600"
+
+// RedisCommand is the Redis container's command.
+func RedisCommand(s Settings) []string {
+	return append([]string{"redis-server", ConfigFile}, RedisArgs(s)...)
+}
+
+func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) *unstructured.Unstructured {
+	pvcSpec := map[string]any{
+		"accessModes": []any{"ReadWriteOnce"},
+		"resources":   map[string]any{"requests": map[string]any{"storage": fmt.Sprintf("%dGi", s.StorageGB)}},
+	}
+	if p.Config.StorageClass != "" {
+		pvcSpec["storageClassName"] = p.Config.StorageClass
+	}
+	command := make([]any, 0, 32)
+	for _, a := range RedisCommand(s) {
+		command = append(command, a)
+	}
+	redis := map[string]any{
+		"image":    p.Config.RedisImage,
+		"replicas": int64(s.Replicas),
+		"command":  command,
+		"resources": map[string]any{
+			"requests": map[string]any{"cpu": s.CPU, "memory": s.Memory},
+			"limits":   map[string]any{"cpu": s.CPU, "memory": s.Memory},
+		},
+		"storage": map[string]any{
+			"keepAfterDeletion": s.KeepVolumes,
+			"persistentVolumeClaim": map[string]any{
+				// The operator mounts the claim by this name at /data.
+				"metadata": map[string]any{"name": "redis-data", "labels": provisioners.StringMap(inst.Labels())},
+				"spec":     pvcSpec,
+			},
+		},
+		"exporter": map[string]any{
+			"enabled": true,
+			"image":   p.Config.ExporterImage,
+			"resources": map[string]any{
+				"requests": map[string]any{"cpu": "25m", "memory": "32Mi"},
+				"limits":   map[string]any{"cpu": "100m", "memory": "64Mi"},
+			},
+		},
+		"extraVolumes": []any{map[string]any{
+			"name":   certVolume,
+			"secret": map[string]any{"secretName": n.Certificate},
+		}},
+		"extraVolumeMounts": []any{map[string]any{
+			"name": certVolume, "mountPath": CertDir, "readOnly": true,
+		}},
+		"extraContainers": []any{certReloader(p.Config.RedisImage, n)},
+	}
+	if spread := zoneSpread(inst, n, "redis"); spread != nil {
+		redis["topologySpreadConstraints"] = spread
+	}
+	sentinel := map[string]any{
+		"image":    p.Config.RedisImage,
+		"replicas": int64(s.Sentinels),
+		"resources": map[string]any{
+			"requests": map[string]any{"cpu": "50m", "memory": "64Mi"},
+			"limits":   map[string]any{"cpu": "100m", "memory": "64Mi"},
+		},
+	}
+	if spread := zoneSpread(inst, n, "sentinel"); spread != nil {
+		sentinel["topologySpreadConstraints"] = spread
+	}
+	if inst.Meshed {
+		// Redis and Sentinel stay out of the mesh: Sentinel and
+		// replication address pods by IP, and behind Envoy they see and
+		// announce wrong addresses. Clients still get TLS from Redis itself.
+		redis["podAnnotations"] = map[string]any{"sidecar.istio.io/inject": "false"}
+		sentinel["podAnnotations"] = map[string]any{"sidecar.istio.io/inject": "false"}
+	}
+	o := provisioners.NewObject(inst, rfAPI, "RedisFailover", n.Failover, map[string]any{
+		"auth":     map[string]any{"secretPath": n.AuthSecret},
+		"redis":    redis,
+		"sentinel": sentinel,
+	})
+	if inst.Meshed {
+		// The operator copies the RedisFailover's labels to its pods:
+		// ambient mode leaves pods with this label alone.
+		labels := o.GetLabels()
+		labels["istio.io/dataplane-mode"] = "none"
+		o.SetLabels(labels)
+	}
+	return o
+}
+
+// certReloader is a sidecar of every Redis pod that has Redis re-read the
+// mounted certificate every CertReloadInterval seconds, so that a renewed
+// certificate is served without a restart. It talks to Redis on localhost
+// with the password from the auth Secret (REDISCLI_AUTH keeps it off the
+// command line).
+func certReloader(image string, n Names) map[string]any {
+	script := "while sleep " + CertReloadInterval + "; do redis-cli --no-auth-warning -h 127.0.0.1 -p " +
+		strconv.Itoa(RedisPort) + " " + strings.Join(CertReloadArgs(), " ") + " || true; done"
+	return map[string]any{
+		"name":    "strata-tls-reload",
+		"image":   image,
+		"command": []any{"sh", "-c", script},
+		"env": []any{map[string]any{
+			"name":      "REDISCLI_AUTH",
+			"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": n.AuthSecret, "key": PasswordKey}},
+		}},
+		"volumeMounts": []any{map[string]any{"name": certVolume, "mountPath": CertDir, "readOnly": true}},
+		"resources": map[string]any{
+			"requests": map[string]any{"cpu": "5m", "memory": "16Mi"},
+			"limits":   map[string]any{"cpu": "50m", "memory": "32Mi"},
+		},
+	}
+}
+
+// zoneSpread spreads the pods of a component across availability zones on
+// plans with failover, softly: a cluster with fewer zones still schedules
+// them (the operator already keeps them on different nodes when it can).
+func zoneSpread(inst provisioners.Instance, n Names, component string) []any {
+	if inst.Plan.Redis.Sentinels < 3 {
+		return nil
+	}
+	return []any{map[string]any{
+		"maxSkew": int64(1), "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+		"labelSelector": map[string]any{"matchLabels": podSelector(n, component)},
+	}}
+}
+
+// certificate is the TLS port's certificate, valid for every name of the
+// TLS Service.
+func (p *Provisioner) certificate(inst provisioners.Instance, n Names) *unstructured.Unstructured {
+	return provisioners.ServerCertificate(inst, p.Config.ServerCertificates, n.Certificate, n.TLSService,
+		provisioners.ServiceNames(n.TLSService, inst.Namespace), nil)
+}
+
+// podSelector selects the operator's pods of one component (redis or
+// sentinel) of the instance.
+func podSelector(n Names, component string) map[string]any {
+	return map[string]any{labelName: n.Failover, labelComponent: component, labelPartOf: partOf}
+}
+
+// tlsService leads clients to the master's TLS port. The operator labels
+// the master pod; Sentinel cannot be used for discovery with TLS because it
+// reports the master's plaintext port (the one the operator uses).
+func tlsService(inst provisioners.Instance, n Names) *unstructured.Unstructured {
+	sel := podSelector(n, "redis")
+	sel[labelRole] = "master"
+	return provisioners.NewObject(inst, "v1", "Service", n.TLSService, map[string]any{
+		"type":     "ClusterIP",
+		"selector": sel,
+		"ports": []any{map[string]any{
+			// tcp-: Istio treats the traffic as opaque TCP.
+			"name": "tcp-redis-tls", "protocol": "TCP", "port": int64(TLSPort), "targetPort": int64(TLSPort),
+		}},
+	})
+}
+
+func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*unstructured.Unstructured {
+	// The instance's own pods: replicas replicate from the master and the
+	// Sentinels watch and reconfigure the Redis pods; the Redis pods'
+	// shutdown hook asks the Sentinels for a failover.
+	instancePods := map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{labelName: n.Failover, labelPartOf: partOf}}}
+	operator := provisioners.FromNamespace(p.Config.OperatorNamespace)
+	return []*unstructured.Unstructured{
+		provisioners.IngressPolicy(inst, n.RedisPolicy, podSelector(n, "redis"),
+			provisioners.AllowFrom(provisioners.SameNamespace(), TLSPort),
+			provisioners.AllowFrom(instancePods, RedisPort),
+			provisioners.AllowFrom(operator, RedisPort),
+			provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), ExporterPort),
+		),
+		provisioners.IngressPolicy(inst, n.SentinelPolicy, podSelector(n, "sentinel"),
+			provisioners.AllowFrom(instancePods, SentinelPort),
+			provisioners.AllowFrom(operator, SentinelPort),
+		),
+	}
+}
+
+func podMonitor(inst provisioners.Instance, n Names) *unstructured.Unstructured {
+	return provisioners.NewObject(inst, "monitoring.coreos.com/v1", "PodMonitor", n.Failover, map[string]any{
+		"selector":            map[string]any{"matchLabels": podSelector(n, "redis")},
+		"podMetricsEndpoints": []any{map[string]any{"port": exporterPortName}},
+	})
+}
+
+// destinationRules tell meshed clients that the (out-of-mesh) Redis and
+// Sentinel pods take no Istio mTLS, whatever a mesh-wide rule says: the
+// connection carries Redis's own TLS instead.
+func destinationRules(inst provisioners.Instance, n Names) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, svc := range []string{n.TLSService, n.SentinelService} {
+		out = append(out, provisioners.NewObject(inst, "networking.istio.io/v1", "DestinationRule", svc, map[string]any{
+			"host":          svc + "." + inst.Namespace + ".svc.cluster.local",
+			"trafficPolicy": map[string]any{"tls": map[string]any{"mode": "DISABLE"}},
+		}))
+	}
+	return out
+}
