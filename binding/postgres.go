@@ -28,7 +28,6 @@ type Kube interface {
 	Apply(ctx context.Context, objs []*unstructured.Unstructured) error
 	Create(ctx context.Context, obj *unstructured.Unstructured) (bool, error)
 	Get(ctx context.Context, ref provisioners.Ref) (*unstructured.Unstructured, error)
-	Update(ctx context.Context, obj *unstructured.Unstructured) error
 	Delete(ctx context.Context, ref provisioners.Ref) error
 }
 

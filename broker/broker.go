@@ -406,6 +406,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 		_ = b.Store.UpdateInstance(ctx, rec)
 		return domain.UpdateServiceSpec{}, internal("the update could not be applied and was rolled back: " + err.Error())
 	}
+	b.prune(ctx, old, eng, objs)
 	return domain.UpdateServiceSpec{IsAsync: true, OperationData: rec.Operation.ID, DashboardURL: rec.DashboardURL}, nil
 }
 
@@ -460,6 +461,30 @@ func (b *Broker) deprovisionStep(ctx context.Context, inst provisioners.Instance
 		return false, fmt.Errorf("deleting: %w", err)
 	}
 	return done, nil
+}
+
+// prune deletes what the instance rendered before an update and renders
+// no more (a topic the update dropped), except retained objects. CheckUpdate
+// has refused whatever would lose data unless the parameters allow it; a
+// failure is logged, and the next update prunes again.
+func (b *Broker) prune(ctx context.Context, before provisioners.Instance, eng Engine, now []*unstructured.Unstructured) {
+	old, err := eng.Provisioner.Build(before)
+	if err != nil {
+		return
+	}
+	keep := map[provisioners.Ref]bool{}
+	for _, o := range now {
+		keep[provisioners.RefOf(o)] = true
+	}
+	for _, o := range old {
+		ref := provisioners.RefOf(o)
+		if keep[ref] || o.GetAnnotations()[provisioners.AnnotationRetain] == "true" {
+			continue
+		}
+		if err := b.Kube.Delete(ctx, ref); err != nil {
+			b.Log.Warn("prune", zap.String("instance", before.ID), zap.String("object", ref.GVK.Kind+" "+ref.Namespace+"/"+ref.Name), zap.Error(err))
+		}
+	}
 }
 
 // deleteObjects deletes what Build renders, except retained objects, and

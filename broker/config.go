@@ -7,7 +7,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/strata-dev/strata/binding"
+	"github.com/strata-dev/strata/provisioners/kafka"
 	"github.com/strata-dev/strata/provisioners/postgres"
+	"github.com/strata-dev/strata/provisioners/redis"
 )
 
 // Config is the broker configuration file (YAML). Every field is optional;
@@ -27,6 +29,11 @@ type Config struct {
 		Limits TenancyLimits `json:"limits"`
 	} `json:"tenancy"`
 	Postgres postgres.Config `json:"postgres"`
+	// Redis is the settings of RedisFailover instances.
+	Redis redis.Config `json:"redis"`
+	// Kafka is the platform's shared Strimzi cluster and the settings of
+	// dedicated ones.
+	Kafka kafka.Config `json:"kafka"`
 	// OpenBao issues the bindings' credentials when its address is set;
 	// without it bindings get CloudNativePG-managed logins (development).
 	OpenBao binding.OpenBaoConfig `json:"openBao"`
@@ -51,7 +58,7 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig decodes a configuration strictly (an unknown key is an
 // error naming it) over the defaults.
 func ParseConfig(raw []byte) (Config, error) {
-	c := Config{PollIntervalSeconds: 10, Postgres: postgres.DefaultConfig()}
+	c := Config{PollIntervalSeconds: 10, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
 	defaults := postgres.DefaultConfig()
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return c, err
@@ -64,6 +71,13 @@ func ParseConfig(raw []byte) (Config, error) {
 		if _, ok := c.Postgres.Images[v]; !ok {
 			c.Postgres.Images[v] = img
 		}
+	}
+	// Empty Redis images mean the pinned ones.
+	if c.Redis.RedisImage == "" {
+		c.Redis.RedisImage = redis.DefaultConfig().RedisImage
+	}
+	if c.Redis.ExporterImage == "" {
+		c.Redis.ExporterImage = redis.DefaultConfig().ExporterImage
 	}
 	if c.Postgres.OperatorNamespace == "" {
 		c.Postgres.OperatorNamespace = defaults.OperatorNamespace

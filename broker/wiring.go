@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"text/template"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 	"github.com/strata-dev/strata/binding"
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/kafka"
 	"github.com/strata-dev/strata/provisioners/postgres"
+	"github.com/strata-dev/strata/provisioners/redis"
 )
 
 // Options configure New.
@@ -23,6 +26,8 @@ type Options struct {
 	// Namespace keeps the broker's records.
 	Namespace            string
 	Postgres             postgres.Config
+	Redis                redis.Config
+	Kafka                kafka.Config
 	OpenBao              binding.OpenBaoConfig
 	CFNamespaceTemplate  string
 	Limits               TenancyLimits
@@ -65,7 +70,20 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		}
 	}
 	pg := &postgres.Provisioner{Config: o.Postgres}
+	if reflect.ValueOf(o.Kafka).IsZero() {
+		o.Kafka = kafka.DefaultConfig()
+	}
+	kp := &kafka.Provisioner{Config: o.Kafka}
+	if reflect.ValueOf(o.Redis).IsZero() {
+		o.Redis = redis.DefaultConfig()
+	}
+	if o.Redis.ServerCertificates.IssuerName == "" {
+		// One platform CA for every engine unless Redis names its own.
+		o.Redis.ServerCertificates = o.Postgres.ServerCertificates
+	}
+	rp := &redis.Provisioner{Config: o.Redis}
 	var logins binding.CredentialSource = &binding.RoleSource{Kube: kube}
+	var kv binding.KVStore // OpenBao's KV engine, for Redis passwords
 	if o.OpenBao.Enabled() {
 		bao, err := binding.NewOpenBaoSource(o.OpenBao, kube)
 		if err != nil {
@@ -75,7 +93,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			bao.Address = o.PostgresAddress
 		}
 		bao.BrokerNamespace = o.Namespace
-		logins = bao
+		logins, kv = bao, bao
 		pg.Config.CredentialManager = &postgres.CredentialManager{Namespace: o.OpenBao.Namespace}
 		if pg.Config.ServerCertificates.IssuerName == "" {
 			return nil, fmt.Errorf("openBao is configured but postgres.serverCertificates.issuerName is not: OpenBao verifies every PostgreSQL instance against the CA of that cert-manager issuer")
@@ -88,6 +106,16 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		Tenancy:   tenancy,
 		Kube:      kube,
 		Engines: map[catalog.Engine]Engine{
+			catalog.EngineRedis: {
+				Provisioner: rp,
+				Binder:      &binding.RedisBinder{Kube: kube, KV: kv},
+				Prefix:      "rd-",
+			},
+			catalog.EngineKafka: {
+				Provisioner: kp,
+				Binder:      &binding.KafkaBinder{Kube: kube, Engine: kp},
+				Prefix:      "kafka-",
+			},
 			catalog.EnginePostgres: {
 				Provisioner: pg,
 				Binder:      &binding.PostgresBinder{Kube: kube, Logins: logins, CASecret: pg.ServerCASecret},

@@ -100,8 +100,11 @@ func (s *Service) CanUpdate(from, to *Plan) error {
 		return nil
 	}
 	reason := "it is not a supported plan change"
-	if from.Postgres != nil && to.Postgres != nil {
+	switch {
+	case from.Postgres != nil && to.Postgres != nil:
 		reason = from.Postgres.downgradeReason(to.Postgres)
+	case from.Kafka != nil && to.Kafka != nil:
+		reason = from.Kafka.ChangeReason(to.Kafka)
 	}
 	allowed := "none"
 	if len(from.UpdatableTo) > 0 {
@@ -115,7 +118,7 @@ func (s *Service) CanUpdate(from, to *Plan) error {
 func Default() *Catalog {
 	return &Catalog{
 		MaintenanceVersion:     "1.0.0",
-		MaintenanceDescription: "CloudNativePG 1.30 operands with Strata 1.0 defaults",
-		Services:               []Service{postgresService()},
+		MaintenanceDescription: "CloudNativePG 1.30, RedisFailover and Strimzi 1.2 operands with Strata 1.0 defaults",
+		Services:               []Service{postgresService(), redisService(), kafkaService()},
 	}
 }

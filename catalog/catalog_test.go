@@ -175,6 +175,9 @@ func TestAllowedUpdatesNeverShrink(t *testing.T) {
 	g := NewWithT(t)
 	for _, s := range catalog.Default().Services {
 		for _, from := range s.Plans {
+			if from.Postgres == nil {
+				continue // the other engines' own tests cover their paths
+			}
 			for _, name := range from.UpdatableTo {
 				to := s.PlanByName(name).Postgres
 				f := from.Postgres

@@ -37,7 +37,8 @@ func TestChartRBAC(t *testing.T) {
 		// What it needs, in a tenant namespace and its own.
 		{"create", "postgresql.cnpg.io", "clusters", "team-a", true},
 		{"patch", "cert-manager.io", "certificates", "team-a", true},
-		{"update", "", "secrets", "team-a", true},
+		{"create", "kafka.strimzi.io", "kafkausers", "kafka", true},
+		{"update", "", "secrets", "team-a", false},
 		{"list", "", "secrets", brokerNS, true},
 		{"create", "", "namespaces", "", true},
 		{"list", "", "resourcequotas", "team-a", true},

@@ -45,13 +45,19 @@ func TestPostgresLifecycle(t *testing.T) {
 			}
 		}
 		g.Expect(json.Unmarshal([]byte(r.Raw), &cat)).To(Succeed())
-		g.Expect(cat.Services).To(HaveLen(1))
-		g.Expect(cat.Services[0].Plans).To(HaveLen(3))
-		for _, p := range cat.Services[0].Plans {
-			g.Expect(p.ID).To(MatchRegexp(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`), "plan ids must be UUIDs for Crossplane")
-			g.Expect(p.MaximumPollingDuration).To(BeNumerically(">", 0))
-			g.Expect(p.MaintenanceInfo.Version).To(Equal("1.0.0"))
-			g.Expect(p.Schemas["service_instance"]["create"]["parameters"]).To(HaveKey("$schema"))
+		var names []string
+		for _, s := range cat.Services {
+			names = append(names, s.Name)
+		}
+		g.Expect(names).To(ConsistOf("postgresql", "redis", "kafka"))
+		for _, s := range cat.Services {
+			g.Expect(s.Plans).To(HaveLen(3), "%s: dev-lite, standard, ha", s.Name)
+			for _, p := range s.Plans {
+				g.Expect(p.ID).To(MatchRegexp(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`), "plan ids must be UUIDs for Crossplane")
+				g.Expect(p.MaximumPollingDuration).To(BeNumerically(">", 0))
+				g.Expect(p.MaintenanceInfo.Version).To(Equal("1.0.0"))
+				g.Expect(p.Schemas["service_instance"]["create"]["parameters"]).To(HaveKey("$schema"), "%s %s", s.Name, p.Name)
+			}
 		}
 	})
 

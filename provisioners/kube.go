@@ -128,14 +128,3 @@ func (k *Kube) Create(ctx context.Context, o *unstructured.Unstructured) (bool, 
 	}
 	return true, nil
 }
-
-// Update replaces an object read with Get; a concurrent change makes it
-// fail with a conflict.
-func (k *Kube) Update(ctx context.Context, o *unstructured.Unstructured) error {
-	ri, err := k.resource(o.GroupVersionKind(), o.GetNamespace())
-	if err != nil {
-		return err
-	}
-	_, err = ri.Update(ctx, o, metav1.UpdateOptions{FieldManager: FieldManager})
-	return err
-}

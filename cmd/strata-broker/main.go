@@ -126,6 +126,8 @@ func run(f flags, log *zap.Logger) error {
 	b, err := broker.New(restCfg, broker.Options{
 		Namespace:            f.namespace,
 		Postgres:             cfg.Postgres,
+		Redis:                cfg.Redis,
+		Kafka:                cfg.Kafka,
 		OpenBao:              cfg.OpenBao,
 		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
 		Limits:               cfg.Tenancy.Limits,

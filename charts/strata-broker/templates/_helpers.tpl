@@ -112,7 +112,16 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- define "strata-broker.config" -}}
 {{- $config := deepCopy (default (dict) .Values.config) }}
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
-{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "tenancy" "postgres" "openBao")) }}
+{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "tenancy" "postgres" "openBao" "redis" "kafka")) }}
+{{- with $config.redis }}
+{{- include "strata-broker.checkKeys" (list "config.redis" . (list "redisImage" "exporterImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor")) }}
+{{- end }}
+{{- with $config.kafka }}
+{{- include "strata-broker.checkKeys" (list "config.kafka" . (list "shared" "kafkaVersion" "metadataVersion" "storageClass" "podMonitor" "monitoringNamespace")) }}
+{{- with .shared }}
+{{- include "strata-broker.checkKeys" (list "config.kafka.shared" . (list "name" "namespace" "bootstrapServers" "listener")) }}
+{{- end }}
+{{- end }}
 {{- with $config.openBao }}
 {{- include "strata-broker.checkKeys" (list "config.openBao" . (list "address" "caCertFile" "namespace" "databaseMount" "postgresCAFile" "credentialTTL" "bindingTokenRole" "auth")) }}
 {{- with .auth }}
