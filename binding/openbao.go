@@ -372,6 +372,13 @@ func (s *OpenBaoSource) Prepare(ctx context.Context, inst provisioners.Instance)
 	if s.BrokerNamespace == "" {
 		return errors.New("OpenBaoSource.BrokerNamespace is not set")
 	}
+	// Once the bootstrap Secret exists, the role's password is settled
+	// (kept below until OpenBao rotates it, then OpenBao's): a repeated or
+	// retried provision must not mint another one.
+	boot, err := s.kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap})
+	if err != nil || boot != nil {
+		return err
+	}
 	ref := s.firstPasswordRef(inst)
 	labels := provisioners.StringMap(map[string]string{
 		provisioners.LabelManagedBy: provisioners.ManagedByStrata, provisioners.LabelInstanceID: provisioners.LabelValue(inst.ID),

@@ -1,6 +1,7 @@
 package binding
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,10 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
 func TestOpenBaoConfigChecks(t *testing.T) {
@@ -109,4 +114,43 @@ func testCA(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// Prepare writes the first password (broker namespace) and the bootstrap
+// SQL (tenant namespace) once; once the bootstrap exists, a repeated or
+// retried provision mints nothing new, even after the first password was
+// rotated away.
+func TestOpenBaoPrepareIsOnce(t *testing.T) {
+	g := NewWithT(t)
+	kube := newMemKube()
+	s, err := NewOpenBaoSource(OpenBaoConfig{Address: "https://openbao:8200", Namespace: "openbao",
+		PostgresCAFile: "/ca.crt", Auth: OpenBaoAuth{Role: "strata-broker"}}, kube)
+	g.Expect(err).NotTo(HaveOccurred())
+	s.BrokerNamespace = "strata-system"
+	cat := catalog.Default()
+	inst := provisioners.Instance{ID: "i-1", Name: "pg-i-1", Namespace: "team-a", Service: &cat.Services[0], Plan: &cat.Services[0].Plans[0]}
+	ctx := context.Background()
+	g.Expect(s.Prepare(ctx, inst)).To(Succeed())
+
+	first, _ := kube.Get(ctx, s.firstPasswordRef(inst))
+	g.Expect(first).NotTo(BeNil())
+	password := secretValue(first, firstPasswordKey)
+	g.Expect(password).NotTo(BeEmpty())
+	boot, _ := kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: "team-a", Name: "pg-i-1-bootstrap"})
+	g.Expect(boot).NotTo(BeNil())
+	sql := secretValue(boot, postgres.BootstrapSQLKey)
+	g.Expect(sql).To(ContainSubstring("SCRAM-SHA-256$"))
+	g.Expect(sql).NotTo(ContainSubstring(password), "the tenant's namespace never sees the password")
+	g.Expect(boot.Object["data"]).To(HaveLen(1))
+
+	g.Expect(s.Prepare(ctx, inst)).To(Succeed())
+	again, _ := kube.Get(ctx, s.firstPasswordRef(inst))
+	g.Expect(secretValue(again, firstPasswordKey)).To(Equal(password), "a repeat keeps the first password")
+
+	// OpenBao rotated it and the broker deleted it; a retried provision
+	// must not make a new one that matches nothing.
+	g.Expect(kube.Delete(ctx, s.firstPasswordRef(inst))).To(Succeed())
+	g.Expect(s.Prepare(ctx, inst)).To(Succeed())
+	gone, _ := kube.Get(ctx, s.firstPasswordRef(inst))
+	g.Expect(gone).To(BeNil())
 }
