@@ -111,9 +111,15 @@ func grants(rs []rule, group, resource, verb string) bool {
 }
 
 func TestLint(t *testing.T) {
+	lintChart(t, charts.BrokerChartDir(), withPassword())
+}
+
+// lintChart runs Helm's linter; warnings fail too.
+func lintChart(t *testing.T, dir string, values map[string]any) {
+	t.Helper()
 	g := NewWithT(t)
 	kv := &chartutil.KubeVersion{Version: charts.RenderKubeVersion, Major: "1", Minor: "31"}
-	linter := lint.AllWithKubeVersion(charts.BrokerChartDir(), withPassword(), namespace, kv)
+	linter := lint.AllWithKubeVersion(dir, values, namespace, kv)
 	for _, m := range linter.Messages {
 		t.Log(m.Error())
 	}

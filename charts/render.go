@@ -44,7 +44,20 @@ func BrokerChartDir() string {
 // Template failures, such as a missing credentials.password, are returned as
 // errors.
 func RenderBroker(values map[string]any, namespace string) ([]map[string]any, error) {
-	chrt, err := loader.Load(BrokerChartDir())
+	return render(BrokerChartDir(), BrokerReleaseName, values, namespace)
+}
+
+// PlatformChartDir returns the absolute path of the strata-platform chart.
+func PlatformChartDir() string { return filepath.Join(filepath.Dir(BrokerChartDir()), "strata-platform") }
+
+// RenderPlatform renders the strata-platform chart as release
+// "strata-platform" in namespace, like RenderBroker.
+func RenderPlatform(values map[string]any, namespace string) ([]map[string]any, error) {
+	return render(PlatformChartDir(), "strata-platform", values, namespace)
+}
+
+func render(dir, release string, values map[string]any, namespace string) ([]map[string]any, error) {
+	chrt, err := loader.Load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load chart: %w", err)
 	}
@@ -57,7 +70,7 @@ func RenderBroker(values map[string]any, namespace string) ([]map[string]any, er
 		values = map[string]any{}
 	}
 	opts := chartutil.ReleaseOptions{
-		Name:      BrokerReleaseName,
+		Name:      release,
 		Namespace: namespace,
 		Revision:  1,
 		IsInstall: true,
@@ -82,7 +95,7 @@ func RenderBroker(values map[string]any, namespace string) ([]map[string]any, er
 		return nil, fmt.Errorf("split manifests: %w", err)
 	}
 	if len(hooks) > 0 {
-		return nil, fmt.Errorf("chart renders %d hooks; RenderBroker does not support hooks", len(hooks))
+		return nil, fmt.Errorf("chart renders %d hooks; rendering does not support hooks", len(hooks))
 	}
 	objs := make([]map[string]any, 0, len(manifests))
 	for _, m := range manifests {

@@ -405,6 +405,11 @@ func (p *Provisioner) InventoryOf(inst provisioners.Instance) []Inventory {
 // jmxExporterConfig is the Prometheus JMX exporter configuration of
 // dedicated clusters: throughput, request latency, replication health,
 // controller state and log sizes, as Prometheus-style names.
+// JMXExporterConfig is the JMX Prometheus exporter configuration of every
+// Strata Kafka cluster, dedicated or the platform's shared one (the
+// strata-platform chart carries the same text; a test keeps them equal).
+const JMXExporterConfig = jmxExporterConfig
+
 const jmxExporterConfig = `lowercaseOutputName: true
 lowercaseOutputLabelNames: true
 rules:
