@@ -48,7 +48,9 @@ func RenderBroker(values map[string]any, namespace string) ([]map[string]any, er
 }
 
 // PlatformChartDir returns the absolute path of the strata-platform chart.
-func PlatformChartDir() string { return filepath.Join(filepath.Dir(BrokerChartDir()), "strata-platform") }
+func PlatformChartDir() string {
+	return filepath.Join(filepath.Dir(BrokerChartDir()), "strata-platform")
+}
 
 // RenderPlatform renders the strata-platform chart as release
 // "strata-platform" in namespace, like RenderBroker.
