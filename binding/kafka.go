@@ -2,7 +2,6 @@ package binding
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -220,8 +219,7 @@ func KafkaSecret(c KafkaConn) map[string]string {
 // are final; Ready says when Kafka accepts them.
 func (b *KafkaBinder) Bind(ctx context.Context, inst provisioners.Instance, bindingID string, params map[string]any) (Result, error) {
 	var p kafkaBindParams
-	raw, _ := json.Marshal(params)
-	_ = json.Unmarshal(raw, &p)
+	_ = provisioners.DecodeParams(params, &p)
 	if p.Access == "" {
 		p.Access = KafkaReadWrite
 	}
@@ -285,7 +283,7 @@ func (b *KafkaBinder) Bind(ctx context.Context, inst provisioners.Instance, bind
 		conn.Topics[topic.Name] = kafka.TopicName(inst, topic.Name)
 	}
 	data := KafkaSecret(conn)
-	if err := b.writeSecret(ctx, inst, bindingID, r.SecretName, data); err != nil {
+	if err := writeSecret(ctx, b.Kube, inst, bindingID, r.SecretName, "kafka", data); err != nil {
 		_ = b.Unbind(ctx, inst, r)
 		return Result{}, err
 	}
@@ -294,21 +292,6 @@ func (b *KafkaBinder) Bind(ctx context.Context, inst provisioners.Instance, bind
 		r.Credentials[k] = v
 	}
 	return r, nil
-}
-
-func (b *KafkaBinder) writeSecret(ctx context.Context, inst provisioners.Instance, bindingID, name string, data map[string]string) error {
-	labels := inst.Labels()
-	labels[provisioners.LabelBindingID] = provisioners.LabelValue(bindingID)
-	sd := make(map[string]any, len(data))
-	for k, v := range data {
-		sd[k] = v
-	}
-	return b.Kube.Apply(ctx, []*unstructured.Unstructured{{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Secret",
-		"metadata":   map[string]any{"name": name, "namespace": inst.Namespace, "labels": withLabel(labels)},
-		"type":       "servicebinding.io/kafka",
-		"stringData": sd,
-	}}})
 }
 
 // clusterCA reads the cluster CA certificates (all of them: during a
@@ -346,7 +329,7 @@ func (b *KafkaBinder) Ready(ctx context.Context, inst provisioners.Instance, r R
 	st := kafka.StatusOf(user)
 	switch {
 	case st.Stale:
-		return inProgressP("waiting for Strimzi's User Operator to create Kafka user " + login.Handle), nil
+		return provisioners.Progressing("waiting for Strimzi's User Operator to create Kafka user " + login.Handle), nil
 	case !st.Ready && st.Reason != "" && (st.Reason == "InvalidResourceException" || st.Reason == "InvalidConfigurationException"):
 		return provisioners.Progress{State: provisioners.Failed, Description: fmt.Sprintf("Strimzi refused Kafka user %s: %s: %s", login.Handle, st.Reason, st.Message)}, nil
 	case !st.Ready:
@@ -354,7 +337,7 @@ func (b *KafkaBinder) Ready(ctx context.Context, inst provisioners.Instance, r R
 		if st.Reason != "" {
 			d += fmt.Sprintf(" (Strimzi: %s)", st.Reason)
 		}
-		return inProgressP(d), nil
+		return provisioners.Progressing(d), nil
 	}
 	strimzi, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: t.Namespace, Name: login.Handle})
 	if err != nil {
@@ -365,7 +348,7 @@ func (b *KafkaBinder) Ready(ctx context.Context, inst provisioners.Instance, r R
 		pw = secretValue(strimzi, "password")
 	}
 	if pw == "" {
-		return inProgressP("waiting for Strimzi to write the credentials of Kafka user " + login.Handle), nil
+		return provisioners.Progressing("waiting for Strimzi to write the credentials of Kafka user " + login.Handle), nil
 	}
 	bound, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: r.SecretName})
 	if err != nil {
@@ -401,7 +384,7 @@ func (b *KafkaBinder) rewrite(ctx context.Context, inst provisioners.Instance, t
 		conn.Topics[topic.Name] = kafka.TopicName(inst, topic.Name)
 	}
 	bindingID := user.GetLabels()[provisioners.LabelBindingID]
-	return b.writeSecret(ctx, inst, bindingID, conn.SecretName, KafkaSecret(conn))
+	return writeSecret(ctx, b.Kube, inst, bindingID, conn.SecretName, "kafka", KafkaSecret(conn))
 }
 
 // Credentials reads the binding Secret back, for GET binding (fetch) after
@@ -445,8 +428,4 @@ func (b *KafkaBinder) Unbind(ctx context.Context, inst provisioners.Instance, r 
 		errs = append(errs, b.Kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: r.SecretName}))
 	}
 	return errors.Join(errs...)
-}
-
-func inProgressP(d string) provisioners.Progress {
-	return provisioners.Progress{State: provisioners.InProgress, Description: d}
 }

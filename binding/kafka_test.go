@@ -2,93 +2,32 @@ package binding
 
 import (
 	"context"
-	"encoding/base64"
 	"strings"
-	"sync"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/internal/testkube"
 	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/kafka"
 )
 
 // memKube is an in-memory API server for the binder: Secrets' stringData
-// becomes base64 data, as the real one does.
+// becomes base64 data and Apply keeps the status, as the real one does.
+// objs is the fake's map of objects (testkube.Kube.Objs).
 type memKube struct {
-	mu   sync.Mutex
+	*testkube.Kube
 	objs map[provisioners.Ref]*unstructured.Unstructured
 }
 
-func newMemKube() *memKube { return &memKube{objs: map[provisioners.Ref]*unstructured.Unstructured{}} }
-
-func (k *memKube) store(o *unstructured.Unstructured) {
-	c := o.DeepCopy()
-	if sd, ok := c.Object["stringData"].(map[string]any); ok {
-		data := map[string]any{}
-		for key, v := range sd {
-			data[key] = base64.StdEncoding.EncodeToString([]byte(v.(string)))
-		}
-		c.Object["data"] = data
-		delete(c.Object, "stringData")
-	}
-	k.objs[provisioners.RefOf(c)] = c
+func newMemKube() *memKube {
+	k := testkube.New(true)
+	return &memKube{Kube: k, objs: k.Objs}
 }
 
-func (k *memKube) Apply(_ context.Context, objs []*unstructured.Unstructured) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, o := range objs {
-		if old := k.objs[provisioners.RefOf(o)]; old != nil {
-			// Keep the status, as server-side apply of the spec does.
-			n := o.DeepCopy()
-			if st, ok := old.Object["status"]; ok {
-				n.Object["status"] = st
-			}
-			k.store(n)
-			continue
-		}
-		k.store(o)
-	}
-	return nil
-}
-
-func (k *memKube) Create(_ context.Context, o *unstructured.Unstructured) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.objs[provisioners.RefOf(o)] != nil {
-		return false, nil
-	}
-	k.store(o)
-	return true, nil
-}
-
-func (k *memKube) Get(_ context.Context, ref provisioners.Ref) (*unstructured.Unstructured, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if o := k.objs[ref]; o != nil {
-		return o.DeepCopy(), nil
-	}
-	return nil, nil
-}
-
-func (k *memKube) Update(_ context.Context, o *unstructured.Unstructured) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.store(o)
-	return nil
-}
-
-func (k *memKube) Delete(_ context.Context, ref provisioners.Ref) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.objs, ref)
-	return nil
-}
-
-func (k *memKube) put(o map[string]any) { k.store(&unstructured.Unstructured{Object: o}) }
+func (k *memKube) put(o map[string]any) { k.Store(&unstructured.Unstructured{Object: o}) }
 
 const (
 	kafkaTestNS      = "team-orders"
@@ -125,13 +64,13 @@ func kafkaBinderFor(t *testing.T, inst provisioners.Instance) (*KafkaBinder, *me
 // the user Secret with the given password and reports Ready.
 func strimziActs(k *memKube, target kafka.Target, user, password string) {
 	ref := provisioners.Ref{GVK: kafka.KafkaUserGVK, Namespace: target.Namespace, Name: user}
-	k.mu.Lock()
+	k.Lock()
 	u := k.objs[ref]
 	u.SetGeneration(1)
 	u.Object["status"] = map[string]any{"observedGeneration": int64(1), "conditions": []any{
 		map[string]any{"type": "Ready", "status": "True"},
 	}}
-	k.mu.Unlock()
+	k.Unlock()
 	k.put(map[string]any{
 		"apiVersion": "v1", "kind": "Secret",
 		"metadata": map[string]any{"name": user, "namespace": target.Namespace},

@@ -3,9 +3,7 @@ package binding
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -184,8 +182,7 @@ func SecretName(bindingID string) string { return provisioners.ResourceName("bin
 // migrations on readwrite bindings) and writes the Secret.
 func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, bindingID string, params map[string]any) (Result, error) {
 	var p postgresBindParams
-	raw, _ := json.Marshal(params)
-	_ = json.Unmarshal(raw, &p)
+	_ = provisioners.DecodeParams(params, &p)
 	if p.Access == "" {
 		p.Access = ReadWrite
 	}
@@ -239,7 +236,7 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 	conn := b.conn(inst, bindingID, settings, p, ca)
 	conn.App, conn.Migrator = app, migrator
 	data := PostgresSecret(conn)
-	if err := b.writeSecret(ctx, inst, bindingID, conn.SecretName, "postgresql", data); err != nil {
+	if err := writeSecret(ctx, b.Kube, inst, bindingID, conn.SecretName, "postgresql", data); err != nil {
 		return Result{}, errors.Join(err, revokeAll())
 	}
 	creds := make(map[string]any, len(data))
@@ -274,35 +271,7 @@ func (b *PostgresBinder) conn(inst provisioners.Instance, bindingID string, s po
 // clusterCA reads the CA that signs the cluster's server certificates from
 // the Secret CASecret names (cert-manager's, or CloudNativePG's own CA).
 func (b *PostgresBinder) clusterCA(ctx context.Context, inst provisioners.Instance) (string, error) {
-	name := b.CASecret(inst)
-	o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: name})
-	if err != nil {
-		return "", err
-	}
-	if o == nil {
-		return "", &NotReadyError{"the cluster's CA certificate (Secret " + name + ") does not exist yet; retry once the instance is ready"}
-	}
-	enc, _, _ := unstructured.NestedString(o.Object, "data", "ca.crt")
-	pem, err := base64.StdEncoding.DecodeString(enc)
-	if err != nil || len(pem) == 0 {
-		return "", &NotReadyError{"Secret " + name + " has no ca.crt yet"}
-	}
-	return string(pem), nil
-}
-
-func (b *PostgresBinder) writeSecret(ctx context.Context, inst provisioners.Instance, bindingID, name, typ string, data map[string]string) error {
-	labels := inst.Labels()
-	labels[provisioners.LabelBindingID] = provisioners.LabelValue(bindingID)
-	sd := make(map[string]any, len(data))
-	for k, v := range data {
-		sd[k] = v
-	}
-	return b.Kube.Apply(ctx, []*unstructured.Unstructured{{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Secret",
-		"metadata":   map[string]any{"name": name, "namespace": inst.Namespace, "labels": withLabel(labels)},
-		"type":       "servicebinding.io/" + typ,
-		"stringData": sd,
-	}}})
+	return secretCA(ctx, b.Kube, inst.Namespace, b.CASecret(inst), "cluster's CA certificate")
 }
 
 // Ready is true when every login works.
@@ -313,7 +282,7 @@ func (b *PostgresBinder) Ready(ctx context.Context, inst provisioners.Instance, 
 			return provisioners.Progress{}, err
 		}
 		if !ok {
-			return provisioners.Progress{State: provisioners.InProgress, Description: why}, nil
+			return provisioners.Progressing(why), nil
 		}
 	}
 	return provisioners.Progress{State: provisioners.Succeeded, Description: "credentials ready"}, nil

@@ -2,13 +2,10 @@ package binding
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
-
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/redis"
@@ -118,40 +115,19 @@ func (b *RedisBinder) Bind(ctx context.Context, inst provisioners.Instance, bind
 		Password: pw, CAPEM: ca,
 	}
 	data := RedisSecret(conn)
-	labels := inst.Labels()
-	labels[provisioners.LabelBindingID] = provisioners.LabelValue(bindingID)
-	sd := make(map[string]any, len(data))
+	if err := writeSecret(ctx, b.Kube, inst, bindingID, conn.SecretName, "redis", data); err != nil {
+		return Result{}, err
+	}
 	creds := make(map[string]any, len(data))
 	for k, v := range data {
-		sd[k], creds[k] = v, v
-	}
-	if err := b.Kube.Apply(ctx, []*unstructured.Unstructured{{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Secret",
-		"metadata":   map[string]any{"name": conn.SecretName, "namespace": inst.Namespace, "labels": withLabel(labels)},
-		"type":       "servicebinding.io/redis",
-		"stringData": sd,
-	}}}); err != nil {
-		return Result{}, err
+		creds[k] = v
 	}
 	return Result{Credentials: creds, SecretName: conn.SecretName}, nil
 }
 
 // caPEM reads the CA of the TLS certificate from cert-manager's Secret.
 func (b *RedisBinder) caPEM(ctx context.Context, inst provisioners.Instance) (string, error) {
-	name := redis.NamesOf(inst).Certificate
-	o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: name})
-	if err != nil {
-		return "", err
-	}
-	if o == nil {
-		return "", &NotReadyError{"the instance's TLS certificate (Secret " + name + ") does not exist yet; retry once the instance is ready"}
-	}
-	enc, _, _ := unstructured.NestedString(o.Object, "data", "ca.crt")
-	pem, err := base64.StdEncoding.DecodeString(enc)
-	if err != nil || len(pem) == 0 {
-		return "", &NotReadyError{"Secret " + name + " has no ca.crt yet"}
-	}
-	return string(pem), nil
+	return secretCA(ctx, b.Kube, inst.Namespace, redis.NamesOf(inst).Certificate, "instance's TLS certificate")
 }
 
 // Ready is true at once: the binding's password is the instance's.

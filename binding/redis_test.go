@@ -2,7 +2,6 @@ package binding
 
 import (
 	"context"
-	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -10,66 +9,25 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/internal/testkube"
 	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/redis"
 )
 
 // redisKube keeps objects in memory and turns a Secret's stringData into
-// data, as the API server does.
+// data, as the API server does; Apply replaces the object. objs is the
+// fake's map of objects (testkube.Kube.Objs).
 type redisKube struct {
-	objs    map[provisioners.Ref]*unstructured.Unstructured
-	deleted []provisioners.Ref
+	*testkube.Kube
+	objs map[provisioners.Ref]*unstructured.Unstructured
 }
 
 func newRedisKube() *redisKube {
-	return &redisKube{objs: map[provisioners.Ref]*unstructured.Unstructured{}}
+	k := testkube.New(false)
+	return &redisKube{Kube: k, objs: k.Objs}
 }
 
-func (k *redisKube) put(o *unstructured.Unstructured) {
-	o = o.DeepCopy()
-	if sd, ok := o.Object["stringData"].(map[string]any); ok {
-		data := map[string]any{}
-		for key, v := range sd {
-			data[key] = base64.StdEncoding.EncodeToString([]byte(v.(string)))
-		}
-		o.Object["data"] = data
-		delete(o.Object, "stringData")
-	}
-	k.objs[provisioners.RefOf(o)] = o
-}
-
-func (k *redisKube) Apply(_ context.Context, objs []*unstructured.Unstructured) error {
-	for _, o := range objs {
-		k.put(o)
-	}
-	return nil
-}
-
-func (k *redisKube) Create(_ context.Context, o *unstructured.Unstructured) (bool, error) {
-	if _, ok := k.objs[provisioners.RefOf(o)]; ok {
-		return false, nil
-	}
-	k.put(o)
-	return true, nil
-}
-
-func (k *redisKube) Get(_ context.Context, ref provisioners.Ref) (*unstructured.Unstructured, error) {
-	if o, ok := k.objs[ref]; ok {
-		return o.DeepCopy(), nil
-	}
-	return nil, nil
-}
-
-func (k *redisKube) Update(_ context.Context, o *unstructured.Unstructured) error {
-	k.put(o)
-	return nil
-}
-
-func (k *redisKube) Delete(_ context.Context, ref provisioners.Ref) error {
-	delete(k.objs, ref)
-	k.deleted = append(k.deleted, ref)
-	return nil
-}
+func (k *redisKube) put(o *unstructured.Unstructured) { k.Store(o) }
 
 type memKV map[string]map[string]any
 

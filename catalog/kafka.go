@@ -163,12 +163,9 @@ func kafkaService() Service {
 		Description: "Apache Kafka managed by Strimzi: topics on a shared cluster or a " +
 			"dedicated KRaft cluster, TLS with SCRAM-SHA-512, per-binding users and ACLs.",
 		Tags: []string{"kafka", "streaming", "messaging", "strimzi"},
-		Metadata: domain.ServiceMetadata{
-			DisplayName:         "Apache Kafka",
-			LongDescription:     "Kafka topics run by the Strimzi operator: shared-cluster topics isolated by per-binding users and prefix ACLs, or a dedicated KRaft cluster with dedicated controllers. Every connection is TLS with SCRAM-SHA-512; bindings are ready for Spring Kafka and Spring Cloud Stream.",
-			DocumentationUrl:    "docs/kafka.md",
-			ProviderDisplayName: "Strata",
-		},
+		Metadata: serviceMetadata("Apache Kafka",
+			"Kafka topics run by the Strimzi operator: shared-cluster topics isolated by per-binding users and prefix ACLs, or a dedicated KRaft cluster with dedicated controllers. Every connection is TLS with SCRAM-SHA-512; bindings are ready for Spring Kafka and Spring Cloud Stream.",
+			"docs/kafka.md"),
 		Plans: []Plan{devLite, standard, ha},
 	}
 }
@@ -203,7 +200,7 @@ func kafkaPlanMetadata(p *Plan) domain.ServicePlanMetadata {
 		meta["controllers"] = k.Cluster.Controllers
 	}
 	return domain.ServicePlanMetadata{
-		DisplayName:        map[string]string{"dev-lite": "Dev lite", "standard": "Standard", "ha": "High availability"}[p.Name],
+		DisplayName:        planDisplayName(p.Name),
 		Bullets:            bullets,
 		AdditionalMetadata: meta,
 	}
@@ -272,38 +269,23 @@ func kafkaInstanceSchema(k *KafkaPlan, update bool) Schema {
 			"description": "Volume size of each broker in GB (GiB). It can grow on update, never shrink.",
 		}
 	}
-	title := "Kafka instance parameters"
 	if update {
-		title = "Kafka update parameters"
-		withoutDefaults(props)
 		withoutDefaults(topic["properties"].(Schema))
 	}
-	return Schema{
-		"$schema":              schemaDialect,
-		"title":                title,
-		"type":                 "object",
-		"additionalProperties": false,
-		"properties":           props,
-	}
+	return instanceSchema("Kafka", props, update)
 }
 
 func kafkaBindSchema() Schema {
-	return Schema{
-		"$schema":              schemaDialect,
-		"title":                "Kafka binding parameters",
-		"type":                 "object",
-		"additionalProperties": false,
-		"properties": Schema{
-			"access": Schema{
-				"type": "string", "enum": KafkaAccessLevels, "default": "readwrite",
-				"description": "readwrite: produce and consume the instance's topics. read: consume only. write: produce only.",
-			},
-			"consumer_group": Schema{
-				"type": "string", "pattern": KafkaConsumerGroupPattern, "default": "app",
-				"description": "Consumer group of the binding, after the instance's prefix (spring.kafka.consumer.group-id and Spring Cloud Stream's default group). Any group with the instance's prefix is allowed.",
-			},
+	return objectSchema("Kafka binding parameters", Schema{
+		"access": Schema{
+			"type": "string", "enum": KafkaAccessLevels, "default": "readwrite",
+			"description": "readwrite: produce and consume the instance's topics. read: consume only. write: produce only.",
 		},
-	}
+		"consumer_group": Schema{
+			"type": "string", "pattern": KafkaConsumerGroupPattern, "default": "app",
+			"description": "Consumer group of the binding, after the instance's prefix (spring.kafka.consumer.group-id and Spring Cloud Stream's default group). Any group with the instance's prefix is allowed.",
+		},
+	})
 }
 
 // KafkaService is the Kafka service as the catalog offers it, for the

@@ -154,12 +154,9 @@ func postgresService() Service {
 		Description: "PostgreSQL managed by CloudNativePG in your namespace: TLS-only, " +
 			"audited, with OpenBao-issued credentials and Spring-Boot-ready bindings.",
 		Tags: []string{"postgresql", "relational", "sql", "cloudnative-pg"},
-		Metadata: domain.ServiceMetadata{
-			DisplayName:         "PostgreSQL",
-			LongDescription:     "PostgreSQL clusters run by the CloudNativePG operator in the tenant's namespace, from a single dev instance to a zone-spread synchronous cluster with point-in-time recovery.",
-			DocumentationUrl:    "docs/postgres.md",
-			ProviderDisplayName: "Strata",
-		},
+		Metadata: serviceMetadata("PostgreSQL",
+			"PostgreSQL clusters run by the CloudNativePG operator in the tenant's namespace, from a single dev instance to a zone-spread synchronous cluster with point-in-time recovery.",
+			"docs/postgres.md"),
 		Plans: []Plan{devLite, standard, ha},
 	}
 }
@@ -188,7 +185,7 @@ func postgresPlanMetadata(p *Plan) domain.ServicePlanMetadata {
 		bullets = append(bullets, fmt.Sprintf("spread across availability zones (%s)", pg.ZoneSpread))
 	}
 	return domain.ServicePlanMetadata{
-		DisplayName: map[string]string{"dev-lite": "Dev lite", "standard": "Standard", "ha": "High availability"}[p.Name],
+		DisplayName: planDisplayName(p.Name),
 		Bullets:     bullets,
 		AdditionalMetadata: map[string]any{
 			"instances":       pg.Instances,

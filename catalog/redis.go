@@ -130,12 +130,9 @@ func redisService() Service {
 		Description: "Redis with Sentinel managed by the redis-operator (RedisFailover) in your " +
 			"namespace: password and TLS on every client connection, persistence, Spring-Boot-ready bindings.",
 		Tags: []string{"redis", "cache", "key-value", "sentinel"},
-		Metadata: domain.ServiceMetadata{
-			DisplayName:         "Redis",
-			LongDescription:     "Redis master/replica sets watched by Sentinel, run by the redis-operator in the tenant's namespace, from a single dev instance to three replicas with AOF fsync on every write.",
-			DocumentationUrl:    "docs/redis.md",
-			ProviderDisplayName: "Strata",
-		},
+		Metadata: serviceMetadata("Redis",
+			"Redis master/replica sets watched by Sentinel, run by the redis-operator in the tenant's namespace, from a single dev instance to three replicas with AOF fsync on every write.",
+			"docs/redis.md"),
 		Plans: []Plan{devLite, standard, ha},
 	}
 }
@@ -165,7 +162,7 @@ func redisPlanMetadata(p *Plan) domain.ServicePlanMetadata {
 		bullets = append(bullets, "volumes kept after deprovision")
 	}
 	return domain.ServicePlanMetadata{
-		DisplayName: map[string]string{"dev-lite": "Dev lite", "standard": "Standard", "ha": "High availability"}[p.Name],
+		DisplayName: planDisplayName(p.Name),
 		Bullets:     bullets,
 		AdditionalMetadata: map[string]any{
 			"redis_replicas": r.Replicas,
@@ -194,41 +191,19 @@ func redisInstanceSchema(r *RedisPlan, update bool) Schema {
 			"type": "integer", "minimum": r.MinStorageGB, "maximum": r.MaxStorageGB, "default": r.StorageGB,
 			"description": "Volume size of each Redis pod in GB (GiB), for the RDB snapshots and the append-only file. It can grow on update, never shrink.",
 		},
-		"resources": Schema{
-			"type": "object", "additionalProperties": false,
-			"description": fmt.Sprintf("CPU and memory of each Redis pod (requests = limits). At most %s CPU and %s memory on this plan. maxmemory is 75%% of the memory.", r.MaxCPU, r.MaxMemory),
-			"properties": Schema{
-				"cpu":    Schema{"type": "string", "pattern": `^([1-9][0-9]*m|[0-9]+(\.[0-9]+)?)$`, "default": r.CPU, "description": "Kubernetes CPU quantity, e.g. 500m or 2."},
-				"memory": Schema{"type": "string", "pattern": `^[1-9][0-9]*(Mi|Gi)$`, "default": r.Memory, "description": "Kubernetes memory quantity in Mi or Gi, e.g. 2Gi."},
-			},
-		},
+		"resources": resourcesSchema(
+			fmt.Sprintf("CPU and memory of each Redis pod (requests = limits). At most %s CPU and %s memory on this plan. maxmemory is 75%% of the memory.", r.MaxCPU, r.MaxMemory),
+			r.CPU, r.Memory),
 		"maxmemory_policy": Schema{
 			"type": "string", "enum": MaxmemoryPolicies, "default": DefaultMaxmemoryPolicy,
 			"description": "What Redis evicts when maxmemory is reached; noeviction refuses writes instead.",
 		},
 	}
-	title := "Redis instance parameters"
-	if update {
-		title = "Redis update parameters"
-		withoutDefaults(props)
-	}
-	return Schema{
-		"$schema":              schemaDialect,
-		"title":                title,
-		"type":                 "object",
-		"additionalProperties": false,
-		"properties":           props,
-	}
+	return instanceSchema("Redis", props, update)
 }
 
 func redisBindSchema() Schema {
-	return Schema{
-		"$schema":              schemaDialect,
-		"title":                "Redis binding parameters",
-		"type":                 "object",
-		"additionalProperties": false,
-		// Every binding gets the instance's password and the master's TLS
-		// address: there is nothing to choose.
-		"properties": Schema{},
-	}
+	// Every binding gets the instance's password and the master's TLS
+	// address: there is nothing to choose.
+	return objectSchema("Redis binding parameters", Schema{})
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pivotal-cf/brokerapi/v12/domain"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
@@ -59,14 +60,9 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 			"type": "integer", "minimum": pg.MinReplicas, "maximum": pg.MaxReplicas, "default": pg.Instances - 1,
 			"description": "Standby instances beside the primary; they serve the read-only service and take over on failure.",
 		},
-		"resources": Schema{
-			"type": "object", "additionalProperties": false,
-			"description": fmt.Sprintf("CPU and memory of each instance (requests = limits). At most %s CPU and %s memory on this plan.", pg.MaxCPU, pg.MaxMemory),
-			"properties": Schema{
-				"cpu":    Schema{"type": "string", "pattern": `^([1-9][0-9]*m|[0-9]+(\.[0-9]+)?)$`, "default": pg.CPU, "description": "Kubernetes CPU quantity, e.g. 500m or 2."},
-				"memory": Schema{"type": "string", "pattern": `^[1-9][0-9]*(Mi|Gi)$`, "default": pg.Memory, "description": "Kubernetes memory quantity in Mi or Gi, e.g. 2Gi."},
-			},
-		},
+		"resources": resourcesSchema(
+			fmt.Sprintf("CPU and memory of each instance (requests = limits). At most %s CPU and %s memory on this plan.", pg.MaxCPU, pg.MaxMemory),
+			pg.CPU, pg.Memory),
 		"databases": Schema{
 			"type": "array", "minItems": 1, "maxItems": 16, "uniqueItems": true, "default": []string{"app"},
 			"description": "Databases to create; the first is the one bindings connect to by default. Databases can be added on update, not removed.",
@@ -108,20 +104,60 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 			},
 		}
 	}
-	title := "PostgreSQL instance parameters"
+	return instanceSchema("PostgreSQL", props, update)
+}
+
+// resourcesSchema is the "resources" parameter: CPU and memory quantities
+// defaulting to the plan's.
+func resourcesSchema(description, cpu, memory string) Schema {
+	return Schema{
+		"type": "object", "additionalProperties": false,
+		"description": description,
+		"properties": Schema{
+			"cpu":    Schema{"type": "string", "pattern": `^([1-9][0-9]*m|[0-9]+(\.[0-9]+)?)$`, "default": cpu, "description": "Kubernetes CPU quantity, e.g. 500m or 2."},
+			"memory": Schema{"type": "string", "pattern": `^[1-9][0-9]*(Mi|Gi)$`, "default": memory, "description": "Kubernetes memory quantity in Mi or Gi, e.g. 2Gi."},
+		},
+	}
+}
+
+// instanceSchema is a plan's provision schema ("<engine> instance
+// parameters") or, with update, its update schema ("<engine> update
+// parameters"), which has no defaults: a form that pre-fills defaults would
+// send the plan's defaults (version, storage) for an instance that differs,
+// and the update would be refused: an update says only what changes.
+func instanceSchema(engine string, props Schema, update bool) Schema {
+	title := engine + " instance parameters"
 	if update {
-		title = "PostgreSQL update parameters"
-		// A form that pre-fills defaults would send the plan's defaults
-		// (version, storage) for an instance that differs, and the update
-		// would be refused: an update says only what changes.
+		title = engine + " update parameters"
 		withoutDefaults(props)
 	}
+	return objectSchema(title, props)
+}
+
+// objectSchema is a top-level parameters schema: an object with exactly
+// these properties.
+func objectSchema(title string, props Schema) Schema {
 	return Schema{
 		"$schema":              schemaDialect,
 		"title":                title,
 		"type":                 "object",
 		"additionalProperties": false,
 		"properties":           props,
+	}
+}
+
+// planDisplayName is the display name of the plans every service offers.
+func planDisplayName(plan string) string {
+	return map[string]string{"dev-lite": "Dev lite", "standard": "Standard", "ha": "High availability"}[plan]
+}
+
+// serviceMetadata is a service's OSB metadata; Strata provides them all.
+func serviceMetadata(displayName, longDescription, documentationURL string) domain.ServiceMetadata {
+	return domain.ServiceMetadata{
+		DisplayName:         displayName,
+		LongDescription:     longDescription,
+		DocumentationUrl:    documentationURL,
+		ProviderDisplayName: "Strata",
 	}
 }
 
@@ -140,26 +176,20 @@ func withoutDefaults(props Schema) {
 }
 
 func postgresBindSchema() Schema {
-	return Schema{
-		"$schema":              schemaDialect,
-		"title":                "PostgreSQL binding parameters",
-		"type":                 "object",
-		"additionalProperties": false,
-		"properties": Schema{
-			"access": Schema{
-				"type": "string", "enum": []string{"readwrite", "readonly", "owner"}, "default": "readwrite",
-				"description": "readwrite: read and write data, no DDL. readonly: read data. owner: DDL too (for migrations).",
-			},
-			"database": Schema{
-				"type": "string", "pattern": `^[a-z][a-z0-9_]{0,62}$`,
-				"description": "Database to connect to; defaults to the instance's first database.",
-			},
-			"mount_path": Schema{
-				"type": "string", "pattern": `^/[A-Za-z0-9._/-]{0,200}$`,
-				"description": "Where the workload mounts the binding Secret (paths inside the Secret, such as the CA file, point there); defaults to /bindings/<secret name>.",
-			},
+	return objectSchema("PostgreSQL binding parameters", Schema{
+		"access": Schema{
+			"type": "string", "enum": []string{"readwrite", "readonly", "owner"}, "default": "readwrite",
+			"description": "readwrite: read and write data, no DDL. readonly: read data. owner: DDL too (for migrations).",
 		},
-	}
+		"database": Schema{
+			"type": "string", "pattern": `^[a-z][a-z0-9_]{0,62}$`,
+			"description": "Database to connect to; defaults to the instance's first database.",
+		},
+		"mount_path": Schema{
+			"type": "string", "pattern": `^/[A-Za-z0-9._/-]{0,200}$`,
+			"description": "Where the workload mounts the binding Secret (paths inside the Secret, such as the CA file, point there); defaults to /bindings/<secret name>.",
+		},
+	})
 }
 
 // Validator checks parameters against a plan's schemas. Compiled schemas are

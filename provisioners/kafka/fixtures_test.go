@@ -1,13 +1,13 @@
 package kafka
 
 import (
-	"fmt"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
 // Fixed values the golden files are rendered with.
@@ -27,11 +27,7 @@ func testService() *catalog.Service {
 func testPlan(t testing.TB, name string) (*catalog.Service, *catalog.Plan) {
 	t.Helper()
 	svc := testService()
-	p := svc.PlanByName(name)
-	if p == nil {
-		t.Fatalf("plan %q is not in the catalog", name)
-	}
-	return svc, p
+	return svc, provtest.Plan(t, svc, name)
 }
 
 func testInstance(t testing.TB, plan string, params map[string]any) provisioners.Instance {
@@ -41,15 +37,7 @@ func testInstance(t testing.TB, plan string, params map[string]any) provisioners
 
 func instanceWithID(t testing.TB, plan, id, ns string, params map[string]any) provisioners.Instance {
 	t.Helper()
-	svc, p := testPlan(t, plan)
-	return provisioners.Instance{
-		ID:        id,
-		Name:      provisioners.ResourceName("kafka-", id),
-		Namespace: ns,
-		Service:   svc,
-		Plan:      p,
-		Params:    params,
-	}
+	return provtest.Instance(t, testService(), plan, "kafka-", id, ns, params)
 }
 
 func baseConfig() Config {
@@ -60,36 +48,17 @@ func baseConfig() Config {
 
 func build(t testing.TB, c Config, inst provisioners.Instance) []*unstructured.Unstructured {
 	t.Helper()
-	p := &Provisioner{Config: c}
-	objs, err := p.Build(inst)
-	if err != nil {
-		t.Fatalf("Build(%s): %v", inst.Plan.Name, err)
-	}
-	return objs
+	return provtest.Build(t, &Provisioner{Config: c}, inst)
 }
 
-func byKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-func one(t testing.TB, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
-	t.Helper()
-	found := byKind(objs, kind)
-	if len(found) != 1 {
-		t.Fatalf("want exactly one %s, got %d", kind, len(found))
-	}
-	return found[0]
-}
-
-func uuidFor(i int) string {
-	return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
-}
+// The engines' shared test helpers, under the names this package's tests
+// use.
+var (
+	renderYAML = provtest.RenderYAML
+	byKind     = provtest.ByKind
+	one        = provtest.One
+	uuidFor    = provtest.UUIDFor
+)
 
 func topicsParam(names ...string) map[string]any {
 	ts := make([]any, len(names))

@@ -1,22 +1,16 @@
 package kafka
 
 import (
-	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
-// go test ./provisioners/kafka -run TestBuildGolden -update rewrites the
-// golden files; review the diff before committing it.
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+// go test ./provisioners/kafka -run TestBuildGolden -update (provtest.Update)
+// rewrites the golden files; review the diff before committing it.
 
 var goldenCases = []struct {
 	name   string
@@ -37,21 +31,6 @@ var goldenCases = []struct {
 	}},
 }
 
-func renderYAML(objs []*unstructured.Unstructured) ([]byte, error) {
-	var buf bytes.Buffer
-	for i, o := range objs {
-		if i > 0 {
-			buf.WriteString("---\n")
-		}
-		b, err := yaml.Marshal(o.Object)
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(b)
-	}
-	return buf.Bytes(), nil
-}
-
 func goldenInstance(t *testing.T, plan string, params map[string]any, meshed bool) provisioners.Instance {
 	inst := testInstance(t, plan, params)
 	inst.Meshed = meshed
@@ -64,14 +43,7 @@ func TestBuildGolden(t *testing.T) {
 			g := NewWithT(t)
 			got, err := renderYAML(build(t, tc.config(), goldenInstance(t, tc.plan, tc.params, tc.meshed)))
 			g.Expect(err).NotTo(HaveOccurred())
-			path := filepath.Join("testdata", tc.name+".golden.yaml")
-			if *update {
-				g.Expect(os.MkdirAll("testdata", 0o755)).To(Succeed())
-				g.Expect(os.WriteFile(path, got, 0o644)).To(Succeed())
-			}
-			want, err := os.ReadFile(path)
-			g.Expect(err).NotTo(HaveOccurred(), "missing golden file; run go test -run TestBuildGolden -update")
-			g.Expect(string(got)).To(Equal(string(want)), "rendering of %s differs from %s; if intended, rerun with -update and review the diff", tc.name, path)
+			provtest.ExpectGolden(g, tc.name, got)
 		})
 	}
 }
@@ -96,16 +68,8 @@ func TestGoldenFilesParseInBuildOrder(t *testing.T) {
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			raw, err := os.ReadFile(filepath.Join("testdata", tc.name+".golden.yaml"))
-			g.Expect(err).NotTo(HaveOccurred())
 			objs := build(t, tc.config(), goldenInstance(t, tc.plan, tc.params, tc.meshed))
-			docs := bytes.Split(raw, []byte("---\n"))
-			g.Expect(docs).To(HaveLen(len(objs)))
-			for i, doc := range docs {
-				var u unstructured.Unstructured
-				g.Expect(yaml.Unmarshal(doc, &u.Object)).To(Succeed())
-				g.Expect(provisioners.RefOf(&u)).To(Equal(provisioners.RefOf(objs[i])), "document %d", i)
-			}
+			provtest.ExpectGoldenInBuildOrder(g, tc.name, objs, "")
 		})
 	}
 }

@@ -1,10 +1,10 @@
 package kafka
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
 )
 
 // Topic is one requested topic with the plan's defaults filled in.
@@ -45,13 +45,12 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		return Settings{}, fmt.Errorf("plan %q is not a Kafka plan", plan.Name)
 	}
 	var p rawParams
-	raw, _ := json.Marshal(params)
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return Settings{}, fmt.Errorf("parameters: %v", err)
+	if err := provisioners.DecodeParams(params, &p); err != nil {
+		return Settings{}, err
 	}
-	s := Settings{AllowTopicDeletion: deref(p.AllowTopicDeletion, false)}
+	s := Settings{AllowTopicDeletion: provisioners.Deref(p.AllowTopicDeletion, false)}
 	if k.Cluster != nil {
-		s.StorageGB = deref(p.StorageGB, k.Cluster.StorageGB)
+		s.StorageGB = provisioners.Deref(p.StorageGB, k.Cluster.StorageGB)
 	}
 	if len(p.Topics) == 0 {
 		s.Topics = []Topic{{Name: catalog.DefaultKafkaTopic}}
@@ -64,9 +63,9 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		seen[t.Name] = i
 		s.Topics = append(s.Topics, Topic{
 			Name:          t.Name,
-			Partitions:    deref(t.Partitions, 0),
-			RetentionMs:   deref(t.RetentionMs, 0),
-			CleanupPolicy: deref(t.CleanupPolicy, ""),
+			Partitions:    provisioners.Deref(t.Partitions, 0),
+			RetentionMs:   provisioners.Deref(t.RetentionMs, 0),
+			CleanupPolicy: provisioners.Deref(t.CleanupPolicy, ""),
 		})
 	}
 	for i := range s.Topics {
@@ -89,11 +88,4 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		return Settings{}, fmt.Errorf("parameters.topics: %d topics, plan %q allows %d", len(s.Topics), plan.Name, k.MaxTopics)
 	}
 	return s, nil
-}
-
-func deref[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }

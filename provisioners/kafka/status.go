@@ -99,12 +99,12 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 			what = "topic " + ref.Name
 		}
 		if o == nil {
-			return inProgress("waiting for " + what + " to be created")
+			return provisioners.Progressing("waiting for " + what + " to be created")
 		}
 		st := StatusOf(o)
 		switch {
 		case st.Stale:
-			return inProgress("waiting for Strimzi to reconcile " + what)
+			return provisioners.Progressing("waiting for Strimzi to reconcile " + what)
 		case st.Ready:
 			if ref.GVK.Kind == "KafkaTopic" {
 				ready++
@@ -117,7 +117,7 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 			if st.Reason != "" {
 				d += fmt.Sprintf(" (Strimzi: %s: %s)", st.Reason, st.Message)
 			}
-			return inProgress(d)
+			return provisioners.Progressing(d)
 		}
 	}
 	d := fmt.Sprintf("Kafka ready: %d of %d topics", ready, topics)
@@ -125,8 +125,4 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		d = fmt.Sprintf("dedicated Kafka cluster %s ready, %d of %d topics", t.Cluster, ready, topics)
 	}
 	return provisioners.Progress{State: provisioners.Succeeded, Description: d}
-}
-
-func inProgress(d string) provisioners.Progress {
-	return provisioners.Progress{State: provisioners.InProgress, Description: d}
 }

@@ -12,11 +12,7 @@ import (
 // removal and an addition) unless allow_topic_deletion says so: its records
 // would be deleted.
 func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
-	before, err := Resolve(old.Plan, old.Params)
-	if err != nil {
-		return err
-	}
-	after, err := Resolve(updated.Plan, updated.Params)
+	before, after, err := provisioners.ResolveUpdate(Resolve, old, updated)
 	if err != nil {
 		return err
 	}
@@ -28,9 +24,8 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 		return fmt.Errorf("plan: the replication factor of existing topics cannot change in place (%d now, %d on plan %q); provision a new instance and migrate",
 			ok.ReplicationFactor, uk.ReplicationFactor, updated.Plan.Name)
 	}
-	if after.StorageGB < before.StorageGB {
-		return fmt.Errorf("parameters.storage_gb: volumes can grow but not shrink (%d GB now, %d asked); keep %d or more",
-			before.StorageGB, after.StorageGB, before.StorageGB)
+	if err := provisioners.StorageGrows(before.StorageGB, after.StorageGB); err != nil {
+		return err
 	}
 	next := map[string]Topic{}
 	for _, t := range after.Topics {

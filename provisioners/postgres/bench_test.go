@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
 // benchInstances are n distinct instances, alternating standard and ha,
@@ -30,20 +31,7 @@ func benchInstances(b *testing.B, n int) []provisioners.Instance {
 func BenchmarkBuild1000Instances(b *testing.B) {
 	p := &Provisioner{Config: fullBackupConfig()}
 	insts := benchInstances(b, 1000)
-	b.ReportAllocs()
-	b.ResetTimer()
-	objects := 0
-	for b.Loop() {
-		objects = 0
-		for _, inst := range insts {
-			objs, err := p.Build(inst)
-			if err != nil {
-				b.Fatal(err)
-			}
-			objects += len(objs)
-		}
-	}
-	b.ReportMetric(float64(objects), "objects/op")
+	provtest.BenchBuild(b, p, insts)
 }
 
 func BenchmarkBuildOne(b *testing.B) {

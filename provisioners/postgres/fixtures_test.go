@@ -1,13 +1,13 @@
 package postgres
 
 import (
-	"fmt"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
 // Fixed values the golden files are rendered with.
@@ -32,11 +32,7 @@ func testService() *catalog.Service {
 func testPlan(t testing.TB, name string) (*catalog.Service, *catalog.Plan) {
 	t.Helper()
 	svc := testService()
-	p := svc.PlanByName(name)
-	if p == nil {
-		t.Fatalf("plan %q is not in the catalog", name)
-	}
-	return svc, p
+	return svc, provtest.Plan(t, svc, name)
 }
 
 // testInstance is an instance of the named plan in testNamespace.
@@ -47,15 +43,7 @@ func testInstance(t testing.TB, plan string, params map[string]any) provisioners
 
 func instanceWithID(t testing.TB, plan, id string, params map[string]any) provisioners.Instance {
 	t.Helper()
-	svc, p := testPlan(t, plan)
-	return provisioners.Instance{
-		ID:        id,
-		Name:      provisioners.ResourceName("pg-", id),
-		Namespace: testNamespace,
-		Service:   svc,
-		Plan:      p,
-		Params:    params,
-	}
+	return provtest.Instance(t, testService(), plan, "pg-", id, testNamespace, params)
 }
 
 // baseConfig is the default configuration with a storage class and the
@@ -83,34 +71,17 @@ func fullBackupConfig() Config {
 
 func build(t testing.TB, c Config, inst provisioners.Instance) []*unstructured.Unstructured {
 	t.Helper()
-	p := &Provisioner{Config: c}
-	objs, err := p.Build(inst)
-	if err != nil {
-		t.Fatalf("Build(%s): %v", inst.Plan.Name, err)
-	}
-	return objs
+	return provtest.Build(t, &Provisioner{Config: c}, inst)
 }
 
-// byKind returns the objects of one kind, in build order.
-func byKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-// one returns the single object of a kind, failing the test otherwise.
-func one(t testing.TB, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
-	t.Helper()
-	found := byKind(objs, kind)
-	if len(found) != 1 {
-		t.Fatalf("want exactly one %s, got %d", kind, len(found))
-	}
-	return found[0]
-}
+// The engines' shared test helpers, under the names this package's tests
+// use.
+var (
+	renderYAML = provtest.RenderYAML
+	byKind     = provtest.ByKind
+	one        = provtest.One
+	uuidFor    = provtest.UUIDFor
+)
 
 func nestedString(t testing.TB, o *unstructured.Unstructured, fields ...string) string {
 	t.Helper()
@@ -137,9 +108,4 @@ func nestedMap(t testing.TB, o *unstructured.Unstructured, fields ...string) map
 		t.Fatalf("%s %s: %v is not an object (found=%v, err=%v)", o.GetKind(), o.GetName(), fields, found, err)
 	}
 	return v
-}
-
-// uuidFor makes the i-th distinct, UUID-shaped instance id.
-func uuidFor(i int) string {
-	return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
 }

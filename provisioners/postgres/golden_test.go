@@ -1,22 +1,15 @@
 package postgres
 
 import (
-	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 
-	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
-// go test ./provisioners/postgres -run TestBuildGolden -update rewrites the
-// golden files; review the diff before committing it.
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+// go test ./provisioners/postgres -run TestBuildGolden -update (provtest.Update)
+// rewrites the golden files; review the diff before committing it.
 
 // goldenCases are the renderings kept under testdata/<name>.golden.yaml.
 var goldenCases = []struct {
@@ -50,23 +43,6 @@ var goldenCases = []struct {
 	},
 }
 
-// renderYAML renders objects as one YAML stream in build order; yaml sorts
-// map keys, so the output is deterministic.
-func renderYAML(objs []*unstructured.Unstructured) ([]byte, error) {
-	var buf bytes.Buffer
-	for i, o := range objs {
-		if i > 0 {
-			buf.WriteString("---\n")
-		}
-		b, err := yaml.Marshal(o.Object)
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(b)
-	}
-	return buf.Bytes(), nil
-}
-
 func TestBuildGolden(t *testing.T) {
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,15 +51,7 @@ func TestBuildGolden(t *testing.T) {
 			inst.Meshed = tc.meshed
 			got, err := renderYAML(build(t, tc.config(), inst))
 			g.Expect(err).NotTo(HaveOccurred())
-
-			path := filepath.Join("testdata", tc.name+".golden.yaml")
-			if *update {
-				g.Expect(os.MkdirAll("testdata", 0o755)).To(Succeed())
-				g.Expect(os.WriteFile(path, got, 0o644)).To(Succeed())
-			}
-			want, err := os.ReadFile(path)
-			g.Expect(err).NotTo(HaveOccurred(), "missing golden file; run go test -run TestBuildGolden -update")
-			g.Expect(string(got)).To(Equal(string(want)), "rendering of %s differs from %s; if intended, rerun with -update and review the diff", tc.name, path)
+			provtest.ExpectGolden(g, tc.name, got)
 		})
 	}
 }
@@ -112,18 +80,9 @@ func TestGoldenFilesParseInBuildOrder(t *testing.T) {
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			raw, err := os.ReadFile(filepath.Join("testdata", tc.name+".golden.yaml"))
-			g.Expect(err).NotTo(HaveOccurred())
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
-			objs := build(t, tc.config(), inst)
-			docs := bytes.Split(raw, []byte("---\n"))
-			g.Expect(docs).To(HaveLen(len(objs)))
-			for i, doc := range docs {
-				var u unstructured.Unstructured
-				g.Expect(yaml.Unmarshal(doc, &u.Object)).To(Succeed())
-				g.Expect(provisioners.RefOf(&u)).To(Equal(provisioners.RefOf(objs[i])), "document %d", i)
-			}
+			provtest.ExpectGoldenInBuildOrder(g, tc.name, build(t, tc.config(), inst), "")
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/robfig/cron/v3"
@@ -59,24 +58,23 @@ var cronSeconds = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Do
 func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	pg := plan.Postgres
 	var p rawParams
-	raw, _ := json.Marshal(params)
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return Settings{}, fmt.Errorf("parameters: %v", err)
+	if err := provisioners.DecodeParams(params, &p); err != nil {
+		return Settings{}, err
 	}
 	s := Settings{
-		Version:      deref(p.Version, catalog.DefaultPostgresVersion),
-		StorageGB:    deref(p.StorageGB, pg.StorageGB),
-		Replicas:     deref(p.Replicas, pg.Instances-1),
+		Version:      provisioners.Deref(p.Version, catalog.DefaultPostgresVersion),
+		StorageGB:    provisioners.Deref(p.StorageGB, pg.StorageGB),
+		Replicas:     provisioners.Deref(p.Replicas, pg.Instances-1),
 		CPU:          pg.CPU,
 		Memory:       pg.Memory,
 		Databases:    p.Databases,
 		Extensions:   p.Extensions,
 		AuditClasses: catalog.DefaultAuditClasses,
-		XA:           deref(p.XA, false),
+		XA:           provisioners.Deref(p.XA, false),
 	}
 	if p.Resources != nil {
-		s.CPU = deref(p.Resources.CPU, pg.CPU)
-		s.Memory = deref(p.Resources.Memory, pg.Memory)
+		s.CPU = provisioners.Deref(p.Resources.CPU, pg.CPU)
+		s.Memory = provisioners.Deref(p.Resources.Memory, pg.Memory)
 	}
 	if len(s.Databases) == 0 {
 		s.Databases = []string{"app"}
@@ -84,48 +82,24 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	if p.Audit != nil && len(p.Audit.Classes) > 0 {
 		s.AuditClasses = p.Audit.Classes
 	}
-	if err := atMost("parameters.resources.cpu", s.CPU, pg.MaxCPU); err != nil {
+	if err := provisioners.AtMost("parameters.resources.cpu", s.CPU, pg.MaxCPU); err != nil {
 		return Settings{}, err
 	}
-	if err := atMost("parameters.resources.memory", s.Memory, pg.MaxMemory); err != nil {
+	if err := provisioners.AtMost("parameters.resources.memory", s.Memory, pg.MaxMemory); err != nil {
 		return Settings{}, err
 	}
 	if pg.Backup != nil {
 		s.BackupCron = pg.Backup.Schedule
 		s.RetentionDays = pg.Backup.RetentionDays
 		if p.Backup != nil {
-			s.BackupCron = deref(p.Backup.Schedule, s.BackupCron)
-			s.RetentionDays = deref(p.Backup.RetentionDays, s.RetentionDays)
+			s.BackupCron = provisioners.Deref(p.Backup.Schedule, s.BackupCron)
+			s.RetentionDays = provisioners.Deref(p.Backup.RetentionDays, s.RetentionDays)
 		}
 		if _, err := cronSeconds.Parse(s.BackupCron); err != nil {
 			return Settings{}, fmt.Errorf("parameters.backup.schedule: %q is not a six-field cron expression with seconds first (e.g. \"0 0 3 * * *\"): %v", s.BackupCron, err)
 		}
 	}
 	return s, nil
-}
-
-// atMost checks that value is a positive quantity no larger than limit. A
-// zero limit is no limit (the kubelet sets no CFS quota for a CPU limit of
-// 0), so it would lift the plan's ceiling rather than respect it.
-func atMost(field, value, limit string) error {
-	v, err := resource.ParseQuantity(value)
-	if err != nil {
-		return fmt.Errorf("%s: %q is not a Kubernetes quantity: %v", field, value, err)
-	}
-	if v.Sign() <= 0 {
-		return fmt.Errorf("%s: %s must be more than 0 (at most %s on this plan)", field, value, limit)
-	}
-	if v.Cmp(resource.MustParse(limit)) > 0 {
-		return fmt.Errorf("%s: %s is more than this plan allows (%s); choose a larger plan", field, value, limit)
-	}
-	return nil
-}
-
-func deref[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 // Size is what the instance requests: each PostgreSQL instance's CPU,

@@ -63,7 +63,7 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	refs := p.Watched(inst)
 	cluster := observed[refs[0]]
 	if cluster == nil {
-		return inProgress("waiting for the CloudNativePG Cluster to be created")
+		return provisioners.Progressing("waiting for the CloudNativePG Cluster to be created")
 	}
 	phase, _, _ := unstructured.NestedString(cluster.Object, "status", "phase")
 	reason, _, _ := unstructured.NestedString(cluster.Object, "status", "phaseReason")
@@ -79,18 +79,18 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	if phase == "" {
 		phase = "waiting for the operator"
 	}
-	if !conditionTrue(cluster, "Ready") || ready < want {
-		return inProgress(fmt.Sprintf("PostgreSQL: %s (%d of %d instances ready)", phase, ready, want))
+	if !provisioners.ConditionTrue(cluster, "Ready") || ready < want {
+		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: %s (%d of %d instances ready)", phase, ready, want))
 	}
 	if !inst.UpdatedAt.IsZero() && !readySince(cluster, inst.UpdatedAt) && now.Sub(inst.UpdatedAt) < UpdateSettle {
-		return inProgress(fmt.Sprintf("PostgreSQL: healthy; waiting for CloudNativePG to act on the update (confirmed after %s healthy)", UpdateSettle))
+		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: healthy; waiting for CloudNativePG to act on the update (confirmed after %s healthy)", UpdateSettle))
 	}
 	for _, ref := range refs[1:] {
 		o := observed[ref]
 		switch ref.GVK.Kind {
 		case "Database":
 			if o == nil {
-				return inProgress("waiting for database object " + ref.Name)
+				return provisioners.Progressing("waiting for database object " + ref.Name)
 			}
 			applied, _, _ := unstructured.NestedBool(o.Object, "status", "applied")
 			gen, _, _ := unstructured.NestedInt64(o.Object, "status", "observedGeneration")
@@ -101,16 +101,16 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 				if msg != "" {
 					d += ": " + msg
 				}
-				return inProgress(d)
+				return provisioners.Progressing(d)
 			}
 		case "Pooler":
 			if o == nil {
-				return inProgress("waiting for the PgBouncer pooler")
+				return provisioners.Progressing("waiting for the PgBouncer pooler")
 			}
 			wantP, _, _ := unstructured.NestedInt64(o.Object, "spec", "instances")
 			haveP, _, _ := unstructured.NestedInt64(o.Object, "status", "instances")
 			if haveP < wantP {
-				return inProgress(fmt.Sprintf("PgBouncer pooler: %d of %d instances", haveP, wantP))
+				return provisioners.Progressing(fmt.Sprintf("PgBouncer pooler: %d of %d instances", haveP, wantP))
 			}
 		}
 	}
@@ -119,7 +119,7 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		d += ", primary " + primary
 	}
 	if inst.Plan.Postgres.Backup != nil {
-		if conditionTrue(cluster, "ContinuousArchiving") {
+		if provisioners.ConditionTrue(cluster, "ContinuousArchiving") {
 			d += ", WAL archiving working"
 		} else {
 			d += ", WAL archiving not confirmed yet"
@@ -143,26 +143,4 @@ func readySince(cluster *unstructured.Unstructured, t time.Time) bool {
 		return err == nil && at.After(t.Truncate(time.Second))
 	}
 	return false
-}
-
-// conditionTrue says whether the condition is True; one that names an
-// older generation does not count (CloudNativePG 1.30 names none on the
-// Cluster; its Database conditions do).
-func conditionTrue(o *unstructured.Unstructured, condType string) bool {
-	conds, _, _ := unstructured.NestedSlice(o.Object, "status", "conditions")
-	for _, c := range conds {
-		m, ok := c.(map[string]any)
-		if !ok || m["type"] != condType {
-			continue
-		}
-		if gen, ok := m["observedGeneration"].(int64); ok && gen < o.GetGeneration() {
-			return false
-		}
-		return m["status"] == "True"
-	}
-	return false
-}
-
-func inProgress(d string) provisioners.Progress {
-	return provisioners.Progress{State: provisioners.InProgress, Description: d}
 }

@@ -11,11 +11,7 @@ import (
 // is a migration), shrinking storage (volumes only grow) and dropping a
 // database (its data would go).
 func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
-	before, err := Resolve(old.Plan, old.Params)
-	if err != nil {
-		return err
-	}
-	after, err := Resolve(updated.Plan, updated.Params)
+	before, after, err := provisioners.ResolveUpdate(Resolve, old, updated)
 	if err != nil {
 		return err
 	}
@@ -23,9 +19,8 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 		return fmt.Errorf("parameters.version: PostgreSQL %s cannot become %s in place; provision a new instance with version %s and migrate the data (pg_dump or logical replication)",
 			before.Version, after.Version, after.Version)
 	}
-	if after.StorageGB < before.StorageGB {
-		return fmt.Errorf("parameters.storage_gb: volumes can grow but not shrink (%d GB now, %d asked); keep %d or more",
-			before.StorageGB, after.StorageGB, before.StorageGB)
+	if err := provisioners.StorageGrows(before.StorageGB, after.StorageGB); err != nil {
+		return err
 	}
 	for _, db := range before.Databases {
 		if !slices.Contains(after.Databases, db) {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
 // BenchmarkBuild1000Instances renders 1,000 distinct instances of the three
@@ -16,18 +17,5 @@ func BenchmarkBuild1000Instances(b *testing.B) {
 		insts[i] = instanceWithID(b, plan, uuidFor(i), map[string]any{"maxmemory_policy": "allkeys-lfu"})
 		insts[i].Meshed = i%4 == 0
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	objects := 0
-	for b.Loop() {
-		objects = 0
-		for _, inst := range insts {
-			objs, err := p.Build(inst)
-			if err != nil {
-				b.Fatal(err)
-			}
-			objects += len(objs)
-		}
-	}
-	b.ReportMetric(float64(objects), "objects/op")
+	provtest.BenchBuild(b, p, insts)
 }

@@ -1,15 +1,13 @@
 package redis
 
 import (
-	"bytes"
-	"fmt"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
 const (
@@ -33,15 +31,7 @@ func testInstance(t testing.TB, plan string, params map[string]any) provisioners
 
 func instanceWithID(t testing.TB, plan, id string, params map[string]any) provisioners.Instance {
 	t.Helper()
-	svc := testService()
-	p := svc.PlanByName(plan)
-	if p == nil {
-		t.Fatalf("plan %q is not in the catalog", plan)
-	}
-	return provisioners.Instance{
-		ID: id, Name: provisioners.ResourceName("rd-", id), Namespace: testNamespace,
-		Service: svc, Plan: p, Params: params,
-	}
+	return provtest.Instance(t, testService(), plan, "rd-", id, testNamespace, params)
 }
 
 // baseConfig is the default configuration with a storage class and an
@@ -55,45 +45,14 @@ func baseConfig() Config {
 
 func build(t testing.TB, c Config, inst provisioners.Instance) []*unstructured.Unstructured {
 	t.Helper()
-	objs, err := (&Provisioner{Config: c}).Build(inst)
-	if err != nil {
-		t.Fatalf("Build(%s): %v", inst.Plan.Name, err)
-	}
-	return objs
+	return provtest.Build(t, &Provisioner{Config: c}, inst)
 }
 
-func byKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-func one(t testing.TB, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
-	t.Helper()
-	found := byKind(objs, kind)
-	if len(found) != 1 {
-		t.Fatalf("want exactly one %s, got %d", kind, len(found))
-	}
-	return found[0]
-}
-
-func renderYAML(objs []*unstructured.Unstructured) ([]byte, error) {
-	var buf bytes.Buffer
-	for i, o := range objs {
-		if i > 0 {
-			buf.WriteString("---\n")
-		}
-		b, err := yaml.Marshal(o.Object)
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(b)
-	}
-	return buf.Bytes(), nil
-}
-
-func uuidFor(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) }
+// The engines' shared test helpers, under the names this package's tests
+// use.
+var (
+	renderYAML = provtest.RenderYAML
+	byKind     = provtest.ByKind
+	one        = provtest.One
+	uuidFor    = provtest.UUIDFor
+)

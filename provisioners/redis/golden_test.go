@@ -1,22 +1,15 @@
 package redis
 
 import (
-	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 
-	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
-// go test ./provisioners/redis -run TestBuildGolden -update rewrites the
-// golden files; review the diff before committing it.
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+// go test ./provisioners/redis -run TestBuildGolden -update (provtest.Update)
+// rewrites the golden files; review the diff before committing it.
 
 var goldenCases = []struct {
 	name   string
@@ -45,13 +38,7 @@ func TestBuildGolden(t *testing.T) {
 			inst.Meshed = tc.meshed
 			got, err := renderYAML(build(t, baseConfig(), inst))
 			g.Expect(err).NotTo(HaveOccurred())
-			path := filepath.Join("testdata", tc.name+".golden.yaml")
-			if *update {
-				g.Expect(os.WriteFile(path, got, 0o644)).To(Succeed())
-			}
-			want, err := os.ReadFile(path)
-			g.Expect(err).NotTo(HaveOccurred(), "missing golden file; run go test -run TestBuildGolden -update")
-			g.Expect(string(got)).To(Equal(string(want)), "rendering of %s differs from %s; if intended, rerun with -update and review the diff", tc.name, path)
+			provtest.ExpectGolden(g, tc.name, got)
 		})
 	}
 }
@@ -73,17 +60,8 @@ func TestBuildIsDeterministic(t *testing.T) {
 func TestGoldenFilesParseInBuildOrder(t *testing.T) {
 	for _, tc := range goldenCases {
 		g := NewWithT(t)
-		raw, err := os.ReadFile(filepath.Join("testdata", tc.name+".golden.yaml"))
-		g.Expect(err).NotTo(HaveOccurred())
 		inst := testInstance(t, tc.plan, tc.params)
 		inst.Meshed = tc.meshed
-		objs := build(t, baseConfig(), inst)
-		docs := bytes.Split(raw, []byte("---\n"))
-		g.Expect(docs).To(HaveLen(len(objs)), tc.name)
-		for i, doc := range docs {
-			var u unstructured.Unstructured
-			g.Expect(yaml.Unmarshal(doc, &u.Object)).To(Succeed())
-			g.Expect(provisioners.RefOf(&u)).To(Equal(provisioners.RefOf(objs[i])), "%s document %d", tc.name, i)
-		}
+		provtest.ExpectGoldenInBuildOrder(g, tc.name, build(t, baseConfig(), inst), tc.name)
 	}
 }

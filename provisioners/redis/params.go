@@ -1,12 +1,12 @@
 package redis
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
 )
 
 // Settings are an instance's parameters with the plan's defaults filled
@@ -51,24 +51,23 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		return Settings{}, fmt.Errorf("plan %q is not a Redis plan", plan.Name)
 	}
 	var p rawParams
-	raw, _ := json.Marshal(params)
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return Settings{}, fmt.Errorf("parameters: %v", err)
+	if err := provisioners.DecodeParams(params, &p); err != nil {
+		return Settings{}, err
 	}
 	s := Settings{
-		Replicas:        deref(p.Replicas, r.Replicas),
+		Replicas:        provisioners.Deref(p.Replicas, r.Replicas),
 		Sentinels:       r.Sentinels,
-		StorageGB:       deref(p.StorageGB, r.StorageGB),
+		StorageGB:       provisioners.Deref(p.StorageGB, r.StorageGB),
 		CPU:             r.CPU,
 		Memory:          r.Memory,
-		MaxmemoryPolicy: deref(p.MaxmemoryPolicy, catalog.DefaultMaxmemoryPolicy),
+		MaxmemoryPolicy: provisioners.Deref(p.MaxmemoryPolicy, catalog.DefaultMaxmemoryPolicy),
 		AOF:             r.Persistence.AOF,
 		Snapshots:       r.Persistence.Snapshots,
 		KeepVolumes:     r.Persistence.KeepVolumes,
 	}
 	if p.Resources != nil {
-		s.CPU = deref(p.Resources.CPU, r.CPU)
-		s.Memory = deref(p.Resources.Memory, r.Memory)
+		s.CPU = provisioners.Deref(p.Resources.CPU, r.CPU)
+		s.Memory = provisioners.Deref(p.Resources.Memory, r.Memory)
 	}
 	if s.Replicas < r.MinReplicas || s.Replicas > r.MaxReplicas {
 		return Settings{}, fmt.Errorf("parameters.replicas: %d is outside this plan's %d–%d", s.Replicas, r.MinReplicas, r.MaxReplicas)
@@ -76,35 +75,13 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	if s.StorageGB < r.MinStorageGB || s.StorageGB > r.MaxStorageGB {
 		return Settings{}, fmt.Errorf("parameters.storage_gb: %d is outside this plan's %d–%d GB", s.StorageGB, r.MinStorageGB, r.MaxStorageGB)
 	}
-	if err := atMost("parameters.resources.cpu", s.CPU, r.MaxCPU); err != nil {
+	if err := provisioners.AtMost("parameters.resources.cpu", s.CPU, r.MaxCPU); err != nil {
 		return Settings{}, err
 	}
-	if err := atMost("parameters.resources.memory", s.Memory, r.MaxMemory); err != nil {
+	if err := provisioners.AtMost("parameters.resources.memory", s.Memory, r.MaxMemory); err != nil {
 		return Settings{}, err
 	}
 	mem := resource.MustParse(s.Memory)
 	s.MaxmemoryBytes = mem.Value() * MaxmemoryPercent / 100
 	return s, nil
-}
-
-// atMost checks that value is a positive quantity no larger than limit.
-func atMost(field, value, limit string) error {
-	v, err := resource.ParseQuantity(value)
-	if err != nil {
-		return fmt.Errorf("%s: %q is not a Kubernetes quantity: %v", field, value, err)
-	}
-	if v.Sign() <= 0 {
-		return fmt.Errorf("%s: %s must be more than 0 (at most %s on this plan)", field, value, limit)
-	}
-	if v.Cmp(resource.MustParse(limit)) > 0 {
-		return fmt.Errorf("%s: %s is more than this plan allows (%s); choose a larger plan", field, value, limit)
-	}
-	return nil
-}
-
-func deref[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }

@@ -44,27 +44,27 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	refs := p.Watched(inst)
 	rf, cert, sts, dep := observed[refs[0]], observed[refs[1]], observed[refs[2]], observed[refs[3]]
 	if rf == nil {
-		return inProgress("waiting for the RedisFailover to be created")
+		return provisioners.Progressing("waiting for the RedisFailover to be created")
 	}
-	if cert == nil || !conditionTrue(cert, "Ready") {
-		return inProgress("waiting for cert-manager to issue the TLS certificate " + refs[1].Name)
+	if cert == nil || !provisioners.ConditionTrue(cert, "Ready") {
+		return provisioners.Progressing("waiting for cert-manager to issue the TLS certificate " + refs[1].Name)
 	}
 	if sts == nil {
-		return inProgress("waiting for the redis-operator to create the Redis StatefulSet " + refs[2].Name)
+		return provisioners.Progressing("waiting for the redis-operator to create the Redis StatefulSet " + refs[2].Name)
 	}
 	if dep == nil {
-		return inProgress("waiting for the redis-operator to create the Sentinel Deployment " + refs[3].Name)
+		return provisioners.Progressing("waiting for the redis-operator to create the Sentinel Deployment " + refs[3].Name)
 	}
 	wantRedis, _, _ := unstructured.NestedInt64(rf.Object, "spec", "redis", "replicas")
 	wantSentinels, _, _ := unstructured.NestedInt64(rf.Object, "spec", "sentinel", "replicas")
 	if !stsMatches(rf, sts) || specReplicas(sts) != wantRedis || specReplicas(dep) != wantSentinels {
-		return inProgress("waiting for the redis-operator to apply the RedisFailover's changes")
+		return provisioners.Progressing("waiting for the redis-operator to apply the RedisFailover's changes")
 	}
 	if ok, d := rolledOut(sts, "Redis"); !ok {
-		return inProgress(d)
+		return provisioners.Progressing(d)
 	}
 	if ok, d := rolledOut(dep, "Sentinel"); !ok {
-		return inProgress(d)
+		return provisioners.Progressing(d)
 	}
 	return provisioners.Progress{State: provisioners.Succeeded,
 		Description: fmt.Sprintf("Redis ready: %d Redis pod(s), %d Sentinel(s)", wantRedis, wantSentinels)}
@@ -130,25 +130,6 @@ func sameResources(got, want map[string]any) bool {
 		}
 	}
 	return true
-}
-
-func conditionTrue(o *unstructured.Unstructured, condType string) bool {
-	conds, _, _ := unstructured.NestedSlice(o.Object, "status", "conditions")
-	for _, c := range conds {
-		m, ok := c.(map[string]any)
-		if !ok || m["type"] != condType {
-			continue
-		}
-		if gen, ok := m["observedGeneration"].(int64); ok && gen < o.GetGeneration() {
-			return false
-		}
-		return m["status"] == "True"
-	}
-	return false
-}
-
-func inProgress(d string) provisioners.Progress {
-	return provisioners.Progress{State: provisioners.InProgress, Description: d}
 }
 
 var secretGVK = schema.GroupVersionKind{Version: "v1", Kind: "Secret"}

@@ -11,11 +11,7 @@ import (
 // file or weakens its fsync policy, or stops keeping the volumes (each
 // would lose data the instance was promised to keep).
 func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
-	before, err := Resolve(old.Plan, old.Params)
-	if err != nil {
-		return err
-	}
-	after, err := Resolve(updated.Plan, updated.Params)
+	before, after, err := provisioners.ResolveUpdate(Resolve, old, updated)
 	if err != nil {
 		return err
 	}
@@ -34,9 +30,8 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 	if len(before.Snapshots) > 0 && len(after.Snapshots) == 0 {
 		return fmt.Errorf("plan_id: plan %q takes RDB snapshots and plan %q does not; this change is refused", old.Plan.Name, updated.Plan.Name)
 	}
-	if after.StorageGB < before.StorageGB {
-		return fmt.Errorf("parameters.storage_gb: volumes can grow but not shrink (%d GB now, %d asked); keep %d or more",
-			before.StorageGB, after.StorageGB, before.StorageGB)
+	if err := provisioners.StorageGrows(before.StorageGB, after.StorageGB); err != nil {
+		return err
 	}
 	return nil
 }
