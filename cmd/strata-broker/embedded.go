@@ -68,7 +68,8 @@ func startEmbedded(log *zap.Logger) (*devBroker, error) {
 		envt.Stop()
 		return nil, err
 	}
-	for _, ns := range []string{"strata-system", "dev"} {
+	// kafka: the namespace of the platform's shared Kafka cluster (kafka.shared.namespace).
+	for _, ns := range []string{"strata-system", "dev", "kafka"} {
 		_, err := core.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			envt.Stop()

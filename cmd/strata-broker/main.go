@@ -113,6 +113,11 @@ func run(f flags, log *zap.Logger) error {
 			// lets the backup plans render.
 			cfg.Postgres.Backup.Bucket = "strata-dev-backups"
 		}
+		if cfg.Postgres.ServerCertificates.IssuerName == "" {
+			// Likewise nothing issues certificates; an issuer's name lets
+			// Redis (TLS only) render.
+			cfg.Postgres.ServerCertificates.IssuerName = "strata-embedded-ca"
+		}
 	} else if restCfg, err = kubeConfig(f.kubeconfig); err != nil {
 		return err
 	}
