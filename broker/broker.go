@@ -465,8 +465,9 @@ func (b *Broker) deprovisionStep(ctx context.Context, inst provisioners.Instance
 
 // prune deletes what the instance rendered before an update and renders
 // no more (a topic the update dropped), except retained objects. CheckUpdate
-// has refused whatever would lose data unless the parameters allow it; a
-// failure is logged, and the next update prunes again.
+// has refused whatever would lose data unless the parameters allow it. A
+// failure is logged and the object left (it keeps the instance's labels,
+// by which an operator finds it).
 func (b *Broker) prune(ctx context.Context, before provisioners.Instance, eng Engine, now []*unstructured.Unstructured) {
 	old, err := eng.Provisioner.Build(before)
 	if err != nil {

@@ -24,3 +24,21 @@ func (s Size) Add(o Size) Size {
 type Sizer interface {
 	Size(inst Instance) (Size, error)
 }
+
+// Pods is what n pods request that each ask cpu and memory (quantities)
+// and have a volume of storageGB GiB.
+func Pods(n int, cpu, memory string, storageGB int) (Size, error) {
+	c, err := resource.ParseQuantity(cpu)
+	if err != nil {
+		return Size{}, err
+	}
+	m, err := resource.ParseQuantity(memory)
+	if err != nil {
+		return Size{}, err
+	}
+	return Size{
+		CPU:     *resource.NewMilliQuantity(c.MilliValue()*int64(n), c.Format),
+		Memory:  *resource.NewMilliQuantity(m.MilliValue()*int64(n), m.Format),
+		Storage: *resource.NewQuantity(int64(storageGB)*int64(n)<<30, resource.BinarySI),
+	}, nil
+}

@@ -253,6 +253,8 @@ func (p *Provisioner) dedicated(inst provisioners.Instance, s Settings) []*unstr
 		// cluster's pods out of the mesh; auto mTLS then sends meshed
 		// clients' (TLS) traffic to them as is.
 		podLabels["sidecar.istio.io/inject"] = "false"
+		// And out of ambient mode's ztunnel, likewise.
+		podLabels["istio.io/dataplane-mode"] = "none"
 	}
 	podTemplate := func() map[string]any {
 		if len(podLabels) == 0 {

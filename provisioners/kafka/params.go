@@ -89,3 +89,26 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	}
 	return s, nil
 }
+
+// Size is what the instance requests of its tenant: a dedicated cluster's
+// brokers and controllers; topics on the shared cluster cost the tenant no
+// pods (the platform's cluster carries them).
+func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error) {
+	c := inst.Plan.Kafka.Cluster
+	if c == nil || !inst.Plan.Kafka.Dedicated {
+		return provisioners.Size{}, nil
+	}
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return provisioners.Size{}, err
+	}
+	brokers, err := provisioners.Pods(c.Brokers, c.BrokerCPU, c.BrokerMemory, s.StorageGB)
+	if err != nil {
+		return provisioners.Size{}, err
+	}
+	controllers, err := provisioners.Pods(c.Controllers, c.ControllerCPU, c.ControllerMemory, c.ControllerStorageGB)
+	if err != nil {
+		return provisioners.Size{}, err
+	}
+	return brokers.Add(controllers), nil
+}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/robfig/cron/v3"
-	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
@@ -109,13 +108,5 @@ func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error
 	if err != nil {
 		return provisioners.Size{}, err
 	}
-	n := int64(s.Instances())
-	times := func(q string) resource.Quantity {
-		v := resource.MustParse(q)
-		return *resource.NewMilliQuantity(v.MilliValue()*n, v.Format)
-	}
-	return provisioners.Size{
-		CPU: times(s.CPU), Memory: times(s.Memory),
-		Storage: *resource.NewQuantity(int64(s.StorageGB)*n<<30, resource.BinarySI),
-	}, nil
+	return provisioners.Pods(s.Instances(), s.CPU, s.Memory, s.StorageGB)
 }

@@ -85,3 +85,13 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	s.MaxmemoryBytes = mem.Value() * MaxmemoryPercent / 100
 	return s, nil
 }
+
+// Size is what the instance requests: each Redis pod's CPU, memory and
+// volume (the Sentinels' small requests are not counted).
+func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error) {
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return provisioners.Size{}, err
+	}
+	return provisioners.Pods(s.Replicas, s.CPU, s.Memory, s.StorageGB)
+}
