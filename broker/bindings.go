@@ -120,7 +120,7 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 	existing, err := b.Store.GetBinding(ctx, bindingID)
 	switch {
 	case err == nil:
-		return b.repeatBind(existing, instanceID, d, params, predecessorID)
+		return b.repeatBind(existing, instanceID, d, params, predecessorID, async)
 	case !errors.Is(err, ErrNotFound):
 		return domain.Binding{}, internal(err.Error())
 	}
@@ -138,8 +138,10 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 		return domain.Binding{}, internal(err.Error())
 	}
 	res, err := eng.Binder.Bind(ctx, inst, bindingID, params)
+	// Clean-up must happen even when the platform gave up on the request.
+	cleanup := context.WithoutCancel(ctx)
 	if err != nil {
-		_ = b.Store.DeleteBinding(ctx, br)
+		_ = b.Store.DeleteBinding(cleanup, br)
 		var pe *binding.ParameterError
 		var nr *binding.NotReadyError
 		switch {
@@ -169,8 +171,8 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 		br.Operation.State, br.Operation.Description = provisioners.Succeeded, "bound"
 	}
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
-		_ = eng.Binder.Unbind(ctx, inst, res)
-		_ = b.Store.DeleteBinding(ctx, br)
+		_ = eng.Binder.Unbind(cleanup, inst, res)
+		_ = b.Store.DeleteBinding(cleanup, br)
 		return domain.Binding{}, internal("record binding: " + err.Error())
 	}
 	b.Log.Info("bound", zap.String("instance", instanceID), zap.String("binding", bindingID), zap.String("secret", res.SecretName))
@@ -192,13 +194,20 @@ func bindingMetadata(br *BindingRecord) domain.BindingMetadata {
 	}
 }
 
-func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain.BindDetails, params map[string]any, predecessorID string) (domain.Binding, error) {
+func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain.BindDetails, params map[string]any, predecessorID string, async bool) (domain.Binding, error) {
 	if existing.Deleted || existing.InstanceID != instanceID || existing.PlanID != d.PlanID ||
 		!reflect.DeepEqual(existing.Parameters, params) || existing.PredecessorID != predecessorID {
 		return domain.Binding{}, conflict("a binding with this id already exists with other attributes")
 	}
-	if existing.Operation.State == provisioners.InProgress {
+	switch existing.Operation.State {
+	case provisioners.InProgress:
+		if !async {
+			// 202 is only for a platform that said it can poll.
+			return domain.Binding{}, concurrencyError("the binding is being created by an earlier request; retry")
+		}
 		return domain.Binding{IsAsync: true, OperationData: existing.Operation.ID}, nil
+	case provisioners.Failed:
+		return domain.Binding{}, conflict("this binding failed (" + existing.Operation.Description + "); unbind it and bind again")
 	}
 	return domain.Binding{AlreadyExists: true, Credentials: existing.Credentials, Metadata: bindingMetadata(existing)}, nil
 }
@@ -212,9 +221,17 @@ func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ dom
 	if err != nil {
 		return domain.UnbindSpec{}, internal(err.Error())
 	}
-	rec, err := b.liveInstance(ctx, instanceID)
+	rec, err := b.Store.GetInstance(ctx, instanceID)
+	if errors.Is(err, ErrNotFound) || err == nil && rec.Deleted {
+		// The instance is gone, and with it what the binding could reach
+		// (its deprovision revoked every binding it knew of): forget it.
+		if err := b.Store.DeleteBinding(ctx, br); err != nil {
+			return domain.UnbindSpec{}, concurrencyError("the binding changed while unbinding; retry")
+		}
+		return domain.UnbindSpec{}, nil
+	}
 	if err != nil {
-		return domain.UnbindSpec{}, err
+		return domain.UnbindSpec{}, internal(err.Error())
 	}
 	inst, eng, err := b.instanceOf(rec)
 	if err != nil {
@@ -269,7 +286,15 @@ func (b *Broker) advanceBinding(ctx context.Context, br *BindingRecord) {
 	if err != nil {
 		return
 	}
-	p, err := eng.Binder.Ready(ctx, inst, resultOf(br))
+	var p provisioners.Progress
+	if br.SecretName == "" {
+		// The bind that made this record stopped before recording what it
+		// issued (a crash or a cancelled request): there is nothing to
+		// wait for.
+		p = provisioners.Progress{State: provisioners.Failed, Description: "the bind was interrupted before its credentials were recorded; unbind and bind again"}
+	} else {
+		p, err = eng.Binder.Ready(ctx, inst, resultOf(br))
+	}
 	if err != nil {
 		p = provisioners.Progress{State: provisioners.InProgress, Description: "checking credentials: " + err.Error()}
 	}

@@ -181,12 +181,16 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, paramError(err)
 	}
-	if _, err := b.Store.GetInstance(ctx, id); errors.Is(err, ErrNotFound) {
+	switch _, err := b.Store.GetInstance(ctx, id); {
+	case errors.Is(err, ErrNotFound):
 		// A new instance must fit the tenant's limits and quotas (a
 		// repeat was counted when it was new).
 		if err := b.checkTenant(ctx, inst, eng, nil); err != nil {
 			return domain.ProvisionedServiceSpec{}, err
 		}
+	case err != nil:
+		// Fail closed: an unreadable record must not skip the limits.
+		return domain.ProvisionedServiceSpec{}, internal(err.Error())
 	}
 
 	switch err := b.Store.CreateInstance(ctx, rec); {
@@ -632,6 +636,15 @@ func (b *Broker) advance(ctx context.Context, rec *InstanceRecord) {
 			progress = provisioners.Progress{State: provisioners.InProgress, Description: "waiting for the operators to remove the instance's resources"}
 		}
 	default:
+		if rec.Operation.Type == OpProvision {
+			// A provision cut short (a crash, a cancelled request) before
+			// its credentials' setup is completed here; Prepare is
+			// idempotent.
+			if err := eng.Binder.Prepare(ctx, inst); err != nil {
+				progress = provisioners.Progress{State: provisioners.InProgress, Description: "preparing credentials: " + err.Error()}
+				break
+			}
+		}
 		progress = b.assess(ctx, inst, eng)
 		if progress.State == provisioners.Succeeded {
 			// The credential source joins once the database is up.

@@ -212,6 +212,9 @@ func TestPostgresLifecycle(t *testing.T) {
 		op := r.Body["operation"].(string)
 
 		g.Expect(osb.do(http.MethodGet, bpath, nil).Code).To(Equal(http.StatusNotFound), "GET binding while binding is 404")
+		r = osb.do(http.MethodPut, bpath, body)
+		g.Expect(r.Code).To(Equal(http.StatusUnprocessableEntity), "a repeat without accepts_incomplete may not get a 202: %s", r.Raw)
+		g.Expect(r.Body["error"]).To(Equal("ConcurrencyError"))
 		r = osb.do(http.MethodGet, bpath+"/last_operation?operation="+op, nil)
 		g.Expect(r.Body["state"]).To(Equal("in progress"), r.Raw)
 		g.Expect(r.Body["description"]).To(ContainSubstring("role"))

@@ -113,6 +113,14 @@ func TestRedisLifecycle(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(osb.do(http.MethodGet, path+"/last_operation", nil).Body["state"]).To(Equal("in progress"))
 
+		// A provision cut short before its password Secret was written
+		// (here: the Secret is gone) heals on the next poll.
+		g.Expect(w.core.CoreV1().Secrets("team-a").Delete(ctx, secretPath, metav1.DeleteOptions{})).To(Succeed())
+		osb.do(http.MethodGet, path+"/last_operation", nil)
+		healed, err := w.core.CoreV1().Secrets("team-a").Get(ctx, secretPath, metav1.GetOptions{})
+		g.Expect(err).NotTo(HaveOccurred(), "the poll made the password Secret again")
+		g.Expect(healed.Data["password"]).NotTo(BeEmpty())
+
 		w.redisOperatorRuns(t, "team-a", name)
 		r = osb.do(http.MethodGet, path+"/last_operation", nil)
 		g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
