@@ -53,13 +53,7 @@ func TestBuildIsDeterministic(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			inst := goldenInstance(t, tc.plan, tc.params, tc.meshed)
-			first, err := renderYAML(build(t, tc.config(), inst))
-			g.Expect(err).NotTo(HaveOccurred())
-			for range 5 {
-				again, err := renderYAML(build(t, tc.config(), inst))
-				g.Expect(err).NotTo(HaveOccurred())
-				g.Expect(again).To(Equal(first))
-			}
+			provtest.ExpectDeterministic(g, func() ([]byte, error) { return renderYAML(build(t, tc.config(), inst)) })
 		})
 	}
 }

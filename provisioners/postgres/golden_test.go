@@ -63,13 +63,7 @@ func TestBuildIsDeterministic(t *testing.T) {
 			g := NewWithT(t)
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
-			first, err := renderYAML(build(t, tc.config(), inst))
-			g.Expect(err).NotTo(HaveOccurred())
-			for range 5 {
-				again, err := renderYAML(build(t, tc.config(), inst))
-				g.Expect(err).NotTo(HaveOccurred())
-				g.Expect(again).To(Equal(first))
-			}
+			provtest.ExpectDeterministic(g, func() ([]byte, error) { return renderYAML(build(t, tc.config(), inst)) })
 		})
 	}
 }

@@ -169,3 +169,16 @@ func BenchBuild(b *testing.B, p Builder, insts []provisioners.Instance) {
 	}
 	b.ReportMetric(float64(objects), "objects/op")
 }
+
+// ExpectDeterministic renders five more times and expects each rendering
+// to equal the first: output must not depend on map iteration order or on
+// earlier calls.
+func ExpectDeterministic(g Gomega, render func() ([]byte, error)) {
+	first, err := render()
+	g.Expect(err).NotTo(HaveOccurred())
+	for range 5 {
+		again, err := render()
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(again).To(Equal(first))
+	}
+}
