@@ -66,6 +66,9 @@ type Broker struct {
 	// ResourceQuotas, which provisions and updates must fit.
 	Limits TenancyLimits
 	Quotas Quotas
+	// Baseline configures the objects every tenant namespace with an
+	// instance gets (baseline.go).
+	Baseline provisioners.BaselineConfig
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)
@@ -211,6 +214,10 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 		return domain.ProvisionedServiceSpec{}, internal(err.Error())
 	}
 	b.Log.Info("provisioning", zap.String("instance", id), zap.String("plan", plan.Name), zap.String("namespace", rec.Namespace))
+	if err := b.ensureBaseline(ctx, rec.Namespace, rec.Meshed); err != nil {
+		b.failOperation(ctx, rec, "could not prepare the tenant namespace: "+err.Error())
+		return domain.ProvisionedServiceSpec{}, internal("could not prepare the tenant namespace: " + err.Error())
+	}
 	if err := eng.Binder.Prepare(ctx, inst); err != nil {
 		b.failOperation(ctx, rec, "could not prepare the instance's credentials: "+err.Error())
 		return domain.ProvisionedServiceSpec{}, internal("could not prepare the instance's credentials: " + err.Error())
@@ -239,6 +246,10 @@ func (b *Broker) repeatProvision(ctx context.Context, existing, asked *InstanceR
 		existing.Operation = asked.Operation
 		if err := b.Store.UpdateInstance(ctx, existing); err != nil {
 			return domain.ProvisionedServiceSpec{}, concurrencyError("the instance is changing; retry")
+		}
+		if err := b.ensureBaseline(ctx, existing.Namespace, existing.Meshed); err != nil {
+			b.failOperation(ctx, existing, "could not prepare the tenant namespace: "+err.Error())
+			return domain.ProvisionedServiceSpec{}, internal("could not prepare the tenant namespace: " + err.Error())
 		}
 		if err := eng.Binder.Prepare(ctx, inst); err != nil {
 			b.failOperation(ctx, existing, "could not prepare the instance's credentials: "+err.Error())
@@ -636,6 +647,10 @@ func (b *Broker) advance(ctx context.Context, rec *InstanceRecord) {
 			progress = provisioners.Progress{State: provisioners.InProgress, Description: "waiting for the operators to remove the instance's resources"}
 		}
 	default:
+		if err := b.ensureBaseline(ctx, inst.Namespace, inst.Meshed); err != nil {
+			progress = provisioners.Progress{State: provisioners.InProgress, Description: err.Error()}
+			break
+		}
 		if rec.Operation.Type == OpProvision {
 			// A provision cut short (a crash, a cancelled request) before
 			// its credentials' setup is completed here; Prepare is
@@ -666,6 +681,14 @@ func (b *Broker) advance(ctx context.Context, rec *InstanceRecord) {
 	if err := b.Store.UpdateInstance(ctx, rec); err != nil {
 		// Another replica advanced it; our reading is still a fair answer.
 		b.Log.Debug("record progress", zap.String("instance", rec.ID), zap.Error(err))
+		return
+	}
+	if rec.Deleted {
+		// Only once the record says so, so the tenant's other instances
+		// are counted against an up-to-date list.
+		if err := b.releaseBaseline(ctx, rec.Namespace); err != nil {
+			b.Log.Warn("remove the tenant baseline", zap.String("namespace", rec.Namespace), zap.Error(err))
+		}
 	}
 }
 

@@ -99,7 +99,14 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			return nil, fmt.Errorf("openBao is configured but postgres.serverCertificates.issuerName is not: OpenBao verifies every PostgreSQL instance against the CA of that cert-manager issuer")
 		}
 	}
+	baseline := provisioners.BaselineConfig{PlaintextPorts: postgres.MeshPlaintextPorts()}
+	if o.OpenBao.Enabled() && o.OpenBao.Namespace != "" {
+		// OpenBao logs in to meshed PostgreSQL instances (it must be in
+		// the mesh then; docs/openbao.md).
+		baseline.MeshIdentityNamespaces = []string{o.OpenBao.Namespace}
+	}
 	return &Broker{
+		Baseline:  baseline,
 		Catalog:   catalog.Default(),
 		Validator: catalog.NewValidator(),
 		Store:     NewStore(core, o.Namespace),

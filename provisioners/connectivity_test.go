@@ -3,6 +3,7 @@ package provisioners_test
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/np-guard/netpol-analyzer/pkg/netpol/eval"
@@ -24,7 +25,9 @@ import (
 // for two tenants with np-guard's netpol-analyzer: each tenant's
 // workloads reach their own data services on the client ports, and
 // nothing of the other tenant's; the operators reach the ports they need
-// and Prometheus the metrics ports; anything else is denied.
+// and Prometheus the metrics ports; anything else is denied. Each tenant
+// also has its baseline's default-deny policy, which must close data pods
+// that no instance policy opens and leave the tenant's own workloads alone.
 //
 // Each protected pod is modelled with exactly the labels its policy
 // selects (the labels the operators put on their pods). The shared Kafka
@@ -83,6 +86,17 @@ func TestConnectivity(t *testing.T) {
 	}
 	for _, tenant := range []string{"team-a", "team-b"} {
 		addPod(tenant, "app", map[string]string{"app": "web"})
+		addPod(tenant, "worker", map[string]string{"app": "worker"})
+		// A data pod no instance policy selects (its policy deleted by
+		// hand, or not applied yet): only the tenant baseline covers it.
+		addPod(tenant, "unprotected-data", map[string]string{provisioners.LabelDataPod: tenant + "-orphan"})
+		for _, o := range provisioners.Baseline(provisioners.BaselineConfig{}, provisioners.BaselineTenant{Namespace: tenant}) {
+			var np netv1.NetworkPolicy
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &np); err != nil {
+				t.Fatal(err)
+			}
+			objs = append(objs, &np)
+		}
 		for i, e := range engines {
 			id := fmt.Sprintf("%s-%d", tenant, i)
 			built, err := e.p.Build(provisioners.Instance{ID: id, Name: provisioners.ResourceName(e.prefix, id), Namespace: tenant,
@@ -103,7 +117,16 @@ func TestConnectivity(t *testing.T) {
 				name := np.Name + "-pod"
 				if _, dup := pods[np.Namespace+"/"+name]; !dup {
 					pods[np.Namespace+"/"+name] = np.Name
-					addPod(np.Namespace, name, np.Spec.PodSelector.MatchLabels)
+					labels := map[string]string{}
+					for k, v := range np.Spec.PodSelector.MatchLabels {
+						labels[k] = v
+					}
+					if np.Namespace == tenant {
+						// The operators copy the instance's labels to
+						// its pods, so the tenant baseline selects them.
+						labels[provisioners.LabelDataPod] = id
+					}
+					addPod(np.Namespace, name, labels)
 				}
 			}
 		}
@@ -176,6 +199,13 @@ func TestConnectivity(t *testing.T) {
 		{"Sentinel → Redis plaintext", pod("team-a", name(1, "team-a")+"-sentinel"), pod("team-a", name(1, "team-a")+"-redis"), 6379, true},
 		{"other tenant's Sentinel → Redis plaintext", pod("team-b", name(1, "team-b")+"-sentinel"), pod("team-a", name(1, "team-a")+"-redis"), 6379, false},
 		{"Prometheus → Redis exporter", "monitoring/prometheus", pod("team-a", name(1, "team-a")+"-redis"), 9121, true},
+		// The tenant baseline: data pods are closed unless an instance's
+		// policy opens them; the tenant's other workloads are untouched.
+		{"own app → unprotected data pod", "team-a/app", "team-a/unprotected-data", 5432, false},
+		{"operator → unprotected data pod", "cnpg-system/operator", "team-a/unprotected-data", 8000, false},
+		{"Prometheus → unprotected data pod", "monitoring/prometheus", "team-a/unprotected-data", 9187, false},
+		{"own app → own worker", "team-a/app", "team-a/worker", 8080, true},
+		{"other tenant → worker (not Strata's to close)", "team-b/app", "team-a/worker", 8080, true},
 		// Kafka on the shared cluster: tenants reach the TLS listener (the
 		// ACLs confine them to their topics); namespaces without instances
 		// do not.
@@ -189,7 +219,7 @@ func TestConnectivity(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if _, ok := pods[c.dst]; !ok {
+			if _, ok := pods[c.dst]; !ok && !strings.Contains(c.dst, "/unprotected-data") && !strings.HasSuffix(c.dst, "/worker") {
 				t.Fatalf("no protected pod %s (policies: %v)", c.dst, pods)
 			}
 			NewWithT(t).Expect(allowed(t, c.src, c.dst, c.port)).To(Equal(c.allowed), "%s → %s:%d", c.src, c.dst, c.port)

@@ -97,9 +97,14 @@ func (k *Kube) Observe(ctx context.Context, refs []Ref) (map[Ref]*unstructured.U
 }
 
 // Delete deletes the object with foreground propagation, so its dependents
-// (pods, PVCs) go before it does; a missing object is not an error.
+// (pods, PVCs) go before it does; a missing object is not an error, nor is
+// a kind the cluster does not serve (no Istio: no PeerAuthentication to
+// delete).
 func (k *Kube) Delete(ctx context.Context, ref Ref) error {
 	ri, err := k.resource(ref.GVK, ref.Namespace)
+	if meta.IsNoMatchError(err) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
