@@ -42,6 +42,7 @@ func TestIDsAreUniqueUUIDs(t *testing.T) {
 	g.Expect(seen).To(HaveKeyWithValue(catalog.PostgresDevLiteID, "plan postgresql/dev-lite"))
 	g.Expect(seen).To(HaveKeyWithValue(catalog.PostgresStandardID, "plan postgresql/standard"))
 	g.Expect(seen).To(HaveKeyWithValue(catalog.PostgresHAID, "plan postgresql/ha"))
+	g.Expect(seen).To(HaveKeyWithValue(catalog.PostgresSharedID, "plan postgresql/shared"))
 }
 
 func TestFind(t *testing.T) {
@@ -92,6 +93,13 @@ func TestCanUpdate(t *testing.T) {
 		{"standard", "dev-lite", []string{"no backups", "point-in-time recovery would be lost"}},
 		{"ha", "dev-lite", []string{"no backups", "point-in-time recovery would be lost"}},
 		{"ha", "standard", []string{"synchronous replication", "committed data could be lost"}},
+		{"shared", "shared", nil},
+		{"shared", "dev-lite", []string{"move between the shared cluster and a dedicated one"}},
+		{"shared", "standard", []string{"move between the shared cluster and a dedicated one"}},
+		{"shared", "ha", []string{"move between the shared cluster and a dedicated one"}},
+		{"dev-lite", "shared", []string{"move between the shared cluster and a dedicated one"}},
+		{"standard", "shared", []string{"move between the shared cluster and a dedicated one"}},
+		{"ha", "shared", []string{"move between the shared cluster and a dedicated one"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.from+"->"+tc.to, func(t *testing.T) {
@@ -194,6 +202,9 @@ func TestAllowedUpdatesNeverShrink(t *testing.T) {
 
 func TestPlanSizingIsCoherent(t *testing.T) {
 	for _, p := range catalog.Default().Services[0].Plans {
+		if p.Postgres.Shared {
+			continue // the platform sizes the shared cluster: TestSharedPlan
+		}
 		t.Run(p.Name, func(t *testing.T) {
 			g := NewWithT(t)
 			pg := p.Postgres

@@ -13,12 +13,19 @@ const (
 	PostgresDevLiteID  = "fe977e91-db4f-40e2-b8d5-054528136ce4"
 	PostgresStandardID = "27eb9dad-107b-42d1-bd60-0eb91b725073"
 	PostgresHAID       = "65460486-b60d-4be2-a53b-7100a42d16b6"
+	PostgresSharedID   = "1f3fc1e3-a95e-41c8-b38c-c66ebdc258d8"
 )
 
 // PostgresPlan is what a PostgreSQL plan stands for; the builders in
 // provisioners/postgres turn it, with the parameters, into CloudNativePG
 // objects.
 type PostgresPlan struct {
+	// Shared is true for a database (and its roles) inside the platform's
+	// shared cluster: the platform sizes, replicates and backs up that
+	// cluster, so none of the sizing fields below apply and the instance
+	// has no pods of its own.
+	Shared bool
+
 	// Instances is the default number of PostgreSQL instances (primary +
 	// standbys); the replicas parameter moves it within
 	// [MinReplicas+1, MaxReplicas+1].
@@ -141,7 +148,19 @@ func postgresService() Service {
 			ZoneSpread:          "required",
 		},
 	}
-	for _, p := range []*Plan{&devLite, &standard, &ha} {
+	// No plan change into or out of shared: the data would have to move
+	// between clusters (a dump and restore), which is not an in-place
+	// update. UpdatableTo stays empty and ChangeReason says why.
+	shared := Plan{
+		ID:   PostgresSharedID,
+		Name: "shared",
+		Description: "A database and its roles in the platform's shared PostgreSQL cluster: " +
+			"database-level tenant separation, TLS-only, backed up with the cluster.",
+		// Two CloudNativePG objects on a running cluster: seconds.
+		MaximumPollingDuration: 600,
+		Postgres:               &PostgresPlan{Shared: true},
+	}
+	for _, p := range []*Plan{&devLite, &standard, &ha, &shared} {
 		p.Metadata = postgresPlanMetadata(p)
 		// OpenBao credentials expire (binding metadata expires_at): a
 		// platform renews them with a successor binding.
@@ -157,12 +176,24 @@ func postgresService() Service {
 		Metadata: serviceMetadata("PostgreSQL",
 			"PostgreSQL clusters run by the CloudNativePG operator in the tenant's namespace, from a single dev instance to a zone-spread synchronous cluster with point-in-time recovery.",
 			"docs/postgres.md"),
-		Plans: []Plan{devLite, standard, ha},
+		Plans: []Plan{devLite, standard, ha, shared},
 	}
 }
 
 func postgresPlanMetadata(p *Plan) domain.ServicePlanMetadata {
 	pg := p.Postgres
+	if pg.Shared {
+		return domain.ServicePlanMetadata{
+			DisplayName: planDisplayName(p.Name),
+			Bullets: []string{
+				"a database and its roles in the platform's shared PostgreSQL cluster",
+				"database-level separation: logins connect only to their own database",
+				"TLS-only connections, pgaudit on",
+				"backed up and replicated with the shared cluster",
+			},
+			AdditionalMetadata: map[string]any{"shared": true, "backups": true},
+		}
+	}
 	bullets := []string{
 		fmt.Sprintf("%d instance(s), %d–%d read replicas", pg.Instances, pg.MinReplicas, pg.MaxReplicas),
 		fmt.Sprintf("%d GB storage by default (%d–%d GB)", pg.StorageGB, pg.MinStorageGB, pg.MaxStorageGB),
@@ -199,6 +230,8 @@ func postgresPlanMetadata(p *Plan) domain.ServicePlanMetadata {
 // downgradeReason says what a move from p to q would lose.
 func (p *PostgresPlan) downgradeReason(q *PostgresPlan) string {
 	switch {
+	case p.Shared != q.Shared:
+		return "the data would have to move between the shared cluster and a dedicated one, which is not an in-place change"
 	case p.Backup != nil && q.Backup == nil:
 		return "the target plan keeps no backups, so point-in-time recovery would be lost"
 	case p.SynchronousStandbys > q.SynchronousStandbys:

@@ -32,6 +32,12 @@ type PlanSchemas struct {
 // SchemasFor returns the parameter schemas of a plan.
 func SchemasFor(p *Plan) PlanSchemas {
 	switch {
+	case p.Postgres != nil && p.Postgres.Shared:
+		return PlanSchemas{
+			Provision: postgresSharedSchema(false),
+			Update:    postgresSharedSchema(true),
+			Bind:      postgresSharedBindSchema(),
+		}
 	case p.Postgres != nil:
 		return PlanSchemas{
 			Provision: postgresInstanceSchema(p.Postgres, false),
@@ -107,6 +113,19 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 	return instanceSchema("PostgreSQL", props, update)
 }
 
+// postgresSharedSchema is the shared plan's only parameter: the platform
+// sizes, replicates and backs up the shared cluster, and the database's
+// name is derived from the tenant and the instance.
+func postgresSharedSchema(update bool) Schema {
+	return instanceSchema("PostgreSQL", Schema{
+		"extensions": Schema{
+			"type": "array", "uniqueItems": true, "maxItems": len(PostgresExtensions),
+			"description": "Extensions created in the database (pgaudit and pg_stat_statements are always on).",
+			"items":       Schema{"type": "string", "enum": PostgresExtensions},
+		},
+	}, update)
+}
+
 // resourcesSchema is the "resources" parameter: CPU and memory quantities
 // defaulting to the plan's.
 func resourcesSchema(description, cpu, memory string) Schema {
@@ -148,7 +167,7 @@ func objectSchema(title string, props Schema) Schema {
 
 // planDisplayName is the display name of the plans every service offers.
 func planDisplayName(plan string) string {
-	return map[string]string{"dev-lite": "Dev lite", "standard": "Standard", "ha": "High availability"}[plan]
+	return map[string]string{"dev-lite": "Dev lite", "standard": "Standard", "ha": "High availability", "shared": "Shared"}[plan]
 }
 
 // serviceMetadata is a service's OSB metadata; Strata provides them all.
@@ -190,6 +209,14 @@ func postgresBindSchema() Schema {
 			"description": "Where the workload mounts the binding Secret (paths inside the Secret, such as the CA file, point there); defaults to /bindings/<secret name>.",
 		},
 	})
+}
+
+// postgresSharedBindSchema is the bind schema without "database": a
+// shared instance is one database.
+func postgresSharedBindSchema() Schema {
+	s := postgresBindSchema()
+	delete(s["properties"].(Schema), "database")
+	return s
 }
 
 // Validator checks parameters against a plan's schemas. Compiled schemas are

@@ -125,6 +125,9 @@ func TestSchemaDefaultsAreValid(t *testing.T) {
 // The instance schemas publish the plan's own numbers.
 func TestInstanceSchemasFollowThePlan(t *testing.T) {
 	for _, p := range catalog.Default().Services[0].Plans {
+		if p.Postgres.Shared {
+			continue // no sizing parameters: TestSharedPlanSchemas
+		}
 		t.Run(p.Name, func(t *testing.T) {
 			g := NewWithT(t)
 			pg := p.Postgres

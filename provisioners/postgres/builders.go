@@ -57,6 +57,9 @@ type Config struct {
 	// CloudNativePG's self-signed CA per cluster, so that OpenBao (and any
 	// client) verifies every instance against one CA.
 	ServerCertificates CertificatesConfig `json:"serverCertificates"`
+	// Shared names the platform's shared cluster, where the shared plan's
+	// databases live (shared.go).
+	Shared SharedConfig `json:"shared"`
 	// CredentialManager is set by the broker when OpenBao issues the
 	// credentials (broker configuration openBao): each cluster then gets
 	// the management role OpenBao logs in as, and OpenBao's pods are let
@@ -97,6 +100,7 @@ func DefaultConfig() Config {
 		PodMonitor:          true,
 		OperatorNamespace:   "cnpg-system",
 		MonitoringNamespace: "monitoring",
+		Shared:              DefaultSharedConfig(),
 	}
 }
 
@@ -134,7 +138,7 @@ func NamesOf(inst provisioners.Instance) Names {
 // holds its private key: cert-manager keeps it when the Certificate goes
 // (unless it runs with --enable-certificate-owner-ref).
 func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
-	if p.Config.ServerCertificates.IssuerName == "" {
+	if p.Config.ServerCertificates.IssuerName == "" || inst.Plan.Postgres.Shared {
 		return nil
 	}
 	return []provisioners.Ref{{GVK: schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: inst.Namespace, Name: NamesOf(inst).ServerCertificate}}
@@ -144,6 +148,9 @@ func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 // server certificate: cert-manager's Secret when the platform issues the
 // certificates, else the CA CloudNativePG generates (<cluster>-ca).
 func (p *Provisioner) ServerCASecret(inst provisioners.Instance) string {
+	if inst.Plan.Postgres.Shared {
+		return p.Config.SharedCluster().CASecret
+	}
 	n := NamesOf(inst)
 	if p.Config.ServerCertificates.IssuerName != "" {
 		return n.ServerCertificate
@@ -159,6 +166,9 @@ func DatabaseObjectName(inst provisioners.Instance, db string) string {
 
 // Build renders the instance's objects in apply order.
 func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstructured, error) {
+	if inst.Plan.Postgres.Shared {
+		return p.buildShared(inst)
+	}
 	s, err := Resolve(inst.Plan, inst.Params)
 	if err != nil {
 		return nil, err

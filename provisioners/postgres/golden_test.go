@@ -33,6 +33,11 @@ var goldenCases = []struct {
 		},
 	},
 	{name: "standard-meshed", plan: "standard", config: baseConfig, meshed: true},
+	{name: "shared", plan: "shared", config: DefaultConfig},
+	{
+		name: "shared-extensions-custom-cluster", plan: "shared", config: sharedConfig,
+		params: map[string]any{"extensions": []any{"pg_trgm", "vector"}},
+	},
 	{
 		name: "standard-backup-config", plan: "standard", config: fullBackupConfig,
 		params: map[string]any{

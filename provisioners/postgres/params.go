@@ -104,6 +104,11 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 // Size is what the instance requests: each PostgreSQL instance's CPU,
 // memory and volume (PgBouncer's pods request nothing of their own).
 func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error) {
+	if inst.Plan.Postgres.Shared {
+		// The shared cluster is the platform's: a database in it costs
+		// the tenant no pods of its own.
+		return provisioners.Size{}, nil
+	}
 	s, err := Resolve(inst.Plan, inst.Params)
 	if err != nil {
 		return provisioners.Size{}, err

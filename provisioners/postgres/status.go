@@ -33,6 +33,9 @@ var failedPhases = []string{
 
 // Watched lists the Cluster, its Databases and its Pooler.
 func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
+	if inst.Plan.Postgres.Shared {
+		return p.watchedShared(inst)
+	}
 	n := NamesOf(inst)
 	refs := []provisioners.Ref{{GVK: clusterGVK, Namespace: inst.Namespace, Name: n.Cluster}}
 	s, err := Resolve(inst.Plan, inst.Params)
@@ -60,6 +63,9 @@ const UpdateSettle = time.Minute
 // condition, each Database's applied flag (for its generation) and the
 // Pooler's instance count.
 func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisioners.Ref]*unstructured.Unstructured, now time.Time) provisioners.Progress {
+	if inst.Plan.Postgres.Shared {
+		return p.assessShared(inst, observed)
+	}
 	refs := p.Watched(inst)
 	cluster := observed[refs[0]]
 	if cluster == nil {

@@ -11,6 +11,10 @@ import (
 // is a migration), shrinking storage (volumes only grow) and dropping a
 // database (its data would go).
 func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
+	if updated.Plan.Postgres.Shared {
+		// The catalog refuses plan changes into or out of shared.
+		return checkSharedUpdate(old, updated)
+	}
 	before, after, err := provisioners.ResolveUpdate(Resolve, old, updated)
 	if err != nil {
 		return err
