@@ -102,6 +102,13 @@ type ParameterError struct{ Msg string }
 
 func (e *ParameterError) Error() string { return e.Msg }
 
+// UnsupportedError is a bind this broker's configuration cannot serve
+// (a shared PostgreSQL instance without OpenBao); the request cannot
+// succeed until the platform team changes the configuration.
+type UnsupportedError struct{ Msg string }
+
+func (e *UnsupportedError) Error() string { return e.Msg }
+
 // NotReadyError says the instance cannot take bindings yet (for example its
 // CA certificate does not exist yet); the platform may retry.
 type NotReadyError struct{ Msg string }

@@ -12,6 +12,19 @@ path "database/rotate-root/strata-*" {
   capabilities = ["update"]
 }
 
+# The shared PostgreSQL cluster's connection is the platform's (written
+# once by a platform engineer, docs/openbao.md): the broker may not read,
+# rewrite, rotate or delete it, only write roles that use it (named
+# strata-shared.<tenant>.<instance>-<access>, matched below). An exact
+# path wins over the strata-* globs. Change the name here if
+# postgres.shared.openBaoConnection differs.
+path "database/config/strata-shared" {
+  capabilities = ["deny"]
+}
+path "database/rotate-root/strata-shared" {
+  capabilities = ["deny"]
+}
+
 # One role per access level of each instance.
 path "database/roles/strata-*" {
   capabilities = ["create", "read", "update", "delete"]

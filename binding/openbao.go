@@ -159,6 +159,9 @@ type OpenBaoSource struct {
 	// OpenBao has rotated them (never the tenant's namespace, whose
 	// readers would otherwise hold a role that creates logins).
 	BrokerNamespace string
+	// Shared is the platform's shared cluster: its OpenBao connection is
+	// the platform's, and the broker writes only roles that use it.
+	Shared postgres.SharedConfig
 
 	mu         sync.Mutex
 	tokenUntil time.Time
@@ -326,6 +329,9 @@ func ConnectionName(inst provisioners.Instance) string {
 
 // RoleName is the OpenBao role of an access level of an instance.
 func RoleName(inst provisioners.Instance, a Access) string {
+	if inst.Plan.Postgres.Shared {
+		return sharedRoleName(inst, a)
+	}
 	return ConnectionName(inst) + "-" + string(a)
 }
 
@@ -369,6 +375,9 @@ const firstPasswordKey = "password"
 // password Secret comes first and is the source of truth, so a repeat
 // after a crash renders the same role.
 func (s *OpenBaoSource) Prepare(ctx context.Context, inst provisioners.Instance) error {
+	if inst.Plan.Postgres.Shared {
+		return nil // the shared cluster's management role is the platform's
+	}
 	if s.BrokerNamespace == "" {
 		return errors.New("OpenBaoSource.BrokerNamespace is not set")
 	}
@@ -416,6 +425,9 @@ func (s *OpenBaoSource) Configure(ctx context.Context, inst provisioners.Instanc
 }
 
 func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst provisioners.Instance) error {
+	if inst.Plan.Postgres.Shared {
+		return s.writeRoles(ctx, vc, inst, postgres.Config{Shared: s.Shared}.SharedCluster().OpenBaoConnection, sharedRoleStatements)
+	}
 	conn := ConnectionName(inst)
 	mount := s.cfg.DatabaseMount
 	first, err := s.kube.Get(ctx, s.firstPasswordRef(inst))
@@ -451,10 +463,18 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 			return fmt.Errorf("delete the first password after its rotation: %w", err)
 		}
 	}
+	return s.writeRoles(ctx, vc, inst, conn, func(_ provisioners.Instance, a Access) []string { return roleStatements(a) })
+}
+
+// writeRoles writes the instance's role of every access level, on
+// connection conn, with the level's creation statements and the common
+// revocation statements.
+func (s *OpenBaoSource) writeRoles(ctx context.Context, vc *vault.Client, inst provisioners.Instance, conn string, creation func(provisioners.Instance, Access) []string) error {
+	mount := s.cfg.DatabaseMount
 	for _, a := range accessLevels {
 		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/roles/"+RoleName(inst, a), map[string]any{
 			"db_name":               conn,
-			"creation_statements":   roleStatements(a),
+			"creation_statements":   creation(inst, a),
 			"revocation_statements": revocationStatements,
 			"default_ttl":           int(s.ttl.Seconds()),
 			"max_ttl":               int(s.ttl.Seconds()),
@@ -500,6 +520,9 @@ func (s *OpenBaoSource) Teardown(ctx context.Context, inst provisioners.Instance
 	if err := s.call(ctx, func(vc *vault.Client) error { return s.teardown(ctx, vc, inst) }); err != nil {
 		return err
 	}
+	if inst.Plan.Postgres.Shared {
+		return nil // no connection, bootstrap or first password of its own
+	}
 	return errors.Join(
 		s.kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap}),
 		s.kube.Delete(ctx, s.firstPasswordRef(inst)),
@@ -520,6 +543,9 @@ func (s *OpenBaoSource) teardown(ctx context.Context, vc *vault.Client, inst pro
 		if _, err := vc.Logical().DeleteWithContext(ctx, mount+"/roles/"+RoleName(inst, a)); err != nil {
 			return fmt.Errorf("delete OpenBao role %s: %w", RoleName(inst, a), err)
 		}
+	}
+	if inst.Plan.Postgres.Shared {
+		return nil // the shared connection is the platform's
 	}
 	if _, err := vc.Logical().DeleteWithContext(ctx, mount+"/config/"+ConnectionName(inst)); err != nil {
 		return fmt.Errorf("delete OpenBao connection %s: %w", ConnectionName(inst), err)

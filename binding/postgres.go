@@ -142,6 +142,9 @@ type PostgresBinder struct {
 	// CASecret names the Secret whose ca.crt signs the instance's server
 	// certificate (postgres.Provisioner.ServerCASecret).
 	CASecret func(inst provisioners.Instance) string
+	// Shared is the platform's shared cluster (postgres.shared), where
+	// shared instances' databases live.
+	Shared postgres.SharedConfig
 }
 
 // Prepare, Configure and Teardown are the credential source's, if it keeps
@@ -186,6 +189,9 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 	if p.Access == "" {
 		p.Access = ReadWrite
 	}
+	if inst.Plan.Postgres.Shared {
+		return b.bindShared(ctx, inst, bindingID, p)
+	}
 	settings, err := postgres.Resolve(inst.Plan, inst.Params)
 	if err != nil {
 		return Result{}, err
@@ -202,6 +208,12 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 		return Result{}, err
 	}
 
+	return b.issueAndWrite(ctx, inst, bindingID, p.Access, b.conn(inst, bindingID, settings, p, ca))
+}
+
+// issueAndWrite issues the logins (the application's, and the owner's for
+// migrations on readwrite bindings) and writes the Secret of conn.
+func (b *PostgresBinder) issueAndWrite(ctx context.Context, inst provisioners.Instance, bindingID string, access Access, conn PostgresConn) (Result, error) {
 	logins := map[string]Login{}
 	// revokeAll undoes a half-made bind; a login it cannot revoke is named
 	// in the error (it still ends with its lease).
@@ -215,13 +227,13 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 		}
 		return nil
 	}
-	app, err := b.Logins.Issue(ctx, inst, bindingID, p.Access)
+	app, err := b.Logins.Issue(ctx, inst, bindingID, access)
 	if err != nil {
-		return Result{}, fmt.Errorf("issue %s login: %w", p.Access, err)
+		return Result{}, fmt.Errorf("issue %s login: %w", access, err)
 	}
 	logins["app"] = app
 	var migrator *Login
-	switch p.Access {
+	switch access {
 	case ReadWrite:
 		m, err := b.Logins.Issue(ctx, inst, bindingID, Owner)
 		if err != nil {
@@ -233,7 +245,6 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 		migrator = &app
 	}
 
-	conn := b.conn(inst, bindingID, settings, p, ca)
 	conn.App, conn.Migrator = app, migrator
 	data := PostgresSecret(conn)
 	if err := writeSecret(ctx, b.Kube, inst, bindingID, conn.SecretName, "postgresql", data); err != nil {

@@ -144,9 +144,12 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 		_ = b.Store.DeleteBinding(cleanup, br)
 		var pe *binding.ParameterError
 		var nr *binding.NotReadyError
+		var ue *binding.UnsupportedError
 		switch {
 		case errors.As(err, &pe):
 			return domain.Binding{}, invalidParameters(err)
+		case errors.As(err, &ue):
+			return domain.Binding{}, unprocessable("BindingNotSupported", err)
 		case errors.As(err, &nr):
 			return domain.Binding{}, concurrencyError(err.Error())
 		}

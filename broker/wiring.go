@@ -93,6 +93,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			bao.Address = o.PostgresAddress
 		}
 		bao.BrokerNamespace = o.Namespace
+		bao.Shared = o.Postgres.Shared
 		logins, kv = bao, bao
 		pg.Config.CredentialManager = &postgres.CredentialManager{Namespace: o.OpenBao.Namespace}
 		if pg.Config.ServerCertificates.IssuerName == "" {
@@ -125,7 +126,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			},
 			catalog.EnginePostgres: {
 				Provisioner: pg,
-				Binder:      &binding.PostgresBinder{Kube: kube, Logins: logins, CASecret: pg.ServerCASecret},
+				Binder:      &binding.PostgresBinder{Kube: kube, Logins: logins, CASecret: pg.ServerCASecret, Shared: o.Postgres.Shared},
 				Prefix:      "pg-",
 			},
 		},

@@ -158,7 +158,9 @@ func postgresService() Service {
 			"database-level tenant separation, TLS-only, backed up with the cluster.",
 		// Two CloudNativePG objects on a running cluster: seconds.
 		MaximumPollingDuration: 600,
-		Postgres:               &PostgresPlan{Shared: true},
+		// MaxConnections is the database's connection limit: one tenant
+		// cannot take the shared cluster's connections from the others.
+		Postgres: &PostgresPlan{Shared: true, MaxConnections: 50},
 	}
 	for _, p := range []*Plan{&devLite, &standard, &ha, &shared} {
 		p.Metadata = postgresPlanMetadata(p)
@@ -188,10 +190,11 @@ func postgresPlanMetadata(p *Plan) domain.ServicePlanMetadata {
 			Bullets: []string{
 				"a database and its roles in the platform's shared PostgreSQL cluster",
 				"database-level separation: logins connect only to their own database",
+				fmt.Sprintf("at most %d connections to the database", pg.MaxConnections),
 				"TLS-only connections, pgaudit on",
 				"backed up and replicated with the shared cluster",
 			},
-			AdditionalMetadata: map[string]any{"shared": true, "backups": true},
+			AdditionalMetadata: map[string]any{"shared": true, "backups": true, "max_connections": pg.MaxConnections},
 		}
 	}
 	bullets := []string{

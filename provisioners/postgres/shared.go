@@ -134,6 +134,14 @@ func SharedNamesOf(inst provisioners.Instance) SharedNames {
 // nothing else); the shared cluster's grant function checks it.
 const SharedRolePattern = `^s_[a-z0-9_]*_[0-9a-f]{32}_(owner|readwrite|readonly)$`
 
+// SharedGrantFunction is the function the platform creates in the shared
+// cluster's postgres database (charts/strata-platform,
+// shared-postgres.yaml): SECURITY DEFINER, executable only by the
+// management role, it grants a group matching SharedRolePattern to a
+// plain login. It stands in for ADMIN OPTION on every tenant's groups,
+// which CloudNativePG cannot grant.
+const SharedGrantFunction = "strata.grant_tenant_role"
+
 var databaseRoleGVK = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "DatabaseRole"}
 
 // inShared places an object of the instance in the shared cluster's
@@ -189,6 +197,8 @@ func (p *Provisioner) buildShared(inst provisioners.Instance) ([]*unstructured.U
 		// database: it is dropped. The shared cluster's backups still hold
 		// it for their retention, so a restore can bring it back.
 		"databaseReclaimPolicy": "delete",
+		// One tenant cannot take the shared cluster's connections.
+		"connectionLimit": int64(inst.Plan.Postgres.MaxConnections),
 	}
 	if len(exts) > 0 {
 		dbSpec["extensions"] = exts
