@@ -15,6 +15,7 @@ import (
 type usageCollector struct {
 	b                                      *Broker
 	instances, cpu, memory, storage, binds *prometheus.Desc
+	topics, partitions                     *prometheus.Desc
 }
 
 func newUsageCollector(b *Broker) *usageCollector {
@@ -22,17 +23,19 @@ func newUsageCollector(b *Broker) *usageCollector {
 		return prometheus.NewDesc("strata_tenant_"+name, help, labels, nil)
 	}
 	return &usageCollector{
-		b:         b,
-		instances: d("instances", "Instances a tenant holds, by service and plan.", "tenant", "service", "plan"),
-		cpu:       d("cpu_cores", "CPU the tenant's instances request, in cores.", "tenant", "service"),
-		memory:    d("memory_bytes", "Memory the tenant's instances request.", "tenant", "service"),
-		storage:   d("storage_bytes", "Volume storage the tenant's instances request.", "tenant", "service"),
-		binds:     d("bindings", "Bindings of the tenant's instances.", "tenant", "service"),
+		b:          b,
+		instances:  d("instances", "Instances a tenant holds, by service and plan.", "tenant", "service", "plan"),
+		cpu:        d("cpu_cores", "CPU the tenant's instances request, in cores.", "tenant", "service"),
+		memory:     d("memory_bytes", "Memory the tenant's instances request.", "tenant", "service"),
+		storage:    d("storage_bytes", "Volume storage the tenant's instances request.", "tenant", "service"),
+		binds:      d("bindings", "Bindings of the tenant's instances.", "tenant", "service"),
+		topics:     d("topics", "Kafka topics the tenant's instances hold, by service and plan.", "tenant", "service", "plan"),
+		partitions: d("partitions", "Partitions of those topics (what a shared cluster's cost is split by).", "tenant", "service", "plan"),
 	}
 }
 
 func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.instances, c.cpu, c.memory, c.storage, c.binds} {
+	for _, d := range []*prometheus.Desc{c.instances, c.cpu, c.memory, c.storage, c.binds, c.topics, c.partitions} {
 		ch <- d
 	}
 }
@@ -50,6 +53,7 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 	type svc struct{ tenant, service string }
 	count := map[plan]int{}
 	var cpu, mem, sto = map[svc]float64{}, map[svc]float64{}, map[svc]float64{}
+	topics, partitions := map[plan]int{}, map[plan]int{}
 	serviceOf := map[string]svc{}
 	for _, r := range recs {
 		if r.Deleted {
@@ -65,6 +69,11 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 		cpu[k] += u.Size.CPU.AsApproximateFloat64()
 		mem[k] += u.Size.Memory.AsApproximateFloat64()
 		sto[k] += u.Size.Storage.AsApproximateFloat64()
+		if u.Size.Topics > 0 {
+			p := plan{r.Namespace, u.Service, u.Plan}
+			topics[p] += u.Size.Topics
+			partitions[p] += u.Size.Partitions
+		}
 	}
 	for k, n := range count {
 		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(n), k.tenant, k.service, k.plan)
@@ -73,6 +82,10 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.GaugeValue, cpu[k], k.tenant, k.service)
 		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, mem[k], k.tenant, k.service)
 		ch <- prometheus.MustNewConstMetric(c.storage, prometheus.GaugeValue, sto[k], k.tenant, k.service)
+	}
+	for k, n := range topics {
+		ch <- prometheus.MustNewConstMetric(c.topics, prometheus.GaugeValue, float64(n), k.tenant, k.service, k.plan)
+		ch <- prometheus.MustNewConstMetric(c.partitions, prometheus.GaugeValue, float64(partitions[k]), k.tenant, k.service, k.plan)
 	}
 	binds, err := c.b.Store.ListBindings(ctx)
 	if err != nil {

@@ -4,6 +4,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -98,6 +99,18 @@ func TestTenantLimits(t *testing.T) {
 	})
 	t.Run("usage per tenant in /metrics", func(t *testing.T) {
 		g := NewWithT(t)
+		// Topics on the shared Kafka cluster (in its namespace).
+		if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		_, standard, err := catalog.Default().Find(catalog.KafkaServiceID, catalog.KafkaStandardID)
+		g.Expect(err).NotTo(HaveOccurred())
+		kafkaBody := provisionBody(catalog.KafkaStandardID, "team-e", map[string]any{"topics": []any{
+			map[string]any{"name": "orders", "partitions": 6}, map[string]any{"name": "audit"},
+		}})
+		kafkaBody["service_id"] = catalog.KafkaServiceID
+		r := osb.do(http.MethodPut, "/v2/service_instances/7e000000-0000-4000-8000-000000000009?accepts_incomplete=true", kafkaBody)
+		g.Expect(r.Code).To(Equal(http.StatusAccepted), r.Raw)
 		req, err := http.NewRequest(http.MethodGet, osb.base+"/metrics", nil)
 		g.Expect(err).NotTo(HaveOccurred())
 		res, err := osb.http.Do(req)
@@ -111,6 +124,10 @@ func TestTenantLimits(t *testing.T) {
 		g.Expect(text).To(ContainSubstring(`strata_tenant_storage_bytes{service="postgresql",tenant="team-e"} 4.4023414784e+10`))
 		// standard: 2 × 1 CPU, dev-lite: 0.25.
 		g.Expect(text).To(ContainSubstring(`strata_tenant_cpu_cores{service="postgresql",tenant="team-e"} 2.25`))
+		g.Expect(text).To(ContainSubstring(`strata_tenant_instances{plan="standard",service="kafka",tenant="team-e"} 1`))
+		g.Expect(text).To(ContainSubstring(`strata_tenant_topics{plan="standard",service="kafka",tenant="team-e"} 2`))
+		g.Expect(text).To(ContainSubstring(fmt.Sprintf(`strata_tenant_partitions{plan="standard",service="kafka",tenant="team-e"} %d`, 6+standard.Kafka.DefaultPartitions)))
+		g.Expect(text).NotTo(MatchRegexp(`strata_tenant_(topics|partitions)\{[^}]*service="postgresql"`), "PostgreSQL holds no topics")
 		g.Expect(strings.Contains(text, `tenant="team-f"`)).To(BeFalse(), "refused provisions hold nothing")
 	})
 }

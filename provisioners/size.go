@@ -3,11 +3,16 @@ package provisioners
 import "k8s.io/apimachinery/pkg/api/resource"
 
 // Size is what an instance asks of the cluster, summed over its pods:
-// what tenant limits, ResourceQuotas and usage metrics count.
+// what tenant limits, ResourceQuotas and usage metrics count. Topics and
+// Partitions are what a Kafka instance holds on its cluster, which is how
+// a shared cluster's cost is split between tenants.
 type Size struct {
 	CPU     resource.Quantity
 	Memory  resource.Quantity
 	Storage resource.Quantity
+
+	Topics     int
+	Partitions int
 }
 
 // Add returns s + o.
@@ -16,11 +21,13 @@ func (s Size) Add(o Size) Size {
 	s.CPU.Add(o.CPU)
 	s.Memory.Add(o.Memory)
 	s.Storage.Add(o.Storage)
+	s.Topics += o.Topics
+	s.Partitions += o.Partitions
 	return s
 }
 
-// Sizer is implemented by engines whose instances run pods of the
-// tenant's (a shared cluster's topics cost the tenant no pods).
+// Sizer is implemented by engines whose instances hold something that
+// counts against the tenant: pods, volumes, topics.
 type Sizer interface {
 	Size(inst Instance) (Size, error)
 }

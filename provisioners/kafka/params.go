@@ -94,13 +94,18 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 // brokers and controllers; topics on the shared cluster cost the tenant no
 // pods (the platform's cluster carries them).
 func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error) {
-	c := inst.Plan.Kafka.Cluster
-	if c == nil || !inst.Plan.Kafka.Dedicated {
-		return provisioners.Size{}, nil
-	}
 	s, err := Resolve(inst.Plan, inst.Params)
 	if err != nil {
 		return provisioners.Size{}, err
+	}
+	topics := provisioners.Size{Topics: len(s.Topics)}
+	for _, t := range s.Topics {
+		topics.Partitions += t.Partitions
+	}
+	c := inst.Plan.Kafka.Cluster
+	if c == nil || !inst.Plan.Kafka.Dedicated {
+		// A shared cluster's topics cost the tenant no pods of its own.
+		return topics, nil
 	}
 	brokers, err := provisioners.Pods(c.Brokers, c.BrokerCPU, c.BrokerMemory, s.StorageGB)
 	if err != nil {
@@ -110,5 +115,5 @@ func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error
 	if err != nil {
 		return provisioners.Size{}, err
 	}
-	return brokers.Add(controllers), nil
+	return brokers.Add(controllers).Add(topics), nil
 }
