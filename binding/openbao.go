@@ -426,7 +426,7 @@ func (s *OpenBaoSource) Configure(ctx context.Context, inst provisioners.Instanc
 
 func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst provisioners.Instance) error {
 	if inst.Plan.Postgres.Shared {
-		return s.writeRoles(ctx, vc, inst, postgres.Config{Shared: s.Shared}.SharedCluster().OpenBaoConnection, sharedRoleStatements)
+		return s.writeRoles(ctx, vc, inst, postgres.Config{Shared: s.Shared}.SharedCluster().OpenBaoConnection, SharedRoleStatements)
 	}
 	conn := ConnectionName(inst)
 	mount := s.cfg.DatabaseMount

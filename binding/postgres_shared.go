@@ -63,13 +63,14 @@ func sharedRoleName(inst provisioners.Instance, a Access) string {
 	return SharedRolePrefix + inst.Namespace + "." + inst.Name + "-" + string(a)
 }
 
-// sharedRoleStatements create a login in exactly the level's group of the
+// SharedRoleStatements are the creation statements of a shared
+// instance's access level: a login in exactly the level's group of the
 // instance. The management role cannot GRANT a group it does not hold
 // with ADMIN OPTION (PostgreSQL 16 and later), and CloudNativePG creates
 // the groups as the superuser; the platform's grant function
 // (postgres.SharedGrantFunction, created with the shared cluster) does
 // that one grant, and only of a Strata group to a plain login.
-func sharedRoleStatements(inst provisioners.Instance, a Access) []string {
+func SharedRoleStatements(inst provisioners.Instance, a Access) []string {
 	group := sharedGroupRole(inst, a)
 	stmts := []string{
 		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,

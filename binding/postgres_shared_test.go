@@ -35,13 +35,13 @@ func TestSharedOpenBaoRoles(t *testing.T) {
 	dedicated := provisioners.Instance{ID: "i", Name: "pg-i", Namespace: "shared-x", Service: inst.Service, Plan: inst.Service.PlanByName("standard")}
 	g.Expect(RoleName(dedicated, ReadWrite)).NotTo(HavePrefix(SharedRolePrefix), "a dedicated instance's roles never match the shared connection's allowed_roles")
 
-	rw := sharedRoleStatements(inst, ReadWrite)
+	rw := SharedRoleStatements(inst, ReadWrite)
 	g.Expect(rw).To(HaveLen(2))
 	g.Expect(rw[0]).To(HavePrefix(`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`))
 	g.Expect(rw[0]).NotTo(ContainSubstring("IN ROLE"), "the management role holds no ADMIN OPTION on the tenant's groups")
 	g.Expect(rw[1]).To(Equal("SELECT strata.grant_tenant_role('{{name}}', '" + n.ReadWrite + "');"))
-	g.Expect(sharedRoleStatements(inst, ReadOnly)[1]).To(ContainSubstring("'" + n.ReadOnly + "'"))
-	owner := sharedRoleStatements(inst, Owner)
+	g.Expect(SharedRoleStatements(inst, ReadOnly)[1]).To(ContainSubstring("'" + n.ReadOnly + "'"))
+	owner := SharedRoleStatements(inst, Owner)
 	g.Expect(owner).To(HaveLen(3))
 	g.Expect(owner[2]).To(Equal(`ALTER ROLE "{{name}}" SET role = '` + n.Owner + `';`))
 	for _, st := range append(rw, owner...) {

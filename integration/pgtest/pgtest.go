@@ -605,7 +605,14 @@ func (s *Server) bootstrap(t testing.TB) {
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(s.Database), ident(s.Owner))); err != nil {
 		t.Fatalf("bootstrap (spec.bootstrap.initdb): %v", err)
 	}
-	// Then the initdb bootstrap's SQL in the application database: the
+	// Then the initdb bootstrap's SQL: postInitSQL in the postgres
+	// database, as CloudNativePG runs it first.
+	if post, _, _ := unstructured.NestedStringSlice(s.Cluster.Object, "spec", "bootstrap", "initdb", "postInitSQL"); len(post) > 0 {
+		if err := s.execAll("postgres", post...); err != nil {
+			t.Fatalf("running spec.bootstrap.initdb.postInitSQL: %v", err)
+		}
+	}
+	// Then in the application database: the
 	// inline statements, then those of the referenced Secrets.
 	sql, err := s.postInitApplicationSQL()
 	if err != nil {
