@@ -58,12 +58,42 @@ func RenderPlatform(values map[string]any, namespace string) ([]map[string]any, 
 	return render(PlatformChartDir(), "strata-platform", values, namespace)
 }
 
+// PlatformOperatorsChartDir returns the absolute path of the
+// strata-platform-operators chart (the Flux bundle of the operators).
+func PlatformOperatorsChartDir() string {
+	return filepath.Join(filepath.Dir(BrokerChartDir()), "strata-platform-operators")
+}
+
+// PlatformOperatorsPrerequisites are the API versions the
+// strata-platform-operators chart checks the cluster serves: Flux's
+// HelmRelease and sources, cert-manager and the Prometheus Operator.
+var PlatformOperatorsPrerequisites = []string{
+	"helm.toolkit.fluxcd.io/v2",
+	"source.toolkit.fluxcd.io/v1",
+	"cert-manager.io/v1",
+	"monitoring.coreos.com/v1",
+}
+
+// RenderPlatformOperators renders the strata-platform-operators chart as
+// release "strata-platform-operators" in namespace, like RenderBroker, for a
+// cluster that serves apiVersions besides the built-in ones (the chart
+// checks its prerequisites against them, as helm install does against a
+// live cluster).
+func RenderPlatformOperators(values map[string]any, namespace string, apiVersions ...string) ([]map[string]any, error) {
+	return renderWith(PlatformOperatorsChartDir(), "strata-platform-operators", values, namespace, apiVersions)
+}
+
 func render(dir, release string, values map[string]any, namespace string) ([]map[string]any, error) {
+	return renderWith(dir, release, values, namespace, nil)
+}
+
+func renderWith(dir, release string, values map[string]any, namespace string, apiVersions []string) ([]map[string]any, error) {
 	chrt, err := loader.Load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load chart: %w", err)
 	}
 	caps := chartutil.DefaultCapabilities.Copy()
+	caps.APIVersions = append(append(chartutil.VersionSet{}, caps.APIVersions...), apiVersions...)
 	caps.KubeVersion = chartutil.KubeVersion{Version: RenderKubeVersion, Major: "1", Minor: "31"}
 	if kv := chrt.Metadata.KubeVersion; kv != "" && !chartutil.IsCompatibleRange(kv, caps.KubeVersion.String()) {
 		return nil, fmt.Errorf("chart requires kubeVersion %s, rendering for %s", kv, caps.KubeVersion.String())

@@ -581,12 +581,16 @@ var crdModules = []struct{ module, path string }{
 	{"github.com/prometheus-operator/prometheus-operator@v0.85.0", "example/prometheus-operator-crd"},
 	{"github.com/cert-manager/cert-manager@v1.19.1", "deploy/crds"},
 	{"istio.io/api@v1.28.0", "kubernetes/customresourcedefinitions.gen.yaml"},
+	// Flux 2.7's HelmRelease and sources: the platform bundle
+	// (charts/strata-platform-operators) is made of them.
+	{"github.com/fluxcd/helm-controller@v1.4.3", "config/crd/bases"},
+	{"github.com/fluxcd/source-controller@v1.7.3", "config/crd/bases"},
 }
 
 // UpstreamCRDDirs returns the directories (and, for Istio, the single file)
 // holding the CRDs of CloudNativePG, the barman-cloud plugin,
-// prometheus-operator, cert-manager, Istio, Strimzi and the spotahome
-// redis-operator. RedisForkCRDDir holds the other RedisFailover CRD.
+// prometheus-operator, cert-manager, Istio, Flux (helm-controller and
+// source-controller), Strimzi and the spotahome redis-operator. RedisForkCRDDir holds the other RedisFailover CRD.
 // The result is computed once per process.
 func UpstreamCRDDirs() ([]string, error) { return upstreamCRDDirs() }
 
