@@ -38,6 +38,17 @@ func TestChartRBAC(t *testing.T) {
 		{"create", "postgresql.cnpg.io", "clusters", "team-a", true},
 		{"patch", "cert-manager.io", "certificates", "team-a", true},
 		{"create", "kafka.strimzi.io", "kafkausers", "kafka", true},
+		// The shared PostgreSQL plan: DatabaseRoles and the Database in
+		// the shared cluster's namespace, created, read, deleted; its CA
+		// Secret read. Never the shared Cluster itself changed or deleted
+		// through an update.
+		{"create", "postgresql.cnpg.io", "databaseroles", "strata-postgres", true},
+		{"delete", "postgresql.cnpg.io", "databaseroles", "strata-postgres", true},
+		{"create", "postgresql.cnpg.io", "databases", "strata-postgres", true},
+		{"delete", "postgresql.cnpg.io", "databases", "strata-postgres", true},
+		{"get", "", "secrets", "strata-postgres", true},
+		{"update", "postgresql.cnpg.io", "clusters", "strata-postgres", false},
+		{"list", "postgresql.cnpg.io", "databaseroles", "strata-postgres", false},
 		{"update", "", "secrets", "team-a", false},
 		{"list", "", "secrets", brokerNS, true},
 		{"create", "", "namespaces", "", true},

@@ -51,7 +51,11 @@ func TestPostgresLifecycle(t *testing.T) {
 		}
 		g.Expect(names).To(ConsistOf("postgresql", "redis", "kafka"))
 		for _, s := range cat.Services {
-			g.Expect(s.Plans).To(HaveLen(3), "%s: dev-lite, standard, ha", s.Name)
+			want := 3 // dev-lite, standard, ha
+			if s.Name == "postgresql" {
+				want = 4 // and shared
+			}
+			g.Expect(s.Plans).To(HaveLen(want), "%s: dev-lite, standard, ha (postgresql: and shared)", s.Name)
 			for _, p := range s.Plans {
 				g.Expect(p.ID).To(MatchRegexp(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`), "plan ids must be UUIDs for Crossplane")
 				g.Expect(p.MaximumPollingDuration).To(BeNumerically(">", 0))
