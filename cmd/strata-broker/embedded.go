@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/strata-dev/strata/integration/kubeenv"
+	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
 // devBroker is the embedded default: a real etcd and kube-apiserver with
@@ -68,8 +69,10 @@ func startEmbedded(log *zap.Logger) (*devBroker, error) {
 		envt.Stop()
 		return nil, err
 	}
-	// kafka: the namespace of the platform's shared Kafka cluster (kafka.shared.namespace).
-	for _, ns := range []string{"strata-system", "dev", "kafka"} {
+	// kafka: the namespace of the platform's shared Kafka cluster
+	// (kafka.shared.namespace); strata-postgres: the shared PostgreSQL
+	// cluster's (postgres.shared.namespace).
+	for _, ns := range []string{"strata-system", "dev", "kafka", postgres.DefaultSharedConfig().Namespace} {
 		_, err := core.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			envt.Stop()
