@@ -78,10 +78,16 @@ func TestPlatformOperatorsPinnedVersions(t *testing.T) {
 	p := pinned(t)
 	// The versions the broker is built and tested against
 	// (upstream-facts: chart 0.29.0 = CloudNativePG 1.30.0; spotahome 3.2.9
-	// is the last chart that installs).
+	// is the last chart that installs). The plugin chart is the one that
+	// ships v0.14.0 and the fork's the one of its v3.3.5 tag: the versions
+	// of the CRDs the integration tests validate against.
 	g.Expect(p.CloudnativePG.Version).To(Equal("0.29.0"))
-	g.Expect(p.BarmanCloudPlugin.Version).To(Equal("0.7.0"))
+	g.Expect(p.BarmanCloudPlugin.Version).To(Equal("0.7.1"))
 	g.Expect(p.RedisOperator.Spotahome.Version).To(Equal("3.2.9"))
+	g.Expect(p.RedisOperator.Freshworks.Version).To(Equal("3.3.5"))
+	// The fork's charts are under the freshworks-oss GHCR namespace, not
+	// freshworks (where only its images are).
+	g.Expect(p.RedisOperator.Freshworks.URL).To(Equal("oci://ghcr.io/freshworks-oss/charts/redis-operator"))
 	g.Expect(p.Strimzi.Version).To(Equal("1.2.0"))
 
 	objs := renderOperators(t, nil)
@@ -205,6 +211,9 @@ func TestPlatformOperatorsMonitoring(t *testing.T) {
 			g.Expect(get(t, pm, "metadata", "namespace")).To(Equal("kafka"))
 			g.Expect(get(t, pm, "metadata", "labels", "release")).To(Equal("kube-prometheus-stack"))
 			g.Expect(get(t, pm, "spec", "selector", "matchLabels")).To(Equal(map[string]any{"strimzi.io/kind": "cluster-operator"}))
+			// Strimzi's chart names the operator container's metrics port
+			// (8080) "http".
+			g.Expect(get(t, pm, "spec", "podMetricsEndpoints")).To(Equal([]any{map[string]any{"port": "http", "path": "/metrics"}}))
 		})
 	}
 	// Without monitoring the Prometheus Operator is no prerequisite.
@@ -327,6 +336,10 @@ func TestInstallGuideNamesPinnedVersions(t *testing.T) {
 		"redis-operator":      p.RedisOperator.Spotahome.Version,
 		"fork":                p.RedisOperator.Freshworks.Version,
 		"strimzi":             p.Strimzi.Version,
+		"fork's chart URL":    p.RedisOperator.Freshworks.URL,
+		// The flux CLI whose controllers are helm-controller v1.4.3 and
+		// source-controller v1.7.3, the CRDs the integration tests use.
+		"flux CLI": "v2.7.3",
 	} {
 		g.Expect(strings.Contains(string(doc), v)).To(BeTrue(), "docs/install.md names %s %s", what, v)
 	}
