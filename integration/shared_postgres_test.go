@@ -28,19 +28,7 @@ import (
 // management role by OpenBao's creation statements.
 func TestSharedPostgresSeparatesTenants(t *testing.T) {
 	g := NewWithT(t)
-	objs, err := charts.RenderPlatform(map[string]any{"sharedPostgres": map[string]any{
-		// The harness runs Debian's PostgreSQL 15.
-		"image": "ghcr.io/cloudnative-pg/postgresql:15.17-standard-trixie",
-	}}, "strata-system")
-	g.Expect(err).NotTo(HaveOccurred())
-	var cluster *unstructured.Unstructured
-	for _, o := range objs {
-		if o["kind"] == "Cluster" {
-			cluster = &unstructured.Unstructured{Object: o}
-		}
-	}
-	g.Expect(cluster).NotTo(BeNil())
-	srv := pgtest.Start(t, cluster)
+	srv := startSharedPostgres(t)
 
 	cat := catalog.Default()
 	svc := &cat.Services[0]
@@ -51,33 +39,15 @@ func TestSharedPostgresSeparatesTenants(t *testing.T) {
 	a := instance("team-a", "0c8e2f4a-1b3d-4e5f-8a7b-9c0d1e2f3a4b")
 	b := instance("team-b", "7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d")
 
-	// What CloudNativePG does with the rendered objects, as the superuser.
 	for _, inst := range []provisioners.Instance{a, b} {
 		built, err := prov.Build(inst)
 		g.Expect(err).NotTo(HaveOccurred())
-		for _, o := range built {
-			switch o.GetKind() {
-			case "DatabaseRole":
-				name, _, _ := unstructured.NestedString(o.Object, "spec", "name")
-				login, _, _ := unstructured.NestedBool(o.Object, "spec", "login")
-				g.Expect(login).To(BeFalse())
-				stmts := []string{fmt.Sprintf("CREATE ROLE %s NOLOGIN INHERIT", name)}
-				in, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "inRoles")
-				for _, r := range in {
-					stmts = append(stmts, fmt.Sprintf("GRANT %s TO %s", r, name))
-				}
-				superExec(t, srv, "postgres", stmts...)
-			case "Database":
-				srv.ApplyDatabase(t, o)
-			}
-		}
+		applySharedAsCloudNativePG(t, srv, built)
 	}
 
 	// The platform engineer's one step: the management role's password.
 	const mgmtPassword = "Mgmt-pw-4c2b9e7d1a"
-	verifier, err := postgres.SCRAMVerifier(mgmtPassword)
-	g.Expect(err).NotTo(HaveOccurred())
-	superExec(t, srv, "postgres", fmt.Sprintf("ALTER ROLE strata_openbao PASSWORD '%s'", verifier))
+	setManagementPassword(t, srv, mgmtPassword)
 	mgmt, err := srv.Connect(t, "strata_openbao", mgmtPassword, "postgres", "verify-full")
 	g.Expect(err).NotTo(HaveOccurred(), "OpenBao's connection: the management role to the postgres database")
 
@@ -160,6 +130,60 @@ func TestSharedPostgresSeparatesTenants(t *testing.T) {
 	}
 	_, err = srv.Connect(t, roA, roPW, dbA, "verify-full")
 	g.Expect(err).To(HaveOccurred())
+}
+
+// startSharedPostgres starts a real PostgreSQL configured from the platform
+// chart's shared Cluster (its pg_hba and its initdb SQL).
+func startSharedPostgres(t *testing.T) *pgtest.Server {
+	t.Helper()
+	objs, err := charts.RenderPlatform(map[string]any{"sharedPostgres": map[string]any{
+		// The harness runs Debian's PostgreSQL 15.
+		"image": "ghcr.io/cloudnative-pg/postgresql:15.17-standard-trixie",
+	}}, "strata-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o["kind"] == "Cluster" {
+			return pgtest.Start(t, &unstructured.Unstructured{Object: o})
+		}
+	}
+	t.Fatal("the platform chart renders no shared Cluster")
+	return nil
+}
+
+// applySharedAsCloudNativePG does, as the superuser, what CloudNativePG
+// does with a shared instance's DatabaseRoles and Database.
+func applySharedAsCloudNativePG(t *testing.T, srv *pgtest.Server, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "DatabaseRole":
+			name, _, _ := unstructured.NestedString(o.Object, "spec", "name")
+			if login, _, _ := unstructured.NestedBool(o.Object, "spec", "login"); login {
+				t.Fatalf("DatabaseRole %s may log in", name)
+			}
+			stmts := []string{fmt.Sprintf("CREATE ROLE %s NOLOGIN INHERIT", name)}
+			in, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "inRoles")
+			for _, r := range in {
+				stmts = append(stmts, fmt.Sprintf("GRANT %s TO %s", r, name))
+			}
+			superExec(t, srv, "postgres", stmts...)
+		case "Database":
+			srv.ApplyDatabase(t, o)
+		}
+	}
+}
+
+// setManagementPassword is the platform engineer's step of docs/openbao.md:
+// the management role's first password (OpenBao rotates it).
+func setManagementPassword(t *testing.T, srv *pgtest.Server, password string) {
+	t.Helper()
+	verifier, err := postgres.SCRAMVerifier(password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	superExec(t, srv, "postgres", fmt.Sprintf("ALTER ROLE strata_openbao PASSWORD '%s'", verifier))
 }
 
 func superExec(t *testing.T, srv *pgtest.Server, db string, stmts ...string) {
