@@ -186,7 +186,7 @@ func TestSharedPostgresWithOpenBao(t *testing.T) {
 
 		r = osb.do(http.MethodDelete, path(idA)+"?accepts_incomplete=true&service_id="+catalog.PostgresServiceID+"&plan_id="+catalog.PostgresSharedID, nil)
 		g.Expect(r.Code).To(Equal(http.StatusAccepted), r.Raw)
-		w.collectGarbage(t, shared.Namespace, databaseRoleGVR, databaseGVR)
+		w.collectGarbage(t, shared.Namespace, databaseRoleGVR, databaseGVR, netpolGVR)
 		r = osb.do(http.MethodGet, path(idA)+"/last_operation?operation="+r.Body["operation"].(string), nil)
 		g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
 		list, err := platform.root.Logical().List("database/roles")

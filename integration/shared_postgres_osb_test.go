@@ -86,6 +86,8 @@ func TestSharedPostgresLifecycle(t *testing.T) {
 		owner, _, _ := unstructured.NestedString(db.Object, "spec", "owner")
 		g.Expect(owner).To(HaveSuffix(postgres.SharedOwnerSuffix))
 		g.Expect(w.list(clusterGVR, "team-a", provisioners.LabelInstanceID+"="+idA)).To(BeEmpty(), "no cluster of its own")
+		np := w.get(g, netpolGVR, shared.Namespace, postgres.SharedNamesOf(provisioners.Instance{ID: idA, Namespace: "team-a"}).Object+"-clients")
+		g.Expect(np.GetLabels()).To(HaveKeyWithValue(provisioners.LabelTenant, "team-a"), "the tenant's way in to the shared cluster")
 	})
 
 	t.Run("last_operation follows CloudNativePG", func(t *testing.T) {
@@ -123,10 +125,11 @@ func TestSharedPostgresLifecycle(t *testing.T) {
 		for _, id := range []string{idA, idB} {
 			r := osb.do(http.MethodDelete, path(id)+"?accepts_incomplete=true&service_id="+catalog.PostgresServiceID+"&plan_id="+catalog.PostgresSharedID, nil)
 			g.Expect(r.Code).To(Equal(http.StatusAccepted), r.Raw)
-			w.collectGarbage(t, shared.Namespace, databaseRoleGVR, databaseGVR)
+			w.collectGarbage(t, shared.Namespace, databaseRoleGVR, databaseGVR, netpolGVR)
 			r = osb.do(http.MethodGet, path(id)+"/last_operation?operation="+r.Body["operation"].(string), nil)
 			g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
 			g.Expect(objects(id)).To(BeEmpty())
+			g.Expect(live(w.list(netpolGVR, shared.Namespace, provisioners.LabelInstanceID+"="+id))).To(BeEmpty(), "the tenant's way in goes with its last shared instance")
 		}
 	})
 }

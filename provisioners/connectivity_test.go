@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/charts"
 	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/kafka"
 	"github.com/strata-dev/strata/provisioners/postgres"
@@ -62,6 +63,7 @@ func TestConnectivity(t *testing.T) {
 		{&kafka.Provisioner{Config: kafka.DefaultConfig()}, svc(catalog.EngineKafka), "kafka-", "standard",
 			map[string]any{"topics": []any{map[string]any{"name": "orders"}}}},
 		{&kafka.Provisioner{Config: kafka.DefaultConfig()}, svc(catalog.EngineKafka), "kafka-", "ha", nil},
+		{&postgres.Provisioner{Config: pgConf}, svc(catalog.EnginePostgres), "pg-", "shared", nil},
 	}
 
 	var objs []runtime.Object
@@ -144,6 +146,24 @@ func TestConnectivity(t *testing.T) {
 			}},
 		},
 	})
+	// The platform chart's policy of the shared PostgreSQL cluster, and one
+	// of its pods.
+	platform, err := charts.RenderPlatform(nil, "strata-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range platform {
+		if o["kind"] != "NetworkPolicy" {
+			continue
+		}
+		var np netv1.NetworkPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o, &np); err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, &np)
+	}
+	sharedPG := postgres.DefaultSharedConfig()
+	addPod(sharedPG.Namespace, sharedPG.ClusterName+"-1", map[string]string{"cnpg.io/cluster": sharedPG.ClusterName})
 	for _, p := range []struct{ ns, name string }{
 		{"cnpg-system", "operator"}, {"redis-operator", "operator"}, {"monitoring", "prometheus"},
 		{"openbao", "openbao"}, {"elsewhere", "intruder"},
@@ -170,6 +190,7 @@ func TestConnectivity(t *testing.T) {
 		return provisioners.ResourceName(engines[i].prefix, fmt.Sprintf("%s-%d", tenant, i))
 	}
 
+	sharedPGPod := sharedPG.Namespace + "/" + sharedPG.ClusterName + "-1"
 	cases := []struct {
 		name     string
 		src, dst string
@@ -213,13 +234,24 @@ func TestConnectivity(t *testing.T) {
 		{"other tenant → shared Kafka", "team-b/app", pod("kafka", "team-a."+name(2, "team-a")), kafka.ListenerPort, true},
 		{"elsewhere → shared Kafka", "elsewhere/intruder", pod("kafka", "team-a."+name(2, "team-a")), kafka.ListenerPort, false},
 		{"tenant → shared Kafka, another port", "team-a/app", pod("kafka", "team-a."+name(2, "team-a")), 9091, false},
+		// The shared PostgreSQL cluster: tenants with an instance on it
+		// reach 5432 (pg_hba then confines each login to its database),
+		// namespaces without one do not.
+		{"tenant → shared PostgreSQL", "team-a/app", sharedPGPod, 5432, true},
+		{"other tenant with an instance → shared PostgreSQL", "team-b/app", sharedPGPod, 5432, true},
+		{"elsewhere → shared PostgreSQL", "elsewhere/intruder", sharedPGPod, 5432, false},
+		{"OpenBao → shared PostgreSQL", "openbao/openbao", sharedPGPod, 5432, true},
+		{"tenant → shared PostgreSQL status port", "team-a/app", sharedPGPod, 8000, false},
+		{"operator → shared PostgreSQL status port", "cnpg-system/operator", sharedPGPod, 8000, true},
+		{"Prometheus → shared PostgreSQL metrics", "monitoring/prometheus", sharedPGPod, 9187, true},
+		{"Prometheus → shared PostgreSQL itself", "monitoring/prometheus", sharedPGPod, 5432, false},
 		// A dedicated cluster's exporter.
 		{"Prometheus → dedicated Kafka exporter", "monitoring/prometheus", pod("team-a", kafkaExporterPolicy(t, objs, "team-a")), kafka.MetricsPort, true},
 		{"other tenant → dedicated Kafka exporter", "team-b/app", pod("team-a", kafkaExporterPolicy(t, objs, "team-a")), kafka.MetricsPort, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if _, ok := pods[c.dst]; !ok && !strings.Contains(c.dst, "/unprotected-data") && !strings.HasSuffix(c.dst, "/worker") {
+			if _, ok := pods[c.dst]; !ok && !strings.Contains(c.dst, "/unprotected-data") && !strings.HasSuffix(c.dst, "/worker") && c.dst != sharedPGPod {
 				t.Fatalf("no protected pod %s (policies: %v)", c.dst, pods)
 			}
 			NewWithT(t).Expect(allowed(t, c.src, c.dst, c.port)).To(Equal(c.allowed), "%s → %s:%d", c.src, c.dst, c.port)

@@ -154,8 +154,12 @@ func (p *Provisioner) inShared(inst provisioners.Instance, kind, name string, sp
 }
 
 // buildShared renders a shared instance: the anchor and group
-// DatabaseRoles, then the Database. No NetworkPolicy, Pooler, backup or
-// monitor of its own: the platform's cluster has them.
+// DatabaseRoles, the Database, and a NetworkPolicy letting the tenant's
+// namespace through to the shared cluster's 5432 (the platform chart's
+// own policy lets in only OpenBao and the cluster itself, so a namespace
+// reaches the shared cluster only while it has an instance there, as on
+// the shared Kafka cluster). No Pooler, backup or monitor of its own: the
+// platform's cluster has them.
 func (p *Provisioner) buildShared(inst provisioners.Instance) ([]*unstructured.Unstructured, error) {
 	s, err := ResolveShared(inst.Params)
 	if err != nil {
@@ -211,7 +215,17 @@ func (p *Provisioner) buildShared(inst provisioners.Instance) ([]*unstructured.U
 		role("-readwrite", n.ReadWrite, "reads and writes data, no DDL", n.Database, "pg_read_all_data", "pg_write_all_data"),
 		role("-readonly", n.ReadOnly, "reads data", n.Database, "pg_read_all_data"),
 		p.inShared(inst, "Database", n.Object, dbSpec),
+		sharedClientPolicy(inst, n, p.Config.SharedCluster()),
 	}, nil
+}
+
+// sharedClientPolicy admits the tenant's workloads to the shared cluster's
+// PostgreSQL port.
+func sharedClientPolicy(inst provisioners.Instance, n SharedNames, sc SharedConfig) *unstructured.Unstructured {
+	np := provisioners.IngressPolicy(inst, n.Object+"-clients", map[string]any{"cnpg.io/cluster": sc.ClusterName},
+		provisioners.AllowFrom(provisioners.FromNamespace(inst.Namespace), postgresPort))
+	np.SetNamespace(sc.Namespace)
+	return np
 }
 
 // SharedSettings are a shared instance's parameters.
@@ -230,15 +244,18 @@ func ResolveShared(params map[string]any) (SharedSettings, error) {
 	return SharedSettings{Extensions: raw.Extensions}, nil
 }
 
-// watchedShared are the DatabaseRoles and the Database, in Build order.
+// watchedShared are the DatabaseRoles and the Database, in Build order
+// (the NetworkPolicy has no status to wait for).
 func (p *Provisioner) watchedShared(inst provisioners.Instance) []provisioners.Ref {
 	objs, err := p.buildShared(inst)
 	if err != nil {
 		return nil
 	}
-	refs := make([]provisioners.Ref, len(objs))
-	for i, o := range objs {
-		refs[i] = provisioners.RefOf(o)
+	var refs []provisioners.Ref
+	for _, o := range objs {
+		if o.GetKind() == "DatabaseRole" || o.GetKind() == "Database" {
+			refs = append(refs, provisioners.RefOf(o))
+		}
 	}
 	return refs
 }

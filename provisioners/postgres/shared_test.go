@@ -80,15 +80,30 @@ func TestSharedBuild(t *testing.T) {
 	inst := testInstance(t, "shared", map[string]any{"extensions": []any{"citext"}})
 	objs := build(t, p.Config, inst)
 	n := SharedNamesOf(inst)
-	g.Expect(objs).To(HaveLen(5))
+	g.Expect(objs).To(HaveLen(6))
 	for _, o := range objs {
 		g.Expect(o.GetNamespace()).To(Equal("pg-shared"), "%s %s lives next to the shared Cluster", o.GetKind(), o.GetName())
 		g.Expect(o.GetLabels()).To(HaveKeyWithValue(provisioners.LabelTenant, testNamespace))
 		g.Expect(o.GetLabels()).To(HaveKeyWithValue(provisioners.LabelPlan, "shared"))
+		g.Expect(o.GetKind()).To(BeElementOf("DatabaseRole", "Database", "NetworkPolicy"))
+		if o.GetKind() == "NetworkPolicy" {
+			continue
+		}
 		cluster, _, _ := unstructured.NestedString(o.Object, "spec", "cluster", "name")
 		g.Expect(cluster).To(Equal("tenants"))
-		g.Expect(o.GetKind()).To(BeElementOf("DatabaseRole", "Database"))
 	}
+	// The tenant's namespace, and only it, reaches the shared cluster's
+	// PostgreSQL port while the instance exists.
+	nps := provtest.ByKind(objs, "NetworkPolicy")
+	g.Expect(nps).To(HaveLen(1))
+	g.Expect(nps[0].Object["spec"]).To(Equal(map[string]any{
+		"podSelector": map[string]any{"matchLabels": map[string]any{"cnpg.io/cluster": "tenants"}},
+		"policyTypes": []any{"Ingress"},
+		"ingress": []any{map[string]any{
+			"from":  []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{provisioners.NamespaceLabel: testNamespace}}}},
+			"ports": []any{map[string]any{"protocol": "TCP", "port": int64(5432)}},
+		}},
+	}))
 	roles := provtest.ByKind(objs, "DatabaseRole")
 	g.Expect(roles).To(HaveLen(4))
 	for _, r := range roles {
@@ -169,7 +184,7 @@ func TestSharedAssess(t *testing.T) {
 			g.Expect(got.Description).To(HavePrefix(tc.desc))
 		})
 	}
-	NewWithT(t).Expect(refs).To(HaveLen(5))
+	NewWithT(t).Expect(refs).To(HaveLen(5), "the roles and the database; the NetworkPolicy has no status")
 }
 
 func TestSharedCheckUpdate(t *testing.T) {
