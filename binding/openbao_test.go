@@ -87,9 +87,7 @@ func TestOpenBaoClientIgnoresTheEnvironment(t *testing.T) {
 	t.Setenv("VAULT_CACERT", foreignCA)
 	t.Setenv("VAULT_TOKEN", "from-the-environment")
 	t.Setenv("VAULT_NAMESPACE", "elsewhere")
-	s, err := NewOpenBaoSource(OpenBaoConfig{Address: "https://openbao:8200", Namespace: "openbao",
-		PostgresCAFile: "/ca.crt", Auth: OpenBaoAuth{Role: "strata-broker"}}, nil)
-	g.Expect(err).NotTo(HaveOccurred())
+	s := testOpenBaoSource(t, nil)
 	g.Expect(s.vc.Address()).To(Equal("https://openbao:8200"))
 	g.Expect(s.vc.Token()).To(BeEmpty())
 	g.Expect(s.vc.Namespace()).To(BeEmpty())
@@ -123,9 +121,7 @@ func testCA(t *testing.T) []byte {
 func TestOpenBaoPrepareIsOnce(t *testing.T) {
 	g := NewWithT(t)
 	kube := newMemKube()
-	s, err := NewOpenBaoSource(OpenBaoConfig{Address: "https://openbao:8200", Namespace: "openbao",
-		PostgresCAFile: "/ca.crt", Auth: OpenBaoAuth{Role: "strata-broker"}}, kube)
-	g.Expect(err).NotTo(HaveOccurred())
+	s := testOpenBaoSource(t, kube)
 	s.BrokerNamespace = "strata-system"
 	cat := catalog.Default()
 	inst := provisioners.Instance{ID: "i-1", Name: "pg-i-1", Namespace: "team-a", Service: &cat.Services[0], Plan: &cat.Services[0].Plans[0]}
@@ -153,4 +149,16 @@ func TestOpenBaoPrepareIsOnce(t *testing.T) {
 	g.Expect(s.Prepare(ctx, inst)).To(Succeed())
 	gone, _ := kube.Get(ctx, s.firstPasswordRef(inst))
 	g.Expect(gone).To(BeNil())
+}
+
+// testOpenBaoSource is a source configured as in production, for tests
+// that never reach OpenBao itself.
+func testOpenBaoSource(t *testing.T, kube Kube) *OpenBaoSource {
+	t.Helper()
+	s, err := NewOpenBaoSource(OpenBaoConfig{Address: "https://openbao:8200", Namespace: "openbao",
+		PostgresCAFile: "/ca.crt", Auth: OpenBaoAuth{Role: "strata-broker"}}, kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -67,9 +67,7 @@ func TestSharedBindNeedsOpenBao(t *testing.T) {
 func TestSharedPrepareWritesNothing(t *testing.T) {
 	g := NewWithT(t)
 	kube := newMemKube()
-	s, err := NewOpenBaoSource(OpenBaoConfig{Address: "https://openbao:8200", Namespace: "openbao",
-		PostgresCAFile: "/ca.crt", Auth: OpenBaoAuth{Role: "strata-broker"}}, kube)
-	g.Expect(err).NotTo(HaveOccurred())
+	s := testOpenBaoSource(t, kube)
 	s.BrokerNamespace = "strata-system"
 	inst := sharedInstance("team-a", "i-1")
 	g.Expect(s.Prepare(context.Background(), inst)).To(Succeed())
