@@ -18,8 +18,10 @@ import (
 )
 
 // TestPlatformChartIsAccepted applies the platform chart (the shared Kafka
-// cluster and its node pools) to the real API server with the Strimzi 1.2
-// CRDs, as a platform engineer's helm install would.
+// cluster and its node pools, the shared PostgreSQL cluster with and
+// without its backups) to the real API server with the Strimzi 1.2,
+// CloudNativePG 1.30 and barman-cloud CRDs, as a platform engineer's helm
+// install would.
 func TestPlatformChartIsAccepted(t *testing.T) {
 	g := NewWithT(t)
 	w := sharedWorld(t)
@@ -27,16 +29,25 @@ func TestPlatformChartIsAccepted(t *testing.T) {
 	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	objs, err := charts.RenderPlatform(nil, brokerNS)
-	g.Expect(err).NotTo(HaveOccurred())
 	kube, err := provisioners.NewKube(w.env.Config)
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, o := range objs {
-		u := &unstructured.Unstructured{Object: o}
-		g.Expect(kube.Apply(ctx, []*unstructured.Unstructured{u})).To(Succeed(), "%s %s", u.GetKind(), u.GetName())
+	// The defaults, then with the shared PostgreSQL cluster's backups on
+	// (its ObjectStore and ScheduledBackup render only with a bucket).
+	for _, values := range []map[string]any{nil, {"sharedPostgres": map[string]any{"backup": map[string]any{
+		"bucket": "acme-strata-backups", "iamRoleArn": "arn:aws:iam::111122223333:role/strata-backups",
+	}}}} {
+		objs, err := charts.RenderPlatform(values, brokerNS)
+		g.Expect(err).NotTo(HaveOccurred())
+		for _, o := range objs {
+			u := &unstructured.Unstructured{Object: o}
+			g.Expect(kube.Apply(ctx, []*unstructured.Unstructured{u})).To(Succeed(), "%s %s", u.GetKind(), u.GetName())
+		}
 	}
 	w.get(g, kafkaGVR, "kafka", "strata-shared")
 	g.Expect(w.list(kafkaNodePoolGVR, "kafka", "strimzi.io/cluster=strata-shared")).To(HaveLen(2))
+	w.get(g, clusterGVR, "strata-postgres", "strata-shared")
+	g.Expect(w.list(objectStoreGVR, "strata-postgres", "")).To(HaveLen(1))
+	g.Expect(w.list(schedBackupGVR, "strata-postgres", "")).To(HaveLen(1))
 }
 
 var (
