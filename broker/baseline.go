@@ -33,12 +33,12 @@ func (b *Broker) ensureBaseline(ctx context.Context, namespace string, meshed bo
 // all of them are deleted anyway (a missing one, or a kind the cluster
 // does not serve, is nothing to delete).
 func (b *Broker) releaseBaseline(ctx context.Context, namespace string) error {
-	recs, err := b.Store.ListInstances(ctx)
+	recs, err := b.Store.InstancesOf(ctx, namespace)
 	if err != nil {
 		return err
 	}
 	for _, r := range recs {
-		if r.Namespace == namespace && !r.Deleted {
+		if !r.Deleted {
 			return nil
 		}
 	}

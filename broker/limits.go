@@ -30,6 +30,11 @@ type TenantLimits struct {
 	Memory    string `json:"memory"`
 }
 
+// None says the tenant has no limits at all.
+func (t TenantLimits) None() bool {
+	return len(t.InstancesPerService) == 0 && len(t.Plans) == 0 && t.StorageGB == 0 && t.CPU == "" && t.Memory == ""
+}
+
 // TenancyLimits are the limits of every tenant, with overrides by
 // namespace (an override replaces the defaults for that namespace).
 type TenancyLimits struct {
@@ -178,23 +183,28 @@ func (b *Broker) checkTenant(ctx context.Context, inst provisioners.Instance, en
 		size = s
 	}
 	limits, path := b.Limits.For(inst.Namespace)
-	recs, err := b.Store.ListInstances(ctx)
-	if err != nil {
-		return internal(err.Error())
-	}
-	var existing []Usage
-	for _, r := range recs {
-		if r.Deleted || r.Namespace != inst.Namespace || r.ID == inst.ID {
-			continue
-		}
-		u, err := b.usageOf(r)
+	// Without limits the tenant's other instances do not matter: skip
+	// reading them (a provision then costs the same however many
+	// instances the tenant has).
+	if !limits.None() {
+		recs, err := b.Store.InstancesOf(ctx, inst.Namespace)
 		if err != nil {
-			continue // a record the catalog no longer knows counts nothing
+			return internal(err.Error())
 		}
-		existing = append(existing, u)
-	}
-	if err := limits.Check(path, existing, Usage{Service: inst.Service.Name, Plan: inst.Plan.Name, Size: size}); err != nil {
-		return unprocessable("TenantLimitExceeded", err)
+		var existing []Usage
+		for _, r := range recs {
+			if r.Deleted || r.ID == inst.ID {
+				continue
+			}
+			u, err := b.usageOf(r)
+			if err != nil {
+				continue // a record the catalog no longer knows counts nothing
+			}
+			existing = append(existing, u)
+		}
+		if err := limits.Check(path, existing, Usage{Service: inst.Service.Name, Plan: inst.Plan.Name, Size: size}); err != nil {
+			return unprocessable("TenantLimitExceeded", err)
+		}
 	}
 	delta := size
 	if before != nil {

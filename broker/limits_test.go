@@ -102,3 +102,25 @@ func TestCheckQuotas(t *testing.T) {
 		})
 	}
 }
+
+// None decides whether a provision reads the tenant's other instances at
+// all: any one limit set means it must.
+func TestTenantLimitsNone(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		limits TenantLimits
+		none   bool
+	}{
+		{"nothing", TenantLimits{}, true},
+		{"empty maps", TenantLimits{InstancesPerService: map[string]int{}, Plans: map[string][]string{}}, true},
+		{"instances", TenantLimits{InstancesPerService: map[string]int{"redis": 1}}, false},
+		{"plans", TenantLimits{Plans: map[string][]string{"redis": {"dev-lite"}}}, false},
+		{"storage", TenantLimits{StorageGB: 1}, false},
+		{"cpu", TenantLimits{CPU: "1"}, false},
+		{"memory", TenantLimits{Memory: "1Gi"}, false},
+	} {
+		if got := c.limits.None(); got != c.none {
+			t.Errorf("%s: None() = %v, want %v", c.name, got, c.none)
+		}
+	}
+}

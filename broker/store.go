@@ -243,7 +243,27 @@ func (s *Store) ListBindings(ctx context.Context) ([]*BindingRecord, error) {
 
 // ListInstances lists every instance record.
 func (s *Store) ListInstances(ctx context.Context) ([]*InstanceRecord, error) {
-	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: labelRecord + "=instance"})
+	return s.listInstances(ctx, labelRecord+"=instance")
+}
+
+// InstancesOf lists the instance records of one tenant namespace (by the
+// records' tenant label, so the API server does the filtering).
+func (s *Store) InstancesOf(ctx context.Context, namespace string) ([]*InstanceRecord, error) {
+	recs, err := s.listInstances(ctx, labelRecord+"=instance,"+provisioners.LabelTenant+"="+namespace)
+	if err != nil {
+		return nil, err
+	}
+	out := recs[:0]
+	for _, r := range recs {
+		if r.Namespace == namespace {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) listInstances(ctx context.Context, selector string) ([]*InstanceRecord, error) {
+	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return nil, err
 	}
