@@ -150,6 +150,15 @@ func (b *Broker) checkMaintenance(mi *domain.MaintenanceInfo) error {
 // Provision creates an instance: records it, applies its objects and
 // answers 202; repeats of the same request answer as the spec says.
 func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDetails, async bool) (domain.ProvisionedServiceSpec, error) {
+	return b.provision(ctx, id, d, async, 0)
+}
+
+// guardRetries bounds how often a provision checks its tenant's limits
+// again because other provisions of the tenant were checked at the same
+// moment.
+const guardRetries = 8
+
+func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDetails, async bool, attempt int) (domain.ProvisionedServiceSpec, error) {
 	svc, plan, err := b.Catalog.Find(d.ServiceID, d.PlanID)
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, badRequest(err.Error())
@@ -184,11 +193,12 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, paramError(err)
 	}
+	var guard *TenantGuard
 	switch _, err := b.Store.GetInstance(ctx, id); {
 	case errors.Is(err, ErrNotFound):
 		// A new instance must fit the tenant's limits and quotas (a
 		// repeat was counted when it was new).
-		if err := b.checkTenant(ctx, inst, eng, nil); err != nil {
+		if guard, err = b.checkTenant(ctx, inst, eng, nil); err != nil {
 			return domain.ProvisionedServiceSpec{}, err
 		}
 	case err != nil:
@@ -207,11 +217,27 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 			if err := b.Store.DeleteInstance(ctx, existing); err != nil {
 				return domain.ProvisionedServiceSpec{}, concurrencyError("the instance is changing; retry")
 			}
-			return b.Provision(ctx, id, d, async)
+			return b.provision(ctx, id, d, async, attempt)
 		}
 		return b.repeatProvision(ctx, existing, rec, inst, eng, objs)
 	case err != nil:
 		return domain.ProvisionedServiceSpec{}, internal(err.Error())
+	}
+	if guard != nil {
+		if err := b.Store.BumpTenantGuard(ctx, guard); err != nil {
+			// Another change of the tenant was checked at the same moment:
+			// take the record back and check again, counting it.
+			if derr := b.Store.DeleteInstance(ctx, rec); derr != nil {
+				return domain.ProvisionedServiceSpec{}, internal("withdrawing a provision to check the tenant's limits again: " + derr.Error())
+			}
+			if !errors.Is(err, ErrConflict) {
+				return domain.ProvisionedServiceSpec{}, internal(err.Error())
+			}
+			if attempt+1 >= guardRetries {
+				return domain.ProvisionedServiceSpec{}, concurrencyError("too many changes of this tenant's instances at once; retry")
+			}
+			return b.provision(ctx, id, d, async, attempt+1)
+		}
 	}
 	b.Log.Info("provisioning", zap.String("instance", id), zap.String("plan", plan.Name), zap.String("namespace", rec.Namespace))
 	if err := b.ensureBaseline(ctx, rec.Namespace, rec.Meshed); err != nil {
@@ -393,7 +419,8 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 			before = &s
 		}
 	}
-	if err := b.checkTenant(ctx, updated, eng, before); err != nil {
+	guard, err := b.checkTenant(ctx, updated, eng, before)
+	if err != nil {
 		return domain.UpdateServiceSpec{}, err
 	}
 	objs, err := eng.Provisioner.Build(updated)
@@ -401,12 +428,26 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 		return domain.UpdateServiceSpec{}, paramError(err)
 	}
 	prevPlan, prevParams := rec.PlanID, rec.Parameters
+	prevMaintenance, prevOperation := rec.MaintenanceInfo, rec.Operation
 	rec.PlanID, rec.Parameters = newPlan.ID, params
 	rec.MaintenanceInfo = b.Catalog.MaintenanceVersion
 	rec.Operation = newOperation(OpUpdate, b.now(), newPlan)
 	rec.Operation.PreviousPlanID = prevPlan
 	if err := b.Store.UpdateInstance(ctx, rec); err != nil {
 		return domain.UpdateServiceSpec{}, concurrencyError("the instance changed while updating; retry")
+	}
+	if guard != nil {
+		if err := b.Store.BumpTenantGuard(ctx, guard); err != nil {
+			// Another change of the tenant was checked at the same
+			// moment: nothing was applied yet, so put the record back and
+			// let the platform retry (it is then checked with the other
+			// change counted).
+			rec.PlanID, rec.Parameters, rec.MaintenanceInfo, rec.Operation = prevPlan, prevParams, prevMaintenance, prevOperation
+			if rerr := b.Store.UpdateInstance(ctx, rec); rerr != nil {
+				b.Log.Error("restore the record of an update withdrawn for the tenant's limits", zap.String("instance", id), zap.Error(rerr))
+			}
+			return domain.UpdateServiceSpec{}, concurrencyError("another change of this tenant's instances was being checked against its limits at the same moment; retry")
+		}
 	}
 	b.Log.Info("updating", zap.String("instance", id), zap.String("plan", newPlan.Name))
 	if err := b.Kube.Apply(ctx, objs); err != nil {

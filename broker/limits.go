@@ -173,12 +173,17 @@ func CheckQuotas(quotas []corev1.ResourceQuota, delta provisioners.Size) error {
 // checkTenant refuses a provision or update (of instance id, whose other
 // instances are excluded from what the tenant holds) that would exceed the
 // tenant's limits or its namespace's ResourceQuotas.
-func (b *Broker) checkTenant(ctx context.Context, inst provisioners.Instance, eng Engine, before *provisioners.Size) error {
+//
+// When the tenant has limits, it returns the tenant's guard, read before
+// its records: the caller commits the change with Store.BumpTenantGuard
+// once its record is written, and checks again if that fails (another
+// change of the tenant was checked at the same moment).
+func (b *Broker) checkTenant(ctx context.Context, inst provisioners.Instance, eng Engine, before *provisioners.Size) (*TenantGuard, error) {
 	size := provisioners.Size{}
 	if sz, ok := eng.Provisioner.(provisioners.Sizer); ok {
 		s, err := sz.Size(inst)
 		if err != nil {
-			return paramError(err)
+			return nil, paramError(err)
 		}
 		size = s
 	}
@@ -186,10 +191,15 @@ func (b *Broker) checkTenant(ctx context.Context, inst provisioners.Instance, en
 	// Without limits the tenant's other instances do not matter: skip
 	// reading them (a provision then costs the same however many
 	// instances the tenant has).
+	var guard *TenantGuard
 	if !limits.None() {
+		var err error
+		if guard, err = b.Store.ReadTenantGuard(ctx, inst.Namespace); err != nil {
+			return nil, internal(err.Error())
+		}
 		recs, err := b.Store.InstancesOf(ctx, inst.Namespace)
 		if err != nil {
-			return internal(err.Error())
+			return nil, internal(err.Error())
 		}
 		var existing []Usage
 		for _, r := range recs {
@@ -203,7 +213,7 @@ func (b *Broker) checkTenant(ctx context.Context, inst provisioners.Instance, en
 			existing = append(existing, u)
 		}
 		if err := limits.Check(path, existing, Usage{Service: inst.Service.Name, Plan: inst.Plan.Name, Size: size}); err != nil {
-			return unprocessable("TenantLimitExceeded", err)
+			return nil, unprocessable("TenantLimitExceeded", err)
 		}
 	}
 	delta := size
@@ -214,16 +224,16 @@ func (b *Broker) checkTenant(ctx context.Context, inst provisioners.Instance, en
 		delta.Storage.Sub(before.Storage)
 	}
 	if b.Quotas == nil {
-		return nil
+		return guard, nil
 	}
 	quotas, err := b.Quotas(ctx, inst.Namespace)
 	if err != nil {
-		return internal("read the namespace's ResourceQuotas: " + err.Error())
+		return nil, internal("read the namespace's ResourceQuotas: " + err.Error())
 	}
 	if err := CheckQuotas(quotas, delta); err != nil {
-		return unprocessable("TenantLimitExceeded", err)
+		return nil, unprocessable("TenantLimitExceeded", err)
 	}
-	return nil
+	return guard, nil
 }
 
 // usageOf is what a recorded instance counts against its tenant.

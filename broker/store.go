@@ -352,3 +352,64 @@ func (s *Store) delete(ctx context.Context, name, resourceVersion string) error 
 	}
 	return err
 }
+
+// TenantGuard serialises the limit checks of one tenant across broker
+// replicas: a check reads the guard first, and the change it allowed is
+// committed by bumping the guard with the resourceVersion it read. Two
+// provisions that checked the same tenant at the same moment both read
+// one version; the second bump fails, and that provision checks again,
+// now counting the first one's record. (Kubernetes has no transactions;
+// this is the optimistic-concurrency pattern it offers.)
+type TenantGuard struct {
+	secret *corev1.Secret
+}
+
+const (
+	recordTypeGuard  = "strata.dev/tenant-guard"
+	annotationChecks = "strata.dev/limit-checks"
+)
+
+func tenantGuardName(namespace string) string {
+	return provisioners.ResourceName("strata-tenant-", namespace)
+}
+
+// ReadTenantGuard returns the tenant's guard, creating it on first use.
+func (s *Store) ReadTenantGuard(ctx context.Context, namespace string) (*TenantGuard, error) {
+	secrets := s.client.CoreV1().Secrets(s.namespace)
+	name := tenantGuardName(namespace)
+	sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		sec, err = secrets.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: map[string]string{
+				labelRecord: "tenant-guard", provisioners.LabelTenant: namespace, provisioners.LabelManagedBy: provisioners.ManagedByStrata,
+			}},
+			Type: corev1.SecretType(recordTypeGuard),
+		}, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			sec, err = secrets.Get(ctx, name, metav1.GetOptions{})
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the tenant guard of %s: %w", namespace, err)
+	}
+	return &TenantGuard{secret: sec}, nil
+}
+
+// BumpTenantGuard commits a checked change: ErrConflict when another
+// change of the tenant was committed since the guard was read.
+func (s *Store) BumpTenantGuard(ctx context.Context, g *TenantGuard) error {
+	sec := g.secret.DeepCopy()
+	n := 0
+	_, _ = fmt.Sscan(sec.Annotations[annotationChecks], &n)
+	if sec.Annotations == nil {
+		sec.Annotations = map[string]string{}
+	}
+	sec.Annotations[annotationChecks] = fmt.Sprint(n + 1)
+	// Update carries the resourceVersion read: the API server refuses it
+	// if the guard changed since.
+	_, err := s.client.CoreV1().Secrets(s.namespace).Update(ctx, sec, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) {
+		return ErrConflict
+	}
+	return err
+}
