@@ -3,14 +3,10 @@
 package integration_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/strata-dev/strata/catalog"
@@ -25,11 +21,8 @@ var authzPolicyGVR = schema.GroupVersionResource{Group: "security.istio.io", Ver
 // last one; another tenant's baseline is its own.
 func TestTenantBaseline(t *testing.T) {
 	w := sharedWorld(t)
-	ctx := context.Background()
 	for ns, labels := range map[string]map[string]string{"team-g": nil, "team-h": {"istio-injection": "enabled"}} {
-		if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
+		w.ensureNamespace(t, ns, labels)
 	}
 	osb := w.startBroker(t)
 	baselineGVRs := []schema.GroupVersionResource{netpolGVR, peerAuthGVR, authzPolicyGVR}

@@ -50,9 +50,7 @@ func TestKafkaLifecycle(t *testing.T) {
 	ctx := context.Background()
 	// The shared cluster's namespace, and the cluster CA Secret Strimzi
 	// keeps there.
-	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	w.ensureNamespace(t, "kafka", nil)
 	if _, err := w.core.CoreV1().Secrets("kafka").Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "strata-shared-cluster-ca-cert"},
 		Data:       map[string][]byte{"ca.crt": testCAPEM(t)},

@@ -121,9 +121,7 @@ func TestOpenBaoCredentials(t *testing.T) {
 	platform := setUpOpenBao(t)
 	ctx := context.Background()
 	const ns = "team-d"
-	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	w.ensureNamespace(t, ns, nil)
 	// The platform CA file on the OpenBao servers; PostgreSQL's CA is
 	// written to it once the server (and its CA) exists.
 	platformCA := filepath.Join(t.TempDir(), "platform-ca.crt")

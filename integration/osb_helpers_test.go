@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -439,4 +440,37 @@ func live(objs []unstructured.Unstructured) []string {
 		}
 	}
 	return names
+}
+
+// ensureNamespace creates a namespace the test needs, unless an earlier
+// test of the shared world already did.
+func (w *world) ensureNamespace(t testing.TB, name string, labels map[string]string) {
+	t.Helper()
+	_, err := w.core.CoreV1().Namespaces().Create(context.Background(),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// operatorAppliesInstance stands for CloudNativePG having applied the
+// instance's DatabaseRoles and Databases in ns (status applied for their
+// generation), and returns them as the broker applied them, roles first.
+func (w *world) operatorAppliesInstance(t testing.TB, ns, instanceID string) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	sel := provisioners.LabelInstanceID + "=" + instanceID
+	for _, gvr := range []schema.GroupVersionResource{databaseRoleGVR, databaseGVR} {
+		for _, o := range w.list(gvr, ns, sel) {
+			if o.GetDeletionTimestamp() != nil {
+				continue
+			}
+			_ = unstructured.SetNestedField(o.Object, map[string]any{"applied": true, "observedGeneration": o.GetGeneration()}, "status")
+			if _, err := w.dyn.Resource(gvr).Namespace(ns).UpdateStatus(context.Background(), &o, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, &o)
+		}
+	}
+	return out
 }

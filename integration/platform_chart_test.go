@@ -7,9 +7,6 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -26,9 +23,7 @@ func TestPlatformChartIsAccepted(t *testing.T) {
 	g := NewWithT(t)
 	w := sharedWorld(t)
 	ctx := context.Background()
-	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	w.ensureNamespace(t, "kafka", nil)
 	kube, err := provisioners.NewKube(w.env.Config)
 	g.Expect(err).NotTo(HaveOccurred())
 	// The defaults, then with the shared PostgreSQL cluster's backups on
@@ -96,9 +91,7 @@ func TestPlatformOperatorsBundleIsAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-kafka-ha"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	w.ensureNamespace(t, "team-kafka-ha", nil)
 
 	// In this order: the fork case after spotahome's, so the same
 	// HelmRelease moves from a HelmRepository chart to an OCIRepository.

@@ -13,9 +13,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/binding"
 	"github.com/strata-dev/strata/catalog"
@@ -38,9 +36,7 @@ func TestSharedPostgresWithOpenBao(t *testing.T) {
 	platform := setUpOpenBao(t)
 	srv := startSharedPostgres(t)
 	shared := postgres.DefaultSharedConfig()
-	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: shared.Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	w.ensureNamespace(t, shared.Namespace, nil)
 	// cert-manager's Secret of the shared cluster's server certificate:
 	// pgtest's CA stands for the platform CA.
 	caSecret := shared.ClusterName + "-server-tls"
@@ -82,23 +78,7 @@ func TestSharedPostgresWithOpenBao(t *testing.T) {
 		g.Expect(r.Code).To(Equal(http.StatusAccepted), r.Raw)
 		// CloudNativePG's part, from the objects exactly as the broker
 		// applied them, and its status.
-		var applied []*unstructured.Unstructured
-		for _, gvr := range []struct {
-			res  string
-			list []unstructured.Unstructured
-		}{{"databaseroles", w.list(databaseRoleGVR, shared.Namespace, provisioners.LabelInstanceID+"="+id)}, {"databases", w.list(databaseGVR, shared.Namespace, provisioners.LabelInstanceID+"="+id)}} {
-			for i := range gvr.list {
-				o := gvr.list[i]
-				applied = append(applied, &o)
-				_ = unstructured.SetNestedField(o.Object, map[string]any{"applied": true, "observedGeneration": o.GetGeneration()}, "status")
-				res := databaseRoleGVR
-				if gvr.res == "databases" {
-					res = databaseGVR
-				}
-				_, err := w.dyn.Resource(res).Namespace(shared.Namespace).UpdateStatus(ctx, &o, metav1.UpdateOptions{})
-				g.Expect(err).NotTo(HaveOccurred())
-			}
-		}
+		applied := w.operatorAppliesInstance(t, shared.Namespace, id)
 		g.Expect(applied).To(HaveLen(5))
 		applySharedAsCloudNativePG(t, srv, applied)
 		r = osb.do(http.MethodGet, path(id)+"/last_operation", nil)

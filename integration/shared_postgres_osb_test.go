@@ -3,14 +3,10 @@
 package integration_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/catalog"
@@ -28,11 +24,8 @@ import (
 // deprovision removes everything it made.
 func TestSharedPostgresLifecycle(t *testing.T) {
 	w := sharedWorld(t)
-	ctx := context.Background()
 	shared := postgres.DefaultSharedConfig()
-	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: shared.Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	w.ensureNamespace(t, shared.Namespace, nil)
 	osb := w.startBroker(t)
 	const (
 		idA = "5ba7ed00-0000-4000-8000-00000000000a"
@@ -48,18 +41,6 @@ func TestSharedPostgresLifecycle(t *testing.T) {
 			}
 		}
 		return out
-	}
-	operatorApplies := func(t *testing.T, id string) {
-		for _, o := range objects(id) {
-			gvr := databaseRoleGVR
-			if o.GetKind() == "Database" {
-				gvr = databaseGVR
-			}
-			_ = unstructured.SetNestedField(o.Object, map[string]any{"applied": true, "observedGeneration": o.GetGeneration()}, "status")
-			if _, err := w.dyn.Resource(gvr).Namespace(shared.Namespace).UpdateStatus(ctx, &o, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 
 	t.Run("provision", func(t *testing.T) {
@@ -95,7 +76,7 @@ func TestSharedPostgresLifecycle(t *testing.T) {
 		r := osb.do(http.MethodGet, path(idA)+"/last_operation", nil)
 		g.Expect(r.Body["state"]).To(Equal("in progress"), r.Raw)
 		g.Expect(r.Body["description"]).To(ContainSubstring("waiting for CloudNativePG"))
-		operatorApplies(t, idA)
+		w.operatorAppliesInstance(t, shared.Namespace, idA)
 		r = osb.do(http.MethodGet, path(idA)+"/last_operation", nil)
 		g.Expect(r.Body["state"]).To(Equal("succeeded"), r.Raw)
 		g.Expect(r.Body["description"]).To(ContainSubstring("ready in the shared PostgreSQL cluster"))

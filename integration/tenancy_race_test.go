@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/strata-dev/strata/broker"
@@ -27,9 +25,7 @@ func TestTenantLimitsHoldUnderConcurrency(t *testing.T) {
 	w := sharedWorld(t)
 	ctx := context.Background()
 	const ns, limit, attempts = "team-i", 3, 10
-	if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	w.ensureNamespace(t, ns, nil)
 	limits := func(o *broker.Options) {
 		o.Limits = broker.TenancyLimits{Default: broker.TenantLimits{InstancesPerService: map[string]int{"postgresql": limit}}}
 	}

@@ -12,7 +12,6 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -27,9 +26,7 @@ func TestTenantLimits(t *testing.T) {
 	w := sharedWorld(t)
 	ctx := context.Background()
 	for _, ns := range []string{"team-e", "team-f"} {
-		if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
+		w.ensureNamespace(t, ns, nil)
 	}
 	// team-f has a quota of 30 GiB of volume requests, 25 of them used
 	// (the status the quota controller would write).
@@ -100,9 +97,7 @@ func TestTenantLimits(t *testing.T) {
 	t.Run("usage per tenant in /metrics", func(t *testing.T) {
 		g := NewWithT(t)
 		// Topics on the shared Kafka cluster (in its namespace).
-		if _, err := w.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
+		w.ensureNamespace(t, "kafka", nil)
 		_, standard, err := catalog.Default().Find(catalog.KafkaServiceID, catalog.KafkaStandardID)
 		g.Expect(err).NotTo(HaveOccurred())
 		kafkaBody := provisionBody(catalog.KafkaStandardID, "team-e", map[string]any{"topics": []any{
