@@ -14,20 +14,11 @@ import (
 	"github.com/strata-dev/strata/provisioners/redis"
 )
 
-// redisKube keeps objects in memory and turns a Secret's stringData into
-// data, as the API server does; Apply replaces the object. objs is the
-// fake's map of objects (testkube.Kube.Objs).
-type redisKube struct {
-	*testkube.Kube
-	objs map[provisioners.Ref]*unstructured.Unstructured
-}
-
-func newRedisKube() *redisKube {
+// newRedisKube is memKube whose Apply replaces the object, status and all.
+func newRedisKube() *memKube {
 	k := testkube.New(false)
-	return &redisKube{Kube: k, objs: k.Objs}
+	return &memKube{Kube: k, objs: k.Objs}
 }
-
-func (k *redisKube) put(o *unstructured.Unstructured) { k.Store(o) }
 
 type memKV map[string]map[string]any
 
@@ -61,8 +52,8 @@ func secretRef(inst provisioners.Instance, name string) provisioners.Ref {
 }
 
 // issueCert stands in for cert-manager: the Certificate's Secret with ca.crt.
-func issueCert(k *redisKube, inst provisioners.Instance) {
-	k.put(&unstructured.Unstructured{Object: map[string]any{
+func issueCert(k *memKube, inst provisioners.Instance) {
+	k.Store(&unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Secret",
 		"metadata":   map[string]any{"name": redis.NamesOf(inst).Certificate, "namespace": inst.Namespace},
 		"stringData": map[string]any{"ca.crt": redisTestCA, "tls.crt": "x", "tls.key": "y"},
