@@ -368,13 +368,19 @@ func TestProduceQuotaIsEnforced(t *testing.T) {
 	b := e.bind(t, inst, nil)
 	rate := inst.Plan.Kafka.Quotas.ProducerByteRate
 
-	// The quota is on the user, as the plan says.
+	// The quota is on the user, as the plan says. Under KRaft a quota
+	// reaches the broker's metadata cache a moment after the alteration
+	// is acknowledged, so the description may lag it briefly.
 	user := b["username"]
-	qs, err := e.br.Admin.DescribeClientQuotas(ctxFor(t, 20*time.Second), true, []kadm.DescribeClientQuotaComponent{
-		{Type: "user", MatchName: &user, MatchType: kmsg.QuotasMatchTypeExact},
-	})
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(qs).To(HaveLen(1))
+	var qs kadm.DescribedClientQuotas
+	g.Eventually(func(g Gomega) {
+		var err error
+		qs, err = e.br.Admin.DescribeClientQuotas(ctxFor(t, 20*time.Second), true, []kadm.DescribeClientQuotaComponent{
+			{Type: "user", MatchName: &user, MatchType: kmsg.QuotasMatchTypeExact},
+		})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(qs).To(HaveLen(1))
+	}).WithTimeout(10 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 	g.Expect(qs[0].Values).To(ContainElement(kadm.ClientQuotaValue{Key: "producer_byte_rate", Value: float64(rate)}))
 
 	// Producing faster than the rate makes the broker throttle: bounded by
