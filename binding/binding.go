@@ -95,6 +95,11 @@ type Binder interface {
 	Ready(ctx context.Context, inst provisioners.Instance, r Result) (provisioners.Progress, error)
 	// Unbind revokes the logins and deletes the Secret; it is idempotent.
 	Unbind(ctx context.Context, inst provisioners.Instance, r Result) error
+	// Forget deletes every object a bind of bindingID may have created,
+	// found by the names derived from the binding id alone: it cleans up
+	// a bind that was interrupted before its Result was recorded. It is
+	// idempotent.
+	Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error
 }
 
 // ParameterError is a bind request whose parameters cannot be honoured.

@@ -429,3 +429,10 @@ func (b *KafkaBinder) Unbind(ctx context.Context, inst provisioners.Instance, r 
 	}
 	return errors.Join(errs...)
 }
+
+// Forget deletes the KafkaUser, its Secrets and the binding Secret, all
+// named from the binding id.
+func (b *KafkaBinder) Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	user := KafkaUserName(bindingID)
+	return b.Unbind(ctx, inst, Result{SecretName: SecretName(bindingID), Logins: map[string]Login{"app": {Username: user, Handle: user}}})
+}

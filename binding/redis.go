@@ -144,6 +144,11 @@ func (b *RedisBinder) Unbind(ctx context.Context, inst provisioners.Instance, r 
 	return b.Kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: r.SecretName})
 }
 
+// Forget deletes the binding Secret (the only object a Redis bind makes).
+func (b *RedisBinder) Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	return b.Unbind(ctx, inst, Result{SecretName: SecretName(bindingID)})
+}
+
 // RedisConn is everything the Redis binding Secret says.
 type RedisConn struct {
 	// SecretName names the Secret and the SSL bundle.

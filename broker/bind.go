@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"time"
 
 	"github.com/pivotal-cf/brokerapi/v12/domain"
 	"github.com/strata-dev/strata/binding"
@@ -70,6 +71,9 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 	if d.ServiceID != rec.ServiceID {
 		return domain.Binding{}, badRequest("service_id does not match the instance's service")
 	}
+	if d.PlanID != "" && d.PlanID != rec.PlanID {
+		return domain.Binding{}, badRequest("plan_id " + d.PlanID + " is not the instance's plan (" + rec.PlanID + "); send the plan_id the instance has now")
+	}
 	inst, eng, err := b.instanceOf(rec)
 	if err != nil {
 		return domain.Binding{}, internal(err.Error())
@@ -85,27 +89,54 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 	existing, err := b.Store.GetBinding(ctx, bindingID)
 	switch {
 	case err == nil:
-		return b.repeatBind(existing, instanceID, d, params, predecessorID, async)
+		return b.repeatBind(ctx, existing, inst, eng, d, params, predecessorID, async)
 	case !errors.Is(err, ErrNotFound):
 		return domain.Binding{}, internal(err.Error())
 	}
 
-	// Record first: only one replica may issue credentials for an id.
+	// Record first, claimed by this request: only one replica issues
+	// credentials for an id, and everything the bind creates is named from
+	// the binding id, so a bind cut short here is found and cleaned up
+	// (binding.Binder.Forget) by whoever takes it over.
 	br := &BindingRecord{
-		ID: bindingID, InstanceID: instanceID, ServiceID: d.ServiceID, PlanID: d.PlanID,
+		ID: bindingID, InstanceID: instanceID, ServiceID: d.ServiceID, PlanID: rec.PlanID,
 		Parameters: params, Context: d.RawContext, AppGUID: d.AppGUID, PredecessorID: predecessorID,
 		Operation: newOperation(OpBind, b.now(), inst.Plan), Created: b.now(),
 	}
+	b.claim(&br.Operation)
 	if err := b.Store.CreateBinding(ctx, br); err != nil {
 		if errors.Is(err, ErrConflict) {
 			return domain.Binding{}, concurrencyError("the binding is being created by another request; retry")
 		}
 		return domain.Binding{}, internal(err.Error())
 	}
-	res, err := eng.Binder.Bind(ctx, inst, bindingID, params)
+	return b.issue(ctx, br, inst, eng, async)
+}
+
+// claim marks an operation as being worked on by this replica for
+// claimTTL: long enough for any one request's work, short enough that a
+// repeat or the reconcile loop soon takes over the work of a replica
+// that died.
+func (b *Broker) claim(op *Operation) {
+	op.ClaimedBy, op.ClaimedUntil = b.Replica, b.now().Add(claimTTL)
+}
+
+const claimTTL = 30 * time.Second
+
+// issue runs a claimed bind: credentials and Secret from the binder, then
+// the record of them. On failure nothing the bind made is left, and the
+// record goes (a platform repeats the bind, or unbinds).
+func (b *Broker) issue(ctx context.Context, br *BindingRecord, inst provisioners.Instance, eng Engine, async bool) (domain.Binding, error) {
+	res, err := eng.Binder.Bind(ctx, inst, br.ID, br.Parameters)
 	// Clean-up must happen even when the platform gave up on the request.
 	cleanup := context.WithoutCancel(ctx)
 	if err != nil {
+		if ferr := eng.Binder.Forget(cleanup, inst, br.ID); ferr != nil {
+			// Keep the record: unbind, deprovision and the reconcile loop
+			// find what is left by the binding id.
+			b.failBinding(cleanup, br, "the bind failed and what it made could not all be removed yet; unbind it")
+			return domain.Binding{}, internal("could not issue credentials, and removing what was made failed: " + errors.Join(err, ferr).Error())
+		}
 		_ = b.Store.DeleteBinding(cleanup, br)
 		var pe *binding.ParameterError
 		var nr *binding.NotReadyError
@@ -133,21 +164,57 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 		// left for a platform that polls only now and then.
 		br.ExpiresAt, br.RenewBefore = exp, exp.Add(-exp.Sub(b.now())/3)
 	}
+	br.Operation.ClaimedBy, br.Operation.ClaimedUntil = "", time.Time{}
 	if !async {
 		// Ready, or the platform cannot poll: the credentials are returned
 		// now (CloudNativePG creates a DatabaseRole within seconds).
 		br.Operation.State, br.Operation.Description = provisioners.Succeeded, "bound"
 	}
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
+		if errors.Is(err, ErrConflict) {
+			// Another replica took the bind over (this one was too slow):
+			// what it made is now that replica's to finish.
+			return domain.Binding{}, concurrencyError("the binding is being created by another request; retry")
+		}
 		_ = eng.Binder.Unbind(cleanup, inst, res)
+		_ = eng.Binder.Forget(cleanup, inst, br.ID)
 		_ = b.Store.DeleteBinding(cleanup, br)
 		return domain.Binding{}, internal("record binding: " + err.Error())
 	}
-	b.Log.Info("bound", zap.String("instance", instanceID), zap.String("binding", bindingID), zap.String("secret", res.SecretName))
+	b.Log.Info("bound", zap.String("instance", br.InstanceID), zap.String("binding", br.ID), zap.String("secret", res.SecretName))
 	if async {
 		return domain.Binding{IsAsync: true, OperationData: br.Operation.ID}, nil
 	}
 	return domain.Binding{Credentials: br.Credentials, Metadata: bindingMetadata(br)}, nil
+}
+
+// interrupted says a bind's request stopped before it recorded what it
+// issued (its replica died, or it was cut short) and nobody works on it.
+func (b *Broker) interrupted(br *BindingRecord) bool {
+	return br.Operation.State == provisioners.InProgress && br.SecretName == "" && !br.Operation.claimed(b.now())
+}
+
+// takeOver claims an interrupted bind and runs it again from a clean
+// slate: whatever the first attempt made is forgotten first, so no login
+// it issued stays alive.
+func (b *Broker) takeOver(ctx context.Context, br *BindingRecord, inst provisioners.Instance, eng Engine, async bool) (domain.Binding, error) {
+	b.claim(&br.Operation)
+	if err := b.Store.UpdateBinding(ctx, br); err != nil {
+		return domain.Binding{}, concurrencyError("the binding is being created by another request; retry")
+	}
+	b.Log.Info("taking over an interrupted bind", zap.String("instance", br.InstanceID), zap.String("binding", br.ID))
+	if err := eng.Binder.Forget(ctx, inst, br.ID); err != nil {
+		return domain.Binding{}, internal("cleaning up an interrupted bind: " + err.Error())
+	}
+	return b.issue(ctx, br, inst, eng, async)
+}
+
+func (b *Broker) failBinding(ctx context.Context, br *BindingRecord, why string) {
+	br.Operation.State, br.Operation.Description = provisioners.Failed, why
+	br.Operation.ClaimedBy, br.Operation.ClaimedUntil = "", time.Time{}
+	if err := b.Store.UpdateBinding(ctx, br); err != nil {
+		b.Log.Warn("record failed bind", zap.String("binding", br.ID), zap.Error(err))
+	}
 }
 
 // osbTime is the spec's timestamp layout (yyyy-mm-ddThh:mm:ss.sZ).
@@ -162,13 +229,17 @@ func bindingMetadata(br *BindingRecord) domain.BindingMetadata {
 	}
 }
 
-func (b *Broker) repeatBind(existing *BindingRecord, instanceID string, d domain.BindDetails, params map[string]any, predecessorID string, async bool) (domain.Binding, error) {
-	if existing.Deleted || existing.InstanceID != instanceID || existing.PlanID != d.PlanID ||
+func (b *Broker) repeatBind(ctx context.Context, existing *BindingRecord, inst provisioners.Instance, eng Engine, d domain.BindDetails, params map[string]any, predecessorID string, async bool) (domain.Binding, error) {
+	if existing.Deleted || existing.InstanceID != inst.ID || (d.PlanID != "" && existing.PlanID != d.PlanID) ||
 		!reflect.DeepEqual(existing.Parameters, params) || existing.PredecessorID != predecessorID {
 		return domain.Binding{}, conflict("a binding with this id already exists with other attributes")
 	}
 	switch existing.Operation.State {
 	case provisioners.InProgress:
+		if b.interrupted(existing) {
+			// The first request died mid-bind: this repeat finishes it.
+			return b.takeOver(ctx, existing, inst, eng, async)
+		}
 		if !async {
 			// 202 is only for a platform that said it can poll.
 			return domain.Binding{}, concurrencyError("the binding is being created by an earlier request; retry")

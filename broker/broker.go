@@ -68,7 +68,16 @@ type Broker struct {
 	// Baseline configures the objects every tenant namespace with an
 	// instance gets (baseline.go).
 	Baseline provisioners.BaselineConfig
+	// Replica names this broker process in operation claims and in the
+	// reconcile loop's leader election.
+	Replica string
+	// Resync is how long an unchanged desired state goes without being
+	// applied again while an operation is in progress (healing hand-made
+	// changes); zero means defaultResync.
+	Resync time.Duration
 }
+
+const defaultResync = 5 * time.Minute
 
 var _ domain.ServiceBroker = (*Broker)(nil)
 

@@ -23,6 +23,9 @@ type Config struct {
 	DashboardURLTemplate string `json:"dashboardURLTemplate"`
 	// PollIntervalSeconds is the Retry-After of in-progress operations.
 	PollIntervalSeconds int `json:"pollIntervalSeconds"`
+	// ReconcileIntervalSeconds is the pause between two passes of the
+	// reconcile loop over the operations in progress.
+	ReconcileIntervalSeconds int `json:"reconcileIntervalSeconds"`
 	Tenancy             struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
 		// Limits are what each tenant may hold (docs/tenancy.md).
@@ -58,7 +61,7 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig decodes a configuration strictly (an unknown key is an
 // error naming it) over the defaults.
 func ParseConfig(raw []byte) (Config, error) {
-	c := Config{PollIntervalSeconds: 10, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
+	c := Config{PollIntervalSeconds: 10, ReconcileIntervalSeconds: 5, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
 	defaults := postgres.DefaultConfig()
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return c, err

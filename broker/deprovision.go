@@ -39,7 +39,7 @@ func (b *Broker) Deprovision(ctx context.Context, id string, d domain.Deprovisio
 		return domain.DeprovisionServiceSpec{}, concurrencyError("the instance changed while deprovisioning; retry")
 	}
 	b.Log.Info("deprovisioning", zap.String("instance", id))
-	if _, err := b.deprovisionStep(ctx, inst, eng); err != nil {
+	if _, err := b.deprovisionStep(ctx, rec, inst, eng); err != nil {
 		// The polls retry; last_operation says what stands in the way.
 		b.Log.Warn("deprovision step", zap.String("instance", id), zap.Error(err))
 	}
@@ -50,61 +50,62 @@ func (b *Broker) Deprovision(ctx context.Context, id string, d domain.Deprovisio
 // credential source, then deletes its objects, and says whether they are
 // all gone. Every part is idempotent, so each poll runs it again until it
 // is done.
-func (b *Broker) deprovisionStep(ctx context.Context, inst provisioners.Instance, eng Engine) (bool, error) {
+func (b *Broker) deprovisionStep(ctx context.Context, rec *InstanceRecord, inst provisioners.Instance, eng Engine) (bool, error) {
 	if err := b.unbindAll(ctx, inst, eng); err != nil {
 		return false, fmt.Errorf("revoking the instance's bindings: %w", err)
 	}
 	if err := eng.Binder.Teardown(ctx, inst); err != nil {
 		return false, fmt.Errorf("removing the instance's credentials setup: %w", err)
 	}
-	done, err := b.deleteObjects(ctx, inst, eng)
+	done, err := b.deleteObjects(ctx, rec, inst, eng)
 	if err != nil {
 		return false, fmt.Errorf("deleting: %w", err)
 	}
 	return done, nil
 }
 
-// prune deletes what the instance rendered before an update and renders
-// no more (a topic the update dropped), except retained objects. CheckUpdate
+// prune deletes what the instance had before an update and renders no
+// more (a topic the update dropped), except retained objects. CheckUpdate
 // has refused whatever would lose data unless the parameters allow it. A
 // failure is logged and the object left (it keeps the instance's labels,
-// by which an operator finds it).
-func (b *Broker) prune(ctx context.Context, before provisioners.Instance, eng Engine, now []*unstructured.Unstructured) {
-	old, err := eng.Provisioner.Build(before)
-	if err != nil {
-		return
-	}
+// by which an operator finds it; deprovision deletes it with the rest).
+func (b *Broker) prune(ctx context.Context, rec *InstanceRecord, now []*unstructured.Unstructured) {
 	keep := map[provisioners.Ref]bool{}
 	for _, o := range now {
 		keep[provisioners.RefOf(o)] = true
 	}
-	for _, o := range old {
-		ref := provisioners.RefOf(o)
-		if keep[ref] || o.GetAnnotations()[provisioners.AnnotationRetain] == "true" {
+	for _, o := range rec.Objects {
+		ref := o.Ref()
+		if keep[ref] || o.Retain {
 			continue
 		}
 		if err := b.Kube.Delete(ctx, ref); err != nil {
-			b.Log.Warn("prune", zap.String("instance", before.ID), zap.String("object", ref.GVK.Kind+" "+ref.Namespace+"/"+ref.Name), zap.Error(err))
+			b.Log.Warn("prune", zap.String("instance", rec.ID), zap.String("object", ref.GVK.Kind+" "+ref.Namespace+"/"+ref.Name), zap.Error(err))
 		}
 	}
 }
 
-// deleteObjects deletes what Build renders, except retained objects, and
-// says whether all of them are gone.
-func (b *Broker) deleteObjects(ctx context.Context, inst provisioners.Instance, eng Engine) (bool, error) {
-	objs, err := eng.Provisioner.Build(inst)
-	if err != nil {
-		return false, err
+// deleteObjects deletes every object the record says was applied, except
+// retained ones, and says whether all of them are gone. Records from
+// before the broker kept that list name none; their objects are found by
+// rendering, as then.
+func (b *Broker) deleteObjects(ctx context.Context, rec *InstanceRecord, inst provisioners.Instance, eng Engine) (bool, error) {
+	objects := rec.Objects
+	if len(objects) == 0 {
+		objs, err := eng.Provisioner.Build(inst)
+		if err != nil {
+			return false, err
+		}
+		objects = objectRefs(objs)
 	}
 	var refs []provisioners.Ref
 	if l, ok := eng.Provisioner.(provisioners.LeftoverLister); ok {
 		refs = append(refs, l.Leftovers(inst)...)
 	}
-	for _, o := range objs {
-		if o.GetAnnotations()[provisioners.AnnotationRetain] == "true" {
-			continue
+	for _, o := range objects {
+		if !o.Retain {
+			refs = append(refs, o.Ref())
 		}
-		refs = append(refs, provisioners.RefOf(o))
 	}
 	// Dependents first: a Pooler or Database without its Cluster only
 	// produces errors.
@@ -131,7 +132,7 @@ func (b *Broker) unbindAll(ctx context.Context, inst provisioners.Instance, eng 
 		return err
 	}
 	for _, r := range recs {
-		if err := eng.Binder.Unbind(ctx, inst, resultOf(r)); err != nil {
+		if err := errors.Join(eng.Binder.Unbind(ctx, inst, resultOf(r)), eng.Binder.Forget(ctx, inst, r.ID)); err != nil {
 			return err
 		}
 		if err := b.Store.DeleteBinding(ctx, r); err != nil {
@@ -139,11 +140,4 @@ func (b *Broker) unbindAll(ctx context.Context, inst provisioners.Instance, eng 
 		}
 	}
 	return nil
-}
-
-func retainedNote(inst provisioners.Instance) string {
-	if pg := inst.Plan.Postgres; pg != nil && pg.Backup != nil {
-		return "; backups are kept for their retention period so the instance can be restored"
-	}
-	return ""
 }

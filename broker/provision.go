@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/pivotal-cf/brokerapi/v12/domain"
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
 	"go.uber.org/zap"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // Provision creates an instance: records it, applies its objects and
@@ -56,10 +56,15 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 	}
 	rec.DashboardURL = b.dashboardURL(rec)
 	inst, _, _ := b.instanceOf(rec)
-	objs, err := eng.Provisioner.Build(inst)
+	want, err := b.desiredOf(inst, eng)
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, paramError(err)
 	}
+	// The record names every object before any is applied, so nothing
+	// applied is ever unknown to deprovision; it is claimed while this
+	// request applies them.
+	rec.Objects, rec.AppliedHash, rec.AppliedAt = objectRefs(want.objects), want.hash, b.now()
+	b.claim(&rec.Operation)
 	var guard *TenantGuard
 	switch _, err := b.Store.GetInstance(ctx, id); {
 	case errors.Is(err, ErrNotFound):
@@ -86,7 +91,7 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 			}
 			return b.provision(ctx, id, d, async, attempt)
 		}
-		return b.repeatProvision(ctx, existing, rec, inst, eng, objs)
+		return b.repeatProvision(ctx, existing, rec, inst, eng, want)
 	case err != nil:
 		return domain.ProvisionedServiceSpec{}, internal(err.Error())
 	}
@@ -107,25 +112,31 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 		}
 	}
 	b.Log.Info("provisioning", zap.String("instance", id), zap.String("plan", plan.Name), zap.String("namespace", rec.Namespace))
-	if err := b.ensureBaseline(ctx, rec.Namespace, rec.Meshed); err != nil {
-		b.failOperation(ctx, rec, "could not prepare the tenant namespace: "+err.Error())
-		return domain.ProvisionedServiceSpec{}, internal("could not prepare the tenant namespace: " + err.Error())
-	}
-	if err := eng.Binder.Prepare(ctx, inst); err != nil {
-		b.failOperation(ctx, rec, "could not prepare the instance's credentials: "+err.Error())
-		return domain.ProvisionedServiceSpec{}, internal("could not prepare the instance's credentials: " + err.Error())
-	}
-	if err := b.Kube.Apply(ctx, objs); err != nil {
-		b.failOperation(ctx, rec, "could not create the instance's objects: "+err.Error())
-		return domain.ProvisionedServiceSpec{}, internal("could not create the instance's objects: " + err.Error())
+	if err := b.startInstance(ctx, rec, inst, eng, want); err != nil {
+		return domain.ProvisionedServiceSpec{}, err
 	}
 	return domain.ProvisionedServiceSpec{IsAsync: true, OperationData: rec.Operation.ID, DashboardURL: rec.DashboardURL}, nil
+}
+
+// startInstance does a provision's first work: the credential source's
+// setup, then the baseline and the instance's objects. A failure is
+// recorded on the operation and answered as an internal error.
+func (b *Broker) startInstance(ctx context.Context, rec *InstanceRecord, inst provisioners.Instance, eng Engine, want desired) error {
+	if err := eng.Binder.Prepare(ctx, inst); err != nil {
+		b.failOperation(ctx, rec, "could not prepare the instance's credentials: "+err.Error())
+		return internal("could not prepare the instance's credentials: " + err.Error())
+	}
+	if err := b.applyDesired(ctx, want); err != nil {
+		b.failOperation(ctx, rec, "could not create the instance's objects: "+err.Error())
+		return internal("could not create the instance's objects: " + err.Error())
+	}
+	return nil
 }
 
 // repeatProvision answers a PUT for an id that exists: the same request
 // gets the state of the first (202 in progress, 200 done), a different one
 // 409, and a failed provision is retried.
-func (b *Broker) repeatProvision(ctx context.Context, existing, asked *InstanceRecord, inst provisioners.Instance, eng Engine, objs []*unstructured.Unstructured) (domain.ProvisionedServiceSpec, error) {
+func (b *Broker) repeatProvision(ctx context.Context, existing, asked *InstanceRecord, inst provisioners.Instance, eng Engine, want desired) (domain.ProvisionedServiceSpec, error) {
 	same := existing.ServiceID == asked.ServiceID && existing.PlanID == asked.PlanID &&
 		existing.Namespace == asked.Namespace && reflect.DeepEqual(existing.Parameters, asked.Parameters)
 	if !same {
@@ -137,20 +148,13 @@ func (b *Broker) repeatProvision(ctx context.Context, existing, asked *InstanceR
 		return domain.ProvisionedServiceSpec{IsAsync: true, OperationData: op.ID, DashboardURL: existing.DashboardURL}, nil
 	case op.Type == OpProvision && op.State == provisioners.Failed:
 		existing.Operation = asked.Operation
+		recordObjects(existing, objectRefs(want.objects))
+		existing.AppliedHash, existing.AppliedAt = want.hash, b.now()
 		if err := b.Store.UpdateInstance(ctx, existing); err != nil {
 			return domain.ProvisionedServiceSpec{}, concurrencyError("the instance is changing; retry")
 		}
-		if err := b.ensureBaseline(ctx, existing.Namespace, existing.Meshed); err != nil {
-			b.failOperation(ctx, existing, "could not prepare the tenant namespace: "+err.Error())
-			return domain.ProvisionedServiceSpec{}, internal("could not prepare the tenant namespace: " + err.Error())
-		}
-		if err := eng.Binder.Prepare(ctx, inst); err != nil {
-			b.failOperation(ctx, existing, "could not prepare the instance's credentials: "+err.Error())
-			return domain.ProvisionedServiceSpec{}, internal("could not prepare the instance's credentials: " + err.Error())
-		}
-		if err := b.Kube.Apply(ctx, objs); err != nil {
-			b.failOperation(ctx, existing, "could not create the instance's objects: "+err.Error())
-			return domain.ProvisionedServiceSpec{}, internal("could not create the instance's objects: " + err.Error())
+		if err := b.startInstance(ctx, existing, inst, eng, want); err != nil {
+			return domain.ProvisionedServiceSpec{}, err
 		}
 		return domain.ProvisionedServiceSpec{IsAsync: true, OperationData: existing.Operation.ID, DashboardURL: existing.DashboardURL}, nil
 	case op.State == provisioners.InProgress:
@@ -180,6 +184,9 @@ func (b *Broker) dashboardURL(r *InstanceRecord) string {
 func (b *Broker) failOperation(ctx context.Context, r *InstanceRecord, why string) {
 	r.Operation.State = provisioners.Failed
 	r.Operation.Description = why
+	r.Operation.ClaimedBy, r.Operation.ClaimedUntil = "", time.Time{}
+	// Not applied as recorded: the next attempt applies again.
+	r.AppliedHash = ""
 	if err := b.Store.UpdateInstance(ctx, r); err != nil {
 		b.Log.Warn("record failed operation", zap.String("instance", r.ID), zap.Error(err))
 	}

@@ -33,7 +33,9 @@ func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ dom
 	if err != nil {
 		return domain.UnbindSpec{}, internal(err.Error())
 	}
-	if err := eng.Binder.Unbind(ctx, inst, resultOf(br)); err != nil {
+	// What was recorded, then whatever else carries the binding's names
+	// (a bind interrupted before it recorded its logins).
+	if err := errors.Join(eng.Binder.Unbind(ctx, inst, resultOf(br)), eng.Binder.Forget(ctx, inst, br.ID)); err != nil {
 		return domain.UnbindSpec{}, internal("revoke credentials: " + err.Error())
 	}
 	if err := b.Store.DeleteBinding(ctx, br); err != nil {

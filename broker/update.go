@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/pivotal-cf/brokerapi/v12/domain"
 	"github.com/strata-dev/strata/catalog"
@@ -114,7 +116,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 	if err != nil {
 		return domain.UpdateServiceSpec{}, err
 	}
-	objs, err := eng.Provisioner.Build(updated)
+	want, err := b.desiredOf(updated, eng)
 	if err != nil {
 		return domain.UpdateServiceSpec{}, paramError(err)
 	}
@@ -122,8 +124,12 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 	prevMaintenance, prevOperation := rec.MaintenanceInfo, rec.Operation
 	rec.PlanID, rec.Parameters = newPlan.ID, params
 	rec.MaintenanceInfo = b.Catalog.MaintenanceVersion
+	prevObjects, prevHash, prevApplied := slices.Clone(rec.Objects), rec.AppliedHash, rec.AppliedAt
 	rec.Operation = newOperation(OpUpdate, b.now(), newPlan)
 	rec.Operation.PreviousPlanID = prevPlan
+	b.claim(&rec.Operation)
+	recordObjects(rec, objectRefs(want.objects))
+	rec.AppliedHash, rec.AppliedAt = want.hash, b.now()
 	if err := b.Store.UpdateInstance(ctx, rec); err != nil {
 		return domain.UpdateServiceSpec{}, concurrencyError("the instance changed while updating; retry")
 	}
@@ -134,6 +140,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 			// let the platform retry (it is then checked with the other
 			// change counted).
 			rec.PlanID, rec.Parameters, rec.MaintenanceInfo, rec.Operation = prevPlan, prevParams, prevMaintenance, prevOperation
+			rec.Objects, rec.AppliedHash, rec.AppliedAt = prevObjects, prevHash, prevApplied
 			if rerr := b.Store.UpdateInstance(ctx, rec); rerr != nil {
 				b.Log.Error("restore the record of an update withdrawn for the tenant's limits", zap.String("instance", id), zap.Error(rerr))
 			}
@@ -141,7 +148,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 		}
 	}
 	b.Log.Info("updating", zap.String("instance", id), zap.String("plan", newPlan.Name))
-	if err := b.Kube.Apply(ctx, objs); err != nil {
+	if err := b.applyDesired(ctx, want); err != nil {
 		// Nothing may change on a failed update: put the old objects and
 		// the old record back.
 		if oldObjs, berr := eng.Provisioner.Build(old); berr == nil {
@@ -150,9 +157,11 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 		rec.PlanID, rec.Parameters = prevPlan, prevParams
 		rec.Operation.State = provisioners.Failed
 		rec.Operation.Description = "the update could not be applied and was rolled back: " + err.Error()
+		rec.Operation.ClaimedBy, rec.Operation.ClaimedUntil = "", time.Time{}
+		rec.AppliedHash = ""
 		_ = b.Store.UpdateInstance(ctx, rec)
 		return domain.UpdateServiceSpec{}, internal("the update could not be applied and was rolled back: " + err.Error())
 	}
-	b.prune(ctx, old, eng, objs)
+	b.prune(ctx, rec, want.objects)
 	return domain.UpdateServiceSpec{IsAsync: true, OperationData: rec.Operation.ID, DashboardURL: rec.DashboardURL}, nil
 }

@@ -2,7 +2,10 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"reflect"
 	"text/template"
 	"time"
@@ -107,6 +110,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		baseline.MeshIdentityNamespaces = []string{o.OpenBao.Namespace}
 	}
 	return &Broker{
+		Replica:   replicaName(),
 		Baseline:  baseline,
 		Catalog:   catalog.Default(),
 		Validator: catalog.NewValidator(),
@@ -142,4 +146,13 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			return l.Items, nil
 		},
 	}, nil
+}
+
+// replicaName is the pod's name (the hostname) and a random suffix, so a
+// restarted process is never mistaken for its predecessor.
+func replicaName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
 }

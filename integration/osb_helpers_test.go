@@ -123,6 +123,11 @@ type clock struct {
 }
 
 func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
+// claimExpiry is longer than a request's claim on the operation it works
+// on (broker's claimTTL, 30 s): moving the clock by it makes the request
+// look like one whose replica died.
+const claimExpiry = 31 * time.Second
+
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -235,6 +240,13 @@ func (w *world) startBrokerWith(t testing.TB, configure func(*broker.Options)) *
 	srv := httptest.NewTLSServer(h)
 	t.Cleanup(srv.Close)
 	return &osbClient{t: t, base: srv.URL, http: srv.Client()}
+}
+
+// expectGone asserts the answer to the poll of a finished deprovision:
+// 410 Gone, which the spec makes the success of an asynchronous delete.
+func expectGone(g Gomega, r response) {
+	g.Expect(r.Code).To(Equal(http.StatusGone), "a deprovisioned instance's last_operation is 410 Gone: %s", r.Raw)
+	g.Expect(r.Raw).To(MatchJSON(`{}`))
 }
 
 type response struct {

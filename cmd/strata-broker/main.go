@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -142,6 +143,14 @@ func run(f flags, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	core, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	// Operations finish whether or not a platform polls them.
+	go b.RunReconciler(ctx, broker.ReconcileOptions{
+		Client: core, Namespace: f.namespace, Interval: time.Duration(cfg.ReconcileIntervalSeconds) * time.Second,
+	})
 	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
 	if err != nil {
 		return err
