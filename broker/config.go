@@ -26,7 +26,7 @@ type Config struct {
 	// ReconcileIntervalSeconds is the pause between two passes of the
 	// reconcile loop over the operations in progress.
 	ReconcileIntervalSeconds int `json:"reconcileIntervalSeconds"`
-	Tenancy             struct {
+	Tenancy                  struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
 		// Limits are what each tenant may hold (docs/tenancy.md).
 		Limits TenancyLimits `json:"limits"`
