@@ -134,7 +134,7 @@ func (b *Broker) issue(ctx context.Context, br *BindingRecord, inst provisioners
 		if ferr := eng.Binder.Forget(cleanup, inst, br.ID); ferr != nil {
 			// Keep the record: unbind, deprovision and the reconcile loop
 			// find what is left by the binding id.
-			b.failBinding(cleanup, br, "the bind failed and what it made could not all be removed yet; unbind it")
+			b.failBinding(cleanup, br, "the bind failed and what it made could not all be removed yet; unbind it, or bind again")
 			return domain.Binding{}, internal("could not issue credentials, and removing what was made failed: " + errors.Join(err, ferr).Error())
 		}
 		_ = b.Store.DeleteBinding(cleanup, br)
@@ -202,9 +202,10 @@ func (b *Broker) takeOver(ctx context.Context, br *BindingRecord, inst provision
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
 		return domain.Binding{}, concurrencyError("the binding is being created by another request; retry")
 	}
-	b.Log.Info("taking over an interrupted bind", zap.String("instance", br.InstanceID), zap.String("binding", br.ID))
+	b.Log.Info("taking over an interrupted or failed bind", zap.String("instance", br.InstanceID), zap.String("binding", br.ID))
 	if err := eng.Binder.Forget(ctx, inst, br.ID); err != nil {
-		return domain.Binding{}, internal("cleaning up an interrupted bind: " + err.Error())
+		b.failBinding(context.WithoutCancel(ctx), br, "the bind failed and what it made could not all be removed yet; unbind it, or bind again")
+		return domain.Binding{}, internal("could not remove what an earlier attempt of this bind made: " + err.Error())
 	}
 	return b.issue(ctx, br, inst, eng, async)
 }
@@ -246,7 +247,10 @@ func (b *Broker) repeatBind(ctx context.Context, existing *BindingRecord, inst p
 		}
 		return domain.Binding{IsAsync: true, OperationData: existing.Operation.ID}, nil
 	case provisioners.Failed:
-		return domain.Binding{}, conflict("this binding failed (" + existing.Operation.Description + "); unbind it and bind again")
+		// A bind that failed without being able to clean up is kept so that
+		// unbind finds what it made; repeating it tries again from a clean
+		// slate.
+		return b.takeOver(ctx, existing, inst, eng, async)
 	}
 	return domain.Binding{AlreadyExists: true, Credentials: existing.Credentials, Metadata: bindingMetadata(existing)}, nil
 }

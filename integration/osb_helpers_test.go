@@ -487,3 +487,50 @@ func (w *world) operatorAppliesInstance(t testing.TB, ns, instanceID string) []*
 	}
 	return out
 }
+
+// standardInstance is the provisioners' view of a postgresql standard
+// instance the broker made (names derive from it).
+func standardInstance(t testing.TB, id, ns string) provisioners.Instance {
+	t.Helper()
+	svc, plan, err := catalog.Default().Find(catalog.PostgresServiceID, catalog.PostgresStandardID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return provisioners.Instance{ID: id, Name: provisioners.ResourceName("pg-", id), Namespace: ns, Service: svc, Plan: plan}
+}
+
+// interruptBind rewrites a binding's record into what a replica that died
+// in the middle of the bind leaves: the operation in progress, nothing it
+// issued recorded, and its request's claim run out. Whatever the bind had
+// already made stays where it is.
+func (w *world) interruptBind(t testing.TB, bindingID string) {
+	t.Helper()
+	ctx := context.Background()
+	secrets := w.core.CoreV1().Secrets(brokerNS)
+	name := provisioners.ResourceName("strata-binding-", bindingID)
+	sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(sec.Data["record.json"], &rec); err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "credentials")
+	delete(rec, "handles")
+	delete(rec, "expiresAt")
+	delete(rec, "renewBefore")
+	rec["secretName"] = ""
+	op := rec["operation"].(map[string]any)
+	op["state"], op["description"] = "in progress", ""
+	op["claimedBy"], op["claimedUntil"] = "a-replica-that-died", w.now.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["record.json"] = raw
+	sec.Labels["strata.dev/in-progress"] = "true"
+	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
