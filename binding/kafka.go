@@ -436,3 +436,8 @@ func (b *KafkaBinder) Forget(ctx context.Context, inst provisioners.Instance, bi
 	user := KafkaUserName(bindingID)
 	return b.Unbind(ctx, inst, Result{SecretName: SecretName(bindingID), Logins: map[string]Login{"app": {Username: user, Handle: user}}})
 }
+
+// RevokeUnrecorded has nothing to do: the KafkaUser and its password
+// Secret are named from the binding id, and a repeated Bind applies the
+// same user with the password first written.
+func (b *KafkaBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error { return nil }

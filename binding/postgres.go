@@ -311,6 +311,16 @@ func (b *PostgresBinder) Forget(ctx context.Context, inst provisioners.Instance,
 	return errors.Join(errs...)
 }
 
+// RevokeUnrecorded revokes the binding's OpenBao leases; CloudNativePG
+// logins are named from the binding id and a repeated Bind sets their
+// passwords anew.
+func (b *PostgresBinder) RevokeUnrecorded(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	if s, ok := b.Logins.(*OpenBaoSource); ok {
+		return s.ForgetBinding(ctx, inst, bindingID)
+	}
+	return nil
+}
+
 // bindingForgetter is a credential source whose logins are named from the
 // binding id, so that an interrupted bind's logins can be found without a
 // record of them.

@@ -149,6 +149,10 @@ func (b *RedisBinder) Forget(ctx context.Context, inst provisioners.Instance, bi
 	return b.Unbind(ctx, inst, Result{SecretName: SecretName(bindingID)})
 }
 
+// RevokeUnrecorded has nothing to do: a Redis bind issues no credential of
+// its own.
+func (b *RedisBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error { return nil }
+
 // RedisConn is everything the Redis binding Secret says.
 type RedisConn struct {
 	// SecretName names the Secret and the SSL bundle.

@@ -121,7 +121,7 @@ func (b *Broker) claim(op *Operation) {
 	op.ClaimedBy, op.ClaimedUntil = b.Replica, b.now().Add(claimTTL)
 }
 
-const claimTTL = 30 * time.Second
+const claimTTL = 15 * time.Second
 
 // issue runs a claimed bind: credentials and Secret from the binder, then
 // the record of them. On failure nothing the bind made is left, and the
@@ -141,12 +141,13 @@ func (b *Broker) issue(ctx context.Context, br *BindingRecord, inst provisioners
 		var pe *binding.ParameterError
 		var nr *binding.NotReadyError
 		var ue *binding.UnsupportedError
+		var te *provisioners.TerminatingError
 		switch {
 		case errors.As(err, &pe):
 			return domain.Binding{}, invalidParameters(err)
 		case errors.As(err, &ue):
 			return domain.Binding{}, unprocessable("BindingNotSupported", err)
-		case errors.As(err, &nr):
+		case errors.As(err, &nr), errors.As(err, &te):
 			return domain.Binding{}, concurrencyError(err.Error())
 		}
 		return domain.Binding{}, internal("could not issue credentials: " + err.Error())
@@ -194,16 +195,18 @@ func (b *Broker) interrupted(br *BindingRecord) bool {
 	return br.Operation.State == provisioners.InProgress && br.SecretName == "" && !br.Operation.claimed(b.now())
 }
 
-// takeOver claims an interrupted bind and runs it again from a clean
-// slate: whatever the first attempt made is forgotten first, so no login
-// it issued stays alive.
+// takeOver claims an interrupted (or failed) bind and runs it again:
+// whatever the first attempt issued that a new run would not replace is
+// revoked first, so no login it issued stays alive.
 func (b *Broker) takeOver(ctx context.Context, br *BindingRecord, inst provisioners.Instance, eng Engine, async bool) (domain.Binding, error) {
 	b.claim(&br.Operation)
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
 		return domain.Binding{}, concurrencyError("the binding is being created by another request; retry")
 	}
 	b.Log.Info("taking over an interrupted or failed bind", zap.String("instance", br.InstanceID), zap.String("binding", br.ID))
-	if err := eng.Binder.Forget(ctx, inst, br.ID); err != nil {
+	// Not Forget: deleting the objects the first attempt made and applying
+	// them again at once would apply to objects being deleted.
+	if err := eng.Binder.RevokeUnrecorded(ctx, inst, br.ID); err != nil {
 		b.failBinding(context.WithoutCancel(ctx), br, "the bind failed and what it made could not all be removed yet; unbind it, or bind again")
 		return domain.Binding{}, internal("could not remove what an earlier attempt of this bind made: " + err.Error())
 	}

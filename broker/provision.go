@@ -128,6 +128,11 @@ func (b *Broker) startInstance(ctx context.Context, rec *InstanceRecord, inst pr
 	}
 	if err := b.applyDesired(ctx, want); err != nil {
 		b.failOperation(ctx, rec, "could not create the instance's objects: "+err.Error())
+		var te *provisioners.TerminatingError
+		if errors.As(err, &te) {
+			// An earlier instance of this id is still going away.
+			return concurrencyError(err.Error())
+		}
 		return internal("could not create the instance's objects: " + err.Error())
 	}
 	return nil

@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -146,7 +145,9 @@ func (w *world) startBrokerBinary(t testing.TB, name string) *brokerProcess {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(crt)
-	p.start()
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
@@ -156,7 +157,9 @@ func (w *world) startBrokerBinary(t testing.TB, name string) *brokerProcess {
 		}
 	})
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	p.waitReady(client)
+	if err := p.waitReady(client); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
@@ -171,12 +174,12 @@ func (p *brokerProcess) client(t testing.TB) *osbClient {
 	return &osbClient{t: t, base: p.base, http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
 }
 
-func (p *brokerProcess) start() {
+func (p *brokerProcess) start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	log, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		p.t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Env = p.env
@@ -184,10 +187,11 @@ func (p *brokerProcess) start() {
 	// The replica dies with the test process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		p.t.Fatal(err)
+		return err
 	}
 	go func() { _ = cmd.Wait(); _ = log.Close() }()
 	p.cmd = cmd
+	return nil
 }
 
 // Kill ends the replica with SIGKILL: no graceful shutdown, requests in
@@ -202,25 +206,27 @@ func (p *brokerProcess) Kill() {
 }
 
 // Restart starts the replica again after a Kill, on the same address.
-func (p *brokerProcess) Restart(client *http.Client) {
-	p.start()
-	p.waitReady(client)
+func (p *brokerProcess) Restart(client *http.Client) error {
+	if err := p.start(); err != nil {
+		return err
+	}
+	return p.waitReady(client)
 }
 
-func (p *brokerProcess) waitReady(client *http.Client) {
+func (p *brokerProcess) waitReady(client *http.Client) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		res, err := client.Get(p.base + "/readyz")
 		if err == nil {
 			_ = res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	log, _ := os.ReadFile(p.logPath)
-	p.t.Fatalf("broker replica %s did not become ready; its log:\n%s", p.name, tail(string(log), 4096))
+	return fmt.Errorf("broker replica %s did not become ready; its log:\n%s", p.name, tail(string(log), 4096))
 }
 
 // kubeconfigOf writes cfg (the chart ServiceAccount's impersonating
@@ -257,18 +263,4 @@ func tail(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
-}
-
-// waitFor polls cond until it holds or the context ends.
-func waitFor(ctx context.Context, every time.Duration, cond func() bool) bool {
-	for {
-		if cond() {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(every):
-		}
-	}
 }

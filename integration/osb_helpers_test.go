@@ -125,7 +125,7 @@ type clock struct {
 func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
 
 // claimExpiry is longer than a request's claim on the operation it works
-// on (broker's claimTTL, 30 s): moving the clock by it makes the request
+// on (broker's claimTTL, 15 s): moving the clock by it makes the request
 // look like one whose replica died.
 const claimExpiry = 31 * time.Second
 
