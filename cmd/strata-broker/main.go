@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -137,12 +136,9 @@ func run(f flags, log *zap.Logger) error {
 		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
 		Limits:               cfg.Tenancy.Limits,
 		DashboardURLTemplate: cfg.DashboardURLTemplate,
+		Kubernetes:           cfg.Kubernetes,
 		Log:                  log,
 	})
-	if err != nil {
-		return err
-	}
-	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
 	if err != nil {
 		return err
 	}
@@ -151,12 +147,9 @@ func run(f flags, log *zap.Logger) error {
 	handler := broker.NewHandler(b, broker.HandlerOptions{
 		Credentials:  creds,
 		PollInterval: time.Duration(cfg.PollIntervalSeconds) * time.Second,
-		Ready: func(context.Context) error {
-			_, err := dc.ServerVersion()
-			return err
-		},
-		Registry: reg,
-		Log:      log,
+		Ready:        b.Ready,
+		Registry:     reg,
+		Log:          log,
 	})
 
 	srv := &http.Server{
