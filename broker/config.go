@@ -26,7 +26,10 @@ type Config struct {
 	// ReconcileIntervalSeconds is the pause between two passes of the
 	// reconcile loop over the operations in progress.
 	ReconcileIntervalSeconds int `json:"reconcileIntervalSeconds"`
-	Tenancy                  struct {
+	// Kubernetes is the client-side rate limits of the broker's
+	// Kubernetes clients.
+	Kubernetes KubernetesConfig `json:"kubernetes"`
+	Tenancy    struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
 		// Limits are what each tenant may hold (docs/tenancy.md).
 		Limits TenancyLimits `json:"limits"`
@@ -66,6 +69,11 @@ func ParseConfig(raw []byte) (Config, error) {
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return c, err
 	}
+	if err := c.Kubernetes.Validate(); err != nil {
+		return c, err
+	}
+	// Filled after decoding: a burst left out follows the qps given.
+	c.Kubernetes = c.Kubernetes.withDefaults()
 	if c.Postgres.Images == nil {
 		c.Postgres.Images = map[string]string{}
 	}

@@ -28,9 +28,9 @@ const ReconcilerLease = "strata-broker-reconciler"
 
 // ReconcileOptions configure RunReconciler.
 type ReconcileOptions struct {
-	// Client and Namespace hold the Lease (the broker's own namespace).
-	Client    kubernetes.Interface
-	Namespace string
+	// Client holds the Lease, in the broker's own namespace; nil means
+	// the broker's own clientset.
+	Client kubernetes.Interface
 	// Interval is the pause between passes; zero means 5 s.
 	Interval time.Duration
 	// Workers bound the operations advanced at once; zero means 8.
@@ -46,8 +46,11 @@ func (b *Broker) RunReconciler(ctx context.Context, o ReconcileOptions) {
 	if o.Workers <= 0 {
 		o.Workers = 8
 	}
+	if o.Client == nil {
+		o.Client = b.Store.client
+	}
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metaName(ReconcilerLease, o.Namespace),
+		LeaseMeta:  metaName(ReconcilerLease, b.Store.namespace),
 		Client:     o.Client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: b.Replica},
 	}

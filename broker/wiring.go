@@ -35,8 +35,11 @@ type Options struct {
 	CFNamespaceTemplate  string
 	Limits               TenancyLimits
 	DashboardURLTemplate string
-	Log                  *zap.Logger
-	Now                  func() time.Time
+	// Kubernetes sets the client-side rate limits of every client New
+	// makes (zero fields: the shipped defaults).
+	Kubernetes KubernetesConfig
+	Log        *zap.Logger
+	Now        func() time.Time
 	// PostgresAddress overrides host:port of an instance's primary as
 	// OpenBao reaches it (tests run OpenBao and PostgreSQL on loopback).
 	PostgresAddress func(provisioners.Instance) string
@@ -51,6 +54,11 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
+	if err := o.Kubernetes.Validate(); err != nil {
+		return nil, err
+	}
+	// Every client below is built from this copy.
+	cfg = ClientConfig(cfg, o.Kubernetes)
 	core, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err

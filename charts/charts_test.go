@@ -225,6 +225,8 @@ func TestDefaultRender(t *testing.T) {
 		cfg := renderedConfig(t, objs)
 		g.Expect(cfg.BrokerNamespace).To(Equal(namespace))
 		g.Expect(cfg.PollIntervalSeconds).To(Equal(10))
+		// The chart states the binary's defaults, not client-go's 5/s.
+		g.Expect(cfg.Kubernetes).To(Equal(broker.DefaultKubernetesConfig()))
 		g.Expect(cfg.DashboardURLTemplate).To(BeEmpty())
 		g.Expect(cfg.Tenancy.CloudFoundryNamespaceTemplate).To(Equal("cf-{{.SpaceGUID}}"),
 			"space GUIDs are unique; org/space names can collide between tenants")

@@ -22,8 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -138,34 +136,22 @@ func run(f flags, log *zap.Logger) error {
 		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
 		Limits:               cfg.Tenancy.Limits,
 		DashboardURLTemplate: cfg.DashboardURLTemplate,
+		Kubernetes:           cfg.Kubernetes,
 		Log:                  log,
 	})
 	if err != nil {
 		return err
 	}
-	core, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return err
-	}
 	// Operations finish whether or not a platform polls them.
-	go b.RunReconciler(ctx, broker.ReconcileOptions{
-		Client: core, Namespace: f.namespace, Interval: time.Duration(cfg.ReconcileIntervalSeconds) * time.Second,
-	})
-	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
-	if err != nil {
-		return err
-	}
+	go b.RunReconciler(ctx, broker.ReconcileOptions{Interval: time.Duration(cfg.ReconcileIntervalSeconds) * time.Second})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	handler := broker.NewHandler(b, broker.HandlerOptions{
 		Credentials:  creds,
 		PollInterval: time.Duration(cfg.PollIntervalSeconds) * time.Second,
-		Ready: func(context.Context) error {
-			_, err := dc.ServerVersion()
-			return err
-		},
-		Registry: reg,
-		Log:      log,
+		Ready:        b.Ready,
+		Registry:     reg,
+		Log:          log,
 	})
 
 	srv := &http.Server{
