@@ -60,3 +60,12 @@ func internal(description string) error {
 var gone = apiresponses.ErrInstanceDoesNotExist
 
 var bindingGone = apiresponses.ErrBindingDoesNotExist
+
+// tenantError passes a refusal of the tenant on and makes anything else
+// (the API server failing) an InternalError.
+func tenantError(err error) error {
+	if _, ok := err.(*apiresponses.FailureResponse); ok {
+		return err
+	}
+	return internal("could not create the Cloud Foundry space's namespace: " + err.Error())
+}

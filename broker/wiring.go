@@ -24,16 +24,21 @@ import (
 // Options configure New.
 type Options struct {
 	// Namespace keeps the broker's records.
-	Namespace            string
-	Postgres             postgres.Config
-	Redis                redis.Config
-	Kafka                kafka.Config
-	OpenBao              binding.OpenBaoConfig
-	CFNamespaceTemplate  string
-	Limits               TenancyLimits
-	DashboardURLTemplate string
-	Log                  *zap.Logger
-	Now                  func() time.Time
+	Namespace           string
+	Postgres            postgres.Config
+	Redis               redis.Config
+	Kafka               kafka.Config
+	OpenBao             binding.OpenBaoConfig
+	CFNamespaceTemplate string
+	// DeniedNamespaces and AllowedNamespaceSelector restrict which
+	// namespaces may be tenants, beyond those the platform reserves
+	// (tenancy.deniedNamespaces, tenancy.allowedNamespaceSelector).
+	DeniedNamespaces         []string
+	AllowedNamespaceSelector string
+	Limits                   TenancyLimits
+	DashboardURLTemplate     string
+	Log                      *zap.Logger
+	Now                      func() time.Time
 	// PostgresAddress overrides host:port of an instance's primary as
 	// OpenBao reaches it (tests run OpenBao and PostgreSQL on loopback).
 	PostgresAddress func(provisioners.Instance) string
@@ -59,10 +64,6 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 	if err := o.Limits.Validate(); err != nil {
 		return nil, err
 	}
-	tenancy, err := NewTenancy(core, o.CFNamespaceTemplate)
-	if err != nil {
-		return nil, err
-	}
 	var dash *template.Template
 	if o.DashboardURLTemplate != "" {
 		if dash, err = template.New("dashboard").Option("missingkey=error").Parse(o.DashboardURLTemplate); err != nil {
@@ -82,6 +83,15 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		o.Redis.ServerCertificates = o.Postgres.ServerCertificates
 	}
 	rp := &redis.Provisioner{Config: o.Redis}
+	tenancy, err := NewTenancy(core, TenancyOptions{
+		CFNamespaceTemplate: o.CFNamespaceTemplate,
+		Reserved:            reservedNamespaces(o),
+		Denied:              o.DeniedNamespaces,
+		AllowedSelector:     o.AllowedNamespaceSelector,
+	})
+	if err != nil {
+		return nil, err
+	}
 	var logins binding.CredentialSource = &binding.RoleSource{Kube: kube}
 	var kv binding.KVStore // OpenBao's KV engine, for Redis passwords
 	if o.OpenBao.Enabled() {
@@ -142,4 +152,26 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			return l.Items, nil
 		},
 	}, nil
+}
+
+// reservedNamespaces are the namespaces the platform runs in: a tenant's
+// instance there would sit beside (and be reachable by the network
+// policies of) the broker, the shared clusters or the operators.
+func reservedNamespaces(o Options) map[string]string {
+	r := map[string]string{}
+	add := func(ns, why string) {
+		if ns != "" && r[ns] == "" {
+			r[ns] = why
+		}
+	}
+	add(o.Namespace, "it is the broker's own namespace")
+	add(o.Kafka.Shared.Namespace, "it holds the shared Kafka cluster")
+	add(o.Postgres.Shared.Namespace, "it holds the shared PostgreSQL cluster")
+	add(o.Postgres.OperatorNamespace, "it runs the CloudNativePG operator")
+	add(o.Redis.OperatorNamespace, "it runs the Redis operator")
+	add(o.OpenBao.Namespace, "it runs OpenBao")
+	add(o.Postgres.MonitoringNamespace, "it runs the platform's monitoring")
+	add(o.Redis.MonitoringNamespace, "it runs the platform's monitoring")
+	add(o.Kafka.MonitoringNamespace, "it runs the platform's monitoring")
+	return r
 }

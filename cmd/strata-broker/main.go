@@ -129,15 +129,17 @@ func run(f flags, log *zap.Logger) error {
 	}
 
 	b, err := broker.New(restCfg, broker.Options{
-		Namespace:            f.namespace,
-		Postgres:             cfg.Postgres,
-		Redis:                cfg.Redis,
-		Kafka:                cfg.Kafka,
-		OpenBao:              cfg.OpenBao,
-		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
-		Limits:               cfg.Tenancy.Limits,
-		DashboardURLTemplate: cfg.DashboardURLTemplate,
-		Log:                  log,
+		Namespace:                f.namespace,
+		Postgres:                 cfg.Postgres,
+		Redis:                    cfg.Redis,
+		Kafka:                    cfg.Kafka,
+		OpenBao:                  cfg.OpenBao,
+		CFNamespaceTemplate:      cfg.Tenancy.CloudFoundryNamespaceTemplate,
+		DeniedNamespaces:         cfg.Tenancy.DeniedNamespaces,
+		AllowedNamespaceSelector: cfg.Tenancy.AllowedNamespaceSelector,
+		Limits:                   cfg.Tenancy.Limits,
+		DashboardURLTemplate:     cfg.DashboardURLTemplate,
+		Log:                      log,
 	})
 	if err != nil {
 		return err
