@@ -105,6 +105,9 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 	if d.ServiceID != rec.ServiceID {
 		return domain.Binding{}, badRequest("service_id does not match the instance's service")
 	}
+	if d.PlanID != rec.PlanID {
+		return domain.Binding{}, badRequest("plan_id " + brief(d.PlanID) + " is not the instance's plan " + rec.PlanID)
+	}
 	inst, eng, err := b.instanceOf(rec)
 	if err != nil {
 		return domain.Binding{}, internal(err.Error())

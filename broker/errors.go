@@ -52,8 +52,10 @@ func unprocessable(code string, err error) error {
 	return failure(http.StatusUnprocessableEntity, code, err.Error())
 }
 
+// internal is a 500 whose description says what failed in words, never
+// the API server's address (publicDescription).
 func internal(description string) error {
-	return failure(http.StatusInternalServerError, "InternalError", description)
+	return failure(http.StatusInternalServerError, "InternalError", publicDescription(description))
 }
 
 // gone is the empty-bodied 410 of DELETE and last_operation.

@@ -184,7 +184,7 @@ func (t *Tenancy) resolveKubernetes(ctx context.Context, name string) (Tenant, e
 		return Tenant{}, badRequest(fmt.Sprintf("context.namespace %q does not exist; create the namespace first", name))
 	}
 	if err != nil {
-		return Tenant{}, fmt.Errorf("read namespace %s: %w", name, err)
+		return Tenant{}, internal(fmt.Sprintf("could not read namespace %s: %v", name, err))
 	}
 	if ns.DeletionTimestamp != nil {
 		return Tenant{}, namespaceNotAllowed("context.namespace", name, "it is being deleted")
@@ -249,7 +249,7 @@ func (t *Tenancy) resolveCloudFoundry(ctx context.Context, space CFSpace) (Tenan
 		}}}, nil
 	}
 	if err != nil {
-		return Tenant{}, fmt.Errorf("read namespace %s: %w", name, err)
+		return Tenant{}, internal(fmt.Sprintf("could not read namespace %s: %v", name, err))
 	}
 	if err := checkClaim(ns, space); err != nil {
 		return Tenant{}, err

@@ -124,7 +124,7 @@ func TestTenancyCloudFoundry(t *testing.T) {
 		{name: "missing space", context: json.RawMessage(`{"platform":"cloudfoundry","organization_guid":"` + orgA + `"}`), code: "BadRequest", mention: "space_guid"},
 		{name: "template by name lands in a reserved namespace", template: "{{.SpaceName}}",
 			context: json.RawMessage(`{"platform":"cloudfoundry","organization_guid":"` + orgA + `","space_guid":"` + spaceA + `","space_name":"kube-system"}`),
-			code: "NamespaceNotAllowed", mention: "kube-system"},
+			code:    "NamespaceNotAllowed", mention: "kube-system"},
 		{name: "namespace claimed by another space", template: "cf-" + spaceB, context: cfContext(orgA, spaceA),
 			code: "NamespaceClaimed", mention: "another Cloud Foundry space"},
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -30,8 +29,8 @@ import (
 )
 
 type flags struct {
-	listen, tlsCert, tlsKey, credentialsDir, config, namespace, kubeconfig, logLevel string
-	embedded                                                                         bool
+	listen, tlsCert, tlsKey, credentialsDir, config, namespace, kubeconfig, logLevel, logFormat string
+	embedded                                                                                    bool
 }
 
 func env(name, def string) string {
@@ -51,6 +50,7 @@ func parseFlags() flags {
 	flag.StringVar(&f.namespace, "namespace", env("POD_NAMESPACE", ""), "namespace of the broker's records")
 	flag.StringVar(&f.kubeconfig, "kubeconfig", env("KUBECONFIG", ""), "kubeconfig (default: in-cluster)")
 	flag.StringVar(&f.logLevel, "log-level", env("STRATA_LOG_LEVEL", "info"), "debug, info, warn or error")
+	flag.StringVar(&f.logFormat, "log-format", env("STRATA_LOG_FORMAT", "auto"), "json, console (readable), or auto: console when stderr is a terminal, else json")
 	flag.BoolVar(&f.embedded, "embedded", false, "start a local control plane and serve against it (development)")
 	flag.Parse()
 	if f.listen == "" {
@@ -65,17 +65,11 @@ func parseFlags() flags {
 
 func main() {
 	f := parseFlags()
-	level, err := zapcore.ParseLevel(f.logLevel)
+	log, err := newLogger(f.logFormat, f.logLevel, os.Stderr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "--log-level:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	zc := zap.NewProductionConfig()
-	zc.Level = zap.NewAtomicLevelAt(level)
-	// brokerapi logs every 4xx at error level; stack traces of client
-	// mistakes only bury the log.
-	zc.DisableStacktrace = true
-	log, _ := zc.Build()
 	defer func() { _ = log.Sync() }()
 	if err := run(f, log); err != nil {
 		log.Error("strata-broker stopped", zap.Error(err))
