@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/pivotal-cf/brokerapi/v12/domain/apiresponses"
@@ -39,17 +40,46 @@ func malformed(w http.ResponseWriter, description string) {
 	writeJSON(w, http.StatusBadRequest, apiresponses.ErrorResponse{Error: "MalformedRequest", Description: description})
 }
 
-// checkIDs answers 400 for instance and binding ids that are not bounded
-// strings of unreserved characters (also "." and "..": a path, not an id).
-func checkIDs(next http.Handler) http.Handler {
+// osbRoutes are the OSB endpoints by path shape ("{id}" for an id), with
+// their methods.
+var osbRoutes = map[string][]string{
+	"v2/catalog":                                                     {http.MethodGet},
+	"v2/service_instances/{id}":                                      {http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodGet},
+	"v2/service_instances/{id}/last_operation":                       {http.MethodGet},
+	"v2/service_instances/{id}/service_bindings/{id}":                {http.MethodPut, http.MethodDelete, http.MethodGet},
+	"v2/service_instances/{id}/service_bindings/{id}/last_operation": {http.MethodGet},
+}
+
+// checkRoute answers with an OSB error body for a path that is no OSB
+// endpoint (404) or a method the endpoint does not serve (405), and 400
+// for instance and binding ids that are not bounded strings of unreserved
+// characters (also "." and "..": a path, not an id).
+func checkRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		instanceID, bindingID := idsOf(req.URL.Path)
-		for _, id := range []struct{ name, value string }{{"instance_id", instanceID}, {"binding_id", bindingID}} {
-			if id.value == "" {
-				continue
+		segs := strings.Split(strings.TrimPrefix(req.URL.Path, "/"), "/")
+		shape := make([]string, len(segs))
+		var ids []struct{ name, value string }
+		for i, seg := range segs {
+			shape[i] = seg
+			if i > 0 && (segs[i-1] == "service_instances" || segs[i-1] == "service_bindings") {
+				shape[i] = "{id}"
+				name := map[string]string{"service_instances": "instance_id", "service_bindings": "binding_id"}[segs[i-1]]
+				ids = append(ids, struct{ name, value string }{name, seg})
 			}
+		}
+		methods, ok := osbRoutes[strings.Join(shape, "/")]
+		if !ok {
+			writeJSON(w, http.StatusNotFound, apiresponses.ErrorResponse{Error: "NotFound", Description: "no OSB endpoint at this path; see docs/api.md"})
+			return
+		}
+		if !slices.Contains(methods, req.Method) {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, apiresponses.ErrorResponse{Error: "MethodNotAllowed", Description: "this endpoint serves " + strings.Join(methods, ", ")})
+			return
+		}
+		for _, id := range ids {
 			if len(id.value) > maxIDLength || !idChars.MatchString(id.value) || id.value == "." || id.value == ".." {
-				malformed(w, fmt.Sprintf("%s must be at most %d characters of A-Z, a-z, 0-9, '-', '.', '_', '~' (a GUID is best)", id.name, maxIDLength))
+				malformed(w, fmt.Sprintf("%s must be 1 to %d characters of A-Z, a-z, 0-9, '-', '.', '_', '~' (a GUID is best)", id.name, maxIDLength))
 				return
 			}
 		}

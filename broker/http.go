@@ -67,7 +67,7 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	authMW := basicAuth(o.Credentials, o.Log)
 	osb := brokerapi.NewWithOptions(b, slogger)
 	edges := func(h http.Handler) http.Handler {
-		return requestLog(o.Log, authMW(apiVersion(checkIDs(readBody(checkBody(b)(h))))))
+		return requestLog(o.Log, authMW(apiVersion(checkRoute(readBody(checkBody(b)(h))))))
 	}
 	own := func(h http.HandlerFunc) http.Handler { return edges(h) }
 
