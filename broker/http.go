@@ -238,7 +238,7 @@ func apiVersion(next http.Handler) http.Handler {
 func requestLog(base *zap.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		start := time.Now()
-		fields := []zap.Field{zap.String("method", req.Method)}
+		fields := []zap.Field{zap.String("method", req.Method), zap.String("path", clip(req.URL.Path))}
 		rid := requestIdentity(req)
 		switch {
 		case rid != "":

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"regexp"
 	"sort"
@@ -113,7 +114,9 @@ func newRequestID() string {
 type slogHandler struct{ next slog.Handler }
 
 func newSlogHandler(log *zap.Logger) slog.Handler {
-	return slogHandler{next: zapslog.NewHandler(log.Core())}
+	// No stack traces (zapslog adds them at error level by default): the
+	// records say what failed in words.
+	return slogHandler{next: zapslog.NewHandler(log.Core(), zapslog.AddStacktraceAt(slog.Level(math.MaxInt32)))}
 }
 
 func (h slogHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
