@@ -268,3 +268,19 @@ func TestLoggerFrom(t *testing.T) {
 	g.Expect(done[0].ContextMap()).To(HaveKeyWithValue("status", int64(http.StatusTeapot)))
 	g.Expect(LoggerFrom(t.Context())).NotTo(BeNil(), "outside a request: a logger that drops")
 }
+
+func TestErrorsAtTheEdge(t *testing.T) {
+	g := NewWithT(t)
+	core, logs := observer.New(zapcore.DebugLevel)
+	ctx := WithLogger(t.Context(), zap.New(core))
+	raw := fmt.Errorf(`read namespace team-a: Get "https://10.96.0.1:443/api/v1/namespaces/team-a": dial tcp 10.96.0.1:443: connect: connection refused`)
+	status, code, desc := failureOf(g, atEdge(ctx, raw))
+	g.Expect(status).To(Equal(http.StatusInternalServerError))
+	g.Expect(code).To(Equal("InternalError"))
+	g.Expect(desc).To(Equal("read namespace team-a: the Kubernetes API server could not be reached: it refused the connection"))
+	g.Expect(logs.FilterMessage("the broker failed").Len()).To(Equal(1), "the full error is logged for the operator")
+
+	refusal := badRequest("context.namespace is required")
+	g.Expect(atEdge(ctx, refusal)).To(BeIdenticalTo(refusal), "an OSB failure passes unchanged")
+	g.Expect(atEdge(ctx, nil)).To(BeNil())
+}

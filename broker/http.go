@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -65,7 +66,7 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	// body size, body shape. brokerapi runs its own version check after
 	// ours, which then always passes, and finds the body well-formed.
 	authMW := basicAuth(o.Credentials, o.Log)
-	osb := brokerapi.NewWithOptions(b, slogger)
+	osb := brokerapi.NewWithOptions(edgeBroker{b}, slogger)
 	edges := func(h http.Handler) http.Handler {
 		return requestLog(o.Log, authMW(apiVersion(checkRoute(readBody(checkBody(b)(h))))))
 	}
@@ -94,12 +95,12 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	})).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/last_operation", own(func(w http.ResponseWriter, req *http.Request) {
 		res, err := b.InstanceOperation(req.Context(), mux.Vars(req)["instance_id"], req.URL.Query().Get("operation"))
-		writeOperation(w, res, err, o.PollInterval)
+		writeOperation(w, res, atEdge(req.Context(), err), o.PollInterval)
 	})).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", own(func(w http.ResponseWriter, req *http.Request) {
 		v := mux.Vars(req)
 		lo, err := b.LastBindingOperation(req.Context(), v["instance_id"], v["binding_id"], pollDetails(req))
-		writeOperation(w, LastOperationResult{State: provisioners.State(lo.State), Description: lo.Description}, err, o.PollInterval)
+		writeOperation(w, LastOperationResult{State: provisioners.State(lo.State), Description: lo.Description}, atEdge(req.Context(), err), o.PollInterval)
 	})).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
 		edges(rotationAware(b, osb.ServeHTTP))).Methods(http.MethodPut)
@@ -130,7 +131,7 @@ func rotationAware(b *Broker, next http.HandlerFunc) http.HandlerFunc {
 		async := req.URL.Query().Get("accepts_incomplete") == "true"
 		res, err := b.RotateBinding(req.Context(), v["instance_id"], v["binding_id"], *rot.Predecessor, async)
 		if err != nil {
-			writeFailure(w, err)
+			writeFailure(w, atEdge(req.Context(), err))
 			return
 		}
 		writeBinding(w, res)
@@ -169,7 +170,8 @@ func writeOperation(w http.ResponseWriter, res LastOperationResult, err error, p
 }
 
 func writeFailure(w http.ResponseWriter, err error) {
-	if fr, ok := err.(*apiresponses.FailureResponse); ok {
+	var fr *apiresponses.FailureResponse
+	if errors.As(err, &fr) {
 		writeJSON(w, fr.ValidatedStatusCode(nil), fr.ErrorResponse())
 		return
 	}
