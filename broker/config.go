@@ -31,6 +31,13 @@ type Config struct {
 	Kubernetes KubernetesConfig `json:"kubernetes"`
 	Tenancy    struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
+		// DeniedNamespaces may never be tenants, beside those the platform
+		// reserves (kube-*, default, the broker's, the shared clusters',
+		// the operators').
+		DeniedNamespaces []string `json:"deniedNamespaces"`
+		// AllowedNamespaceSelector, when set, is a label selector every
+		// tenant namespace the broker did not create must match.
+		AllowedNamespaceSelector string `json:"allowedNamespaceSelector"`
 		// Limits are what each tenant may hold (docs/tenancy.md).
 		Limits TenancyLimits `json:"limits"`
 	} `json:"tenancy"`

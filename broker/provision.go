@@ -111,6 +111,15 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 			return b.provision(ctx, id, d, async, attempt+1)
 		}
 	}
+	// A Cloud Foundry space's namespace is created only now that every
+	// check has passed; a refusal takes the record back (a 4xx changes
+	// nothing).
+	if err := b.Tenancy.Ensure(ctx, tenant); err != nil {
+		if derr := b.Store.DeleteInstance(ctx, rec); derr != nil {
+			b.Log.Warn("withdraw the record of a refused provision", zap.String("instance", id), zap.Error(derr))
+		}
+		return domain.ProvisionedServiceSpec{}, tenantError(err)
+	}
 	b.Log.Info("provisioning", zap.String("instance", id), zap.String("plan", plan.Name), zap.String("namespace", rec.Namespace))
 	if err := b.startInstance(ctx, rec, inst, eng, want); err != nil {
 		return domain.ProvisionedServiceSpec{}, err

@@ -46,8 +46,15 @@ func (k *Kube) resource(gvk schema.GroupVersionKind, namespace string) (dynamic.
 		k.mapper.Reset()
 		m, err = k.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	}
-	if err != nil {
+	if meta.IsNoMatchError(err) {
 		return nil, fmt.Errorf("%s is not served by this cluster (is its operator installed?): %w", gvk.Kind, err)
+	}
+	if err != nil {
+		// The API server did not answer discovery (it restarts, say): that
+		// says nothing about the kind, and a failed discovery must not
+		// stick in the cache.
+		k.mapper.Reset()
+		return nil, fmt.Errorf("could not look %s up in the API server's discovery: %w", gvk.Kind, err)
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
 		return k.dyn.Resource(m.Resource).Namespace(namespace), nil

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -29,8 +28,8 @@ import (
 )
 
 type flags struct {
-	listen, tlsCert, tlsKey, credentialsDir, config, namespace, kubeconfig, logLevel string
-	embedded                                                                         bool
+	listen, tlsCert, tlsKey, credentialsDir, config, namespace, kubeconfig, logLevel, logFormat string
+	embedded                                                                                    bool
 }
 
 func env(name, def string) string {
@@ -50,6 +49,7 @@ func parseFlags() flags {
 	flag.StringVar(&f.namespace, "namespace", env("POD_NAMESPACE", ""), "namespace of the broker's records")
 	flag.StringVar(&f.kubeconfig, "kubeconfig", env("KUBECONFIG", ""), "kubeconfig (default: in-cluster)")
 	flag.StringVar(&f.logLevel, "log-level", env("STRATA_LOG_LEVEL", "info"), "debug, info, warn or error")
+	flag.StringVar(&f.logFormat, "log-format", env("STRATA_LOG_FORMAT", "auto"), "json, console (readable), or auto: console when stderr is a terminal, else json")
 	flag.BoolVar(&f.embedded, "embedded", false, "start a local control plane and serve against it (development)")
 	flag.Parse()
 	if f.listen == "" {
@@ -64,17 +64,11 @@ func parseFlags() flags {
 
 func main() {
 	f := parseFlags()
-	level, err := zapcore.ParseLevel(f.logLevel)
+	log, err := newLogger(f.logFormat, f.logLevel, os.Stderr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "--log-level:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	zc := zap.NewProductionConfig()
-	zc.Level = zap.NewAtomicLevelAt(level)
-	// brokerapi logs every 4xx at error level; stack traces of client
-	// mistakes only bury the log.
-	zc.DisableStacktrace = true
-	log, _ := zc.Build()
 	defer func() { _ = log.Sync() }()
 	if err := run(f, log); err != nil {
 		log.Error("strata-broker stopped", zap.Error(err))
@@ -128,16 +122,18 @@ func run(f flags, log *zap.Logger) error {
 	}
 
 	b, err := broker.New(restCfg, broker.Options{
-		Namespace:            f.namespace,
-		Postgres:             cfg.Postgres,
-		Redis:                cfg.Redis,
-		Kafka:                cfg.Kafka,
-		OpenBao:              cfg.OpenBao,
-		CFNamespaceTemplate:  cfg.Tenancy.CloudFoundryNamespaceTemplate,
-		Limits:               cfg.Tenancy.Limits,
-		DashboardURLTemplate: cfg.DashboardURLTemplate,
-		Kubernetes:           cfg.Kubernetes,
-		Log:                  log,
+		Namespace:                f.namespace,
+		Postgres:                 cfg.Postgres,
+		Redis:                    cfg.Redis,
+		Kafka:                    cfg.Kafka,
+		OpenBao:                  cfg.OpenBao,
+		CFNamespaceTemplate:      cfg.Tenancy.CloudFoundryNamespaceTemplate,
+		DeniedNamespaces:         cfg.Tenancy.DeniedNamespaces,
+		AllowedNamespaceSelector: cfg.Tenancy.AllowedNamespaceSelector,
+		Limits:                   cfg.Tenancy.Limits,
+		DashboardURLTemplate:     cfg.DashboardURLTemplate,
+		Kubernetes:               cfg.Kubernetes,
+		Log:                      log,
 	})
 	if err != nil {
 		return err

@@ -135,7 +135,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- end }}
 {{- end }}
 {{- with $config.tenancy }}
-{{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "limits")) }}
+{{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "deniedNamespaces" "allowedNamespaceSelector" "limits")) }}
 {{- end }}
 {{- with $config.postgres }}
 {{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
