@@ -107,10 +107,9 @@ type Binder interface {
 	RevokeUnrecorded(ctx context.Context, inst provisioners.Instance, bindingID string) error
 }
 
-// ParameterError is a bind request whose parameters cannot be honoured.
-type ParameterError struct{ Msg string }
-
-func (e *ParameterError) Error() string { return e.Msg }
+// ParameterError is a bind request whose parameters cannot be honoured;
+// it names the parameter (the engines' error type).
+type ParameterError = provisioners.ParameterError
 
 // UnsupportedError is a bind this broker's configuration cannot serve
 // (a shared PostgreSQL instance without OpenBao); the request cannot

@@ -226,7 +226,7 @@ func (b *KafkaBinder) Bind(ctx context.Context, inst provisioners.Instance, bind
 	switch p.Access {
 	case KafkaReadWrite, KafkaRead, KafkaWrite:
 	default:
-		return Result{}, &ParameterError{fmt.Sprintf("parameters.access: %q is not one of readwrite, read, write", p.Access)}
+		return Result{}, &ParameterError{Field: "parameters.access", Reason: fmt.Sprintf("%q is not one of readwrite, read, write", p.Access)}
 	}
 	if p.ConsumerGroup == "" {
 		p.ConsumerGroup = "app"
@@ -440,4 +440,6 @@ func (b *KafkaBinder) Forget(ctx context.Context, inst provisioners.Instance, bi
 // RevokeUnrecorded has nothing to do: the KafkaUser and its password
 // Secret are named from the binding id, and a repeated Bind applies the
 // same user with the password first written.
-func (b *KafkaBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error { return nil }
+func (b *KafkaBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error {
+	return nil
+}

@@ -200,7 +200,7 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 		p.Database = settings.Databases[0]
 	}
 	if !slices.Contains(settings.Databases, p.Database) {
-		return Result{}, &ParameterError{fmt.Sprintf("parameters.database: %q is not a database of this instance; it has %s",
+		return Result{}, &ParameterError{Field: "parameters.database", Reason: fmt.Sprintf("%q is not a database of this instance; it has %s",
 			p.Database, strings.Join(settings.Databases, ", "))}
 	}
 	ca, err := b.clusterCA(ctx, inst)

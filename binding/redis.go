@@ -151,7 +151,9 @@ func (b *RedisBinder) Forget(ctx context.Context, inst provisioners.Instance, bi
 
 // RevokeUnrecorded has nothing to do: a Redis bind issues no credential of
 // its own.
-func (b *RedisBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error { return nil }
+func (b *RedisBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error {
+	return nil
+}
 
 // RedisConn is everything the Redis binding Secret says.
 type RedisConn struct {

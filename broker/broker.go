@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"text/template"
 	"time"
 
@@ -140,8 +139,8 @@ func decodeParams(raw json.RawMessage) (map[string]any, error) {
 // paramError turns a builder or validation error into a 400 naming the
 // parameter, and anything else into a 500.
 func paramError(err error) error {
-	var pe *binding.ParameterError
-	if errors.As(err, &pe) || strings.HasPrefix(err.Error(), "parameters") || strings.HasPrefix(err.Error(), "invalid parameters") {
+	var pe *provisioners.ParameterError
+	if errors.As(err, &pe) {
 		return invalidParameters(err)
 	}
 	return internal(err.Error())

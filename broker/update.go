@@ -92,7 +92,9 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 	updated := old
 	updated.Plan, updated.Params = newPlan, params
 	if err := eng.Provisioner.CheckUpdate(old, updated); err != nil {
-		if strings.HasPrefix(err.Error(), "parameters.") {
+		// A change the engine refuses to make in place names the
+		// parameter; anything else is the broker's failure.
+		if pe := (*provisioners.ParameterError)(nil); errors.As(err, &pe) && strings.HasPrefix(pe.Field, "parameters.") {
 			return domain.UpdateServiceSpec{}, unprocessable("UnsupportedChange", err)
 		}
 		return domain.UpdateServiceSpec{}, paramError(err)
