@@ -351,11 +351,13 @@ func BindingRoleName(inst provisioners.Instance, bindingID string, a Access) str
 }
 
 // allowedRoles are the role names an instance's connection accepts: the
-// binding roles of each access level (and only those, by glob).
+// instance's role of each access level (for services that take logins
+// from OpenBao themselves, docs/openbao.md) and, by glob, the bindings'
+// roles of that level.
 func allowedRoles(inst provisioners.Instance) []string {
-	out := make([]string, len(accessLevels))
-	for i, a := range accessLevels {
-		out[i] = RoleName(inst, a) + "-b*"
+	var out []string
+	for _, a := range accessLevels {
+		out = append(out, RoleName(inst, a), RoleName(inst, a)+"-b*")
 	}
 	return out
 }
@@ -451,9 +453,7 @@ func (s *OpenBaoSource) Configure(ctx context.Context, inst provisioners.Instanc
 
 func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst provisioners.Instance) error {
 	if inst.Plan.Postgres.Shared {
-		// The shared cluster's connection is the platform's; each
-		// binding writes its own role on it.
-		return nil
+		return s.writeRoles(ctx, vc, inst, postgres.Config{Shared: s.Shared}.SharedCluster().OpenBaoConnection, SharedRoleStatements)
 	}
 	conn := ConnectionName(inst)
 	mount := s.cfg.DatabaseMount
@@ -497,6 +497,19 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 			return fmt.Errorf("delete the first password after its rotation: %w", err)
 		}
 	}
+	return s.writeRoles(ctx, vc, inst, conn, func(_ provisioners.Instance, a Access) []string { return roleStatements(a) })
+}
+
+// writeRoles writes the instance's role of every access level, on
+// connection conn, with the level's creation statements and the common
+// revocation statements: the roles services that take their logins from
+// OpenBao themselves use (bindings have roles of their own).
+func (s *OpenBaoSource) writeRoles(ctx context.Context, vc *vault.Client, inst provisioners.Instance, conn string, creation func(provisioners.Instance, Access) []string) error {
+	for _, a := range accessLevels {
+		if err := s.writeRole(ctx, vc, RoleName(inst, a), conn, creation(inst, a)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -519,7 +532,10 @@ func (s *OpenBaoSource) writeBindingRole(ctx context.Context, vc *vault.Client, 
 	if inst.Plan.Postgres.Shared {
 		conn, creation = postgres.Config{Shared: s.Shared}.SharedCluster().OpenBaoConnection, SharedRoleStatements(inst, a)
 	}
-	role := BindingRoleName(inst, bindingID, a)
+	return s.writeRole(ctx, vc, BindingRoleName(inst, bindingID, a), conn, creation)
+}
+
+func (s *OpenBaoSource) writeRole(ctx context.Context, vc *vault.Client, role, conn string, creation []string) error {
 	if _, err := vc.Logical().WriteWithContext(ctx, s.cfg.DatabaseMount+"/roles/"+role, map[string]any{
 		"db_name":               conn,
 		"creation_statements":   creation,
@@ -583,8 +599,6 @@ func (s *OpenBaoSource) teardown(ctx context.Context, vc *vault.Client, inst pro
 				return fmt.Errorf("revoke the leases of %s: %w", prefix, errors.Join(err, ferr))
 			}
 		}
-		// The role brokers before binding roles wrote per instance;
-		// deleting an absent role succeeds.
 		if _, err := vc.Logical().DeleteWithContext(ctx, mount+"/roles/"+RoleName(inst, a)); err != nil {
 			return fmt.Errorf("delete OpenBao role %s: %w", RoleName(inst, a), err)
 		}

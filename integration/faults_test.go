@@ -41,7 +41,7 @@ import (
 func TestFlowsSurviveReplicaKillsAndAnAPIServerRestart(t *testing.T) {
 	const (
 		ns    = "team-f"
-		flows = 20
+		flows = 100
 		kills = 10
 	)
 	w := sharedWorld(t)
@@ -58,8 +58,9 @@ func TestFlowsSurviveReplicaKillsAndAnAPIServerRestart(t *testing.T) {
 	go func() { defer opsDone.Done(); w.standInOperators(opsCtx, ns, ca) }()
 	defer func() { stopOps(); opsDone.Wait() }()
 
-	// Chaos: SIGKILL a random replica every one to three seconds and start
-	// it again shortly after; restart the API server once, half-way.
+	// Chaos: SIGKILL a random replica every half second to a second and a
+	// half, and start it again shortly after; restart the API server once,
+	// half-way.
 	var killed atomic.Int32
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	chaosDone := make(chan error, 1)
@@ -70,7 +71,7 @@ func TestFlowsSurviveReplicaKillsAndAnAPIServerRestart(t *testing.T) {
 			case <-chaosCtx.Done():
 				chaosDone <- restartErr
 				return
-			case <-time.After(time.Second + rand.N(2*time.Second)):
+			case <-time.After(500*time.Millisecond + rand.N(time.Second)):
 			}
 			r := replicas[rand.N(len(replicas))]
 			r.Kill()

@@ -202,9 +202,16 @@ func TestOpenBaoCredentials(t *testing.T) {
 		g.Expect(cfg).NotTo(BeNil(), "OpenBao has the instance's connection")
 		g.Expect(cfg.Data["connection_details"]).To(HaveKeyWithValue("connection_url", ContainSubstring("sslmode=verify-full")))
 		g.Expect(cfg.Data["connection_details"]).To(HaveKeyWithValue("username", postgres.ManagementRole))
-		// Each binding gets roles of its own on this connection (named
-		// from the binding id); the connection accepts only those.
-		g.Expect(cfg.Data["allowed_roles"]).To(ConsistOf(conn+"-readwrite-b*", conn+"-readonly-b*", conn+"-owner-b*"))
+		// The instance's roles (for services that take logins from
+		// OpenBao themselves) and, by glob, each binding's own roles
+		// (named from the binding id): the connection accepts only those.
+		g.Expect(cfg.Data["allowed_roles"]).To(ConsistOf(conn+"-readwrite", conn+"-readwrite-b*",
+			conn+"-readonly", conn+"-readonly-b*", conn+"-owner", conn+"-owner-b*"))
+		for _, a := range []string{"readwrite", "readonly", "owner"} {
+			role, err := platform.root.Logical().Read("database/roles/" + conn + "-" + a)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(role).NotTo(BeNil(), "role %s", a)
+		}
 		left, err := w.core.CoreV1().Secrets(brokerNS).Get(ctx, firstPasswordSecret(id), metav1.GetOptions{})
 		g.Expect(apierrors.IsNotFound(err) || err == nil && left.DeletionTimestamp != nil).To(BeTrue(), "the first password is deleted after rotation")
 		_, err = srv.Connect(t, postgres.ManagementRole, bootPassword, srv.Database, "verify-full")

@@ -118,10 +118,22 @@ func (k *Kube) Observe(ctx context.Context, refs []Ref) (map[Ref]*unstructured.U
 	return out, nil
 }
 
+// leafKinds own nothing: deleting them in the foreground would only keep
+// them, terminating, until the garbage collector's next look, and a
+// binding or baseline made again meanwhile would be applied to an object
+// on its way out.
+var leafKinds = map[schema.GroupKind]bool{
+	{Kind: "Secret"}:    true,
+	{Kind: "ConfigMap"}: true,
+	{Group: "networking.k8s.io", Kind: "NetworkPolicy"}:       true,
+	{Group: "security.istio.io", Kind: "PeerAuthentication"}:  true,
+	{Group: "security.istio.io", Kind: "AuthorizationPolicy"}: true,
+}
+
 // Delete deletes the object with foreground propagation, so its dependents
-// (pods, PVCs) go before it does; a missing object is not an error, nor is
-// a kind the cluster does not serve (no Istio: no PeerAuthentication to
-// delete).
+// (pods, PVCs) go before it does, or at once for kinds that own nothing; a
+// missing object is not an error, nor is a kind the cluster does not serve
+// (no Istio: no PeerAuthentication to delete).
 func (k *Kube) Delete(ctx context.Context, ref Ref) error {
 	ri, err := k.resource(ref.GVK, ref.Namespace)
 	if meta.IsNoMatchError(err) {
@@ -130,8 +142,11 @@ func (k *Kube) Delete(ctx context.Context, ref Ref) error {
 	if err != nil {
 		return err
 	}
-	fg := metav1.DeletePropagationForeground
-	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &fg})
+	propagation := metav1.DeletePropagationForeground
+	if leafKinds[ref.GVK.GroupKind()] {
+		propagation = metav1.DeletePropagationBackground
+	}
+	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &propagation})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
