@@ -429,3 +429,15 @@ func (b *KafkaBinder) Unbind(ctx context.Context, inst provisioners.Instance, r 
 	}
 	return errors.Join(errs...)
 }
+
+// Forget deletes the KafkaUser, its Secrets and the binding Secret, all
+// named from the binding id.
+func (b *KafkaBinder) Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	user := KafkaUserName(bindingID)
+	return b.Unbind(ctx, inst, Result{SecretName: SecretName(bindingID), Logins: map[string]Login{"app": {Username: user, Handle: user}}})
+}
+
+// RevokeUnrecorded has nothing to do: the KafkaUser and its password
+// Secret are named from the binding id, and a repeated Bind applies the
+// same user with the password first written.
+func (b *KafkaBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error { return nil }

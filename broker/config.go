@@ -23,7 +23,13 @@ type Config struct {
 	DashboardURLTemplate string `json:"dashboardURLTemplate"`
 	// PollIntervalSeconds is the Retry-After of in-progress operations.
 	PollIntervalSeconds int `json:"pollIntervalSeconds"`
-	Tenancy             struct {
+	// ReconcileIntervalSeconds is the pause between two passes of the
+	// reconcile loop over the operations in progress.
+	ReconcileIntervalSeconds int `json:"reconcileIntervalSeconds"`
+	// Kubernetes is the client-side rate limits of the broker's
+	// Kubernetes clients.
+	Kubernetes KubernetesConfig `json:"kubernetes"`
+	Tenancy    struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
 		// DeniedNamespaces may never be tenants, beside those the platform
 		// reserves (kube-*, default, the broker's, the shared clusters',
@@ -65,11 +71,16 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig decodes a configuration strictly (an unknown key is an
 // error naming it) over the defaults.
 func ParseConfig(raw []byte) (Config, error) {
-	c := Config{PollIntervalSeconds: 10, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
+	c := Config{PollIntervalSeconds: 10, ReconcileIntervalSeconds: 5, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
 	defaults := postgres.DefaultConfig()
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return c, err
 	}
+	if err := c.Kubernetes.Validate(); err != nil {
+		return c, err
+	}
+	// Filled after decoding: a burst left out follows the qps given.
+	c.Kubernetes = c.Kubernetes.withDefaults()
 	if c.Postgres.Images == nil {
 		c.Postgres.Images = map[string]string{}
 	}

@@ -90,9 +90,7 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
 
-	r.Handle("/v2/catalog", own(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"services": b.Catalog.CatalogResponse()})
-	})).Methods(http.MethodGet)
+	r.Handle("/v2/catalog", own(catalogHandler(b.Catalog))).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/last_operation", own(func(w http.ResponseWriter, req *http.Request) {
 		res, err := b.InstanceOperation(req.Context(), mux.Vars(req)["instance_id"], req.URL.Query().Get("operation"))
 		writeOperation(w, res, atEdge(req.Context(), err), o.PollInterval)

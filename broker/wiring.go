@@ -2,7 +2,10 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"reflect"
 	"text/template"
 	"time"
@@ -37,8 +40,11 @@ type Options struct {
 	AllowedNamespaceSelector string
 	Limits                   TenancyLimits
 	DashboardURLTemplate     string
-	Log                      *zap.Logger
-	Now                      func() time.Time
+	// Kubernetes sets the client-side rate limits of every client New
+	// makes (zero fields: the shipped defaults).
+	Kubernetes KubernetesConfig
+	Log        *zap.Logger
+	Now        func() time.Time
 	// PostgresAddress overrides host:port of an instance's primary as
 	// OpenBao reaches it (tests run OpenBao and PostgreSQL on loopback).
 	PostgresAddress func(provisioners.Instance) string
@@ -53,6 +59,11 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
+	if err := o.Kubernetes.Validate(); err != nil {
+		return nil, err
+	}
+	// Every client below is built from this copy.
+	cfg = ClientConfig(cfg, o.Kubernetes)
 	core, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -117,6 +128,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		baseline.MeshIdentityNamespaces = []string{o.OpenBao.Namespace}
 	}
 	return &Broker{
+		Replica:   replicaName(),
 		Baseline:  baseline,
 		Catalog:   catalog.Default(),
 		Validator: catalog.NewValidator(),
@@ -174,4 +186,13 @@ func reservedNamespaces(o Options) map[string]string {
 	add(o.Redis.MonitoringNamespace, "it runs the platform's monitoring")
 	add(o.Kafka.MonitoringNamespace, "it runs the platform's monitoring")
 	return r
+}
+
+// replicaName is the pod's name (the hostname) and a random suffix, so a
+// restarted process is never mistaken for its predecessor.
+func replicaName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
 }

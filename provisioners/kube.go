@@ -70,11 +70,26 @@ func (k *Kube) Apply(ctx context.Context, objs []*unstructured.Unstructured) err
 		if err != nil {
 			return err
 		}
-		if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
+		out, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		if err != nil {
 			return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+		if out.GetDeletionTimestamp() != nil {
+			// Applying to an object being deleted changes it, and then it
+			// is gone: what it was applied for must wait.
+			return &TerminatingError{Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()}
 		}
 	}
 	return nil
+}
+
+// TerminatingError says an object to apply is still being deleted (an
+// earlier instance or binding of the same id, or an attempt being cleaned
+// up); applying again once it is gone succeeds.
+type TerminatingError struct{ Kind, Namespace, Name string }
+
+func (e *TerminatingError) Error() string {
+	return fmt.Sprintf("%s %s/%s is still being deleted; retry once it is gone", e.Kind, e.Namespace, e.Name)
 }
 
 // Get returns the object, or nil when it does not exist.

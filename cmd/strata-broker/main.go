@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -133,26 +132,22 @@ func run(f flags, log *zap.Logger) error {
 		AllowedNamespaceSelector: cfg.Tenancy.AllowedNamespaceSelector,
 		Limits:                   cfg.Tenancy.Limits,
 		DashboardURLTemplate:     cfg.DashboardURLTemplate,
+		Kubernetes:               cfg.Kubernetes,
 		Log:                      log,
 	})
 	if err != nil {
 		return err
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
-	if err != nil {
-		return err
-	}
+	// Operations finish whether or not a platform polls them.
+	go b.RunReconciler(ctx, broker.ReconcileOptions{Interval: time.Duration(cfg.ReconcileIntervalSeconds) * time.Second})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	handler := broker.NewHandler(b, broker.HandlerOptions{
 		Credentials:  creds,
 		PollInterval: time.Duration(cfg.PollIntervalSeconds) * time.Second,
-		Ready: func(context.Context) error {
-			_, err := dc.ServerVersion()
-			return err
-		},
-		Registry: reg,
-		Log:      log,
+		Ready:        b.Ready,
+		Registry:     reg,
+		Log:          log,
 	})
 
 	srv := &http.Server{
