@@ -71,8 +71,8 @@ func (b *Broker) bind(ctx context.Context, instanceID, bindingID string, d domai
 	if d.ServiceID != rec.ServiceID {
 		return domain.Binding{}, badRequest("service_id does not match the instance's service")
 	}
-	if d.PlanID != "" && d.PlanID != rec.PlanID {
-		return domain.Binding{}, badRequest("plan_id " + brief(d.PlanID) + " is not the instance's plan (" + rec.PlanID + "); send the plan_id the instance has now")
+	if d.PlanID != rec.PlanID {
+		return domain.Binding{}, badRequest("plan_id " + brief(d.PlanID) + " is not the instance's plan " + rec.PlanID)
 	}
 	inst, eng, err := b.instanceOf(rec)
 	if err != nil {

@@ -166,6 +166,15 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 	}, nil
 }
 
+// replicaName is the pod's name (the hostname) and a random suffix, so a
+// restarted process is never mistaken for its predecessor.
+func replicaName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
 // reservedNamespaces are the namespaces the platform runs in: a tenant's
 // instance there would sit beside (and be reachable by the network
 // policies of) the broker, the shared clusters or the operators.
@@ -186,13 +195,4 @@ func reservedNamespaces(o Options) map[string]string {
 	add(o.Redis.MonitoringNamespace, "it runs the platform's monitoring")
 	add(o.Kafka.MonitoringNamespace, "it runs the platform's monitoring")
 	return r
-}
-
-// replicaName is the pod's name (the hostname) and a random suffix, so a
-// restarted process is never mistaken for its predecessor.
-func replicaName() string {
-	host, _ := os.Hostname()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return host + "-" + hex.EncodeToString(b)
 }
