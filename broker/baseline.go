@@ -34,7 +34,7 @@ func (b *Broker) releaseBaseline(ctx context.Context, namespace string) error {
 		}
 	}
 	for _, ref := range provisioners.BaselineRefs(namespace) {
-		if err := b.Kube.DeleteAlone(ctx, ref); err != nil {
+		if err := b.Kube.Delete(ctx, ref); err != nil {
 			return fmt.Errorf("deleting %s %s/%s: %w", ref.GVK.Kind, ref.Namespace, ref.Name, err)
 		}
 	}

@@ -35,7 +35,6 @@ type Kube interface {
 	Apply(ctx context.Context, objs []*unstructured.Unstructured) error
 	Observe(ctx context.Context, refs []provisioners.Ref) (map[provisioners.Ref]*unstructured.Unstructured, error)
 	Delete(ctx context.Context, ref provisioners.Ref) error
-	DeleteAlone(ctx context.Context, ref provisioners.Ref) error
 	Get(ctx context.Context, ref provisioners.Ref) (*unstructured.Unstructured, error)
 }
 

@@ -153,27 +153,6 @@ func (k *Kube) Delete(ctx context.Context, ref Ref) error {
 	return err
 }
 
-// DeleteAlone deletes an object that owns nothing (the tenant baseline's
-// policies) at once, in the background: foreground deletion would leave it
-// "being deleted" until the garbage collector's next pass, and a provision
-// in the namespace meanwhile could not apply it again. A missing object,
-// or a kind the cluster does not serve, is not an error.
-func (k *Kube) DeleteAlone(ctx context.Context, ref Ref) error {
-	ri, err := k.resource(ref.GVK, ref.Namespace)
-	if meta.IsNoMatchError(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	bg := metav1.DeletePropagationBackground
-	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &bg})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
-}
-
 // Create creates the object unless one of that name exists, and says
 // whether it did: for objects whose content must never be replaced once
 // written (a generated password), where apply would overwrite it.
