@@ -97,7 +97,7 @@ func run(f flags, log *zap.Logger) error {
 
 	var restCfg *rest.Config
 	if f.embedded {
-		dev, err := startEmbedded(log)
+		dev, err := startEmbedded(log, cfg.Kubernetes)
 		if err != nil {
 			return err
 		}
