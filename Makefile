@@ -3,7 +3,7 @@
 
 GO ?= go
 
-.PHONY: build test bench kube-apiserver deps
+.PHONY: build test bench kube-apiserver crds deps
 
 build:
 	$(GO) build -o bin/strata-broker ./cmd/strata-broker
@@ -21,6 +21,11 @@ bench:
 
 kube-apiserver:
 	bash integration/scripts/build-kube-apiserver.sh
+
+# The upstream CRDs of the embedded control plane, into the Go module cache
+# (strata-broker --embedded downloads nothing at start).
+crds:
+	$(GO) run ./internal/controlplane/downloadcrds
 
 deps:
 	bash integration/scripts/install-deps.sh

@@ -38,6 +38,6 @@ func (b *Broker) releaseBaseline(ctx context.Context, namespace string) error {
 			return fmt.Errorf("deleting %s %s/%s: %w", ref.GVK.Kind, ref.Namespace, ref.Name, err)
 		}
 	}
-	b.Log.Info("removed the tenant baseline: no instance left", zap.String("namespace", namespace))
+	b.logger(ctx).Info("removed the tenant baseline: no instance left", zap.String("namespace", namespace))
 	return nil
 }

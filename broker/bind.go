@@ -182,7 +182,7 @@ func (b *Broker) issue(ctx context.Context, br *BindingRecord, inst provisioners
 		_ = b.Store.DeleteBinding(cleanup, br)
 		return domain.Binding{}, internal("record binding: " + err.Error())
 	}
-	b.Log.Info("bound", zap.String("instance", br.InstanceID), zap.String("binding", br.ID), zap.String("secret", res.SecretName))
+	b.logger(ctx).Info("bound", zap.String("instance", br.InstanceID), zap.String("binding", br.ID), zap.String("secret", res.SecretName))
 	if async {
 		return domain.Binding{IsAsync: true, OperationData: br.Operation.ID}, nil
 	}
@@ -203,7 +203,7 @@ func (b *Broker) takeOver(ctx context.Context, br *BindingRecord, inst provision
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
 		return domain.Binding{}, concurrencyError("the binding is being created by another request; retry")
 	}
-	b.Log.Info("taking over an interrupted or failed bind", zap.String("instance", br.InstanceID), zap.String("binding", br.ID))
+	b.logger(ctx).Info("taking over an interrupted or failed bind", zap.String("instance", br.InstanceID), zap.String("binding", br.ID))
 	// Not Forget: deleting the objects the first attempt made and applying
 	// them again at once would apply to objects being deleted.
 	if err := eng.Binder.RevokeUnrecorded(ctx, inst, br.ID); err != nil {
@@ -217,7 +217,7 @@ func (b *Broker) failBinding(ctx context.Context, br *BindingRecord, why string)
 	br.Operation.State, br.Operation.Description = provisioners.Failed, why
 	br.Operation.ClaimedBy, br.Operation.ClaimedUntil = "", time.Time{}
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
-		b.Log.Warn("record failed bind", zap.String("binding", br.ID), zap.Error(err))
+		b.logger(ctx).Warn("record failed bind", zap.String("binding", br.ID), zap.Error(err))
 	}
 }
 

@@ -50,14 +50,14 @@ func (b *Broker) advanceBinding(ctx context.Context, br *BindingRecord) {
 	if b.interrupted(br) {
 		if b.now().After(br.Operation.Deadline) {
 			if err := eng.Binder.Forget(ctx, inst, br.ID); err != nil {
-				b.Log.Warn("clean up an interrupted bind", zap.String("binding", br.ID), zap.Error(err))
+				b.logger(ctx).Warn("clean up an interrupted bind", zap.String("binding", br.ID), zap.Error(err))
 				return
 			}
 			b.failBinding(ctx, br, "the bind was interrupted and could not be completed in time; unbind and bind again")
 			return
 		}
 		if _, err := b.takeOver(ctx, br, inst, eng, true); err != nil {
-			b.Log.Info("interrupted bind not completed yet", zap.String("binding", br.ID), zap.Error(err))
+			b.logger(ctx).Info("interrupted bind not completed yet", zap.String("binding", br.ID), zap.Error(err))
 		}
 		return
 	}
@@ -73,6 +73,6 @@ func (b *Broker) advanceBinding(ctx context.Context, br *BindingRecord) {
 	}
 	br.Operation.State, br.Operation.Description = p.State, p.Description
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
-		b.Log.Debug("record binding progress", zap.String("binding", br.ID), zap.Error(err))
+		b.logger(ctx).Debug("record binding progress", zap.String("binding", br.ID), zap.Error(err))
 	}
 }

@@ -80,6 +80,15 @@ const defaultResync = 5 * time.Minute
 
 var _ domain.ServiceBroker = (*Broker)(nil)
 
+// logger is the request's logger (request, instance and binding ids; see
+// LoggerFrom), or the broker's outside a request.
+func (b *Broker) logger(ctx context.Context) *zap.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
+		return l
+	}
+	return b.Log
+}
+
 func (b *Broker) now() time.Time {
 	if b.Now != nil {
 		return b.Now()

@@ -38,10 +38,10 @@ func (b *Broker) Deprovision(ctx context.Context, id string, d domain.Deprovisio
 	if err := b.Store.UpdateInstance(ctx, rec); err != nil {
 		return domain.DeprovisionServiceSpec{}, concurrencyError("the instance changed while deprovisioning; retry")
 	}
-	b.Log.Info("deprovisioning", zap.String("instance", id))
+	b.logger(ctx).Info("deprovisioning", zap.String("instance", id))
 	if _, err := b.deprovisionStep(ctx, rec, inst, eng); err != nil {
 		// The polls retry; last_operation says what stands in the way.
-		b.Log.Warn("deprovision step", zap.String("instance", id), zap.Error(err))
+		b.logger(ctx).Warn("deprovision step", zap.String("instance", id), zap.Error(err))
 	}
 	return domain.DeprovisionServiceSpec{IsAsync: true, OperationData: rec.Operation.ID}, nil
 }
@@ -80,7 +80,7 @@ func (b *Broker) prune(ctx context.Context, rec *InstanceRecord, now []*unstruct
 			continue
 		}
 		if err := b.Kube.Delete(ctx, ref); err != nil {
-			b.Log.Warn("prune", zap.String("instance", rec.ID), zap.String("object", ref.GVK.Kind+" "+ref.Namespace+"/"+ref.Name), zap.Error(err))
+			b.logger(ctx).Warn("prune", zap.String("instance", rec.ID), zap.String("object", ref.GVK.Kind+" "+ref.Namespace+"/"+ref.Name), zap.Error(err))
 		}
 	}
 }

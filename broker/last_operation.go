@@ -115,14 +115,14 @@ func (b *Broker) advance(ctx context.Context, rec *InstanceRecord) {
 	}
 	if err := b.Store.UpdateInstance(ctx, rec); err != nil {
 		// Another replica advanced it; our reading is still a fair answer.
-		b.Log.Debug("record progress", zap.String("instance", rec.ID), zap.Error(err))
+		b.logger(ctx).Debug("record progress", zap.String("instance", rec.ID), zap.Error(err))
 		return
 	}
 	if rec.Deleted {
 		// Only once the record says so, so the tenant's other instances
 		// are counted against an up-to-date list.
 		if err := b.releaseBaseline(ctx, rec.Namespace); err != nil {
-			b.Log.Warn("remove the tenant baseline", zap.String("namespace", rec.Namespace), zap.Error(err))
+			b.logger(ctx).Warn("remove the tenant baseline", zap.String("namespace", rec.Namespace), zap.Error(err))
 		}
 	}
 }

@@ -116,11 +116,11 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 	// nothing).
 	if err := b.Tenancy.Ensure(ctx, tenant); err != nil {
 		if derr := b.Store.DeleteInstance(ctx, rec); derr != nil {
-			b.Log.Warn("withdraw the record of a refused provision", zap.String("instance", id), zap.Error(derr))
+			b.logger(ctx).Warn("withdraw the record of a refused provision", zap.String("instance", id), zap.Error(derr))
 		}
 		return domain.ProvisionedServiceSpec{}, tenantError(err)
 	}
-	b.Log.Info("provisioning", zap.String("instance", id), zap.String("plan", plan.Name), zap.String("namespace", rec.Namespace))
+	b.logger(ctx).Info("provisioning", zap.String("instance", id), zap.String("plan", plan.Name), zap.String("namespace", rec.Namespace))
 	if err := b.startInstance(ctx, rec, inst, eng, want); err != nil {
 		return domain.ProvisionedServiceSpec{}, err
 	}
@@ -202,7 +202,7 @@ func (b *Broker) failOperation(ctx context.Context, r *InstanceRecord, why strin
 	// Not applied as recorded: the next attempt applies again.
 	r.AppliedHash = ""
 	if err := b.Store.UpdateInstance(ctx, r); err != nil {
-		b.Log.Warn("record failed operation", zap.String("instance", r.ID), zap.Error(err))
+		b.logger(ctx).Warn("record failed operation", zap.String("instance", r.ID), zap.Error(err))
 	}
 }
 

@@ -116,10 +116,12 @@ func (b *Broker) ReconcileOnce(ctx context.Context, workers int, all bool) {
 		if r.Deleted || r.Operation.State != provisioners.InProgress {
 			continue
 		}
-		run(func() { b.advance(ctx, r) })
+		run(func() { b.advance(WithLogger(ctx, b.Log.With(zap.String("instance_id", r.ID))), r) })
 	}
 	for _, br := range binds {
-		run(func() { b.advanceBinding(ctx, br) })
+		run(func() {
+			b.advanceBinding(WithLogger(ctx, b.Log.With(zap.String("instance_id", br.InstanceID), zap.String("binding_id", br.ID))), br)
+		})
 	}
 	wg.Wait()
 }

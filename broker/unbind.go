@@ -41,6 +41,6 @@ func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ dom
 	if err := b.Store.DeleteBinding(ctx, br); err != nil {
 		return domain.UnbindSpec{}, concurrencyError("the binding changed while unbinding; retry")
 	}
-	b.Log.Info("unbound", zap.String("instance", instanceID), zap.String("binding", bindingID))
+	b.logger(ctx).Info("unbound", zap.String("instance", instanceID), zap.String("binding", bindingID))
 	return domain.UnbindSpec{}, nil
 }

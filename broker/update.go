@@ -144,12 +144,12 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 			rec.PlanID, rec.Parameters, rec.MaintenanceInfo, rec.Operation = prevPlan, prevParams, prevMaintenance, prevOperation
 			rec.Objects, rec.AppliedHash, rec.AppliedAt = prevObjects, prevHash, prevApplied
 			if rerr := b.Store.UpdateInstance(ctx, rec); rerr != nil {
-				b.Log.Error("restore the record of an update withdrawn for the tenant's limits", zap.String("instance", id), zap.Error(rerr))
+				b.logger(ctx).Error("restore the record of an update withdrawn for the tenant's limits", zap.String("instance", id), zap.Error(rerr))
 			}
 			return domain.UpdateServiceSpec{}, concurrencyError("another change of this tenant's instances was being checked against its limits at the same moment; retry")
 		}
 	}
-	b.Log.Info("updating", zap.String("instance", id), zap.String("plan", newPlan.Name))
+	b.logger(ctx).Info("updating", zap.String("instance", id), zap.String("plan", newPlan.Name))
 	if err := b.applyDesired(ctx, want); err != nil {
 		// Nothing may change on a failed update: put the old objects and
 		// the old record back.

@@ -23,27 +23,19 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
-	"github.com/strata-dev/strata/integration/kubeenv"
+	"github.com/strata-dev/strata/broker"
+	"github.com/strata-dev/strata/internal/controlplane"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
-// devBroker is the embedded default: a real etcd and kube-apiserver with
-// the upstream CRDs (the same control plane the integration tests use), a
-// self-signed serving certificate and generated broker credentials, all
-// under .cache/strata. No operator runs, so instances are created and stay
-// "in progress", waiting for CloudNativePG: enough to explore the API.
-type devBroker struct {
-	restConfig        *rest.Config
-	certFile, keyFile string
-	credentialsDir    string
-	brokerNamespace   string
-	stop              func()
-}
-
-func startEmbedded(log *zap.Logger) (*devBroker, error) {
-	root, err := kubeenv.RepoRoot()
+// startEmbedded starts the embedded default: a real etcd and
+// kube-apiserver with the upstream CRDs (internal/controlplane, the control
+// plane the integration tests use), a self-signed serving certificate and
+// generated broker credentials, all under .cache/strata. The CRDs are read
+// from the Go module cache; nothing is downloaded at start.
+func startEmbedded(log *zap.Logger, limits broker.KubernetesConfig) (*devBroker, error) {
+	root, err := controlplane.RepoRoot()
 	if err != nil {
 		root, _ = os.Getwd()
 	}
@@ -52,19 +44,22 @@ func startEmbedded(log *zap.Logger) (*devBroker, error) {
 		return nil, err
 	}
 	log.Info("starting the embedded control plane (etcd, kube-apiserver, upstream CRDs)")
-	envt, err := kubeenv.StartE()
+	// The CRDs first: a cold module cache fails at once, naming the
+	// download, before any process starts.
+	crds, err := controlplane.UpstreamCRDDirs()
 	if err != nil {
 		return nil, fmt.Errorf("embedded control plane: %w", err)
 	}
-	crds, err := kubeenv.UpstreamCRDDirs()
-	if err == nil {
-		err = kubeenv.InstallCRDs(envt.Config, crds...)
+	envt, err := controlplane.Start()
+	if err != nil {
+		return nil, fmt.Errorf("embedded control plane: %w", err)
 	}
+	err = controlplane.InstallCRDs(envt.Config, crds...)
 	if err != nil {
 		envt.Stop()
 		return nil, fmt.Errorf("install CRDs: %w", err)
 	}
-	core, err := kubernetes.NewForConfig(envt.Config)
+	core, err := kubernetes.NewForConfig(broker.ClientConfig(envt.Config, limits))
 	if err != nil {
 		envt.Stop()
 		return nil, err

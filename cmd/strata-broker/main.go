@@ -91,7 +91,7 @@ func run(f flags, log *zap.Logger) error {
 
 	var restCfg *rest.Config
 	if f.embedded {
-		dev, err := startEmbedded(log)
+		dev, err := startEmbedded(log, cfg.Kubernetes)
 		if err != nil {
 			return err
 		}
@@ -121,20 +121,7 @@ func run(f flags, log *zap.Logger) error {
 		return errors.New("TLS is required: pass --tls-cert-file and --tls-key-file (or --embedded for a local development broker)")
 	}
 
-	b, err := broker.New(restCfg, broker.Options{
-		Namespace:                f.namespace,
-		Postgres:                 cfg.Postgres,
-		Redis:                    cfg.Redis,
-		Kafka:                    cfg.Kafka,
-		OpenBao:                  cfg.OpenBao,
-		CFNamespaceTemplate:      cfg.Tenancy.CloudFoundryNamespaceTemplate,
-		DeniedNamespaces:         cfg.Tenancy.DeniedNamespaces,
-		AllowedNamespaceSelector: cfg.Tenancy.AllowedNamespaceSelector,
-		Limits:                   cfg.Tenancy.Limits,
-		DashboardURLTemplate:     cfg.DashboardURLTemplate,
-		Kubernetes:               cfg.Kubernetes,
-		Log:                      log,
-	})
+	b, err := broker.New(restCfg, cfg.Options(f.namespace, log))
 	if err != nil {
 		return err
 	}
