@@ -241,40 +241,23 @@ func (s *Store) DeleteBinding(ctx context.Context, r *BindingRecord) error {
 
 // BindingsOf lists the live binding records of an instance.
 func (s *Store) BindingsOf(ctx context.Context, instanceID string) ([]*BindingRecord, error) {
-	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: labelRecord + "=binding," + provisioners.LabelInstanceID + "=" + provisioners.LabelValue(instanceID),
-	})
+	recs, err := s.listBindings(ctx, labelRecord+"=binding,"+provisioners.LabelInstanceID+"="+provisioners.LabelValue(instanceID))
 	if err != nil {
 		return nil, err
 	}
-	var out []*BindingRecord
-	for i := range list.Items {
-		var r BindingRecord
-		if err := json.Unmarshal(list.Items[i].Data[recordKey], &r); err != nil || r.InstanceID != instanceID {
-			continue
+	out := recs[:0]
+	for _, r := range recs {
+		// A hashed label value could be shared by two ids.
+		if r.InstanceID == instanceID {
+			out = append(out, r)
 		}
-		r.resourceVersion = list.Items[i].ResourceVersion
-		out = append(out, &r)
 	}
 	return out, nil
 }
 
 // ListBindings lists every binding record (for usage metrics).
 func (s *Store) ListBindings(ctx context.Context) ([]*BindingRecord, error) {
-	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: labelRecord + "=binding"})
-	if err != nil {
-		return nil, err
-	}
-	var out []*BindingRecord
-	for i := range list.Items {
-		var r BindingRecord
-		if err := json.Unmarshal(list.Items[i].Data[recordKey], &r); err != nil {
-			continue
-		}
-		r.resourceVersion = list.Items[i].ResourceVersion
-		out = append(out, &r)
-	}
-	return out, nil
+	return s.listBindings(ctx, labelRecord+"=binding")
 }
 
 // InProgressInstances lists the instance records whose operation is in
@@ -286,7 +269,11 @@ func (s *Store) InProgressInstances(ctx context.Context) ([]*InstanceRecord, err
 // InProgressBindings lists the binding records whose operation is in
 // progress (for the reconcile loop).
 func (s *Store) InProgressBindings(ctx context.Context) ([]*BindingRecord, error) {
-	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: labelRecord + "=binding," + labelInProgress + "=true"})
+	return s.listBindings(ctx, labelRecord+"=binding,"+labelInProgress+"=true")
+}
+
+func (s *Store) listBindings(ctx context.Context, selector string) ([]*BindingRecord, error) {
+	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return nil, err
 	}
