@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -160,7 +161,8 @@ func writeOperation(w http.ResponseWriter, res LastOperationResult, err error, p
 }
 
 func writeFailure(w http.ResponseWriter, err error) {
-	if fr, ok := err.(*apiresponses.FailureResponse); ok {
+	var fr *apiresponses.FailureResponse
+	if errors.As(err, &fr) {
 		writeJSON(w, fr.ValidatedStatusCode(nil), fr.ErrorResponse())
 		return
 	}

@@ -13,7 +13,7 @@ import (
 func AtMost(field, value, limit string) error {
 	v, err := resource.ParseQuantity(value)
 	if err != nil {
-		return fmt.Errorf("%s: %q is not a Kubernetes quantity: %v", field, value, err)
+		return fmt.Errorf("%s: %q is not a Kubernetes quantity: %w", field, value, err)
 	}
 	if v.Sign() <= 0 {
 		return fmt.Errorf("%s: %s must be more than 0 (at most %s on this plan)", field, value, limit)
@@ -38,7 +38,7 @@ func Deref[T any](p *T, def T) T {
 func DecodeParams(params map[string]any, into any) error {
 	raw, _ := json.Marshal(params)
 	if err := json.Unmarshal(raw, into); err != nil {
-		return fmt.Errorf("parameters: %v", err)
+		return fmt.Errorf("parameters: %w", err)
 	}
 	return nil
 }
