@@ -3,16 +3,24 @@
 
 GO ?= go
 
-.PHONY: build test bench kube-apiserver crds deps
+.PHONY: build test lint bench kube-apiserver golangci-lint crds deps
 
 build:
 	$(GO) build -o bin/strata-broker ./cmd/strata-broker
 
 # The integration tests run a real kube-apiserver; building it is a no-op
 # when .cache/bin holds the pinned version.
-test:
+test: lint
 	$(MAKE) kube-apiserver
 	$(GO) test -count=1 -timeout 60m ./...
+
+# golangci-lint (errcheck, errorlint, staticcheck, govet, ineffassign,
+# unused, gofmt: .golangci.yml), at the version the build script pins.
+lint: golangci-lint
+	.cache/bin/golangci-lint run ./...
+
+golangci-lint:
+	bash integration/scripts/build-golangci-lint.sh
 
 # The request benchmarks run against the real kube-apiserver too.
 bench:

@@ -257,7 +257,7 @@ func (v *Validator) Validate(p *Plan, k Kind, params map[string]any) error {
 	raw, _ := json.Marshal(params)
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
-		return fmt.Errorf("parameters: %v", err)
+		return fmt.Errorf("parameters: %w", err)
 	}
 	if err := sch.Validate(inst); err != nil {
 		var ve *jsonschema.ValidationError

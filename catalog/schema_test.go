@@ -321,7 +321,7 @@ func TestValidatorCachesAndIsConcurrencySafe(t *testing.T) {
 			}
 			err := v.Validate(plan(t, []string{"standard", "ha"}[i%2]), catalog.KindProvision, params)
 			if (err == nil) != (i%2 == 0) {
-				errs <- fmt.Errorf("request %d: unexpected result %v", i, err)
+				errs <- fmt.Errorf("request %d: unexpected result %w", i, err)
 				return
 			}
 			errs <- nil

@@ -109,7 +109,7 @@ func StartE() (*Server, error) {
 		}
 		if time.Now().After(deadline) || s.cmd.ProcessState != nil {
 			s.Stop()
-			return nil, fmt.Errorf("OpenBao did not become ready at %s: %v\n%s", s.Addr, err, s.out.String())
+			return nil, fmt.Errorf("OpenBao did not become ready at %s: %w\n%s", s.Addr, err, s.out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -74,7 +74,7 @@ func EnsureJars() (time.Duration, error) {
 	defer jarMu.Unlock()
 	for _, tool := range []string{"java", "mvn"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return 0, fmt.Errorf("%s is not on PATH (%v): %s", tool, err, InstallHint)
+			return 0, fmt.Errorf("%s is not on PATH (%w): %s", tool, err, InstallHint)
 		}
 	}
 	dir := JarDir()
@@ -92,7 +92,7 @@ func EnsureJars() (time.Duration, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("fetching the Kafka %s jars with Maven failed: %v\n%s\n(%s)", KafkaVersion, err, tail(string(out), 40), InstallHint)
+		return 0, fmt.Errorf("fetching the Kafka %s jars with Maven failed: %w\n%s\n(%s)", KafkaVersion, err, tail(string(out), 40), InstallHint)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return 0, err
@@ -214,7 +214,7 @@ func (b *Broker) start() error {
 	format := java("kafka.tools.StorageTool", "format", "--config", cfg, "--cluster-id", clusterID(),
 		"--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", AdminUser, b.AdminPassword))
 	if out, err := format.CombinedOutput(); err != nil {
-		return fmt.Errorf("formatting the KRaft log directory: %v\n%s", err, tail(string(out), 30))
+		return fmt.Errorf("formatting the KRaft log directory: %w\n%s", err, tail(string(out), 30))
 	}
 	b.cmd = java("kafka.Kafka", cfg)
 	stdout, err := b.cmd.StdoutPipe()
@@ -260,7 +260,7 @@ func (b *Broker) start() error {
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the Kafka broker did not serve the admin within %s (last error %v):\n%s", startTimeout, err, b.Log())
+			return fmt.Errorf("the Kafka broker did not serve the admin within %s (last error %w):\n%s", startTimeout, err, b.Log())
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

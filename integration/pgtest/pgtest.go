@@ -426,7 +426,7 @@ func (s *Server) Log(t testing.TB) string {
 func (s *Server) parameters(t testing.TB) (map[string]string, error) {
 	clusterParams, _, err := unstructured.NestedMap(s.Cluster.Object, "spec", "postgresql", "parameters")
 	if err != nil {
-		return nil, fmt.Errorf("spec.postgresql.parameters: %v", err)
+		return nil, fmt.Errorf("spec.postgresql.parameters: %w", err)
 	}
 	params := maps.Clone(cnpgDefaults)
 	for k, v := range clusterParams {
@@ -487,7 +487,7 @@ func (s *Server) parameters(t testing.TB) (map[string]string, error) {
 func hbaConf(cluster *unstructured.Unstructured) (string, error) {
 	rules, _, err := unstructured.NestedStringSlice(cluster.Object, "spec", "postgresql", "pg_hba")
 	if err != nil {
-		return "", fmt.Errorf("spec.postgresql.pg_hba: %v", err)
+		return "", fmt.Errorf("spec.postgresql.pg_hba: %w", err)
 	}
 	var b strings.Builder
 	b.WriteString(`#
@@ -724,7 +724,7 @@ func (s *Server) secretValue(name, key string) (string, error) {
 			raw, err := base64.StdEncoding.DecodeString(v)
 			return string(raw), err
 		}
-		return "", fmt.Errorf("Secret %s has no key %s", name, key)
+		return "", fmt.Errorf("the Secret %s has no key %s", name, key)
 	}
 	return "", fmt.Errorf("the Cluster refers to Secret %s, which was not given to pgtest.Start", name)
 }

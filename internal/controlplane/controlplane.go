@@ -308,11 +308,12 @@ func (p *proc) stop() {
 		return
 	default:
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	// Errors mean the process is already gone, which is the aim.
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
 	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
+		_ = p.cmd.Process.Kill()
 		<-p.exited
 	}
 }
@@ -335,7 +336,7 @@ func waitFor(p *proc, hc *http.Client, url, want string) error {
 	for {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("%s exited during startup (%v); %s", p.name, p.err, p.logTail())
+			return fmt.Errorf("%s exited during startup (%w); %s", p.name, p.err, p.logTail())
 		default:
 		}
 		status, body := probe(hc, url)
@@ -432,7 +433,9 @@ func writeSecrets(dir string) (secretFiles, error) {
 	}
 
 	token := make([]byte, 16)
-	rand.Read(token)
+	if _, err := rand.Read(token); err != nil {
+		return f, err
+	}
 	f.token = hex.EncodeToString(token)
 	// token,user,uid,"groups"
 	tokens := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", f.token, AdminUser, AdminUser)

@@ -5,6 +5,7 @@
 package redis
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -139,7 +140,7 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 		return nil, err
 	}
 	if p.Config.ServerCertificates.IssuerName == "" {
-		return nil, fmt.Errorf("Redis clients connect with TLS only: set redis.serverCertificates.issuerName (or postgres.serverCertificates.issuerName, which Redis then shares) in the broker configuration to a cert-manager issuer")
+		return nil, errors.New("clients connect to Redis with TLS only: set redis.serverCertificates.issuerName (or postgres.serverCertificates.issuerName, which Redis then shares) in the broker configuration to a cert-manager issuer")
 	}
 	if p.Config.RedisImage == "" || p.Config.ExporterImage == "" {
 		return nil, fmt.Errorf("set redis.redisImage and redis.exporterImage in the broker configuration (pinned tags)")
