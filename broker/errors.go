@@ -66,8 +66,8 @@ var bindingGone = apiresponses.ErrBindingDoesNotExist
 // tenantError passes a refusal of the tenant on and makes anything else
 // (the API server failing) an InternalError.
 func tenantError(err error) error {
-	if _, ok := err.(*apiresponses.FailureResponse); ok {
-		return err
+	if fr := (*apiresponses.FailureResponse)(nil); errors.As(err, &fr) {
+		return fr
 	}
 	return internal("could not create the Cloud Foundry space's namespace: " + err.Error())
 }

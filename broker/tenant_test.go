@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"testing"
 
@@ -55,8 +56,8 @@ func cfContext(org, space string) json.RawMessage {
 
 // failureOf is the status, error code and description a refusal answers.
 func failureOf(g Gomega, err error) (int, string, string) {
-	fr, ok := err.(*apiresponses.FailureResponse)
-	g.Expect(ok).To(BeTrue(), "%T %v is an OSB failure", err, err)
+	var fr *apiresponses.FailureResponse
+	g.Expect(errors.As(err, &fr)).To(BeTrue(), "%T %v is an OSB failure", err, err)
 	return fr.ValidatedStatusCode(nil), fr.ErrorResponse().(apiresponses.ErrorResponse).Error, fr.ErrorResponse().(apiresponses.ErrorResponse).Description
 }
 

@@ -55,7 +55,7 @@ func buildBrokerBinary(t testing.TB) string {
 		cmd := exec.Command("go", "build", "-o", brokerBinary, "./cmd/strata-broker")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			brokerBinaryErr = fmt.Errorf("go build ./cmd/strata-broker: %v\n%s", err, out)
+			brokerBinaryErr = fmt.Errorf("go build ./cmd/strata-broker: %w\n%s", err, out)
 		}
 	})
 	if brokerBinaryErr != nil {
