@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/strata-dev/strata/binding"
@@ -321,3 +322,5 @@ func expectFailure(g Gomega, err error, status int, code, mention string) {
 	}
 	g.Expect(desc).To(ContainSubstring(mention))
 }
+
+var secretGVKForTest = schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
