@@ -1,0 +1,294 @@
+package broker
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/pivotal-cf/brokerapi/v12/domain"
+
+	"github.com/strata-dev/strata/binding"
+	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
+)
+
+// roleSecretPassword is the password CloudNativePG would set on the role
+// of a DatabaseRole's Secret.
+func (e *testEnv) roleSecretPasswords(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, s := range e.kube.ofKind("Secret") {
+		if s.Object["type"] != "kubernetes.io/basic-auth" {
+			continue
+		}
+		data := s.Object["data"].(map[string]any)
+		pw, err := base64.StdEncoding.DecodeString(data["password"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(pw))
+	}
+	return out
+}
+
+func TestBindSynchronously(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	e.provisionReady(t, instanceID, catalog.PostgresDevLiteID, "")
+
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, `{"access": "readwrite"}`), false)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsAsync).To(BeFalse())
+	g.Expect(res.AlreadyExists).To(BeFalse())
+	g.Expect(res.Credentials).To(HaveKey("password"))
+	g.Expect(res.Credentials).To(HaveKeyWithValue("username", HavePrefix("b_")))
+	g.Expect(res.Credentials).To(HaveKeyWithValue("uri", ContainSubstring("pg-"+instanceID+"-rw."+tenantNS+".svc")))
+	g.Expect(res.Metadata).To(Equal(domain.BindingMetadata{}), "DatabaseRole logins do not expire")
+
+	br := e.bindingRecord(t, bindingID)
+	g.Expect(br.Operation.Type).To(Equal(OpBind))
+	g.Expect(br.Operation.State).To(Equal(provisioners.Succeeded))
+	g.Expect(br.Operation.ClaimedBy).To(BeEmpty())
+	g.Expect(br.Credentials).To(Equal(res.Credentials))
+	g.Expect(br.SecretName).To(Equal(binding.SecretName(bindingID)))
+	g.Expect(br.Handles).To(HaveLen(2), "the application's login and the migrations' owner")
+	g.Expect(br.AppGUID).To(Equal("app-1"))
+	g.Expect(br.Parameters).To(Equal(map[string]any{"access": "readwrite"}))
+	for _, h := range br.Handles {
+		g.Expect(e.kube.has(refOf("postgresql.cnpg.io/v1", "DatabaseRole", tenantNS, h))).To(BeTrue())
+	}
+	g.Expect(e.kube.has(provisioners.Ref{GVK: secretGVKForTest, Namespace: tenantNS, Name: br.SecretName})).To(BeTrue())
+	g.Expect(e.secretRecord(t, bindingSecretName(bindingID)).Labels).To(HaveKeyWithValue(labelInProgress, "false"))
+}
+
+func TestBindRefusals(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, e *testEnv)
+		details domain.BindDetails
+		status  int
+		code    string
+		mention string
+	}{
+		{"unknown instance", nil, pgBindDetails(catalog.PostgresDevLiteID, ""), http.StatusNotFound, "NotFound", "does not exist"},
+		{"another plan", provisioned, pgBindDetails(catalog.PostgresStandardID, ""), http.StatusBadRequest, "BadRequest", "is not the instance's plan"},
+		{"another service", provisioned, domain.BindDetails{ServiceID: catalog.RedisServiceID, PlanID: catalog.PostgresDevLiteID}, http.StatusBadRequest, "BadRequest", "service_id does not match"},
+		{"invalid parameters", provisioned, pgBindDetails(catalog.PostgresDevLiteID, `{"access": "superuser"}`), http.StatusBadRequest, "InvalidParameters", "access"},
+		{"a database the instance does not have", provisioned, pgBindDetails(catalog.PostgresDevLiteID, `{"database": "other"}`), http.StatusBadRequest, "InvalidParameters", `"other" is not a database of this instance`},
+		{"an instance being provisioned", func(t *testing.T, e *testEnv) {
+			if _, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, ""), true); err != nil {
+				t.Fatal(err)
+			}
+		}, pgBindDetails(catalog.PostgresDevLiteID, ""), http.StatusUnprocessableEntity, "ConcurrencyError", "not ready for bindings (provision in progress)"},
+		{"an instance being deprovisioned", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			if _, err := e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true); err != nil {
+				t.Fatal(err)
+			}
+		}, pgBindDetails(catalog.PostgresDevLiteID, ""), http.StatusUnprocessableEntity, "ConcurrencyError", "not ready for bindings (deprovision"},
+		{"the CA certificate does not exist yet", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			inst, _ := e.instance(t, instanceID)
+			if err := e.kube.Delete(e.ctx, provisioners.Ref{GVK: secretGVKForTest, Namespace: tenantNS, Name: e.pg.ServerCASecret(inst)}); err != nil {
+				t.Fatal(err)
+			}
+		}, pgBindDetails(catalog.PostgresDevLiteID, ""), http.StatusUnprocessableEntity, "ConcurrencyError", "does not exist yet"},
+		{"a login object still being deleted", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			e.kube.failOnKind("DatabaseRole", &provisioners.TerminatingError{Kind: "DatabaseRole", Namespace: tenantNS, Name: "x"})
+		}, pgBindDetails(catalog.PostgresDevLiteID, ""), http.StatusUnprocessableEntity, "ConcurrencyError", "still being deleted"},
+		{"the API server failing", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			e.kube.failOnKind("DatabaseRole", errors.New("connection reset"))
+		}, pgBindDetails(catalog.PostgresDevLiteID, ""), http.StatusInternalServerError, "InternalError", "could not issue credentials"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			e := newTestEnv(t)
+			if tc.setup != nil {
+				tc.setup(t, e)
+			}
+			_, err := e.b.Bind(e.ctx, instanceID, bindingID, tc.details, false)
+			expectFailure(g, err, tc.status, tc.code, tc.mention)
+			// Nothing of the refused bind is left: no record, no login, no
+			// Secret.
+			_, err = e.b.Store.GetBinding(e.ctx, bindingID)
+			g.Expect(err).To(MatchError(ErrNotFound))
+			g.Expect(e.kube.ofKind("DatabaseRole")).To(BeEmpty())
+			g.Expect(e.kube.has(provisioners.Ref{GVK: secretGVKForTest, Namespace: tenantNS, Name: binding.SecretName(bindingID)})).To(BeFalse())
+		})
+	}
+}
+
+func TestBindRepeated(t *testing.T) {
+	t.Run("the same bind answers 200 with the same credentials", func(t *testing.T) {
+		g := NewWithT(t)
+		e := newTestEnv(t)
+		provisioned(t, e)
+		first, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+		g.Expect(err).NotTo(HaveOccurred())
+		applies := e.kube.applies.Load()
+		again, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(again.AlreadyExists).To(BeTrue())
+		g.Expect(again.Credentials).To(Equal(first.Credentials))
+		g.Expect(e.kube.applies.Load()).To(Equal(applies), "nothing issued again")
+	})
+	t.Run("a different bind conflicts", func(t *testing.T) {
+		g := NewWithT(t)
+		e := newTestEnv(t)
+		provisioned(t, e)
+		_, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+		g.Expect(err).NotTo(HaveOccurred())
+		_, err = e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, `{"access": "readonly"}`), false)
+		expectFailure(g, err, http.StatusConflict, "Conflict", "other attributes")
+	})
+	t.Run("the same id on another instance conflicts", func(t *testing.T) {
+		g := NewWithT(t)
+		e := newTestEnv(t)
+		provisioned(t, e)
+		e.provisionReady(t, otherID, catalog.PostgresDevLiteID, "")
+		_, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+		g.Expect(err).NotTo(HaveOccurred())
+		_, err = e.b.Bind(e.ctx, otherID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+		expectFailure(g, err, http.StatusConflict, "Conflict", "other attributes")
+	})
+}
+
+// An asynchronous bind answers 202 until the logins work; a repeat while
+// it is in progress answers its operation (async) or asks to retry (sync).
+func TestBindAsynchronously(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsAsync).To(BeTrue())
+	g.Expect(res.OperationData).To(HavePrefix("bind-"))
+	g.Expect(res.Credentials).To(BeNil(), "credentials only once they work")
+	br := e.bindingRecord(t, bindingID)
+	g.Expect(br.Operation.State).To(Equal(provisioners.InProgress))
+	g.Expect(br.SecretName).NotTo(BeEmpty(), "issued and recorded")
+	g.Expect(br.Operation.ClaimedBy).To(BeEmpty(), "the request's work is done")
+
+	again, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(again).To(Equal(domain.Binding{IsAsync: true, OperationData: res.OperationData}))
+	_, err = e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "being created by an earlier request")
+}
+
+// createBindingRecord writes the record a bind request leaves when it dies
+// or fails at some point.
+func (e *testEnv) createBindingRecord(t *testing.T, mutate func(*BindingRecord)) *BindingRecord {
+	t.Helper()
+	_, plan, _ := e.b.Catalog.Find(catalog.PostgresServiceID, catalog.PostgresDevLiteID)
+	br := &BindingRecord{
+		ID: bindingID, InstanceID: instanceID, ServiceID: catalog.PostgresServiceID, PlanID: catalog.PostgresDevLiteID,
+		Parameters: map[string]any{}, AppGUID: "app-1",
+		Operation: newOperation(OpBind, e.clock.Now(), plan), Created: e.clock.Now(),
+	}
+	mutate(br)
+	if err := e.b.Store.CreateBinding(e.ctx, br); err != nil {
+		t.Fatal(err)
+	}
+	return br
+}
+
+func TestBindRepeatOfAClaimedBind(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	br := e.createBindingRecord(t, func(br *BindingRecord) {
+		br.Operation.ClaimedBy, br.Operation.ClaimedUntil = "replica-b", e.clock.Now().Add(claimTTL)
+	})
+
+	_, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "retry")
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res).To(Equal(domain.Binding{IsAsync: true, OperationData: br.Operation.ID}))
+	g.Expect(e.kube.ofKind("DatabaseRole")).To(BeEmpty(), "the other replica's work is left to it")
+	g.Expect(e.bindingRecord(t, bindingID).Operation.ClaimedBy).To(Equal("replica-b"))
+}
+
+// A bind whose request died after issuing logins but before recording
+// them is finished by the repeat: the logins are issued anew (the dead
+// request's password is replaced) and answered.
+func TestBindRepeatTakesOverAnInterruptedBind(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	e.createBindingRecord(t, func(br *BindingRecord) {
+		br.Operation.ClaimedBy, br.Operation.ClaimedUntil = "replica-dead", e.clock.Now().Add(claimTTL)
+	})
+	inst, _ := e.instance(t, instanceID)
+	dead, err := (&binding.RoleSource{Kube: e.kube}).Issue(e.ctx, inst, bindingID, binding.ReadWrite)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	// While the claim lasts the repeat waits for it...
+	_, err = e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "")
+	// ...once it has run out, the repeat takes over.
+	e.clock.Advance(claimTTL + time.Second)
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsAsync).To(BeFalse())
+	g.Expect(res.Credentials).To(HaveKeyWithValue("username", dead.Username))
+	g.Expect(res.Credentials).To(HaveKeyWithValue("password", Not(Equal(dead.Password))), "new credentials")
+	g.Expect(e.roleSecretPasswords(t)).To(ContainElement(res.Credentials.(map[string]any)["password"]))
+	g.Expect(e.roleSecretPasswords(t)).NotTo(ContainElement(dead.Password), "the dead request's password no longer works")
+
+	br := e.bindingRecord(t, bindingID)
+	g.Expect(br.Operation.State).To(Equal(provisioners.Succeeded))
+	g.Expect(br.Operation.ClaimedBy).To(BeEmpty())
+	g.Expect(br.Credentials).To(Equal(res.Credentials))
+}
+
+func TestBindRepeatRetriesAFailedBind(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	e.createBindingRecord(t, func(br *BindingRecord) {
+		br.Operation.State, br.Operation.Description = provisioners.Failed, "the bind failed and what it made could not all be removed yet"
+	})
+
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Credentials).To(HaveKey("password"))
+	g.Expect(e.bindingRecord(t, bindingID).Operation.State).To(Equal(provisioners.Succeeded))
+}
+
+// A bind whose cleanup failed keeps its record, failed, so that unbind and
+// repeats find what it made.
+func TestBindFailureWhoseCleanupFailsKeepsTheRecord(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	e.kube.failOnKind("DatabaseRole", errors.New("connection reset"))
+	deleteFails := &failingDeletes{memKube: e.kube, err: errors.New("connection refused")}
+	e.b.Engines[catalog.EnginePostgres] = Engine{
+		Provisioner: e.pg, Prefix: "pg-",
+		Binder: &binding.PostgresBinder{Kube: deleteFails, Logins: &binding.RoleSource{Kube: deleteFails}, CASecret: e.pg.ServerCASecret},
+	}
+
+	_, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	expectFailure(g, err, http.StatusInternalServerError, "InternalError", "removing what was made failed")
+	br := e.bindingRecord(t, bindingID)
+	g.Expect(br.Operation.State).To(Equal(provisioners.Failed))
+	g.Expect(br.Operation.ClaimedBy).To(BeEmpty())
+}
+
+// failingDeletes is a Kube whose deletes fail.
+type failingDeletes struct {
+	*memKube
+	err error
+}
+
+func (k *failingDeletes) Delete(context.Context, provisioners.Ref) error { return k.err }
