@@ -292,3 +292,89 @@ type failingDeletes struct {
 }
 
 func (k *failingDeletes) Delete(context.Context, provisioners.Ref) error { return k.err }
+
+// A bind whose request was too slow, so that another replica took the
+// bind over meanwhile, leaves what it made to that replica.
+func TestBindTakenOverByAnotherReplicaMeanwhile(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	e.conflictOn(bindingSecretName(bindingID), 1)
+
+	_, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "being created by another request")
+	g.Expect(e.kube.ofKind("DatabaseRole")).To(HaveLen(2), "not revoked: the other replica answers them")
+	g.Expect(e.bindingRecord(t, bindingID).Operation.State).To(Equal(provisioners.InProgress))
+}
+
+func TestRotateBinding(t *testing.T) {
+	const successor = "3c2b1a09-8f7e-4d6c-9b5a-493827161504"
+	t.Run("a successor with the predecessor's parameters and new credentials", func(t *testing.T) {
+		g := NewWithT(t)
+		e := newTestEnv(t)
+		provisioned(t, e)
+		pred, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, `{"access": "owner"}`), false)
+		g.Expect(err).NotTo(HaveOccurred())
+
+		res, err := e.b.RotateBinding(e.ctx, instanceID, successor, bindingID, false)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(res.Credentials).To(HaveKeyWithValue("access", "owner"))
+		g.Expect(res.Credentials).NotTo(HaveKeyWithValue("password", pred.Credentials.(map[string]any)["password"]))
+		br := e.bindingRecord(t, successor)
+		g.Expect(br.PredecessorID).To(Equal(bindingID))
+		g.Expect(br.Parameters).To(Equal(map[string]any{"access": "owner"}))
+		g.Expect(br.AppGUID).To(Equal("app-1"))
+		g.Expect(e.bindingRecord(t, bindingID).Operation.State).To(Equal(provisioners.Succeeded), "the predecessor keeps working")
+
+		// Repeated, the rotation answers the successor again.
+		again, err := e.b.RotateBinding(e.ctx, instanceID, successor, bindingID, false)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(again.AlreadyExists).To(BeTrue())
+		g.Expect(again.Credentials).To(Equal(res.Credentials))
+	})
+	refusals := []struct {
+		name    string
+		setup   func(t *testing.T, e *testEnv)
+		status  int
+		code    string
+		mention string
+	}{
+		{"unknown predecessor", provisioned, http.StatusBadRequest, "BadRequest", "is not a binding of instance"},
+		{"predecessor of another instance", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			e.createBindingRecord(t, func(br *BindingRecord) {
+				br.InstanceID, br.Operation.State = otherID, provisioners.Succeeded
+			})
+		}, http.StatusBadRequest, "BadRequest", "is not a binding of instance"},
+		{"predecessor not ready", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			e.createBindingRecord(t, func(br *BindingRecord) {})
+		}, http.StatusUnprocessableEntity, "ConcurrencyError", "not ready yet"},
+		{"predecessor expired", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			e.createBindingRecord(t, func(br *BindingRecord) {
+				br.Operation.State, br.ExpiresAt = provisioners.Succeeded, e.clock.Now()
+			})
+		}, http.StatusBadRequest, "BadRequest", "expired at 2026-03-01T12:00:00.0Z"},
+		{"a plan that is not binding_rotatable", func(t *testing.T, e *testEnv) {
+			_, err := e.b.Provision(e.ctx, instanceID, provisionDetails(catalog.RedisServiceID, catalog.RedisDevLiteID, ""), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.createBindingRecord(t, func(br *BindingRecord) {
+				br.ServiceID, br.PlanID, br.Operation.State = catalog.RedisServiceID, catalog.RedisDevLiteID, provisioners.Succeeded
+			})
+		}, http.StatusBadRequest, "BadRequest", "is not binding_rotatable"},
+	}
+	for _, tc := range refusals {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			e := newTestEnv(t)
+			tc.setup(t, e)
+			_, err := e.b.RotateBinding(e.ctx, instanceID, successor, bindingID, false)
+			expectFailure(g, err, tc.status, tc.code, tc.mention)
+			_, err = e.b.Store.GetBinding(e.ctx, successor)
+			g.Expect(err).To(MatchError(ErrNotFound))
+		})
+	}
+}

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,10 +14,13 @@ import (
 	"github.com/pivotal-cf/brokerapi/v12/domain"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/strata-dev/strata/binding"
 	"github.com/strata-dev/strata/catalog"
@@ -141,6 +146,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenantNS}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: recordsNS}},
 	)
+	enforceResourceVersions(client)
 	tenancy, err := NewTenancy(client, TenancyOptions{Reserved: map[string]string{recordsNS: "it is the broker's own namespace"}})
 	if err != nil {
 		t.Fatal(err)
@@ -324,3 +330,59 @@ func expectFailure(g Gomega, err error, status int, code, mention string) {
 }
 
 var secretGVKForTest = schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
+
+// enforceResourceVersions makes the fake clientset's Secrets keep the
+// optimistic concurrency the store relies on, as the API server does (the
+// fake's tracker ignores resourceVersions): every write gets a new
+// resourceVersion, and an update or a delete carrying another one than
+// the stored is refused with a Conflict.
+func enforceResourceVersions(client *fake.Clientset) {
+	var version atomic.Int64
+	secrets := corev1.SchemeGroupVersion.WithResource("secrets")
+	stored := func(namespace, name string) (string, bool) {
+		o, err := client.Tracker().Get(secrets, namespace, name)
+		if err != nil {
+			return "", false
+		}
+		return o.(metav1.Object).GetResourceVersion(), true
+	}
+	conflict := func(name string) error {
+		return apierrors.NewConflict(secrets.GroupResource(), name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+	}
+	next := func() string { return strconv.FormatInt(version.Add(1), 10) }
+	client.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		a.(k8stesting.CreateAction).GetObject().(metav1.Object).SetResourceVersion(next())
+		return false, nil, nil
+	})
+	client.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		obj := a.(k8stesting.UpdateAction).GetObject().(metav1.Object)
+		if rv, ok := stored(a.GetNamespace(), obj.GetName()); ok && obj.GetResourceVersion() != "" && obj.GetResourceVersion() != rv {
+			return true, nil, conflict(obj.GetName())
+		}
+		obj.SetResourceVersion(next())
+		return false, nil, nil
+	})
+	client.PrependReactor("delete", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		d := a.(k8stesting.DeleteAction)
+		if p := d.GetDeleteOptions().Preconditions; p != nil && p.ResourceVersion != nil {
+			if rv, ok := stored(a.GetNamespace(), d.GetName()); ok && *p.ResourceVersion != rv {
+				return true, nil, conflict(d.GetName())
+			}
+		}
+		return false, nil, nil
+	})
+}
+
+// conflictOn makes the next n updates of the record Secret name fail with
+// a Conflict, as when another replica wrote it since it was read.
+func (e *testEnv) conflictOn(name string, n int) {
+	var left atomic.Int64
+	left.Store(int64(n))
+	e.client.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		obj := a.(k8stesting.UpdateAction).GetObject().(metav1.Object)
+		if obj.GetName() != name || left.Add(-1) < 0 {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewConflict(corev1.Resource("secrets"), name, errors.New("written by another replica"))
+	})
+}

@@ -262,3 +262,33 @@ func TestProvisionWithinTenantLimits(t *testing.T) {
 	_, err = e.b.Store.GetInstance(e.ctx, otherID)
 	g.Expect(err).To(MatchError(ErrNotFound))
 }
+
+// Two provisions of one tenant checked against its limits at the same
+// moment: the one whose guard bump fails takes its record back and checks
+// again, counting the other.
+func TestProvisionChecksTheTenantAgainWhenAnotherChangeRaced(t *testing.T) {
+	limits := TenancyLimits{Default: TenantLimits{InstancesPerService: map[string]int{"postgresql": 5}}}
+	t.Run("checked again and provisioned", func(t *testing.T) {
+		g := NewWithT(t)
+		e := newTestEnv(t)
+		e.b.Limits = limits
+		e.conflictOn(tenantGuardName(tenantNS), 2)
+		spec, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, ""), true)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(spec.IsAsync).To(BeTrue())
+		g.Expect(e.record(t, instanceID).Operation.ID).To(Equal(spec.OperationData))
+		guard := e.secretRecord(t, tenantGuardName(tenantNS))
+		g.Expect(guard.Annotations).To(HaveKeyWithValue(annotationChecks, "1"), "committed once")
+	})
+	t.Run("too many races", func(t *testing.T) {
+		g := NewWithT(t)
+		e := newTestEnv(t)
+		e.b.Limits = limits
+		e.conflictOn(tenantGuardName(tenantNS), guardRetries)
+		_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, ""), true)
+		expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "too many changes of this tenant's instances")
+		_, err = e.b.Store.GetInstance(e.ctx, instanceID)
+		g.Expect(err).To(MatchError(ErrNotFound), "the record is taken back")
+		g.Expect(e.kube.applies.Load()).To(BeZero())
+	})
+}

@@ -294,3 +294,38 @@ func TestUpdateSucceedsThroughPolls(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got.Parameters).To(Equal(map[string]any{"storage_gb": float64(4)}))
 }
+
+// An update whose record another replica wrote since it was read applies
+// nothing: the platform retries.
+func TestUpdateOfARecordChangedMeanwhile(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	before := e.provisionReady(t, instanceID, catalog.PostgresDevLiteID, "")
+	applies := e.kube.applies.Load()
+	e.conflictOn(instanceSecretName(instanceID), 1)
+
+	_, err := e.b.Update(e.ctx, instanceID, pgUpdate("", `{"storage_gb": 4}`), true)
+	expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "changed while updating")
+	g.Expect(e.kube.applies.Load()).To(Equal(applies))
+	g.Expect(e.record(t, instanceID).Parameters).To(Equal(before.Parameters))
+}
+
+// An update racing another change of the tenant's instances (both checked
+// against its limits at once) puts the record back as it was.
+func TestUpdateWithdrawnWhenTheTenantGuardRaced(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	before := e.provisionReady(t, instanceID, catalog.PostgresDevLiteID, "")
+	e.b.Limits = TenancyLimits{Default: TenantLimits{StorageGB: 100}}
+	applies := e.kube.applies.Load()
+	e.conflictOn(tenantGuardName(tenantNS), 1)
+
+	_, err := e.b.Update(e.ctx, instanceID, pgUpdate(catalog.PostgresStandardID, ""), true)
+	expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "at the same moment")
+	g.Expect(e.kube.applies.Load()).To(Equal(applies), "nothing applied")
+	after := e.record(t, instanceID)
+	g.Expect(after.PlanID).To(Equal(before.PlanID))
+	g.Expect(after.Operation).To(Equal(before.Operation))
+	g.Expect(after.Objects).To(Equal(before.Objects))
+	g.Expect(after.AppliedHash).To(Equal(before.AppliedHash))
+}
