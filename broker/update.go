@@ -154,7 +154,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 		if oldObjs, berr := eng.Provisioner.Build(old); berr == nil {
 			_ = b.Kube.Apply(ctx, oldObjs)
 		}
-		rec.PlanID, rec.Parameters = prevPlan, prevParams
+		rec.PlanID, rec.Parameters, rec.MaintenanceInfo = prevPlan, prevParams, prevMaintenance
 		rec.Operation.State = provisioners.Failed
 		rec.Operation.Description = "the update could not be applied and was rolled back: " + err.Error()
 		rec.Operation.ClaimedBy, rec.Operation.ClaimedUntil = "", time.Time{}

@@ -329,3 +329,27 @@ func TestUpdateWithdrawnWhenTheTenantGuardRaced(t *testing.T) {
 	g.Expect(after.Objects).To(Equal(before.Objects))
 	g.Expect(after.AppliedHash).To(Equal(before.AppliedHash))
 }
+
+// A failed maintenance update leaves the record's maintenance version as
+// it was, so that repeating the update tries it again rather than
+// answering "nothing changes".
+func TestFailedMaintenanceUpdateIsRepeatable(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	rec := e.provisionReady(t, instanceID, catalog.PostgresDevLiteID, "")
+	rec.MaintenanceInfo = "0.9.0" // provisioned by an older broker
+	g.Expect(e.b.Store.UpdateInstance(e.ctx, rec)).To(Succeed())
+	upgrade := pgUpdate("", "")
+	upgrade.MaintenanceInfo = &domain.MaintenanceInfo{Version: e.b.Catalog.MaintenanceVersion}
+
+	e.kube.failOnKind("Cluster", errors.New("the API server is unavailable"))
+	_, err := e.b.Update(e.ctx, instanceID, upgrade, true)
+	expectFailure(g, err, http.StatusInternalServerError, "InternalError", "rolled back")
+	g.Expect(e.record(t, instanceID).MaintenanceInfo).To(Equal("0.9.0"))
+
+	e.kube.failApply = nil
+	spec, err := e.b.Update(e.ctx, instanceID, upgrade, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(spec.IsAsync).To(BeTrue(), "the upgrade is tried again")
+	g.Expect(e.record(t, instanceID).MaintenanceInfo).To(Equal(e.b.Catalog.MaintenanceVersion))
+}
