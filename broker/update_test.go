@@ -353,3 +353,33 @@ func TestFailedMaintenanceUpdateIsRepeatable(t *testing.T) {
 	g.Expect(spec.IsAsync).To(BeTrue(), "the upgrade is tried again")
 	g.Expect(e.record(t, instanceID).MaintenanceInfo).To(Equal(e.b.Catalog.MaintenanceVersion))
 }
+
+// An update that failed after it was applied (CloudNativePG never
+// confirmed it before the deadline) keeps its plan and parameters in the
+// record; repeating it (update_repeatable) must try again, not answer
+// "nothing changes".
+func TestUpdateFailedAtItsDeadlineIsRepeatable(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	e.provisionReady(t, instanceID, catalog.PostgresDevLiteID, "")
+	e.clock.Advance(10 * time.Second)
+	grow := pgUpdate("", `{"storage_gb": 4}`)
+	spec, err := e.b.Update(e.ctx, instanceID, grow, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	e.clock.Advance(1801 * time.Second)
+	// The Cluster goes unhealthy on the update and stays so.
+	e.kube.Lock()
+	cluster := e.kube.Objs[refOf("postgresql.cnpg.io/v1", "Cluster", tenantNS, "pg-"+instanceID)]
+	cluster.Object["status"].(map[string]any)["conditions"] = []any{map[string]any{"type": "Ready", "status": "False"}}
+	e.kube.Unlock()
+	res, err := e.b.InstanceOperation(e.ctx, instanceID, spec.OperationData)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.State).To(Equal(provisioners.Failed))
+	g.Expect(res.UpdateRepeatable).To(HaveValue(BeTrue()))
+
+	again, err := e.b.Update(e.ctx, instanceID, grow, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(again.IsAsync).To(BeTrue(), "the repeat is a new attempt")
+	g.Expect(again.OperationData).NotTo(Equal(spec.OperationData))
+	g.Expect(e.record(t, instanceID).Operation.State).To(Equal(provisioners.InProgress))
+}
