@@ -10,10 +10,12 @@ import (
 
 	. "github.com/onsi/gomega"
 	"github.com/pivotal-cf/brokerapi/v12/domain"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/binding"
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/redis"
 )
 
 // roleSecretPassword is the password CloudNativePG would set on the role
@@ -377,4 +379,77 @@ func TestRotateBinding(t *testing.T) {
 			g.Expect(err).To(MatchError(ErrNotFound))
 		})
 	}
+}
+
+// Redis credentials (the instance's password) work at once: an
+// asynchronous bind answers 201 with them, sparing the platform a poll.
+func TestBindAsynchronouslyAnswersAtOnceWhenTheCredentialsWork(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	_, err := e.b.Provision(e.ctx, instanceID, provisionDetails(catalog.RedisServiceID, catalog.RedisDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	inst, _ := e.instance(t, instanceID)
+	auth, err := e.kube.Get(e.ctx, provisioners.Ref{GVK: secretGVKForTest, Namespace: tenantNS, Name: redis.NamesOf(inst).AuthSecret})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(auth).NotTo(BeNil(), "the provision prepared the instance's password")
+	password, _ := base64.StdEncoding.DecodeString(auth.Object["data"].(map[string]any)[redis.PasswordKey].(string))
+	// The operators are done (the RedisFailover's readiness is the redis
+	// engine's tests' business) and cert-manager wrote the certificate.
+	rec := e.record(t, instanceID)
+	rec.Operation.State = provisioners.Succeeded
+	g.Expect(e.b.Store.UpdateInstance(e.ctx, rec)).To(Succeed())
+	e.kube.Store(&unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata":   map[string]any{"name": redis.NamesOf(inst).Certificate, "namespace": tenantNS},
+		"stringData": map[string]any{"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+	}})
+
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, domain.BindDetails{ServiceID: catalog.RedisServiceID, PlanID: catalog.RedisDevLiteID}, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsAsync).To(BeFalse())
+	g.Expect(res.Credentials).To(HaveKeyWithValue("password", string(password)))
+	g.Expect(e.bindingRecord(t, bindingID).Operation.State).To(Equal(provisioners.Succeeded))
+
+	// Deprovision tears the password down with the instance.
+	_, err = e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(e.kube.has(provisioners.RefOf(auth))).To(BeFalse())
+	g.Expect(e.kube.has(provisioners.Ref{GVK: secretGVKForTest, Namespace: tenantNS, Name: binding.SecretName(bindingID)})).To(BeFalse())
+}
+
+// expiringLogins are DatabaseRole logins that stop working after ttl, as
+// OpenBao's do.
+type expiringLogins struct {
+	*binding.RoleSource
+	ttl time.Duration
+	now func() time.Time
+}
+
+func (s expiringLogins) Issue(ctx context.Context, inst provisioners.Instance, bindingID string, a binding.Access) (binding.Login, error) {
+	l, err := s.RoleSource.Issue(ctx, inst, bindingID, a)
+	l.Expires = s.now().Add(s.ttl)
+	return l, err
+}
+
+// Expiring credentials are answered with when they expire and when the
+// platform should rotate them (two thirds into their lifetime).
+func TestBindOfExpiringCredentials(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	e.b.Engines[catalog.EnginePostgres] = Engine{
+		Provisioner: e.pg, Prefix: "pg-",
+		Binder: &binding.PostgresBinder{Kube: e.kube, Logins: expiringLogins{&binding.RoleSource{Kube: e.kube}, time.Hour, e.clock.Now}, CASecret: e.pg.ServerCASecret},
+	}
+	want := domain.BindingMetadata{ExpiresAt: "2026-03-01T13:00:00.0Z", RenewBefore: "2026-03-01T12:40:00.0Z"}
+
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Metadata).To(Equal(want))
+	again, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(again.Metadata).To(Equal(want))
+	got, err := e.b.GetBinding(e.ctx, instanceID, bindingID, domain.FetchBindingDetails{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.Metadata).To(Equal(want))
 }
