@@ -18,8 +18,8 @@ import (
 	"github.com/strata-dev/strata/provisioners/redis"
 )
 
-// roleSecretPassword is the password CloudNativePG would set on the role
-// of a DatabaseRole's Secret.
+// roleSecretPasswords are the passwords in the DatabaseRoles' basic-auth
+// Secrets: what CloudNativePG sets on the roles.
 func (e *testEnv) roleSecretPasswords(t *testing.T) []string {
 	t.Helper()
 	var out []string

@@ -206,3 +206,22 @@ func TestDeprovisionRetriedByPolls(t *testing.T) {
 	g.Expect(err).To(MatchError(gone))
 	g.Expect(e.kube.ofKind("DatabaseRole")).To(BeEmpty())
 }
+
+// Records from before the broker listed the objects it applied name none:
+// their objects are found by rendering, as then.
+func TestDeprovisionOfARecordWithoutObjects(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	rec := e.provisionReady(t, instanceID, catalog.PostgresDevLiteID, "")
+	objects := rec.Objects
+	rec.Objects = nil
+	g.Expect(e.b.Store.UpdateInstance(e.ctx, rec)).To(Succeed())
+
+	spec, err := e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, o := range objects {
+		g.Expect(e.kube.has(o.Ref())).To(BeFalse(), "%s %s deleted", o.Kind, o.Name)
+	}
+	_, err = e.b.InstanceOperation(e.ctx, instanceID, spec.OperationData)
+	g.Expect(err).To(MatchError(gone))
+}

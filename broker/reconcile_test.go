@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"github.com/pivotal-cf/brokerapi/v12/domain"
@@ -106,4 +108,30 @@ func TestReconcileOnceLeavesFinishedRecordsAlone(t *testing.T) {
 	g.Expect(e.recordWrites()).To(BeEmpty())
 	g.Expect(e.kube.applies.Load()).To(Equal(applies))
 	g.Expect(e.kube.Deleted).To(HaveLen(deletes))
+}
+
+// RunReconciler runs the passes while this replica holds the Lease, and
+// stops (releasing it) when its context ends.
+func TestRunReconcilerLeadsAndStops(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	e.operatorsAct(t, instanceID)
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		e.b.RunReconciler(ctx, ReconcileOptions{Interval: 10 * time.Millisecond})
+	}()
+	g.Eventually(func() provisioners.State {
+		return e.record(t, instanceID).Operation.State
+	}).WithTimeout(10 * time.Second).Should(Equal(provisioners.Succeeded))
+	lease, err := e.client.CoordinationV1().Leases(recordsNS).Get(e.ctx, ReconcilerLease, metav1.GetOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(lease.Spec.HolderIdentity).To(HaveValue(Equal(replica)))
+
+	cancel()
+	g.Eventually(stopped).WithTimeout(10 * time.Second).Should(BeClosed())
 }
