@@ -453,3 +453,29 @@ func TestBindOfExpiringCredentials(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got.Metadata).To(Equal(want))
 }
+
+// A failed bind repeated by a platform that can poll is a new attempt: it
+// answers 202, and its poll follows the new logins rather than reporting
+// the earlier failure.
+func TestBindRepeatRetriesAFailedBindAsynchronously(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	failed := e.createBindingRecord(t, func(br *BindingRecord) {
+		br.Operation.State, br.Operation.Description = provisioners.Failed, "the bind failed and what it made could not all be removed yet"
+	})
+
+	res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsAsync).To(BeTrue())
+	g.Expect(res.OperationData).NotTo(Equal(failed.Operation.ID), "a new operation")
+	op, err := e.b.LastBindingOperation(e.ctx, instanceID, bindingID, domain.PollDetails{OperationData: res.OperationData})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(op.State).To(Equal(domain.InProgress))
+	g.Expect(op.Description).To(ContainSubstring("waiting for CloudNativePG to create role"))
+
+	e.rolesApplied()
+	op, err = e.b.LastBindingOperation(e.ctx, instanceID, bindingID, domain.PollDetails{OperationData: res.OperationData})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(op.State).To(Equal(domain.Succeeded))
+}
