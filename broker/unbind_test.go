@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+	"net/http"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -92,4 +94,31 @@ func TestUnbindOfWhatDoesNotExist(t *testing.T) {
 		_, err = e.b.Store.GetBinding(e.ctx, bindingID)
 		g.Expect(err).To(MatchError(ErrNotFound))
 	})
+}
+
+// A revocation that fails keeps the binding's record, so that the
+// platform's retry of the unbind finds it.
+func TestUnbindWhoseRevocationFails(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	_, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	g.Expect(err).NotTo(HaveOccurred())
+	broken := &failingDeletes{memKube: e.kube, err: errors.New("the admission webhook is down")}
+	e.b.Engines[catalog.EnginePostgres] = Engine{
+		Provisioner: e.pg, Prefix: "pg-",
+		Binder: &binding.PostgresBinder{Kube: broken, Logins: &binding.RoleSource{Kube: broken}, CASecret: e.pg.ServerCASecret},
+	}
+
+	_, err = e.b.Unbind(e.ctx, instanceID, bindingID, domain.UnbindDetails{}, false)
+	expectFailure(g, err, http.StatusInternalServerError, "InternalError", "revoke credentials")
+	g.Expect(e.bindingRecord(t, bindingID).Operation.State).To(Equal(provisioners.Succeeded), "kept for the retry")
+
+	e.b.Engines[catalog.EnginePostgres] = Engine{
+		Provisioner: e.pg, Prefix: "pg-",
+		Binder: &binding.PostgresBinder{Kube: e.kube, Logins: &binding.RoleSource{Kube: e.kube}, CASecret: e.pg.ServerCASecret},
+	}
+	_, err = e.b.Unbind(e.ctx, instanceID, bindingID, domain.UnbindDetails{}, false)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(e.kube.ofKind("DatabaseRole")).To(BeEmpty())
 }
