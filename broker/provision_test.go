@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -291,4 +292,41 @@ func TestProvisionChecksTheTenantAgainWhenAnotherChangeRaced(t *testing.T) {
 		g.Expect(err).To(MatchError(ErrNotFound), "the record is taken back")
 		g.Expect(e.kube.applies.Load()).To(BeZero())
 	})
+}
+
+// Identical provisions racing (a platform's retries, or two replicas):
+// one creates the record, every other answers its operation.
+func TestProvisionRacingIdenticalRequests(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	const racers = 6
+	ops := make(chan string, racers)
+	errs := make(chan error, racers)
+	var wg sync.WaitGroup
+	for range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			spec, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, ""), true)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ops <- spec.OperationData
+		}()
+	}
+	wg.Wait()
+	close(ops)
+	close(errs)
+	for err := range errs {
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	rec := e.record(t, instanceID)
+	n := 0
+	for op := range ops {
+		g.Expect(op).To(Equal(rec.Operation.ID))
+		n++
+	}
+	g.Expect(n).To(Equal(racers))
+	g.Expect(e.kube.has(refOf("postgresql.cnpg.io/v1", "Cluster", tenantNS, "pg-"+instanceID))).To(BeTrue())
 }
