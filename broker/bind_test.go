@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -478,4 +479,45 @@ func TestBindRepeatRetriesAFailedBindAsynchronously(t *testing.T) {
 	op, err = e.b.LastBindingOperation(e.ctx, instanceID, bindingID, domain.PollDetails{OperationData: res.OperationData})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(op.State).To(Equal(domain.Succeeded))
+}
+
+// Identical binds racing: one issues the credentials, every other either
+// waits (422, retry) or gets the same credentials (200).
+func TestBindRacingIdenticalRequests(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	const racers = 6
+	results := make(chan domain.Binding, racers)
+	errs := make(chan error, racers)
+	var wg sync.WaitGroup
+	for range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+			if err != nil {
+				errs <- err
+				return
+			}
+			results <- res
+		}()
+	}
+	wg.Wait()
+	close(results)
+	close(errs)
+	for err := range errs {
+		expectFailure(g, err, http.StatusUnprocessableEntity, "ConcurrencyError", "retry")
+	}
+	recorded := e.bindingRecord(t, bindingID)
+	created := 0
+	for res := range results {
+		g.Expect(res.Credentials).To(Equal(recorded.Credentials))
+		if !res.AlreadyExists {
+			created++
+		}
+	}
+	g.Expect(created).To(Equal(1), "one request issued the credentials")
+	g.Expect(e.kube.ofKind("DatabaseRole")).To(HaveLen(2))
+	g.Expect(e.roleSecretPasswords(t)).To(ContainElement(recorded.Credentials["password"]))
 }
