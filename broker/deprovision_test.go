@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"github.com/pivotal-cf/brokerapi/v12/domain"
@@ -223,5 +224,40 @@ func TestDeprovisionOfARecordWithoutObjects(t *testing.T) {
 		g.Expect(e.kube.has(o.Ref())).To(BeFalse(), "%s %s deleted", o.Kind, o.Name)
 	}
 	_, err = e.b.InstanceOperation(e.ctx, instanceID, spec.OperationData)
+	g.Expect(err).To(MatchError(gone))
+}
+
+// A deprovision waits for the operators to remove what it deleted (a
+// finalizer keeps the Cluster until its pods are gone); past the deadline
+// it fails, the instance no longer usable, and a repeated DELETE starts
+// again.
+func TestDeprovisionWaitsForTheOperatorsUntilItsDeadline(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	e.provisionReady(t, instanceID, catalog.PostgresDevLiteID, "")
+	e.kube.finalized = func(ref provisioners.Ref) bool { return ref.GVK.Kind == "Cluster" }
+
+	spec, err := e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	res, err := e.b.InstanceOperation(e.ctx, instanceID, spec.OperationData)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.State).To(Equal(provisioners.InProgress))
+	g.Expect(res.Description).To(Equal("waiting for the operators to remove the instance's resources"))
+	g.Expect(e.record(t, instanceID).Deleted).To(BeFalse())
+	g.Expect(e.kube.has(provisioners.Ref{GVK: provisioners.NetworkPolicyGVK, Namespace: tenantNS, Name: provisioners.BaselineName})).To(BeTrue(), "the baseline stays while the instance is there")
+
+	e.clock.Advance(1801 * time.Second)
+	res, err = e.b.InstanceOperation(e.ctx, instanceID, spec.OperationData)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.State).To(Equal(provisioners.Failed))
+	g.Expect(res.Description).To(ContainSubstring("did not finish within 30m0s"))
+	g.Expect(res.InstanceUsable).To(HaveValue(BeFalse()))
+
+	// The finalizer's work is done; the platform deletes again.
+	e.kube.finalized = nil
+	again, err := e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(again.OperationData).NotTo(Equal(spec.OperationData))
+	_, err = e.b.InstanceOperation(e.ctx, instanceID, again.OperationData)
 	g.Expect(err).To(MatchError(gone))
 }

@@ -53,6 +53,9 @@ type memKube struct {
 	// failApply, when set, is asked before every Apply; an error it
 	// returns is Apply's, and nothing is stored.
 	failApply func(objs []*unstructured.Unstructured) error
+	// finalized, when set, names objects a finalizer keeps: Delete
+	// succeeds on them but they stay.
+	finalized func(ref provisioners.Ref) bool
 }
 
 func newMemKube() *memKube { return &memKube{Kube: testkube.New(true)} }
@@ -65,6 +68,16 @@ func (k *memKube) Apply(ctx context.Context, objs []*unstructured.Unstructured) 
 		}
 	}
 	return k.Kube.Apply(ctx, objs)
+}
+
+func (k *memKube) Delete(ctx context.Context, ref provisioners.Ref) error {
+	if k.finalized != nil && k.finalized(ref) {
+		k.Lock()
+		defer k.Unlock()
+		k.Deleted = append(k.Deleted, ref)
+		return nil
+	}
+	return k.Kube.Delete(ctx, ref)
 }
 
 func (k *memKube) Observe(ctx context.Context, refs []provisioners.Ref) (map[provisioners.Ref]*unstructured.Unstructured, error) {
