@@ -252,7 +252,9 @@ func (b *Broker) repeatBind(ctx context.Context, existing *BindingRecord, inst p
 	case provisioners.Failed:
 		// A bind that failed without being able to clean up is kept so that
 		// unbind finds what it made; repeating it tries again from a clean
-		// slate.
+		// slate, as a new operation (its own deadline; polls follow it, not
+		// the failure).
+		existing.Operation = newOperation(OpBind, b.now(), inst.Plan)
 		return b.takeOver(ctx, existing, inst, eng, async)
 	}
 	return domain.Binding{AlreadyExists: true, Credentials: existing.Credentials, Metadata: bindingMetadata(existing)}, nil

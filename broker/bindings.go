@@ -7,16 +7,20 @@ import (
 	"github.com/strata-dev/strata/binding"
 )
 
+// usernameKeys are the credentials that carry each login's username: the
+// application's, and the migrations' owner login of a PostgreSQL readwrite
+// binding (Flyway's user).
+var usernameKeys = map[string]string{"app": "username", "migrations": "spring.flyway.user"}
+
+// resultOf rebuilds what the binder returned from the record: the logins
+// (their handles, and their usernames, which readiness messages name) and
+// the Secret.
 func resultOf(r *BindingRecord) binding.Result {
 	logins := map[string]binding.Login{}
 	for k, h := range r.Handles {
-		logins[k] = binding.Login{Handle: h}
-	}
-	if u, ok := r.Credentials["username"].(string); ok {
-		if l, ok := logins["app"]; ok {
-			l.Username = u
-			logins["app"] = l
-		}
+		l := binding.Login{Handle: h}
+		l.Username, _ = r.Credentials[usernameKeys[k]].(string)
+		logins[k] = l
 	}
 	return binding.Result{Credentials: r.Credentials, SecretName: r.SecretName, Logins: logins}
 }

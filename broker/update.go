@@ -100,7 +100,11 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 		return domain.UpdateServiceSpec{}, paramError(err)
 	}
 	maintenance := d.MaintenanceInfo != nil && d.MaintenanceInfo.Version != "" && d.MaintenanceInfo.Version != rec.MaintenanceInfo
-	if newPlan.ID == rec.PlanID && reflect.DeepEqual(params, rec.Parameters) && !maintenance {
+	// A failed update is repeatable (last_operation says so): a repeat of
+	// it is a new attempt even when the record already holds its plan and
+	// parameters (it failed after they were applied).
+	failedUpdate := rec.Operation.Type == OpUpdate && rec.Operation.State == provisioners.Failed
+	if newPlan.ID == rec.PlanID && reflect.DeepEqual(params, rec.Parameters) && !maintenance && !failedUpdate {
 		// Nothing changes: a cheap 200, as declarative clients re-send
 		// their whole spec.
 		return domain.UpdateServiceSpec{}, nil
@@ -156,7 +160,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 		if oldObjs, berr := eng.Provisioner.Build(old); berr == nil {
 			_ = b.Kube.Apply(ctx, oldObjs)
 		}
-		rec.PlanID, rec.Parameters = prevPlan, prevParams
+		rec.PlanID, rec.Parameters, rec.MaintenanceInfo = prevPlan, prevParams, prevMaintenance
 		rec.Operation.State = provisioners.Failed
 		rec.Operation.Description = "the update could not be applied and was rolled back: " + err.Error()
 		rec.Operation.ClaimedBy, rec.Operation.ClaimedUntil = "", time.Time{}
