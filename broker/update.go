@@ -60,6 +60,11 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 	if rec.Operation.Type == OpProvision && rec.Operation.State == provisioners.Failed {
 		return domain.UpdateServiceSpec{}, unprocessable("InstanceNotReady", errors.New("the instance failed to provision; deprovision it and provision again"))
 	}
+	if rec.Operation.Type == OpDeprovision {
+		// A failed deprovision left the instance partly deleted: applying
+		// it again would bring back half of it.
+		return domain.UpdateServiceSpec{}, unprocessable("InstanceNotReady", errors.New("the instance's deprovision failed and it is partly deleted; deprovision it again"))
+	}
 	if d.ServiceID != "" && d.ServiceID != rec.ServiceID {
 		return domain.UpdateServiceSpec{}, badRequest("service_id does not match the instance's service")
 	}

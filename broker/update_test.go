@@ -166,6 +166,20 @@ func TestUpdateRefusals(t *testing.T) {
 			_, _ = e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, ""), true)
 			e.kube.failApply = nil
 		}, pgUpdate("", `{"storage_gb": 3}`), true, http.StatusUnprocessableEntity, "InstanceNotReady", "failed to provision"},
+		{"a failed deprovision", func(t *testing.T, e *testEnv) {
+			provisioned(t, e)
+			// A finalizer keeps the Cluster past the deprovision's deadline.
+			e.kube.finalized = func(ref provisioners.Ref) bool { return ref.GVK.Kind == "Cluster" }
+			spec, err := e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(3 * time.Hour)
+			res, err := e.b.InstanceOperation(e.ctx, instanceID, spec.OperationData)
+			if err != nil || res.State != provisioners.Failed {
+				t.Fatalf("the deprovision did not fail: %+v %v", res, err)
+			}
+		}, pgUpdate("", `{"storage_gb": 3}`), true, http.StatusUnprocessableEntity, "InstanceNotReady", "deprovision failed"},
 		{"a deprovisioned instance", func(t *testing.T, e *testEnv) {
 			provisioned(t, e)
 			spec, err := e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
