@@ -264,6 +264,7 @@ bindAddress: %s
 clusterCIDR: %s
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
 # Do not touch the machine-wide nf_conntrack_max.
 conntrack: {maxPerCore: 0}
 `, p.kubeconfigPath("kube-proxy"), NodeName, p.nodeIP, p.podNet)
@@ -277,6 +278,11 @@ conntrack: {maxPerCore: 0}
 	for path, content := range files {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return err
+		}
+		// Unchanged files are not rewritten: kube-proxy exits when its
+		// configuration file is written to (a second Start would stop it).
+		if old, err := os.ReadFile(path); err == nil && string(old) == content {
+			continue
 		}
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			return err

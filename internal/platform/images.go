@@ -25,8 +25,8 @@ const PostgreSQLMajor = "15"
 // BuildImages ran.
 type Images struct {
 	Pause, CoreDNS, CNPGOperator, PostgreSQL string
-	// archives are the docker-archive files, imported at every start.
-	archives []string
+	// archives are the docker-archive files by image reference.
+	archives map[string]string
 }
 
 // BuildImages builds (or finds in the cache) every image the platform and
@@ -35,7 +35,7 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 	if p.images != nil {
 		return *p.images, nil
 	}
-	var imgs Images
+	imgs := Images{archives: map[string]string{}}
 	steps := []struct {
 		ref   *string
 		build func(context.Context) (string, string, error)
@@ -51,7 +51,7 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 			return Images{}, err
 		}
 		*s.ref = ref
-		imgs.archives = append(imgs.archives, archive)
+		imgs.archives[ref] = archive
 	}
 	p.images = &imgs
 	return imgs, nil
@@ -64,12 +64,25 @@ func (p *Platform) importImages(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	for _, a := range imgs.archives {
-		if err := p.importImage(ctx, a); err != nil {
+	out, err := exec.CommandContext(ctx, "ctr", "--address", p.containerdSocket(), "-n", "k8s.io", "images", "ls", "-q").Output()
+	if err != nil {
+		return fmt.Errorf("platform: listing containerd's images: %w", err)
+	}
+	present := map[string]bool{}
+	for _, ref := range strings.Fields(string(out)) {
+		present[ref] = true
+	}
+	imported := 0
+	for ref, archive := range imgs.archives {
+		if present[ref] {
+			continue
+		}
+		if err := p.importImage(ctx, archive); err != nil {
 			return err
 		}
+		imported++
 	}
-	p.cfg.Log("platform: imported %d images in %s", len(imgs.archives), time.Since(start).Round(time.Second))
+	p.cfg.Log("platform: imported %d images in %s", imported, time.Since(start).Round(time.Second))
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // netnsName is the node's network namespace (under /run/netns).
@@ -134,7 +135,33 @@ func (p *Platform) tearDownNetwork(ctx context.Context) error {
 	if _, err := os.Stat(p.netnsPath()); err != nil {
 		return nil
 	}
-	return run(ctx, "ip", "netns", "delete", p.netnsName())
+	if err := run(ctx, "ip", "netns", "delete", p.netnsName()); err != nil {
+		return err
+	}
+	// The veth pair (and the routes through it) goes with the namespace's
+	// last reference, a moment after the delete returns.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if !p.hostRoutesPresent() {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("platform: host routes into %s still present 10s after deleting it", p.netnsName())
+}
+
+// hostRoutesPresent tells whether the host still routes one of the
+// platform's ranges.
+func (p *Platform) hostRoutesPresent() bool {
+	routes, _ := hostRoutes()
+	for _, r := range routes {
+		for _, mine := range []*net.IPNet{p.podNet, p.svcNet, p.linkNet} {
+			if r.String() == mine.String() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // run runs a command and returns its output in the error.

@@ -225,7 +225,7 @@ func TestPinnedVersionsMatchModules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(b), "require "+want+"\n") {
+		if !strings.Contains(string(b), "require "+want+"\n") && !strings.Contains(string(b), "\n\t"+want+"\n") {
 			t.Errorf("tools/%s/go.mod does not require %s", dir, want)
 		}
 	}

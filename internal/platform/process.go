@@ -67,7 +67,12 @@ func (p *Platform) runningPid(name string) (int, bool) {
 		return 0, false
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil || strings.TrimSuffix(exe, " (deleted)") != resolve(lines[1]) {
+	if err != nil {
+		return 0, false
+	}
+	// Until nsenter has exec'd the daemon, the process is nsenter.
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	if exe != resolve(lines[1]) && exe != resolve("/usr/bin/nsenter") {
 		return 0, false
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
