@@ -77,6 +77,9 @@ type goBuild struct {
 	pkg       string
 	ldflags   string
 	cgo       bool
+	// extraKey adds to the cache key what the module's top-level files do
+	// not cover (nil: nothing).
+	extraKey func() (string, error)
 }
 
 // buildModuleBinary builds a main package into the cache, keyed by a hash
@@ -86,6 +89,13 @@ func (p *Platform) buildModuleBinary(ctx context.Context, b goBuild) (string, er
 	key, err := hashBuild(b)
 	if err != nil {
 		return "", err
+	}
+	if b.extraKey != nil {
+		extra, err := b.extraKey()
+		if err != nil {
+			return "", err
+		}
+		key = hashStrings(key, extra)
 	}
 	out := filepath.Join(p.cfg.CacheDir, "bin", fmt.Sprintf("%s-%s.bin", b.name, key))
 	if fileExists(out) {
@@ -198,4 +208,39 @@ func moduleDir(ctx context.Context, module, version string) (string, error) {
 		return "", fmt.Errorf("platform: go mod download %s@%s gave no directory", module, version)
 	}
 	return info.Dir, nil
+}
+
+// sourceTreeHash hashes a module's Go sources (not tests, not nested
+// modules, not .cache), the cache key of a binary built from it.
+func sourceTreeHash(root string) (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			name := d.Name()
+			if path != root && (strings.HasPrefix(name, ".") || name == "bin" || name == "testdata" || fileExists(filepath.Join(path, "go.mod"))) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		name := d.Name()
+		if !(strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")) && name != "go.mod" && name != "go.sum" {
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		rel, _ := filepath.Rel(root, path)
+		fmt.Fprintf(h, "%s\n", rel)
+		_, err = io.Copy(h, f)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

@@ -100,9 +100,10 @@ func TestCloudNativePGOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING CloudNativePG operator installed: %s", time.Since(step).Round(time.Second))
 
-	const ns, cluster = "strata-e2e", "pg"
-	step = time.Now()
-	if err := p.Apply(ctx, []byte(fmt.Sprintf(`apiVersion: v1
+	t.Run("CloudNativePGCluster", func(t *testing.T) {
+		const ns, cluster = "strata-e2e", "pg"
+		step = time.Now()
+		if err := p.Apply(ctx, []byte(fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: %[1]s}
 ---
@@ -117,41 +118,45 @@ spec:
   bootstrap:
     initdb: {database: app, owner: app}
 `, ns, cluster, imgs.PostgreSQL, StorageClass))); err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(p.AdminConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clusters := dyn.Resource(schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "clusters"}).Namespace(ns)
-	var phase string
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
-		c, err := clusters.Get(ctx, cluster, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
+			t.Fatal(err)
 		}
-		phase, _, _ = unstructured.NestedString(c.Object, "status", "phase")
-		return phase == "Cluster in healthy state", nil
-	})
-	if err != nil {
-		t.Fatalf("Cluster %s/%s not healthy, phase %q; pods: %s\n(component logs in %s)", ns, cluster, phase, p.podSummary(ctx, ns), p.LogDir())
-	}
-	t.Logf("TIMING 1-instance Cluster healthy: %s", time.Since(step).Round(time.Second))
+		dyn, err := dynamic.NewForConfig(p.AdminConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clusters := dyn.Resource(schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "clusters"}).Namespace(ns)
+		var phase string
+		err = wait.PollUntilContextTimeout(ctx, time.Second, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+			c, err := clusters.Get(ctx, cluster, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			phase, _, _ = unstructured.NestedString(c.Object, "status", "phase")
+			return phase == "Cluster in healthy state", nil
+		})
+		if err != nil {
+			t.Fatalf("Cluster %s/%s not healthy, phase %q; pods: %s\n(component logs in %s)", ns, cluster, phase, p.podSummary(ctx, ns), p.LogDir())
+		}
+		t.Logf("TIMING 1-instance Cluster healthy: %s", time.Since(step).Round(time.Second))
 
-	// The application credentials and the server CA the operator made.
-	app, err := p.Client.CoreV1().Secrets(ns).Get(ctx, cluster+"-app", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caSecret, err := p.Client.CoreV1().Secrets(ns).Get(ctx, cluster+"-ca", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	version := queryThroughService(ctx, t, p, app, caSecret, fmt.Sprintf("%s-rw.%s.svc", cluster, ns))
-	if want := "PostgreSQL " + tagOf(imgs.PostgreSQL); !strings.HasPrefix(version, want) {
-		t.Errorf("server version %q, want it to start with %q (the image's tag)", version, want)
-	}
-	t.Logf("TIMING start to first query: %s", time.Since(begin).Round(time.Second))
+		// The application credentials and the server CA the operator made.
+		app, err := p.Client.CoreV1().Secrets(ns).Get(ctx, cluster+"-app", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		caSecret, err := p.Client.CoreV1().Secrets(ns).Get(ctx, cluster+"-ca", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		version := queryThroughService(ctx, t, p, app, caSecret, fmt.Sprintf("%s-rw.%s.svc", cluster, ns))
+		if want := "PostgreSQL " + tagOf(imgs.PostgreSQL); !strings.HasPrefix(version, want) {
+			t.Errorf("server version %q, want it to start with %q (the image's tag)", version, want)
+		}
+		t.Logf("TIMING start to first query: %s", time.Since(begin).Round(time.Second))
+	})
+	t.Run("BrokerProvisionsDevLite", func(t *testing.T) {
+		testBrokerProvisionsDevLite(ctx, t, p)
+	})
 
 	step = time.Now()
 	stopped = true
