@@ -3,15 +3,18 @@
 
 GO ?= go
 
-.PHONY: build test bench kube-apiserver deps
+.PHONY: build test bench kube-apiserver platform deps
 
 build:
 	$(GO) build -o bin/strata-broker ./cmd/strata-broker
 
 # The integration tests run a real kube-apiserver; building it is a no-op
-# when .cache/bin holds the pinned version.
+# when .cache/bin holds the pinned version. The platform's binaries and
+# images (internal/platform, docs/platform.md) are built before the tests
+# too, so a cold machine pays those builds outside the tests' timeout.
 test:
 	$(MAKE) kube-apiserver
+	$(MAKE) platform
 	$(GO) test -count=1 -timeout 60m ./...
 
 # The request benchmarks run against the real kube-apiserver too.
@@ -21,6 +24,11 @@ bench:
 
 kube-apiserver:
 	bash integration/scripts/build-kube-apiserver.sh
+
+# Builds (or finds in .cache/platform) the real platform's Kubernetes
+# binary, CoreDNS, the CloudNativePG operator and the images.
+platform:
+	$(GO) run ./internal/platform/cmd/strata-platform build
 
 deps:
 	bash integration/scripts/install-deps.sh

@@ -201,6 +201,19 @@ func (p *Platform) Start(ctx context.Context) error {
 	return nil
 }
 
+// Build builds (or finds in the cache) every binary and image the
+// platform runs, without starting anything.
+func (p *Platform) Build(ctx context.Context) error {
+	if err := checkRequirements(); err != nil {
+		return err
+	}
+	if _, err := p.buildBinaries(ctx); err != nil {
+		return err
+	}
+	_, err := p.BuildImages(ctx)
+	return err
+}
+
 // StateDir is the instance's state directory.
 func (p *Platform) StateDir() string { return p.cfg.StateDir }
 
