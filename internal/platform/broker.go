@@ -154,6 +154,11 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 	if _, err := install.RunWithContext(ctx, chart, values); err != nil {
 		return nil, fmt.Errorf("platform: helm install %s: %w; pods: %s", BrokerRelease, err, p.podSummary(ctx, in.Namespace))
 	}
+	// Helm's wait counts a Deployment of one replica ready while none is
+	// available (maxUnavailable rounds down to 0 of 1): wait for the pod.
+	if err := p.WaitForDeployment(ctx, in.Namespace, BrokerRelease, 5*time.Minute); err != nil {
+		return nil, err
+	}
 
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)

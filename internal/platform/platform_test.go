@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,6 +75,7 @@ func TestCloudNativePGOnRealPlatform(t *testing.T) {
 		}
 	})
 
+	hostForward := readSysctl(t, "net/ipv4/ip_forward")
 	begin := time.Now()
 	imgs, err := p.BuildImages(ctx)
 	if err != nil {
@@ -86,6 +88,8 @@ func TestCloudNativePGOnRealPlatform(t *testing.T) {
 		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
 	}
 	t.Logf("TIMING platform start (binaries cached, images imported, node Ready, DNS up): %s", time.Since(step).Round(time.Second))
+
+	checkNetworkRule(ctx, t, p, hostForward)
 
 	// Start is idempotent: a second call keeps everything running.
 	step = time.Now()
@@ -234,4 +238,32 @@ func TestPinnedVersionsMatchModules(t *testing.T) {
 			t.Errorf("tools/%s/go.mod does not require %s", dir, want)
 		}
 	}
+}
+
+// checkNetworkRule checks the project's network rule on the running
+// platform: the host's forwarding is untouched, the node's namespace has
+// no default route, and it has no route to an address outside the machine.
+func checkNetworkRule(ctx context.Context, t *testing.T, p *Platform, hostForward string) {
+	t.Helper()
+	if got := readSysctl(t, "net/ipv4/ip_forward"); got != hostForward {
+		t.Errorf("host net.ipv4.ip_forward is %s, was %s before the platform started", got, hostForward)
+	}
+	out, err := exec.CommandContext(ctx, "ip", "-n", p.netnsName(), "route", "show", "default").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("the node namespace has a default route (or ip failed: %v): %s", err, out)
+	}
+	// A route lookup only (nothing is sent, even if the check failed).
+	out, err = exec.CommandContext(ctx, "ip", "-n", p.netnsName(), "route", "get", "192.0.2.1").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "unreachable") {
+		t.Errorf("the node namespace routes to an outside address: %s", out)
+	}
+}
+
+func readSysctl(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
