@@ -49,7 +49,7 @@ type Config struct {
 	SourceDir string
 
 	// LinkCIDR is the /30 between the host (first address) and the node
-	// (second address).
+	// (second address). Empty ranges get defaults (see below).
 	LinkCIDR string
 	// PodCIDR is the pods' range on the node's bridge (the bridge takes
 	// the first address).
@@ -62,12 +62,15 @@ type Config struct {
 	Log func(format string, args ...any)
 }
 
-// Default address ranges: private, and checked at start against the host's
-// routes so they cannot shadow anything the machine already reaches.
+// The default address ranges are private, 10.N.0.0/30 (link), 10.N.1.0/24
+// (pods) and 10.N.16.0/20 (Services), N between 200 and 249 chosen by a
+// hash of the state directory, so that platforms of different state
+// directories (two worktrees' tests) rarely collide; Start refuses ranges
+// that overlap a host route, so a collision fails clearly and never
+// shadows anything the machine reaches.
 const (
-	DefaultLinkCIDR    = "10.213.0.0/30"
-	DefaultPodCIDR     = "10.213.1.0/24"
-	DefaultServiceCIDR = "10.213.16.0/20"
+	defaultSecondOctetBase  = 200
+	defaultSecondOctetRange = 50
 
 	// NodeName is the single node's name.
 	NodeName = "strata-node"
@@ -114,20 +117,21 @@ func New(cfg Config) (*Platform, error) {
 		}
 		*d = abs
 	}
+	sum := sha256.Sum256([]byte(cfg.StateDir))
+	octet := defaultSecondOctetBase + int(sum[0])%defaultSecondOctetRange
 	if cfg.LinkCIDR == "" {
-		cfg.LinkCIDR = DefaultLinkCIDR
+		cfg.LinkCIDR = fmt.Sprintf("10.%d.0.0/30", octet)
 	}
 	if cfg.PodCIDR == "" {
-		cfg.PodCIDR = DefaultPodCIDR
+		cfg.PodCIDR = fmt.Sprintf("10.%d.1.0/24", octet)
 	}
 	if cfg.ServiceCIDR == "" {
-		cfg.ServiceCIDR = DefaultServiceCIDR
+		cfg.ServiceCIDR = fmt.Sprintf("10.%d.16.0/20", octet)
 	}
 	if cfg.Log == nil {
 		cfg.Log = func(string, ...any) {}
 	}
 	p := &Platform{cfg: cfg}
-	sum := sha256.Sum256([]byte(cfg.StateDir))
 	p.id = hex.EncodeToString(sum[:])[:8]
 
 	var err error
