@@ -84,6 +84,26 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 		return resp.StatusCode, out
 	}
 
+	// The pod is ready a moment before kube-proxy routes its Service (until
+	// then the Service rejects connections): wait for the catalog.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.URL+"/v2/catalog", nil)
+		if err != nil {
+			return false, err
+		}
+		req.SetBasicAuth("strata", password)
+		req.Header.Set("X-Broker-API-Version", "2.17")
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		t.Fatalf("the broker's catalog through its Service: %v", err)
+	}
+
 	step = time.Now()
 	instance := "6b4a3c2d-1e0f-4a9b-8c7d-" + randomHex(t, 6)
 	code, resp := osb(http.MethodPut, "/v2/service_instances/"+instance+"?accepts_incomplete=true", map[string]any{
