@@ -5,7 +5,6 @@ package platform
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -151,7 +150,7 @@ func (p *Platform) pidsInNetns() []int {
 	return pids
 }
 
-// waitHTTP polls until check succeeds, failing with the component's log
+// waitReady polls until check succeeds, failing with the component's log
 // tail when it does not within the timeout or the component exits.
 func (p *Platform) waitReady(ctx context.Context, name string, timeout time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -189,5 +188,3 @@ func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
-
-var errNotReady = errors.New("not ready")
