@@ -76,8 +76,11 @@ type BrokerInstall struct {
 // Broker is an installed broker, reachable from the host.
 type Broker struct {
 	// URL is https://<service>.<namespace>.svc.cluster.local (resolve it
-	// with Resolver).
-	URL string
+	// with Resolver, or to ServiceIP, which the host routes to).
+	URL       string
+	ServiceIP string
+	// CAPEM is the platform CA that signed the broker's certificate.
+	CAPEM []byte
 	// TLS trusts the platform CA that signed the broker's certificate.
 	TLS *tls.Config
 	// Resolver resolves cluster names through the cluster DNS.
@@ -146,13 +149,24 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 	if err != nil {
 		return nil, fmt.Errorf("platform: loading the broker chart: %w", err)
 	}
-	install := action.NewInstall(cfg)
-	install.ReleaseName = BrokerRelease
-	install.Namespace = in.Namespace
-	install.Wait = true
-	install.Timeout = 5 * time.Minute
-	if _, err := install.RunWithContext(ctx, chart, values); err != nil {
-		return nil, fmt.Errorf("platform: helm install %s: %w; pods: %s", BrokerRelease, err, p.podSummary(ctx, in.Namespace))
+	// Installed already (a second start): upgrade the release instead.
+	if _, err := action.NewGet(cfg).Run(BrokerRelease); err == nil {
+		upgrade := action.NewUpgrade(cfg)
+		upgrade.Namespace = in.Namespace
+		upgrade.Wait = true
+		upgrade.Timeout = 5 * time.Minute
+		if _, err := upgrade.RunWithContext(ctx, BrokerRelease, chart, values); err != nil {
+			return nil, fmt.Errorf("platform: helm upgrade %s: %w; pods: %s", BrokerRelease, err, p.podSummary(ctx, in.Namespace))
+		}
+	} else {
+		install := action.NewInstall(cfg)
+		install.ReleaseName = BrokerRelease
+		install.Namespace = in.Namespace
+		install.Wait = true
+		install.Timeout = 5 * time.Minute
+		if _, err := install.RunWithContext(ctx, chart, values); err != nil {
+			return nil, fmt.Errorf("platform: helm install %s: %w; pods: %s", BrokerRelease, err, p.podSummary(ctx, in.Namespace))
+		}
 	}
 	// Helm's wait counts a Deployment of one replica ready while none is
 	// available (maxUnavailable rounds down to 0 of 1): wait for the pod.
@@ -160,12 +174,18 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 		return nil, err
 	}
 
+	svc, err := p.Client.CoreV1().Services(in.Namespace).Get(ctx, BrokerRelease, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	return &Broker{
-		URL:      "https://" + host + ".cluster.local",
-		TLS:      &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		Resolver: p.ClusterResolver(),
+		URL:       "https://" + host + ".cluster.local",
+		ServiceIP: svc.Spec.ClusterIP,
+		CAPEM:     caPEM,
+		TLS:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		Resolver:  p.ClusterResolver(),
 	}, nil
 }
 

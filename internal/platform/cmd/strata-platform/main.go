@@ -4,6 +4,7 @@
 //
 //	strata-platform build           build (or find cached) the binaries and images
 //	strata-platform up [-cnpg]      start the platform (and CloudNativePG), print the kubeconfig
+//	strata-platform up -broker      also CloudNativePG and the broker (its Helm chart), print a curl
 //	strata-platform down [-purge]   stop it and undo every host change
 //
 // `make test` runs `build` first so that a cold machine pays the builds
@@ -12,12 +13,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"log"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/strata-dev/strata/internal/platform"
@@ -33,6 +37,7 @@ func main() {
 	repo := fs.String("repo", ".", "the Strata repository")
 	state := fs.String("state", "", "state directory (default <repo>/.cache/platform/dev)")
 	cnpg := fs.Bool("cnpg", false, "up: also install the CloudNativePG operator")
+	withBroker := fs.Bool("broker", false, "up: also install CloudNativePG and the broker built from cmd/strata-broker, and print how to call it")
 	purge := fs.Bool("purge", false, "down: also remove the state directory")
 	fs.Parse(os.Args[2:]) //nolint:errcheck // ExitOnError
 	if *state == "" {
@@ -53,11 +58,14 @@ func main() {
 	case "build":
 		err = p.Build(ctx)
 	case "up":
-		if err = p.Start(ctx); err == nil && *cnpg {
+		if err = p.Start(ctx); err == nil && (*cnpg || *withBroker) {
 			err = p.InstallCNPG(ctx)
 		}
 		if err == nil {
 			fmt.Printf("platform up; logs in %s\nexport KUBECONFIG=%s\n", p.LogDir(), p.Kubeconfig())
+		}
+		if err == nil && *withBroker {
+			err = upBroker(ctx, p, *state)
 		}
 	case "down":
 		if err = p.Stop(ctx); err == nil && *purge {
@@ -69,4 +77,43 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// upBroker installs the broker (or upgrades it to the current code), keeps
+// its credentials and CA in <state>/broker, and prints a curl sequence.
+func upBroker(ctx context.Context, p *platform.Platform, state string) error {
+	dir := filepath.Join(state, "broker")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	passwordFile := filepath.Join(dir, "password")
+	password, err := os.ReadFile(passwordFile)
+	if err != nil {
+		secret := make([]byte, 24)
+		if _, err := rand.Read(secret); err != nil {
+			return err
+		}
+		password = []byte(hex.EncodeToString(secret))
+		if err := os.WriteFile(passwordFile, password, 0o600); err != nil {
+			return err
+		}
+	}
+	image, err := p.BuildBrokerImage(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := p.InstallBroker(ctx, platform.BrokerInstall{Namespace: "strata-system", Image: image, Password: string(password)})
+	if err != nil {
+		return err
+	}
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, b.CAPEM, 0o600); err != nil {
+		return err
+	}
+	host := strings.TrimPrefix(b.URL, "https://")
+	fmt.Printf(`broker %s (image %s), user strata, password in %s, CA in %s
+# The host routes the Service range into the platform; curl resolves the name with --resolve.
+curl --resolve %s:443:%s --cacert %s -u "strata:$(cat %s)" -H 'X-Broker-API-Version: 2.17' %s/v2/catalog
+`, b.URL, image, passwordFile, caFile, host, b.ServiceIP, caFile, passwordFile, b.URL)
+	return nil
 }
