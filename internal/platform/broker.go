@@ -168,8 +168,8 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 			return nil, fmt.Errorf("platform: helm install %s: %w; pods: %s", BrokerRelease, err, p.podSummary(ctx, in.Namespace))
 		}
 	}
-	// Helm's wait counts a Deployment of one replica ready while none is
-	// available (maxUnavailable rounds down to 0 of 1): wait for the pod.
+	// Helm's wait was seen returning ("wait for resources succeeded")
+	// while the broker's only pod was not ready yet: wait for it here.
 	if err := p.WaitForDeployment(ctx, in.Namespace, BrokerRelease, 5*time.Minute); err != nil {
 		return nil, err
 	}
