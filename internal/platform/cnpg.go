@@ -1,0 +1,113 @@
+//go:build linux
+
+package platform
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// CNPGNamespace is where the CloudNativePG operator runs (the release
+// manifest's namespace).
+const CNPGNamespace = "cnpg-system"
+
+// InstallCNPG installs the CloudNativePG operator from the release manifest
+// in its Go module (CRDs, RBAC, webhooks, Deployment; read from the module
+// cache, never copied into the repository), with the locally built operator
+// image and the local PostgreSQL image as the default operand, and waits
+// until the operator serves its webhooks.
+func (p *Platform) InstallCNPG(ctx context.Context) error {
+	imgs, err := p.BuildImages(ctx)
+	if err != nil {
+		return err
+	}
+	dir, err := moduleDir(ctx, cnpgModule, "v"+CNPGVersion)
+	if err != nil {
+		return err
+	}
+	release := filepath.Join(dir, "releases", "cnpg-"+CNPGVersion+".yaml")
+	manifest, err := os.ReadFile(release)
+	if err != nil {
+		return fmt.Errorf("platform: the CloudNativePG release manifest: %w", err)
+	}
+	objs, err := decodeManifest(manifest)
+	if err != nil {
+		return fmt.Errorf("platform: %s: %w", release, err)
+	}
+	found := false
+	for _, obj := range objs {
+		if obj.GetKind() == "Deployment" && obj.GetName() == "cnpg-controller-manager" {
+			if err := useLocalOperatorImages(obj, imgs); err != nil {
+				return err
+			}
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("platform: no cnpg-controller-manager Deployment in %s", release)
+	}
+	start := time.Now()
+	if err := p.applyObjects(ctx, objs); err != nil {
+		return err
+	}
+	if err := p.WaitForDeployment(ctx, CNPGNamespace, "cnpg-controller-manager", 5*time.Minute); err != nil {
+		return err
+	}
+	p.cfg.Log("platform: CloudNativePG %s installed in %s", CNPGVersion, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// useLocalOperatorImages points the operator's Deployment at the local
+// images: its own (also the image it injects the instance manager from)
+// and the default PostgreSQL operand. The pull policy is IfNotPresent: there
+// is no registry to pull from.
+func useLocalOperatorImages(deploy *unstructured.Unstructured, imgs Images) error {
+	containers, _, err := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	if err != nil || len(containers) != 1 {
+		return fmt.Errorf("platform: the CloudNativePG Deployment has %d containers, want 1 (%v)", len(containers), err)
+	}
+	c := containers[0].(map[string]any)
+	c["image"] = imgs.CNPGOperator
+	c["imagePullPolicy"] = "IfNotPresent"
+	env, _ := c["env"].([]any)
+	var kept []any
+	for _, e := range env {
+		name, _ := e.(map[string]any)["name"].(string)
+		if name != "OPERATOR_IMAGE_NAME" && name != "POSTGRES_IMAGE_NAME" {
+			kept = append(kept, e)
+		}
+	}
+	kept = append(kept,
+		map[string]any{"name": "OPERATOR_IMAGE_NAME", "value": imgs.CNPGOperator},
+		map[string]any{"name": "POSTGRES_IMAGE_NAME", "value": imgs.PostgreSQL},
+	)
+	c["env"] = kept
+	return unstructured.SetNestedSlice(deploy.Object, containers, "spec", "template", "spec", "containers")
+}
+
+// decodeManifest splits a multi-document YAML into objects.
+func decodeManifest(manifest []byte) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, err
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
