@@ -227,7 +227,7 @@ func (p *Platform) applyObjects(ctx context.Context, objs []*unstructured.Unstru
 			return true, nil
 		})
 		if err != nil {
-			return fmt.Errorf("platform: applying %s %s/%s: %v (last error: %v)", gvk.Kind, obj.GetNamespace(), obj.GetName(), err, lastErr)
+			return fmt.Errorf("platform: applying %s %s/%s: %w (last error: %w)", gvk.Kind, obj.GetNamespace(), obj.GetName(), err, lastErr)
 		}
 	}
 	return nil

@@ -160,7 +160,8 @@ func hashBuild(b goBuild) (string, error) {
 		return "", fmt.Errorf("platform: %w", err)
 	}
 	for _, e := range entries {
-		if e.IsDir() || !(strings.HasSuffix(e.Name(), ".go") || e.Name() == "go.mod" || e.Name() == "go.sum") {
+		source := strings.HasSuffix(e.Name(), ".go") || e.Name() == "go.mod" || e.Name() == "go.sum"
+		if e.IsDir() || !source {
 			continue
 		}
 		f, err := os.Open(filepath.Join(b.moduleDir, e.Name()))
@@ -226,7 +227,8 @@ func sourceTreeHash(root string) (string, error) {
 			return nil
 		}
 		name := d.Name()
-		if !(strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")) && name != "go.mod" && name != "go.sum" {
+		goSource := strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")
+		if !goSource && name != "go.mod" && name != "go.sum" {
 			return nil
 		}
 		f, err := os.Open(path)

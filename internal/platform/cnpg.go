@@ -72,8 +72,11 @@ func (p *Platform) InstallCNPG(ctx context.Context) error {
 // is no registry to pull from.
 func useLocalOperatorImages(deploy *unstructured.Unstructured, imgs Images) error {
 	containers, _, err := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
-	if err != nil || len(containers) != 1 {
-		return fmt.Errorf("platform: the CloudNativePG Deployment has %d containers, want 1 (%v)", len(containers), err)
+	if err != nil {
+		return fmt.Errorf("platform: the CloudNativePG Deployment's containers: %w", err)
+	}
+	if len(containers) != 1 {
+		return fmt.Errorf("platform: the CloudNativePG Deployment has %d containers, want 1", len(containers))
 	}
 	c := containers[0].(map[string]any)
 	c["image"] = imgs.CNPGOperator

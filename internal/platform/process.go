@@ -161,11 +161,11 @@ func (p *Platform) waitReady(ctx context.Context, name string, timeout time.Dura
 			return nil
 		}
 		if _, ok := p.runningPid(name); !ok && fileExists(p.pidFile(name)) {
-			return fmt.Errorf("platform: %s exited: %v\n%s", name, last, p.logTail(name))
+			return fmt.Errorf("platform: %s exited: %w\n%s", name, last, p.logTail(name))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("platform: %s not ready after %s: %v\n%s", name, timeout, last, p.logTail(name))
+			return fmt.Errorf("platform: %s not ready after %s: %w\n%s", name, timeout, last, p.logTail(name))
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
