@@ -95,12 +95,21 @@ type Binder interface {
 	Ready(ctx context.Context, inst provisioners.Instance, r Result) (provisioners.Progress, error)
 	// Unbind revokes the logins and deletes the Secret; it is idempotent.
 	Unbind(ctx context.Context, inst provisioners.Instance, r Result) error
+	// Forget deletes every object a bind of bindingID may have created,
+	// found by the names derived from the binding id alone: it cleans up
+	// a bind that was interrupted before its Result was recorded. It is
+	// idempotent.
+	Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error
+	// RevokeUnrecorded revokes what a bind of bindingID may have issued
+	// that running Bind again would not replace (OpenBao leases; objects
+	// named from the binding id are simply applied again): what a repeat
+	// or the reconcile loop does before finishing an interrupted bind.
+	RevokeUnrecorded(ctx context.Context, inst provisioners.Instance, bindingID string) error
 }
 
-// ParameterError is a bind request whose parameters cannot be honoured.
-type ParameterError struct{ Msg string }
-
-func (e *ParameterError) Error() string { return e.Msg }
+// ParameterError is a bind request whose parameters cannot be honoured;
+// it names the parameter (the engines' error type).
+type ParameterError = provisioners.ParameterError
 
 // UnsupportedError is a bind this broker's configuration cannot serve
 // (a shared PostgreSQL instance without OpenBao); the request cannot

@@ -226,7 +226,7 @@ func (b *KafkaBinder) Bind(ctx context.Context, inst provisioners.Instance, bind
 	switch p.Access {
 	case KafkaReadWrite, KafkaRead, KafkaWrite:
 	default:
-		return Result{}, &ParameterError{fmt.Sprintf("parameters.access: %q is not one of readwrite, read, write", p.Access)}
+		return Result{}, &ParameterError{Field: "parameters.access", Reason: fmt.Sprintf("%q is not one of readwrite, read, write", p.Access)}
 	}
 	if p.ConsumerGroup == "" {
 		p.ConsumerGroup = "app"
@@ -428,4 +428,18 @@ func (b *KafkaBinder) Unbind(ctx context.Context, inst provisioners.Instance, r 
 		errs = append(errs, b.Kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: r.SecretName}))
 	}
 	return errors.Join(errs...)
+}
+
+// Forget deletes the KafkaUser, its Secrets and the binding Secret, all
+// named from the binding id.
+func (b *KafkaBinder) Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	user := KafkaUserName(bindingID)
+	return b.Unbind(ctx, inst, Result{SecretName: SecretName(bindingID), Logins: map[string]Login{"app": {Username: user, Handle: user}}})
+}
+
+// RevokeUnrecorded has nothing to do: the KafkaUser and its password
+// Secret are named from the binding id, and a repeated Bind applies the
+// same user with the password first written.
+func (b *KafkaBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error {
+	return nil
 }

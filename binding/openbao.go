@@ -2,13 +2,16 @@ package binding
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	_ "embed"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -327,12 +330,36 @@ func ConnectionName(inst provisioners.Instance) string {
 	return "strata-" + inst.Namespace + "-" + postgres.NamesOf(inst).Cluster
 }
 
-// RoleName is the OpenBao role of an access level of an instance.
+// RoleName is the base name of an instance's OpenBao roles of an access
+// level: every binding's role of that level starts with it, so revoking
+// by the prefix database/creds/<RoleName> ends every login of the level.
 func RoleName(inst provisioners.Instance, a Access) string {
 	if inst.Plan.Postgres.Shared {
 		return sharedRoleName(inst, a)
 	}
 	return ConnectionName(inst) + "-" + string(a)
+}
+
+// BindingRoleName is the OpenBao role a binding's logins of an access
+// level are issued from: one role per binding, named from the binding id,
+// so that a bind cut short after OpenBao issued a login (before the
+// broker recorded its lease) is still found, and its logins revoked, by
+// the binding id alone (revoke-prefix on the role's creds path).
+func BindingRoleName(inst provisioners.Instance, bindingID string, a Access) string {
+	sum := sha256.Sum256([]byte(bindingID))
+	return RoleName(inst, a) + "-b" + hex.EncodeToString(sum[:])[:16]
+}
+
+// allowedRoles are the role names an instance's connection accepts: the
+// instance's role of each access level (for services that take logins
+// from OpenBao themselves, docs/openbao.md) and, by glob, the bindings'
+// roles of that level.
+func allowedRoles(inst provisioners.Instance) []string {
+	var out []string
+	for _, a := range accessLevels {
+		out = append(out, RoleName(inst, a), RoleName(inst, a)+"-b*")
+	}
+	return out
 }
 
 var accessLevels = []Access{ReadWrite, ReadOnly, Owner}
@@ -452,6 +479,13 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/config/"+conn, s); err != nil {
 			return fmt.Errorf("write OpenBao connection %s: %w", conn, err)
 		}
+	} else if !slices.Equal(stringsOf(existing.Data["allowed_roles"]), allowedRoles(inst)) {
+		// A connection made before bindings had roles of their own: an
+		// update changes only the fields it names (OpenBao keeps the
+		// rotated password).
+		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/config/"+conn, map[string]any{"allowed_roles": allowedRoles(inst)}); err != nil {
+			return fmt.Errorf("update the allowed roles of OpenBao connection %s: %w", conn, err)
+		}
 	}
 	if password != "" {
 		// Rotate, then forget the first password. A crash in between only
@@ -468,19 +502,48 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 
 // writeRoles writes the instance's role of every access level, on
 // connection conn, with the level's creation statements and the common
-// revocation statements.
+// revocation statements: the roles services that take their logins from
+// OpenBao themselves use (bindings have roles of their own).
 func (s *OpenBaoSource) writeRoles(ctx context.Context, vc *vault.Client, inst provisioners.Instance, conn string, creation func(provisioners.Instance, Access) []string) error {
-	mount := s.cfg.DatabaseMount
 	for _, a := range accessLevels {
-		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/roles/"+RoleName(inst, a), map[string]any{
-			"db_name":               conn,
-			"creation_statements":   creation(inst, a),
-			"revocation_statements": revocationStatements,
-			"default_ttl":           int(s.ttl.Seconds()),
-			"max_ttl":               int(s.ttl.Seconds()),
-		}); err != nil {
-			return fmt.Errorf("write OpenBao role %s: %w", RoleName(inst, a), err)
+		if err := s.writeRole(ctx, vc, RoleName(inst, a), conn, creation(inst, a)); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+func stringsOf(v any) []string {
+	xs, _ := v.([]any)
+	out := make([]string, 0, len(xs))
+	for _, x := range xs {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// writeBindingRole writes a binding's role of an access level: on the
+// instance's connection (or the platform's shared one), with the level's
+// creation statements and the common revocation statements.
+func (s *OpenBaoSource) writeBindingRole(ctx context.Context, vc *vault.Client, inst provisioners.Instance, bindingID string, a Access) error {
+	conn, creation := ConnectionName(inst), roleStatements(a)
+	if inst.Plan.Postgres.Shared {
+		conn, creation = postgres.Config{Shared: s.Shared}.SharedCluster().OpenBaoConnection, SharedRoleStatements(inst, a)
+	}
+	return s.writeRole(ctx, vc, BindingRoleName(inst, bindingID, a), conn, creation)
+}
+
+func (s *OpenBaoSource) writeRole(ctx context.Context, vc *vault.Client, role, conn string, creation []string) error {
+	if _, err := vc.Logical().WriteWithContext(ctx, s.cfg.DatabaseMount+"/roles/"+role, map[string]any{
+		"db_name":               conn,
+		"creation_statements":   creation,
+		"revocation_statements": revocationStatements,
+		"default_ttl":           int(s.ttl.Seconds()),
+		"max_ttl":               int(s.ttl.Seconds()),
+	}); err != nil {
+		return fmt.Errorf("write OpenBao role %s: %w", role, err)
 	}
 	return nil
 }
@@ -489,10 +552,6 @@ func (s *OpenBaoSource) connectionConfig(inst provisioners.Instance, password st
 	settings, err := postgres.Resolve(inst.Plan, inst.Params)
 	if err != nil {
 		return nil, err
-	}
-	roles := make([]string, len(accessLevels))
-	for i, a := range accessLevels {
-		roles[i] = RoleName(inst, a)
 	}
 	return map[string]any{
 		"plugin_name": "postgresql-database-plugin",
@@ -505,7 +564,7 @@ func (s *OpenBaoSource) connectionConfig(inst provisioners.Instance, password st
 		// OpenBao sends SCRAM verifiers, never passwords, so neither
 		// pgaudit nor pg_stat_statements can capture one.
 		"password_authentication": "scram-sha-256",
-		"allowed_roles":           roles,
+		"allowed_roles":           allowedRoles(inst),
 		"verify_connection":       true,
 		"max_open_connections":    2,
 		"max_connection_lifetime": "5m",
@@ -553,19 +612,20 @@ func (s *OpenBaoSource) teardown(ctx context.Context, vc *vault.Client, inst pro
 	return nil
 }
 
-// Issue leases a login of the access level, under a token of its own
-// (BindingTokenRole): the login lives as long as its lease, whatever
-// becomes of the broker's own token.
+// Issue leases a login of the access level from the binding's own role
+// (written first, so the login can be found by the binding id), under a
+// token of its own (BindingTokenRole): the login lives as long as its
+// lease, whatever becomes of the broker's own token.
 func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, bindingID string, a Access) (Login, error) {
-	l, err := s.issue(ctx, inst, a)
-	var re *vault.ResponseError
-	if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "unknown role") {
-		// OpenBao lost the instance's roles (restored from an old
-		// snapshot, deleted by hand): set the instance up again, once.
+	l, err := s.issue(ctx, inst, bindingID, a)
+	if err != nil && !inst.Plan.Postgres.Shared {
+		// OpenBao may have lost the instance's connection settings
+		// (restored from an old snapshot, changed by hand): set the
+		// instance up again, once, and retry.
 		if cerr := s.Configure(ctx, inst); cerr != nil {
-			return Login{}, fmt.Errorf("OpenBao has no role %s and setting the instance up again failed: %w", RoleName(inst, a), cerr)
+			return Login{}, fmt.Errorf("OpenBao could not issue %s credentials (%w), and setting the instance up again failed: %w", a, err, cerr)
 		}
-		l, err = s.issue(ctx, inst, a)
+		l, err = s.issue(ctx, inst, bindingID, a)
 	}
 	if err != nil {
 		return Login{}, fmt.Errorf("OpenBao could not issue %s credentials: %w", a, err)
@@ -573,9 +633,13 @@ func (s *OpenBaoSource) Issue(ctx context.Context, inst provisioners.Instance, b
 	return l, nil
 }
 
-func (s *OpenBaoSource) issue(ctx context.Context, inst provisioners.Instance, a Access) (Login, error) {
+func (s *OpenBaoSource) issue(ctx context.Context, inst provisioners.Instance, bindingID string, a Access) (Login, error) {
+	role := BindingRoleName(inst, bindingID, a)
 	var sec *vault.Secret
 	err := s.call(ctx, func(vc *vault.Client) error {
+		if err := s.writeBindingRole(ctx, vc, inst, bindingID, a); err != nil {
+			return err
+		}
 		tok, err := vc.Auth().Token().CreateWithRoleWithContext(ctx, &vault.TokenCreateRequest{
 			TTL: s.ttl.String(), ExplicitMaxTTL: s.ttl.String(), DisplayName: "strata-binding", NoDefaultPolicy: true,
 		}, s.cfg.BindingTokenRole)
@@ -590,14 +654,14 @@ func (s *OpenBaoSource) issue(ctx context.Context, inst provisioners.Instance, a
 			return err
 		}
 		issuer.SetToken(tok.Auth.ClientToken)
-		sec, err = issuer.Logical().ReadWithContext(ctx, s.cfg.DatabaseMount+"/creds/"+RoleName(inst, a))
+		sec, err = issuer.Logical().ReadWithContext(ctx, s.cfg.DatabaseMount+"/creds/"+role)
 		return err
 	})
 	if err != nil {
 		return Login{}, err
 	}
 	if sec == nil || sec.LeaseID == "" {
-		return Login{}, fmt.Errorf("OpenBao answered no lease for role %s", RoleName(inst, a))
+		return Login{}, fmt.Errorf("OpenBao answered no lease for role %s", role)
 	}
 	user, _ := sec.Data["username"].(string)
 	pw, _ := sec.Data["password"].(string)
@@ -607,6 +671,28 @@ func (s *OpenBaoSource) issue(ctx context.Context, inst provisioners.Instance, a
 	}
 	return Login{Username: user, Password: pw, Handle: sec.LeaseID,
 		Expires: time.Now().Add(time.Duration(sec.LeaseDuration) * time.Second).UTC()}, nil
+}
+
+// ForgetBinding revokes every lease of the binding's roles (the logins it
+// issued, recorded or not) and deletes the roles.
+func (s *OpenBaoSource) ForgetBinding(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	return s.call(ctx, func(vc *vault.Client) error {
+		for _, a := range accessLevels {
+			role := BindingRoleName(inst, bindingID, a)
+			prefix := s.cfg.DatabaseMount + "/creds/" + role
+			if err := vc.Sys().RevokePrefixWithContext(ctx, prefix); err != nil {
+				// The database may be unreachable (deleted with its
+				// instance): its logins went with it.
+				if ferr := vc.Sys().RevokeForceWithContext(ctx, prefix); ferr != nil {
+					return fmt.Errorf("OpenBao could not revoke the leases of %s: %w", prefix, errors.Join(err, ferr))
+				}
+			}
+			if _, err := vc.Logical().DeleteWithContext(ctx, s.cfg.DatabaseMount+"/roles/"+role); err != nil {
+				return fmt.Errorf("OpenBao could not delete role %s: %w", role, err)
+			}
+		}
+		return nil
+	})
 }
 
 // Ready is true at once: OpenBao created the login before answering.

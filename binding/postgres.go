@@ -200,7 +200,7 @@ func (b *PostgresBinder) Bind(ctx context.Context, inst provisioners.Instance, b
 		p.Database = settings.Databases[0]
 	}
 	if !slices.Contains(settings.Databases, p.Database) {
-		return Result{}, &ParameterError{fmt.Sprintf("parameters.database: %q is not a database of this instance; it has %s",
+		return Result{}, &ParameterError{Field: "parameters.database", Reason: fmt.Sprintf("%q is not a database of this instance; it has %s",
 			p.Database, strings.Join(settings.Databases, ", "))}
 	}
 	ca, err := b.clusterCA(ctx, inst)
@@ -297,6 +297,46 @@ func (b *PostgresBinder) Ready(ctx context.Context, inst provisioners.Instance, 
 		}
 	}
 	return provisioners.Progress{State: provisioners.Succeeded, Description: "credentials ready"}, nil
+}
+
+// Forget revokes whatever logins of the binding the credential source can
+// find by the binding id (CloudNativePG DatabaseRoles and their Secrets
+// are named from it) and deletes the binding Secret.
+func (b *PostgresBinder) Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	var errs []error
+	if f, ok := b.Logins.(bindingForgetter); ok {
+		errs = append(errs, f.ForgetBinding(ctx, inst, bindingID))
+	}
+	errs = append(errs, b.Kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: SecretName(bindingID)}))
+	return errors.Join(errs...)
+}
+
+// RevokeUnrecorded revokes the binding's OpenBao leases; CloudNativePG
+// logins are named from the binding id and a repeated Bind sets their
+// passwords anew.
+func (b *PostgresBinder) RevokeUnrecorded(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	if s, ok := b.Logins.(*OpenBaoSource); ok {
+		return s.ForgetBinding(ctx, inst, bindingID)
+	}
+	return nil
+}
+
+// bindingForgetter is a credential source whose logins are named from the
+// binding id, so that an interrupted bind's logins can be found without a
+// record of them.
+type bindingForgetter interface {
+	ForgetBinding(ctx context.Context, inst provisioners.Instance, bindingID string) error
+}
+
+// ForgetBinding deletes the DatabaseRoles (and their password Secrets) of
+// every access level of the binding.
+func (s *RoleSource) ForgetBinding(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	var errs []error
+	for _, a := range accessLevels {
+		name, _ := roleNames(bindingID, a)
+		errs = append(errs, s.Revoke(ctx, inst, Login{Handle: name}))
+	}
+	return errors.Join(errs...)
 }
 
 // Unbind revokes the logins and deletes the Secret.

@@ -144,6 +144,17 @@ func (b *RedisBinder) Unbind(ctx context.Context, inst provisioners.Instance, r 
 	return b.Kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: r.SecretName})
 }
 
+// Forget deletes the binding Secret (the only object a Redis bind makes).
+func (b *RedisBinder) Forget(ctx context.Context, inst provisioners.Instance, bindingID string) error {
+	return b.Unbind(ctx, inst, Result{SecretName: SecretName(bindingID)})
+}
+
+// RevokeUnrecorded has nothing to do: a Redis bind issues no credential of
+// its own.
+func (b *RedisBinder) RevokeUnrecorded(context.Context, provisioners.Instance, string) error {
+	return nil
+}
+
 // RedisConn is everything the Redis binding Secret says.
 type RedisConn struct {
 	// SecretName names the Secret and the SSL bundle.

@@ -23,11 +23,21 @@ type Config struct {
 	DashboardURLTemplate string `json:"dashboardURLTemplate"`
 	// PollIntervalSeconds is the Retry-After of in-progress operations.
 	PollIntervalSeconds int `json:"pollIntervalSeconds"`
+	// ReconcileIntervalSeconds is the pause between two passes of the
+	// reconcile loop over the operations in progress.
+	ReconcileIntervalSeconds int `json:"reconcileIntervalSeconds"`
 	// Kubernetes is the client-side rate limits of the broker's
 	// Kubernetes clients.
 	Kubernetes KubernetesConfig `json:"kubernetes"`
 	Tenancy    struct {
 		CloudFoundryNamespaceTemplate string `json:"cloudFoundryNamespaceTemplate"`
+		// DeniedNamespaces may never be tenants, beside those the platform
+		// reserves (kube-*, default, the broker's, the shared clusters',
+		// the operators').
+		DeniedNamespaces []string `json:"deniedNamespaces"`
+		// AllowedNamespaceSelector, when set, is a label selector every
+		// tenant namespace the broker did not create must match.
+		AllowedNamespaceSelector string `json:"allowedNamespaceSelector"`
 		// Limits are what each tenant may hold (docs/tenancy.md).
 		Limits TenancyLimits `json:"limits"`
 	} `json:"tenancy"`
@@ -61,7 +71,7 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig decodes a configuration strictly (an unknown key is an
 // error naming it) over the defaults.
 func ParseConfig(raw []byte) (Config, error) {
-	c := Config{PollIntervalSeconds: 10, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
+	c := Config{PollIntervalSeconds: 10, ReconcileIntervalSeconds: 5, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
 	defaults := postgres.DefaultConfig()
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return c, err

@@ -52,11 +52,23 @@ func unprocessable(code string, err error) error {
 	return failure(http.StatusUnprocessableEntity, code, err.Error())
 }
 
+// internal is a 500 whose description says what failed in words, never
+// the API server's address (publicDescription).
 func internal(description string) error {
-	return failure(http.StatusInternalServerError, "InternalError", description)
+	return failure(http.StatusInternalServerError, "InternalError", publicDescription(description))
 }
 
 // gone is the empty-bodied 410 of DELETE and last_operation.
 var gone = apiresponses.ErrInstanceDoesNotExist
 
 var bindingGone = apiresponses.ErrBindingDoesNotExist
+
+// tenantError passes a refusal of the tenant on and makes anything else
+// (the API server failing) an InternalError.
+func tenantError(err error) error {
+	var fr *apiresponses.FailureResponse
+	if errors.As(err, &fr) {
+		return err
+	}
+	return internal("could not create the Cloud Foundry space's namespace: " + err.Error())
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -50,33 +48,41 @@ type HandlerOptions struct {
 // brokerapi serves most OSB routes. Three are served here because OSB
 // 2.17 asks for more than brokerapi v12 gives: the catalog
 // (binding_rotatable), and both last_operation endpoints (Retry-After,
-// instance_usable, update_repeatable). Malformed JSON bodies get 400, as
-// the spec says, where brokerapi answers 422.
+// instance_usable, update_repeatable). Malformed JSON bodies and fields of
+// the wrong type get 400 naming the field, as the spec says, where
+// brokerapi answers 422 with Go's decoder text (edges.go).
 func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	if o.PollInterval <= 0 {
 		o.PollInterval = 10 * time.Second
 	}
-	slogger := slog.New(zapSlogHandler(o.Log))
+	slogger := slog.New(newSlogHandler(o.Log))
 	m := newHTTPMetrics(o.Registry)
 	if o.Registry != nil {
 		o.Registry.MustRegister(newUsageCollector(b))
 	}
 
-	// Authentication, then the version check, on every /v2 route; brokerapi
-	// runs its own version check after ours, which then always passes.
+	// Every /v2 route: the request's logger (and the echo of its identity),
+	// authentication, the version check, then the request's edges: ids,
+	// body size, body shape. brokerapi runs its own version check after
+	// ours, which then always passes, and finds the body well-formed.
 	authMW := basicAuth(o.Credentials, o.Log)
-	osb := brokerapi.NewWithOptions(b, slogger)
-	own := func(h http.HandlerFunc) http.Handler {
-		return identity(o.Log, authMW(apiVersion(h)))
+	osb := brokerapi.NewWithOptions(edgeBroker{b}, slogger)
+	edges := func(h http.Handler) http.Handler {
+		return requestLog(o.Log, authMW(apiVersion(checkRoute(readBody(checkBody(b)(h))))))
 	}
+	own := func(h http.HandlerFunc) http.Handler { return edges(h) }
 
-	r := mux.NewRouter()
+	// Paths are not cleaned: "/v2/service_instances/../x" is an id the
+	// edges refuse with an OSB error, not a redirect.
+	r := mux.NewRouter().SkipClean(true)
 	r.Use(m.middleware)
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
 		if o.Ready != nil {
 			if err := o.Ready(req.Context()); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				// Unauthenticated: say what, not where.
+				o.Log.Warn("not ready", zap.Error(err))
+				http.Error(w, "not ready: "+publicDescription(err.Error()), http.StatusServiceUnavailable)
 				return
 			}
 		}
@@ -87,16 +93,16 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	r.Handle("/v2/catalog", own(catalogHandler(b.Catalog))).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/last_operation", own(func(w http.ResponseWriter, req *http.Request) {
 		res, err := b.InstanceOperation(req.Context(), mux.Vars(req)["instance_id"], req.URL.Query().Get("operation"))
-		writeOperation(w, res, err, o.PollInterval)
+		writeOperation(w, res, atEdge(req.Context(), err), o.PollInterval)
 	})).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", own(func(w http.ResponseWriter, req *http.Request) {
 		v := mux.Vars(req)
 		lo, err := b.LastBindingOperation(req.Context(), v["instance_id"], v["binding_id"], pollDetails(req))
-		writeOperation(w, LastOperationResult{State: provisioners.State(lo.State), Description: lo.Description}, err, o.PollInterval)
+		writeOperation(w, LastOperationResult{State: provisioners.State(lo.State), Description: lo.Description}, atEdge(req.Context(), err), o.PollInterval)
 	})).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
-		identity(o.Log, authMW(apiVersion(requireJSONBody(rotationAware(b, osb.ServeHTTP)))))).Methods(http.MethodPut)
-	r.PathPrefix("/v2/").Handler(identity(o.Log, authMW(apiVersion(requireJSONBody(osb.ServeHTTP)))))
+		edges(rotationAware(b, osb.ServeHTTP))).Methods(http.MethodPut)
+	r.PathPrefix("/v2/").Handler(edges(osb))
 	return r
 }
 
@@ -123,7 +129,7 @@ func rotationAware(b *Broker, next http.HandlerFunc) http.HandlerFunc {
 		async := req.URL.Query().Get("accepts_incomplete") == "true"
 		res, err := b.RotateBinding(req.Context(), v["instance_id"], v["binding_id"], *rot.Predecessor, async)
 		if err != nil {
-			writeFailure(w, err)
+			writeFailure(w, atEdge(req.Context(), err))
 			return
 		}
 		writeBinding(w, res)
@@ -154,6 +160,7 @@ func writeOperation(w http.ResponseWriter, res LastOperationResult, err error, p
 		writeFailure(w, err)
 		return
 	}
+	res.Description = publicDescription(res.Description)
 	if res.State == provisioners.InProgress {
 		w.Header().Set("Retry-After", strconv.Itoa(int(poll.Seconds())))
 	}
@@ -166,7 +173,7 @@ func writeFailure(w http.ResponseWriter, err error) {
 		writeJSON(w, fr.ValidatedStatusCode(nil), fr.ErrorResponse())
 		return
 	}
-	writeJSON(w, http.StatusInternalServerError, apiresponses.ErrorResponse{Error: "InternalError", Description: err.Error()})
+	writeJSON(w, http.StatusInternalServerError, apiresponses.ErrorResponse{Error: "InternalError", Description: publicDescription(err.Error())})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -221,56 +228,48 @@ func apiVersion(next http.Handler) http.Handler {
 	})
 }
 
-// identity logs who asked (X-Broker-API-Originating-Identity: "<platform>
-// <base64 JSON>") and echoes X-Broker-API-Request-Identity, on every
-// answer: it wraps authentication and the version check too.
-func identity(log *zap.Logger, next http.Handler) http.Handler {
+// requestLog gives the request its logger (LoggerFrom), carrying the
+// request id and the path's instance and binding ids, logs the request's
+// outcome, and echoes X-Broker-API-Request-Identity when it is bounded
+// (maxRequestIdentity, RFC 3986 unreserved characters): a longer or odd
+// one is neither echoed nor logged, and the request is served (the header
+// is informational; docs/api.md). It wraps authentication and the version
+// check, so their refusals are logged and echo too.
+func requestLog(base *zap.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if id := req.Header.Get("X-Broker-API-Request-Identity"); id != "" {
-			w.Header().Set("X-Broker-API-Request-Identity", id)
+		start := time.Now()
+		fields := []zap.Field{zap.String("method", req.Method), zap.String("path", clip(req.URL.Path))}
+		rid := requestIdentity(req)
+		switch {
+		case rid != "":
+			w.Header().Set("X-Broker-API-Request-Identity", rid)
+		case req.Header.Get("X-Broker-API-Request-Identity") != "":
+			// brokerapi would echo it: it is not sent on.
+			req.Header.Del("X-Broker-API-Request-Identity")
+			fields = append(fields, zap.Bool("request_identity_refused", true))
+			rid = newRequestID()
+		default:
+			rid = newRequestID()
 		}
-		fields := []zap.Field{zap.String("method", req.Method), zap.String("path", req.URL.Path)}
-		if rid := req.Header.Get("X-Broker-API-Request-Identity"); rid != "" {
-			fields = append(fields, zap.String("request_id", rid))
-		}
-		if oi := req.Header.Get("X-Broker-API-Originating-Identity"); oi != "" {
-			platform, value, _ := strings.Cut(oi, " ")
-			who, _ := base64.StdEncoding.DecodeString(value)
-			fields = append(fields, zap.String("platform", platform), zap.ByteString("originating_identity", who))
-		}
-		log.Info("osb request", fields...)
-		next.ServeHTTP(w, req)
-	})
-}
-
-// requireJSONBody answers 400 for a PUT or PATCH whose body is not a JSON
-// object (the spec's "malformed request").
-func requireJSONBody(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, req *http.Request) {
-		if req.Method != http.MethodPut && req.Method != http.MethodPatch {
-			next(w, req)
-			return
-		}
-		body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, apiresponses.ErrorResponse{Error: "MalformedRequest", Description: "could not read the request body"})
-			return
-		}
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
-			writeJSON(w, http.StatusBadRequest, apiresponses.ErrorResponse{Error: "MalformedRequest", Description: "the request body must be a JSON object"})
-			return
-		}
-		if p, ok := obj["parameters"]; ok && string(p) != "null" {
-			var params map[string]any
-			if json.Unmarshal(p, &params) != nil {
-				writeJSON(w, http.StatusBadRequest, apiresponses.ErrorResponse{Error: "InvalidParameters", Description: "parameters must be a JSON object"})
-				return
+		log := base.With(zap.String("request_id", rid))
+		if instanceID, bindingID := idsOf(req.URL.Path); instanceID != "" {
+			log = log.With(zap.String("instance_id", clip(instanceID)))
+			if bindingID != "" {
+				log = log.With(zap.String("binding_id", clip(bindingID)))
 			}
 		}
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		next(w, req)
-	}
+		fields = append(fields, originatingIdentity(req.Header.Get("X-Broker-API-Originating-Identity"))...)
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, req.WithContext(WithLogger(req.Context(), log)))
+		fields = append(fields, zap.Int("status", rec.code), zap.Duration("duration", time.Since(start)))
+		// A refusal is the platform's doing (info); error is for the
+		// broker failing.
+		level := zap.InfoLevel
+		if rec.code >= http.StatusInternalServerError {
+			level = zap.ErrorLevel
+		}
+		log.Log(level, "osb request", fields...)
+	})
 }
 
 func pollDetails(req *http.Request) domain.PollDetails {

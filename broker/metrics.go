@@ -1,22 +1,13 @@
 package broker
 
 import (
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
-	"go.uber.org/zap/exp/zapslog"
 )
-
-// zapSlogHandler lets brokerapi (which logs through log/slog) write through
-// the broker's zap logger.
-func zapSlogHandler(log *zap.Logger) slog.Handler {
-	return zapslog.NewHandler(log.Core())
-}
 
 type httpMetrics struct {
 	requests *prometheus.CounterVec

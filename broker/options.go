@@ -11,15 +11,17 @@ func (c Config) Options(namespace string, log *zap.Logger) Options {
 		namespace = c.BrokerNamespace
 	}
 	return Options{
-		Namespace:            namespace,
-		Postgres:             c.Postgres,
-		Redis:                c.Redis,
-		Kafka:                c.Kafka,
-		OpenBao:              c.OpenBao,
-		CFNamespaceTemplate:  c.Tenancy.CloudFoundryNamespaceTemplate,
-		Limits:               c.Tenancy.Limits,
-		DashboardURLTemplate: c.DashboardURLTemplate,
-		Kubernetes:           c.Kubernetes,
-		Log:                  log,
+		Namespace:                namespace,
+		Postgres:                 c.Postgres,
+		Redis:                    c.Redis,
+		Kafka:                    c.Kafka,
+		OpenBao:                  c.OpenBao,
+		CFNamespaceTemplate:      c.Tenancy.CloudFoundryNamespaceTemplate,
+		DeniedNamespaces:         c.Tenancy.DeniedNamespaces,
+		AllowedNamespaceSelector: c.Tenancy.AllowedNamespaceSelector,
+		Limits:                   c.Tenancy.Limits,
+		DashboardURLTemplate:     c.DashboardURLTemplate,
+		Kubernetes:               c.Kubernetes,
+		Log:                      log,
 	}
 }

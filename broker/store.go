@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/strata-dev/strata/provisioners"
@@ -26,6 +27,9 @@ const (
 	recordTypeInst    = "strata.dev/instance-record"
 	recordTypeBinding = "strata.dev/binding-record"
 	labelRecord       = "strata.dev/record"
+	// labelInProgress is "true" on records whose operation is in
+	// progress, so the reconcile loop lists only those.
+	labelInProgress = "strata.dev/in-progress"
 )
 
 // OpType is the kind of an operation.
@@ -49,6 +53,33 @@ type Operation struct {
 	Deadline    time.Time          `json:"deadline"`
 	// PreviousPlanID is the plan before an update, for rollback reporting.
 	PreviousPlanID string `json:"previousPlanId,omitempty"`
+	// ClaimedBy and ClaimedUntil say that a request is doing the
+	// operation's work right now (a bind issuing credentials): the
+	// reconcile loop and repeated requests leave it alone until the claim
+	// ends, and take it over if its replica died.
+	ClaimedBy    string    `json:"claimedBy,omitempty"`
+	ClaimedUntil time.Time `json:"claimedUntil,omitzero"`
+}
+
+// claimed says whether a live request is doing the operation's work.
+func (o Operation) claimed(now time.Time) bool { return o.ClaimedUntil.After(now) }
+
+// ObjectRef names one object the broker applied for an instance, so that
+// deprovision and updates delete by what was made rather than by what
+// today's configuration would render.
+type ObjectRef struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+	// Retain marks objects deprovision leaves in place (the backups'
+	// ObjectStore, kept for their retention).
+	Retain bool `json:"retain,omitempty"`
+}
+
+// Ref is the provisioners' form of r.
+func (r ObjectRef) Ref() provisioners.Ref {
+	return provisioners.Ref{GVK: schema.FromAPIVersionAndKind(r.APIVersion, r.Kind), Namespace: r.Namespace, Name: r.Name}
 }
 
 // InstanceRecord is the broker's memory of a service instance.
@@ -71,6 +102,16 @@ type InstanceRecord struct {
 	// after the fact still learns the deprovision succeeded.
 	Deleted bool      `json:"deleted,omitempty"`
 	Created time.Time `json:"created"`
+	// Objects are every object applied for the instance (recorded before
+	// they are applied, so a crash in between still leaves them known).
+	Objects []ObjectRef `json:"objects,omitempty"`
+	// AppliedHash is the hash of the objects last applied and AppliedAt
+	// when: an unchanged desired state is not applied again until a
+	// periodic resync is due.
+	AppliedHash string    `json:"appliedHash,omitempty"`
+	AppliedAt   time.Time `json:"appliedAt,omitzero"`
+	// Prepared says the credential source's per-instance setup ran.
+	Prepared bool `json:"prepared,omitempty"`
 
 	resourceVersion string
 }
@@ -144,16 +185,14 @@ func (s *Store) GetInstance(ctx context.Context, id string) (*InstanceRecord, er
 
 // CreateInstance stores a new record; ErrConflict if one exists.
 func (s *Store) CreateInstance(ctx context.Context, r *InstanceRecord) error {
-	rv, err := s.create(ctx, instanceSecretName(r.ID), recordTypeInst, map[string]string{
-		labelRecord: "instance", provisioners.LabelInstanceID: provisioners.LabelValue(r.ID), provisioners.LabelTenant: r.Namespace,
-	}, r)
+	rv, err := s.create(ctx, instanceSecretName(r.ID), recordTypeInst, r.labels(), r)
 	r.resourceVersion = rv
 	return err
 }
 
 // UpdateInstance writes r if nobody changed it since it was read.
 func (s *Store) UpdateInstance(ctx context.Context, r *InstanceRecord) error {
-	rv, err := s.update(ctx, instanceSecretName(r.ID), r.resourceVersion, r)
+	rv, err := s.update(ctx, instanceSecretName(r.ID), recordTypeInst, r.resourceVersion, r.labels(), r)
 	if err == nil {
 		r.resourceVersion = rv
 	}
@@ -181,17 +220,14 @@ func (s *Store) GetBinding(ctx context.Context, id string) (*BindingRecord, erro
 
 // CreateBinding stores a new binding record; ErrConflict if one exists.
 func (s *Store) CreateBinding(ctx context.Context, r *BindingRecord) error {
-	rv, err := s.create(ctx, bindingSecretName(r.ID), recordTypeBinding, map[string]string{
-		labelRecord: "binding", provisioners.LabelInstanceID: provisioners.LabelValue(r.InstanceID),
-		provisioners.LabelBindingID: provisioners.LabelValue(r.ID),
-	}, r)
+	rv, err := s.create(ctx, bindingSecretName(r.ID), recordTypeBinding, r.labels(), r)
 	r.resourceVersion = rv
 	return err
 }
 
 // UpdateBinding writes r if nobody changed it since it was read.
 func (s *Store) UpdateBinding(ctx context.Context, r *BindingRecord) error {
-	rv, err := s.update(ctx, bindingSecretName(r.ID), r.resourceVersion, r)
+	rv, err := s.update(ctx, bindingSecretName(r.ID), recordTypeBinding, r.resourceVersion, r.labels(), r)
 	if err == nil {
 		r.resourceVersion = rv
 	}
@@ -205,27 +241,39 @@ func (s *Store) DeleteBinding(ctx context.Context, r *BindingRecord) error {
 
 // BindingsOf lists the live binding records of an instance.
 func (s *Store) BindingsOf(ctx context.Context, instanceID string) ([]*BindingRecord, error) {
-	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: labelRecord + "=binding," + provisioners.LabelInstanceID + "=" + provisioners.LabelValue(instanceID),
-	})
+	recs, err := s.listBindings(ctx, labelRecord+"=binding,"+provisioners.LabelInstanceID+"="+provisioners.LabelValue(instanceID))
 	if err != nil {
 		return nil, err
 	}
-	var out []*BindingRecord
-	for i := range list.Items {
-		var r BindingRecord
-		if err := json.Unmarshal(list.Items[i].Data[recordKey], &r); err != nil || r.InstanceID != instanceID {
-			continue
+	out := recs[:0]
+	for _, r := range recs {
+		// A hashed label value could be shared by two ids.
+		if r.InstanceID == instanceID {
+			out = append(out, r)
 		}
-		r.resourceVersion = list.Items[i].ResourceVersion
-		out = append(out, &r)
 	}
 	return out, nil
 }
 
 // ListBindings lists every binding record (for usage metrics).
 func (s *Store) ListBindings(ctx context.Context) ([]*BindingRecord, error) {
-	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: labelRecord + "=binding"})
+	return s.listBindings(ctx, labelRecord+"=binding")
+}
+
+// InProgressInstances lists the instance records whose operation is in
+// progress (for the reconcile loop).
+func (s *Store) InProgressInstances(ctx context.Context) ([]*InstanceRecord, error) {
+	return s.listInstances(ctx, labelRecord+"=instance,"+labelInProgress+"=true")
+}
+
+// InProgressBindings lists the binding records whose operation is in
+// progress (for the reconcile loop).
+func (s *Store) InProgressBindings(ctx context.Context) ([]*BindingRecord, error) {
+	return s.listBindings(ctx, labelRecord+"=binding,"+labelInProgress+"=true")
+}
+
+func (s *Store) listBindings(ctx context.Context, selector string) ([]*BindingRecord, error) {
+	list, err := s.client.CoreV1().Secrets(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +346,6 @@ func (s *Store) create(ctx context.Context, name, typ string, labels map[string]
 	if err != nil {
 		return "", err
 	}
-	labels[provisioners.LabelManagedBy] = provisioners.ManagedByStrata
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: labels},
 		Type:       corev1.SecretType(typ),
@@ -314,27 +361,48 @@ func (s *Store) create(ctx context.Context, name, typ string, labels map[string]
 	return out.ResourceVersion, nil
 }
 
-func (s *Store) update(ctx context.Context, name, resourceVersion string, rec any) (string, error) {
+func inProgressLabel(o Operation) string {
+	if o.State == provisioners.InProgress {
+		return "true"
+	}
+	return "false"
+}
+
+func (r *InstanceRecord) labels() map[string]string {
+	return map[string]string{
+		labelRecord: "instance", provisioners.LabelInstanceID: provisioners.LabelValue(r.ID), provisioners.LabelTenant: r.Namespace,
+		labelInProgress: inProgressLabel(r.Operation), provisioners.LabelManagedBy: provisioners.ManagedByStrata,
+	}
+}
+
+func (r *BindingRecord) labels() map[string]string {
+	return map[string]string{
+		labelRecord: "binding", provisioners.LabelInstanceID: provisioners.LabelValue(r.InstanceID),
+		provisioners.LabelBindingID: provisioners.LabelValue(r.ID), labelInProgress: inProgressLabel(r.Operation),
+		provisioners.LabelManagedBy: provisioners.ManagedByStrata,
+	}
+}
+
+// update replaces the record's Secret whole, carrying the resourceVersion
+// it was read at: the API server refuses the write if anyone changed it
+// since (no read needed first: a record is entirely ours).
+func (s *Store) update(ctx context.Context, name, typ, resourceVersion string, labels map[string]string, rec any) (string, error) {
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return "", err
 	}
-	sec, err := s.client.CoreV1().Secrets(s.namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return "", ErrNotFound
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: labels, ResourceVersion: resourceVersion},
+		Type:       corev1.SecretType(typ),
+		Data:       map[string][]byte{recordKey: raw},
 	}
-	if err != nil {
-		return "", err
-	}
-	if sec.ResourceVersion != resourceVersion {
-		return "", ErrConflict
-	}
-	sec.Data = map[string][]byte{recordKey: raw}
 	out, err := s.client.CoreV1().Secrets(s.namespace).Update(ctx, sec, metav1.UpdateOptions{})
-	if apierrors.IsConflict(err) {
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", ErrNotFound
+	case apierrors.IsConflict(err):
 		return "", ErrConflict
-	}
-	if err != nil {
+	case err != nil:
 		return "", fmt.Errorf("update record %s: %w", name, err)
 	}
 	return out.ResourceVersion, nil

@@ -2,7 +2,10 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"reflect"
 	"text/template"
 	"time"
@@ -24,14 +27,19 @@ import (
 // Options configure New.
 type Options struct {
 	// Namespace keeps the broker's records.
-	Namespace            string
-	Postgres             postgres.Config
-	Redis                redis.Config
-	Kafka                kafka.Config
-	OpenBao              binding.OpenBaoConfig
-	CFNamespaceTemplate  string
-	Limits               TenancyLimits
-	DashboardURLTemplate string
+	Namespace           string
+	Postgres            postgres.Config
+	Redis               redis.Config
+	Kafka               kafka.Config
+	OpenBao             binding.OpenBaoConfig
+	CFNamespaceTemplate string
+	// DeniedNamespaces and AllowedNamespaceSelector restrict which
+	// namespaces may be tenants, beyond those the platform reserves
+	// (tenancy.deniedNamespaces, tenancy.allowedNamespaceSelector).
+	DeniedNamespaces         []string
+	AllowedNamespaceSelector string
+	Limits                   TenancyLimits
+	DashboardURLTemplate     string
 	// Kubernetes sets the client-side rate limits of every client New
 	// makes (zero fields: the shipped defaults).
 	Kubernetes KubernetesConfig
@@ -67,10 +75,6 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 	if err := o.Limits.Validate(); err != nil {
 		return nil, err
 	}
-	tenancy, err := NewTenancy(core, o.CFNamespaceTemplate)
-	if err != nil {
-		return nil, err
-	}
 	var dash *template.Template
 	if o.DashboardURLTemplate != "" {
 		if dash, err = template.New("dashboard").Option("missingkey=error").Parse(o.DashboardURLTemplate); err != nil {
@@ -90,6 +94,15 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		o.Redis.ServerCertificates = o.Postgres.ServerCertificates
 	}
 	rp := &redis.Provisioner{Config: o.Redis}
+	tenancy, err := NewTenancy(core, TenancyOptions{
+		CFNamespaceTemplate: o.CFNamespaceTemplate,
+		Reserved:            reservedNamespaces(o),
+		Denied:              o.DeniedNamespaces,
+		AllowedSelector:     o.AllowedNamespaceSelector,
+	})
+	if err != nil {
+		return nil, err
+	}
 	var logins binding.CredentialSource = &binding.RoleSource{Kube: kube}
 	var kv binding.KVStore // OpenBao's KV engine, for Redis passwords
 	if o.OpenBao.Enabled() {
@@ -115,6 +128,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		baseline.MeshIdentityNamespaces = []string{o.OpenBao.Namespace}
 	}
 	return &Broker{
+		Replica:   replicaName(),
 		Baseline:  baseline,
 		Catalog:   catalog.Default(),
 		Validator: catalog.NewValidator(),
@@ -150,4 +164,35 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			return l.Items, nil
 		},
 	}, nil
+}
+
+// replicaName is the pod's name (the hostname) and a random suffix, so a
+// restarted process is never mistaken for its predecessor.
+func replicaName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
+// reservedNamespaces are the namespaces the platform runs in: a tenant's
+// instance there would sit beside (and be reachable by the network
+// policies of) the broker, the shared clusters or the operators.
+func reservedNamespaces(o Options) map[string]string {
+	r := map[string]string{}
+	add := func(ns, why string) {
+		if ns != "" && r[ns] == "" {
+			r[ns] = why
+		}
+	}
+	add(o.Namespace, "it is the broker's own namespace")
+	add(o.Kafka.Shared.Namespace, "it holds the shared Kafka cluster")
+	add(o.Postgres.Shared.Namespace, "it holds the shared PostgreSQL cluster")
+	add(o.Postgres.OperatorNamespace, "it runs the CloudNativePG operator")
+	add(o.Redis.OperatorNamespace, "it runs the Redis operator")
+	add(o.OpenBao.Namespace, "it runs OpenBao")
+	add(o.Postgres.MonitoringNamespace, "it runs the platform's monitoring")
+	add(o.Redis.MonitoringNamespace, "it runs the platform's monitoring")
+	add(o.Kafka.MonitoringNamespace, "it runs the platform's monitoring")
+	return r
 }

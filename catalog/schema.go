@@ -321,7 +321,7 @@ func describe(ve *jsonschema.ValidationError, doc Schema) string {
 			}
 			return
 		}
-		lines = append(lines, path+": "+e.ErrorKind.LocalizedString(printer))
+		lines = append(lines, path+": "+describeKind(e.ErrorKind))
 	}
 	walk(ve)
 	sort.Strings(lines)
@@ -329,6 +329,19 @@ func describe(ve *jsonschema.ValidationError, doc Schema) string {
 }
 
 var printer = message.NewPrinter(language.English)
+
+// describeKind says what is wrong without repeating a string the request
+// sent: the library's pattern and format messages quote the value, and a
+// parameter value may be a secret (descriptions reach logs and users).
+func describeKind(k jsonschema.ErrorKind) string {
+	switch k := k.(type) {
+	case *kind.Pattern:
+		return fmt.Sprintf("does not match the pattern %s", k.Want)
+	case *kind.Format:
+		return fmt.Sprintf("is not a valid %s", k.Want)
+	}
+	return k.LocalizedString(printer)
+}
 
 // propertyNames lists the properties the schema allows at an instance
 // location (array indices step into "items").

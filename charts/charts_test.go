@@ -80,14 +80,15 @@ func get(t *testing.T, v any, path ...any) any {
 
 func strs(v any) []string {
 	var out []string
-	for _, x := range v.([]any) {
+	xs, _ := v.([]any) // absent: none
+	for _, x := range xs {
 		out = append(out, x.(string))
 	}
 	return out
 }
 
 type rule struct {
-	groups, resources, verbs []string
+	groups, resources, verbs, names []string
 }
 
 func rules(t *testing.T, role map[string]any) []rule {
@@ -95,7 +96,7 @@ func rules(t *testing.T, role map[string]any) []rule {
 	var out []rule
 	for _, r := range get(t, role, "rules").([]any) {
 		m := r.(map[string]any)
-		out = append(out, rule{strs(m["apiGroups"]), strs(m["resources"]), strs(m["verbs"])})
+		out = append(out, rule{strs(m["apiGroups"]), strs(m["resources"]), strs(m["verbs"]), strs(m["resourceNames"])})
 	}
 	return out
 }
@@ -350,10 +351,18 @@ func TestDefaultRender(t *testing.T) {
 		role := one(t, objs, "Role")
 		g.Expect(get(t, role, "metadata", "namespace")).To(Equal(namespace))
 		// broker/store.go: Get, List (by label), Create, Update (with the
-		// resourceVersion read), Delete (with a precondition).
+		// resourceVersion read), Delete (with a precondition); the
+		// reconcile loop's Lease (broker/reconcile.go): created once, then
+		// read and renewed by name only.
 		g.Expect(grantTable(rules(t, role))).To(Equal(map[string][]string{
-			"secrets": {"create", "delete", "get", "list", "update"},
+			"secrets":                    {"create", "delete", "get", "list", "update"},
+			"leases.coordination.k8s.io": {"create", "get", "update"},
 		}))
+		for _, r := range rules(t, role) {
+			if slices.Contains(r.verbs, "update") && slices.Contains(r.resources, "leases") {
+				g.Expect(r.names).To(Equal([]string{"strata-broker-reconciler"}), "only the reconciler's Lease may be renewed")
+			}
+		}
 		rb := one(t, objs, "RoleBinding")
 		g.Expect(get(t, rb, "metadata", "namespace")).To(Equal(namespace))
 		g.Expect(get(t, rb, "roleRef", "kind")).To(Equal("Role"))

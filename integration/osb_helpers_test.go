@@ -123,6 +123,12 @@ type clock struct {
 }
 
 func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
+
+// claimExpiry is longer than a request's claim on the operation it works
+// on (broker's claimTTL, 15 s): moving the clock by it makes the request
+// look like one whose replica died.
+const claimExpiry = 31 * time.Second
+
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -235,6 +241,13 @@ func (w *world) startBrokerWith(t testing.TB, configure func(*broker.Options)) *
 	srv := httptest.NewTLSServer(h)
 	t.Cleanup(srv.Close)
 	return &osbClient{t: t, base: srv.URL, http: srv.Client()}
+}
+
+// expectGone asserts the answer to the poll of a finished deprovision:
+// 410 Gone, which the spec makes the success of an asynchronous delete.
+func expectGone(g Gomega, r response) {
+	g.Expect(r.Code).To(Equal(http.StatusGone), "a deprovisioned instance's last_operation is 410 Gone: %s", r.Raw)
+	g.Expect(r.Raw).To(MatchJSON(`{}`))
 }
 
 type response struct {
@@ -473,4 +486,51 @@ func (w *world) operatorAppliesInstance(t testing.TB, ns, instanceID string) []*
 		}
 	}
 	return out
+}
+
+// standardInstance is the provisioners' view of a postgresql standard
+// instance the broker made (names derive from it).
+func standardInstance(t testing.TB, id, ns string) provisioners.Instance {
+	t.Helper()
+	svc, plan, err := catalog.Default().Find(catalog.PostgresServiceID, catalog.PostgresStandardID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return provisioners.Instance{ID: id, Name: provisioners.ResourceName("pg-", id), Namespace: ns, Service: svc, Plan: plan}
+}
+
+// interruptBind rewrites a binding's record into what a replica that died
+// in the middle of the bind leaves: the operation in progress, nothing it
+// issued recorded, and its request's claim run out. Whatever the bind had
+// already made stays where it is.
+func (w *world) interruptBind(t testing.TB, bindingID string) {
+	t.Helper()
+	ctx := context.Background()
+	secrets := w.core.CoreV1().Secrets(brokerNS)
+	name := provisioners.ResourceName("strata-binding-", bindingID)
+	sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(sec.Data["record.json"], &rec); err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "credentials")
+	delete(rec, "handles")
+	delete(rec, "expiresAt")
+	delete(rec, "renewBefore")
+	rec["secretName"] = ""
+	op := rec["operation"].(map[string]any)
+	op["state"], op["description"] = "in progress", ""
+	op["claimedBy"], op["claimedUntil"] = "a-replica-that-died", w.now.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["record.json"] = raw
+	sec.Labels["strata.dev/in-progress"] = "true"
+	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -46,8 +46,15 @@ func (k *Kube) resource(gvk schema.GroupVersionKind, namespace string) (dynamic.
 		k.mapper.Reset()
 		m, err = k.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	}
-	if err != nil {
+	if meta.IsNoMatchError(err) {
 		return nil, fmt.Errorf("%s is not served by this cluster (is its operator installed?): %w", gvk.Kind, err)
+	}
+	if err != nil {
+		// The API server did not answer discovery (it restarts, say): that
+		// says nothing about the kind, and a failed discovery must not
+		// stick in the cache.
+		k.mapper.Reset()
+		return nil, fmt.Errorf("could not look %s up in the API server's discovery: %w", gvk.Kind, err)
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
 		return k.dyn.Resource(m.Resource).Namespace(namespace), nil
@@ -63,11 +70,26 @@ func (k *Kube) Apply(ctx context.Context, objs []*unstructured.Unstructured) err
 		if err != nil {
 			return err
 		}
-		if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
+		out, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		if err != nil {
 			return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+		if out.GetDeletionTimestamp() != nil {
+			// Applying to an object being deleted changes it, and then it
+			// is gone: what it was applied for must wait.
+			return &TerminatingError{Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()}
 		}
 	}
 	return nil
+}
+
+// TerminatingError says an object to apply is still being deleted (an
+// earlier instance or binding of the same id, or an attempt being cleaned
+// up); applying again once it is gone succeeds.
+type TerminatingError struct{ Kind, Namespace, Name string }
+
+func (e *TerminatingError) Error() string {
+	return fmt.Sprintf("%s %s/%s is still being deleted; retry once it is gone", e.Kind, e.Namespace, e.Name)
 }
 
 // Get returns the object, or nil when it does not exist.
@@ -96,10 +118,22 @@ func (k *Kube) Observe(ctx context.Context, refs []Ref) (map[Ref]*unstructured.U
 	return out, nil
 }
 
+// leafKinds own nothing: deleting them in the foreground would only keep
+// them, terminating, until the garbage collector's next look, and a
+// binding or baseline made again meanwhile would be applied to an object
+// on its way out.
+var leafKinds = map[schema.GroupKind]bool{
+	{Kind: "Secret"}:    true,
+	{Kind: "ConfigMap"}: true,
+	{Group: "networking.k8s.io", Kind: "NetworkPolicy"}:       true,
+	{Group: "security.istio.io", Kind: "PeerAuthentication"}:  true,
+	{Group: "security.istio.io", Kind: "AuthorizationPolicy"}: true,
+}
+
 // Delete deletes the object with foreground propagation, so its dependents
-// (pods, PVCs) go before it does; a missing object is not an error, nor is
-// a kind the cluster does not serve (no Istio: no PeerAuthentication to
-// delete).
+// (pods, PVCs) go before it does, or at once for kinds that own nothing; a
+// missing object is not an error, nor is a kind the cluster does not serve
+// (no Istio: no PeerAuthentication to delete).
 func (k *Kube) Delete(ctx context.Context, ref Ref) error {
 	ri, err := k.resource(ref.GVK, ref.Namespace)
 	if meta.IsNoMatchError(err) {
@@ -108,8 +142,11 @@ func (k *Kube) Delete(ctx context.Context, ref Ref) error {
 	if err != nil {
 		return err
 	}
-	fg := metav1.DeletePropagationForeground
-	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &fg})
+	propagation := metav1.DeletePropagationForeground
+	if leafKinds[ref.GVK.GroupKind()] {
+		propagation = metav1.DeletePropagationBackground
+	}
+	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &propagation})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -7,19 +7,35 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
+// ParameterError is a parameter the broker cannot honour: it names the
+// parameter (its JSON path, "parameters.storage_gb") and says why, so the
+// broker answers 400 InvalidParameters (or 422 UnsupportedChange for an
+// update) naming it.
+type ParameterError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ParameterError) Error() string { return e.Field + ": " + e.Reason }
+
+// ParamErrorf returns a ParameterError of field.
+func ParamErrorf(field, format string, args ...any) error {
+	return &ParameterError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
 // AtMost checks that value is a positive quantity no larger than limit. A
 // zero limit is no limit (the kubelet sets no CFS quota for a CPU limit of
 // 0), so it would lift the plan's ceiling rather than respect it.
 func AtMost(field, value, limit string) error {
 	v, err := resource.ParseQuantity(value)
 	if err != nil {
-		return fmt.Errorf("%s: %q is not a Kubernetes quantity: %w", field, value, err)
+		return ParamErrorf(field, "%q is not a Kubernetes quantity: %v", value, err)
 	}
 	if v.Sign() <= 0 {
-		return fmt.Errorf("%s: %s must be more than 0 (at most %s on this plan)", field, value, limit)
+		return ParamErrorf(field, "%s must be more than 0 (at most %s on this plan)", value, limit)
 	}
 	if v.Cmp(resource.MustParse(limit)) > 0 {
-		return fmt.Errorf("%s: %s is more than this plan allows (%s); choose a larger plan", field, value, limit)
+		return ParamErrorf(field, "%s is more than this plan allows (%s); choose a larger plan", value, limit)
 	}
 	return nil
 }
@@ -38,7 +54,7 @@ func Deref[T any](p *T, def T) T {
 func DecodeParams(params map[string]any, into any) error {
 	raw, _ := json.Marshal(params)
 	if err := json.Unmarshal(raw, into); err != nil {
-		return fmt.Errorf("parameters: %w", err)
+		return ParamErrorf("parameters", "%v", err)
 	}
 	return nil
 }

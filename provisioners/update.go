@@ -1,8 +1,6 @@
 package provisioners
 
 import (
-	"fmt"
-
 	"github.com/strata-dev/strata/catalog"
 )
 
@@ -19,7 +17,7 @@ func ResolveUpdate[S any](resolve func(*catalog.Plan, map[string]any) (S, error)
 // StorageGrows refuses a smaller volume: volumes can grow but not shrink.
 func StorageGrows(beforeGB, afterGB int) error {
 	if afterGB < beforeGB {
-		return fmt.Errorf("parameters.storage_gb: volumes can grow but not shrink (%d GB now, %d asked); keep %d or more",
+		return ParamErrorf("parameters.storage_gb", "volumes can grow but not shrink (%d GB now, %d asked); keep %d or more",
 			beforeGB, afterGB, beforeGB)
 	}
 	return nil

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -29,8 +28,8 @@ import (
 )
 
 type flags struct {
-	listen, tlsCert, tlsKey, credentialsDir, config, namespace, kubeconfig, logLevel string
-	embedded                                                                         bool
+	listen, tlsCert, tlsKey, credentialsDir, config, namespace, kubeconfig, logLevel, logFormat string
+	embedded                                                                                    bool
 }
 
 func env(name, def string) string {
@@ -50,6 +49,7 @@ func parseFlags() flags {
 	flag.StringVar(&f.namespace, "namespace", env("POD_NAMESPACE", ""), "namespace of the broker's records")
 	flag.StringVar(&f.kubeconfig, "kubeconfig", env("KUBECONFIG", ""), "kubeconfig (default: in-cluster)")
 	flag.StringVar(&f.logLevel, "log-level", env("STRATA_LOG_LEVEL", "info"), "debug, info, warn or error")
+	flag.StringVar(&f.logFormat, "log-format", env("STRATA_LOG_FORMAT", "auto"), "json, console (readable), or auto: console when stderr is a terminal, else json")
 	flag.BoolVar(&f.embedded, "embedded", false, "start a local control plane and serve against it (development)")
 	flag.Parse()
 	if f.listen == "" {
@@ -64,17 +64,11 @@ func parseFlags() flags {
 
 func main() {
 	f := parseFlags()
-	level, err := zapcore.ParseLevel(f.logLevel)
+	log, err := newLogger(f.logFormat, f.logLevel, os.Stderr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "--log-level:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	zc := zap.NewProductionConfig()
-	zc.Level = zap.NewAtomicLevelAt(level)
-	// brokerapi logs every 4xx at error level; stack traces of client
-	// mistakes only bury the log.
-	zc.DisableStacktrace = true
-	log, _ := zc.Build()
 	defer func() { _ = log.Sync() }()
 	if err := run(f, log); err != nil {
 		log.Error("strata-broker stopped", zap.Error(err))
@@ -131,6 +125,8 @@ func run(f flags, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Operations finish whether or not a platform polls them.
+	go b.RunReconciler(ctx, broker.ReconcileOptions{Interval: time.Duration(cfg.ReconcileIntervalSeconds) * time.Second})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	handler := broker.NewHandler(b, broker.HandlerOptions{

@@ -80,6 +80,10 @@ type Env struct {
 
 	procs    []*proc
 	stopOnce sync.Once
+	// apiserver and its command line, for RestartAPIServer.
+	apiserver     *proc
+	apiserverBin  string
+	apiserverArgs []string
 }
 
 // proc is a started child process whose exit is observable without
@@ -144,28 +148,31 @@ func Start() (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	apiserver, err := env.spawn("kube-apiserver", apiserverBin,
-		"--etcd-servers="+etcdURL,
+	env.apiserverBin = apiserverBin
+	env.apiserverArgs = []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		// Without it the API server looks for a routable interface and
 		// fails on hosts that have none.
 		"--advertise-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", apiPort),
-		"--tls-cert-file="+files.cert,
-		"--tls-private-key-file="+files.key,
-		"--token-auth-file="+files.tokens,
+		"--tls-cert-file=" + files.cert,
+		"--tls-private-key-file=" + files.key,
+		"--token-auth-file=" + files.tokens,
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		// The private key file also carries the public key that verifies
 		// the tokens the API server signs.
-		"--service-account-key-file="+files.saKey,
-		"--service-account-signing-key-file="+files.saKey,
+		"--service-account-key-file=" + files.saKey,
+		"--service-account-signing-key-file=" + files.saKey,
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--allow-privileged=true",
-	)
+	}
+	apiserver, err := env.spawn("kube-apiserver", apiserverBin, env.apiserverArgs...)
 	if err != nil {
 		return nil, err
 	}
+	env.apiserver = apiserver
 
 	env.Config = &rest.Config{
 		Host:            fmt.Sprintf("https://127.0.0.1:%d", apiPort),
@@ -185,6 +192,23 @@ func Start() (_ *Env, err error) {
 		return nil, err
 	}
 	return env, nil
+}
+
+// RestartAPIServer stops the API server (as a crash or an upgrade would:
+// clients see refused connections meanwhile) and starts it again on the
+// same address with the same etcd, and waits until it is ready.
+func (e *Env) RestartAPIServer() error {
+	e.apiserver.stop()
+	p, err := e.spawn("kube-apiserver-restarted", e.apiserverBin, e.apiserverArgs...)
+	if err != nil {
+		return err
+	}
+	e.apiserver = p
+	hc, err := rest.HTTPClientFor(e.Config)
+	if err != nil {
+		return err
+	}
+	return waitFor(p, hc, e.Config.Host+"/readyz", "ok")
 }
 
 // Stop kills both processes and removes Dir. It is safe to call twice.

@@ -58,7 +58,7 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	seen := map[string]int{}
 	for i, t := range p.Topics {
 		if j, dup := seen[t.Name]; dup {
-			return Settings{}, fmt.Errorf("parameters.topics.%d.name: topic %q is already parameters.topics.%d; topic names are unique", i, t.Name, j)
+			return Settings{}, provisioners.ParamErrorf(fmt.Sprintf("parameters.topics.%d.name", i), "topic %q is already parameters.topics.%d; topic names are unique", t.Name, j)
 		}
 		seen[t.Name] = i
 		s.Topics = append(s.Topics, Topic{
@@ -80,12 +80,12 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 			t.CleanupPolicy = "delete"
 		}
 		if t.Partitions > k.MaxPartitions || t.RetentionMs > k.MaxRetentionMs {
-			return Settings{}, fmt.Errorf("parameters.topics.%d: %d partitions and retention %d ms exceed plan %q (at most %d partitions, %d ms)",
-				i, t.Partitions, t.RetentionMs, plan.Name, k.MaxPartitions, k.MaxRetentionMs)
+			return Settings{}, provisioners.ParamErrorf(fmt.Sprintf("parameters.topics.%d", i), "%d partitions and retention %d ms exceed plan %q (at most %d partitions, %d ms)",
+				t.Partitions, t.RetentionMs, plan.Name, k.MaxPartitions, k.MaxRetentionMs)
 		}
 	}
 	if len(s.Topics) > k.MaxTopics {
-		return Settings{}, fmt.Errorf("parameters.topics: %d topics, plan %q allows %d", len(s.Topics), plan.Name, k.MaxTopics)
+		return Settings{}, provisioners.ParamErrorf("parameters.topics", "%d topics, plan %q allows %d", len(s.Topics), plan.Name, k.MaxTopics)
 	}
 	return s, nil
 }

@@ -37,12 +37,12 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 			if after.AllowTopicDeletion {
 				continue
 			}
-			return fmt.Errorf("parameters.topics: topic %q is left out, which would delete it and its records (topics cannot be renamed: a new name is a new, empty topic); keep it in the list, or set parameters.allow_topic_deletion to true to delete it",
+			return provisioners.ParamErrorf("parameters.topics", "topic %q is left out, which would delete it and its records (topics cannot be renamed: a new name is a new, empty topic); keep it in the list, or set parameters.allow_topic_deletion to true to delete it",
 				t.Name)
 		}
 		if n.Partitions < t.Partitions {
-			return fmt.Errorf("parameters.topics[name=%s].partitions: Kafka cannot remove partitions (%d now, %d asked); keep %d or more",
-				t.Name, t.Partitions, n.Partitions, t.Partitions)
+			return provisioners.ParamErrorf("parameters.topics[name="+t.Name+"].partitions", "Kafka cannot remove partitions (%d now, %d asked); keep %d or more",
+				t.Partitions, n.Partitions, t.Partitions)
 		}
 	}
 	return nil

@@ -175,7 +175,7 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	}
 	image, ok := p.Config.Images[s.Version]
 	if !ok {
-		return nil, fmt.Errorf("parameters.version: no image is configured for PostgreSQL %s; the platform team sets postgres.images in the broker configuration", s.Version)
+		return nil, provisioners.ParamErrorf("parameters.version", "no image is configured for PostgreSQL %s; the platform team sets postgres.images in the broker configuration", s.Version)
 	}
 	pg := inst.Plan.Postgres
 	if pg.Backup != nil && p.Config.Backup.Bucket == "" {

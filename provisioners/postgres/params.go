@@ -1,8 +1,6 @@
 package postgres
 
 import (
-	"fmt"
-
 	"github.com/robfig/cron/v3"
 
 	"github.com/strata-dev/strata/catalog"
@@ -95,7 +93,7 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 			s.RetentionDays = provisioners.Deref(p.Backup.RetentionDays, s.RetentionDays)
 		}
 		if _, err := cronSeconds.Parse(s.BackupCron); err != nil {
-			return Settings{}, fmt.Errorf("parameters.backup.schedule: %q is not a six-field cron expression with seconds first (e.g. \"0 0 3 * * *\"): %w", s.BackupCron, err)
+			return Settings{}, provisioners.ParamErrorf("parameters.backup.schedule", "%q is not a six-field cron expression with seconds first (e.g. \"0 0 3 * * *\"): %v", s.BackupCron, err)
 		}
 	}
 	return s, nil

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/strata-dev/strata/provisioners"
@@ -20,7 +19,7 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 		return err
 	}
 	if before.Version != after.Version {
-		return fmt.Errorf("parameters.version: PostgreSQL %s cannot become %s in place; provision a new instance with version %s and migrate the data (pg_dump or logical replication)",
+		return provisioners.ParamErrorf("parameters.version", "PostgreSQL %s cannot become %s in place; provision a new instance with version %s and migrate the data (pg_dump or logical replication)",
 			before.Version, after.Version, after.Version)
 	}
 	if err := provisioners.StorageGrows(before.StorageGB, after.StorageGB); err != nil {
@@ -28,11 +27,11 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 	}
 	for _, db := range before.Databases {
 		if !slices.Contains(after.Databases, db) {
-			return fmt.Errorf("parameters.databases: database %q would be dropped with its data; keep it in the list (databases can be added, not removed)", db)
+			return provisioners.ParamErrorf("parameters.databases", "database %q would be dropped with its data; keep it in the list (databases can be added, not removed)", db)
 		}
 	}
 	if before.Databases[0] != after.Databases[0] {
-		return fmt.Errorf("parameters.databases: the first database (%q) is the one the cluster was created with and must stay first", before.Databases[0])
+		return provisioners.ParamErrorf("parameters.databases", "the first database (%q) is the one the cluster was created with and must stay first", before.Databases[0])
 	}
 	return nil
 }

@@ -70,10 +70,10 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		s.Memory = provisioners.Deref(p.Resources.Memory, r.Memory)
 	}
 	if s.Replicas < r.MinReplicas || s.Replicas > r.MaxReplicas {
-		return Settings{}, fmt.Errorf("parameters.replicas: %d is outside this plan's %d–%d", s.Replicas, r.MinReplicas, r.MaxReplicas)
+		return Settings{}, provisioners.ParamErrorf("parameters.replicas", "%d is outside this plan's %d–%d", s.Replicas, r.MinReplicas, r.MaxReplicas)
 	}
 	if s.StorageGB < r.MinStorageGB || s.StorageGB > r.MaxStorageGB {
-		return Settings{}, fmt.Errorf("parameters.storage_gb: %d is outside this plan's %d–%d GB", s.StorageGB, r.MinStorageGB, r.MaxStorageGB)
+		return Settings{}, provisioners.ParamErrorf("parameters.storage_gb", "%d is outside this plan's %d–%d GB", s.StorageGB, r.MinStorageGB, r.MaxStorageGB)
 	}
 	if err := provisioners.AtMost("parameters.resources.cpu", s.CPU, r.MaxCPU); err != nil {
 		return Settings{}, err

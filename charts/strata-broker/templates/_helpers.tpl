@@ -112,7 +112,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- define "strata-broker.config" -}}
 {{- $config := deepCopy (default (dict) .Values.config) }}
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
-{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "kubernetes" "tenancy" "postgres" "openBao" "redis" "kafka")) }}
+{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "reconcileIntervalSeconds" "kubernetes" "tenancy" "postgres" "openBao" "redis" "kafka")) }}
 {{- with $config.kubernetes }}
 {{- include "strata-broker.checkKeys" (list "config.kubernetes" . (list "qps" "burst")) }}
 {{- end }}
@@ -135,7 +135,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- end }}
 {{- end }}
 {{- with $config.tenancy }}
-{{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "limits")) }}
+{{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "deniedNamespaces" "allowedNamespaceSelector" "limits")) }}
 {{- end }}
 {{- with $config.postgres }}
 {{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
