@@ -14,8 +14,8 @@ import (
 // progress per replica: a provision makes about 13 requests of the dynamic
 // client (325/s) and a poll of an operation in progress about 14 (300
 // operations polled every 10 s: 420/s). 500/s with bursts of 1,000 per
-// client sustains both, where 100/s made 16 concurrent provisions take
-// twice as long as an unlimited client (measured in docs/benchmarks.md),
+// client sustains both, where 100/s made 16 concurrent provisions take 1.6
+// to 2 times as long as an unlimited client (measured in docs/benchmarks.md),
 // and still stops a runaway loop from flooding the API server.
 const (
 	DefaultKubernetesQPS   = 500
