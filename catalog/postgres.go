@@ -66,10 +66,19 @@ type PoolerPlan struct {
 	Mode            string
 	DefaultPoolSize int
 	MaxClientConn   int
+	// CPU and Memory are each PgBouncer pod's (requests = limits): a
+	// namespace with a ResourceQuota on cpu or memory admits only pods
+	// that ask for them.
+	CPU, Memory string
 }
 
 // BackupPlan is the plan's default backup policy.
 type BackupPlan struct {
+	// SidecarCPU and SidecarMemory are the barman-cloud plugin's sidecar
+	// in each instance pod (requests = limits), which archives the WAL and
+	// takes the backups: without them a namespace with a ResourceQuota on
+	// cpu or memory refuses the instance's pods.
+	SidecarCPU, SidecarMemory string
 	// Schedule is a 6-field cron expression, seconds first (CloudNativePG's
 	// ScheduledBackup format), in UTC.
 	Schedule         string
@@ -126,8 +135,8 @@ func postgresService() Service {
 			StorageGB: 20, MinStorageGB: 5, MaxStorageGB: 500,
 			CPU: "1", Memory: "2Gi", MaxCPU: "4", MaxMemory: "16Gi",
 			MaxConnections: 200,
-			Pooler:         &PoolerPlan{Instances: 2, Mode: "transaction", DefaultPoolSize: 20, MaxClientConn: 1000},
-			Backup:         &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 7, MaxRetentionDays: 35},
+			Pooler:         &PoolerPlan{Instances: 2, Mode: "transaction", DefaultPoolSize: 20, MaxClientConn: 1000, CPU: "250m", Memory: "256Mi"},
+			Backup:         &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 7, MaxRetentionDays: 35, SidecarCPU: "250m", SidecarMemory: "512Mi"},
 			ZoneSpread:     "preferred",
 		},
 	}
@@ -142,8 +151,8 @@ func postgresService() Service {
 			StorageGB: 50, MinStorageGB: 10, MaxStorageGB: 2000,
 			CPU: "2", Memory: "8Gi", MaxCPU: "16", MaxMemory: "64Gi",
 			MaxConnections:      400,
-			Pooler:              &PoolerPlan{Instances: 3, Mode: "transaction", DefaultPoolSize: 40, MaxClientConn: 2000},
-			Backup:              &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 30, MaxRetentionDays: 90},
+			Pooler:              &PoolerPlan{Instances: 3, Mode: "transaction", DefaultPoolSize: 40, MaxClientConn: 2000, CPU: "500m", Memory: "512Mi"},
+			Backup:              &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 30, MaxRetentionDays: 90, SidecarCPU: "500m", SidecarMemory: "512Mi"},
 			SynchronousStandbys: 1,
 			ZoneSpread:          "required",
 		},

@@ -40,7 +40,7 @@ import (
 // binding record.
 func TestFlowsSurviveReplicaKillsAndAnAPIServerRestart(t *testing.T) {
 	const (
-		ns    = "team-f"
+		ns    = "team-chaos"
 		flows = 100
 		kills = 10
 	)

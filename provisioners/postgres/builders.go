@@ -289,13 +289,10 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		"primaryUpdateStrategy": "unsupervised",
 		"enableSuperuserAccess": false,
 		"storage":               storage,
-		"resources": map[string]any{
-			"requests": map[string]any{"cpu": s.CPU, "memory": s.Memory},
-			"limits":   map[string]any{"cpu": s.CPU, "memory": s.Memory},
-		},
-		"inheritedMetadata": inherited,
-		"affinity":          affinity(pg.ZoneSpread),
-		"postgresql":        postgresql,
+		"resources":             requestsEqualLimits(s.CPU, s.Memory),
+		"inheritedMetadata":     inherited,
+		"affinity":              affinity(pg.ZoneSpread),
+		"postgresql":            postgresql,
 		"bootstrap": map[string]any{"initdb": map[string]any{
 			"database": s.Databases[0], "owner": OwnerRole, "dataChecksums": true,
 		}},
@@ -407,7 +404,11 @@ func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 		"cluster":   map[string]any{"name": n.Cluster},
 		"type":      "rw",
 		"instances": int64(pp.Instances),
-		"template":  map[string]any{"metadata": podMeta},
+		"template": map[string]any{"metadata": podMeta, "spec": map[string]any{
+			// CloudNativePG merges its pgbouncer container into this one
+			// by name; only the resources are ours.
+			"containers": []any{map[string]any{"name": "pgbouncer", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
+		}},
 		"pgbouncer": map[string]any{
 			"poolMode": pp.Mode,
 			"parameters": map[string]any{
@@ -444,18 +445,22 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 	if b.EndpointURL != "" {
 		conf["endpointURL"] = b.EndpointURL
 	}
-	spec := map[string]any{
-		"configuration":   conf,
-		"retentionPolicy": fmt.Sprintf("%dd", s.RetentionDays),
-	}
+	bp := inst.Plan.Postgres.Backup
+	sidecar := map[string]any{"resources": requestsEqualLimits(bp.SidecarCPU, bp.SidecarMemory)}
 	if b.Region != "" {
 		// s3Credentials.region only takes a Secret reference; the sidecar
 		// that runs barman-cloud reads the region from its environment,
 		// as boto3 does.
-		spec["instanceSidecarConfiguration"] = map[string]any{"env": []any{
+		sidecar["env"] = []any{
 			map[string]any{"name": "AWS_REGION", "value": b.Region},
 			map[string]any{"name": "AWS_DEFAULT_REGION", "value": b.Region},
-		}}
+		}
+	}
+	spec := map[string]any{
+		"configuration":   conf,
+		"retentionPolicy": fmt.Sprintf("%dd", s.RetentionDays),
+		// The sidecar runs in every instance pod.
+		"instanceSidecarConfiguration": sidecar,
 	}
 	o := provisioners.NewObject(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, spec)
 	// Deprovision keeps the ObjectStore: a restore reads the backups through
@@ -534,4 +539,14 @@ func peerAuthentication(inst provisioners.Instance, name string, selector map[st
 		"mtls":          map[string]any{"mode": "STRICT"},
 		"portLevelMtls": ports,
 	})
+}
+
+// requestsEqualLimits is a container's resources asking for exactly what
+// it may use: Guaranteed QoS when every container of the pod does, and
+// what a ResourceQuota on requests or limits counts.
+func requestsEqualLimits(cpu, memory string) map[string]any {
+	return map[string]any{
+		"requests": map[string]any{"cpu": cpu, "memory": memory},
+		"limits":   map[string]any{"cpu": cpu, "memory": memory},
+	}
 }

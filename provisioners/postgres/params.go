@@ -111,5 +111,25 @@ func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error
 	if err != nil {
 		return provisioners.Size{}, err
 	}
-	return provisioners.Pods(s.Instances(), s.CPU, s.Memory, s.StorageGB)
+	size, err := provisioners.Pods(s.Instances(), s.CPU, s.Memory, s.StorageGB)
+	if err != nil {
+		return provisioners.Size{}, err
+	}
+	// Every pod the instance's objects produce counts: the barman-cloud
+	// sidecar in each instance pod, and the PgBouncer pods.
+	if b := inst.Plan.Postgres.Backup; b != nil {
+		sidecars, err := provisioners.Pods(s.Instances(), b.SidecarCPU, b.SidecarMemory, 0)
+		if err != nil {
+			return provisioners.Size{}, err
+		}
+		size = size.Add(sidecars)
+	}
+	if pp := inst.Plan.Postgres.Pooler; pp != nil {
+		poolers, err := provisioners.Pods(pp.Instances, pp.CPU, pp.Memory, 0)
+		if err != nil {
+			return provisioners.Size{}, err
+		}
+		size = size.Add(poolers)
+	}
+	return size, nil
 }

@@ -282,7 +282,7 @@ func TestKMSKeyIsPassedToBothBarmanTools(t *testing.T) {
 		{"spec", "configuration", "wal", "archiveAdditionalCommandArgs"},
 		{"spec", "configuration", "data", "additionalCommandArgs"},
 		{"spec", "configuration", "endpointURL"},
-		{"spec", "instanceSidecarConfiguration"},
+		{"spec", "instanceSidecarConfiguration", "env"},
 	} {
 		_, found, _ := unstructured.NestedFieldNoCopy(store.Object, path...)
 		g.Expect(found).To(BeFalse(), strings.Join(path, "."))
@@ -438,4 +438,35 @@ func TestBuildDoesNotAliasInputs(t *testing.T) {
 	again, err := renderYAML(build(t, c, inst))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(again)).To(Equal(string(want)))
+}
+
+// Every container the instance's objects put in a pod asks for cpu and
+// memory, requests and limits alike: a tenant namespace with a
+// ResourceQuota on any of them admits no pod that does not, and CloudNativePG
+// would then never get its instances, sidecars or PgBouncers running.
+func TestEveryContainerHasResources(t *testing.T) {
+	for _, plan := range planNames {
+		t.Run(plan, func(t *testing.T) {
+			g := NewWithT(t)
+			objs := build(t, baseConfig(), testInstance(t, plan, nil))
+			containers := map[string]map[string]any{
+				"PostgreSQL": nestedMap(t, one(t, objs, "Cluster"), "spec", "resources"),
+			}
+			if p := testInstance(t, plan, nil).Plan.Postgres; p.Backup != nil {
+				containers["barman-cloud sidecar"] = nestedMap(t, one(t, objs, "ObjectStore"), "spec", "instanceSidecarConfiguration", "resources")
+			}
+			if p := testInstance(t, plan, nil).Plan.Postgres; p.Pooler != nil {
+				cs, _, _ := unstructured.NestedSlice(one(t, objs, "Pooler").Object, "spec", "template", "spec", "containers")
+				g.Expect(cs).To(HaveLen(1))
+				g.Expect(cs[0]).To(HaveKeyWithValue("name", "pgbouncer"))
+				containers["PgBouncer"] = cs[0].(map[string]any)["resources"].(map[string]any)
+			}
+			for name, res := range containers {
+				for _, kind := range []string{"requests", "limits"} {
+					g.Expect(res).To(HaveKey(kind), "%s %s", name, kind)
+					g.Expect(res[kind]).To(And(HaveKey("cpu"), HaveKey("memory")), "%s %s", name, kind)
+				}
+			}
+		})
+	}
 }
