@@ -15,13 +15,14 @@ var (
 	clusterGVK  = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "Cluster"}
 	poolerGVK   = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "Pooler"}
 	databaseGVK = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "Database"}
+	// certificateGVK is cert-manager's Certificate of the server TLS.
+	certificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
 )
 
 // failedPhases are CloudNativePG phases that need a person (or a platform
 // fix) before the cluster can make progress; waiting on them until the
 // polling deadline would only hide the reason.
 var failedPhases = []string{
-	"Cluster cannot proceed to reconciliation due to an unknown plugin being required",
 	"Cluster cannot proceed to reconciliation due to an error while interacting with plugins",
 	"Cluster has incomplete or invalid image catalog",
 	"Cluster is unrecoverable and needs manual intervention",
@@ -31,7 +32,16 @@ var failedPhases = []string{
 	"Waiting for user action",
 }
 
-// Watched lists the Cluster, its Databases and its Pooler.
+// phaseUnknownPlugin is CloudNativePG's phase for a Cluster that names a
+// plugin the operator has not loaded: on the standard and ha plans, the
+// barman-cloud plugin that archives the WAL and takes the backups. The
+// operator looks again every 10 s, so the instance goes on by itself once
+// the platform team installs the plugin: it stays in progress, saying
+// what to install.
+const phaseUnknownPlugin = "Cluster cannot proceed to reconciliation due to an unknown plugin being required"
+
+// Watched lists the Cluster, its Databases, its Pooler and its server
+// Certificate.
 func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
 	if inst.Plan.Postgres.Shared {
 		return p.watchedShared(inst)
@@ -46,6 +56,9 @@ func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
 	}
 	if inst.Plan.Postgres.Pooler != nil {
 		refs = append(refs, provisioners.Ref{GVK: poolerGVK, Namespace: inst.Namespace, Name: n.Pooler})
+	}
+	if p.Config.ServerCertificates.IssuerName != "" {
+		refs = append(refs, provisioners.Ref{GVK: certificateGVK, Namespace: inst.Namespace, Name: n.ServerCertificate})
 	}
 	return refs
 }
@@ -73,6 +86,10 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	}
 	phase, _, _ := unstructured.NestedString(cluster.Object, "status", "phase")
 	reason, _, _ := unstructured.NestedString(cluster.Object, "status", "phaseReason")
+	if phase == phaseUnknownPlugin {
+		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: CloudNativePG does not know the plugin this plan backs up with (%s): "+
+			"the platform team installs the barman-cloud plugin (charts/strata-platform-operators, docs/install.md); the instance goes on once it runs", reason))
+	}
 	if slices.Contains(failedPhases, phase) {
 		d := "CloudNativePG reports: " + phase
 		if reason != "" {
@@ -86,6 +103,11 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		phase = "waiting for the operator"
 	}
 	if !provisioners.ConditionTrue(cluster, "Ready") || ready < want {
+		// The instances cannot start without their server certificate:
+		// when it is missing, that is what to report.
+		if ref := refs[len(refs)-1]; ref.GVK == certificateGVK && !provisioners.ConditionTrue(observed[ref], "Ready") {
+			return provisioners.Progressing(provisioners.CertificateWait(observed[ref], ref.Name, p.Config.ServerCertificates))
+		}
 		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: %s (%d of %d instances ready)", phase, ready, want))
 	}
 	if !inst.UpdatedAt.IsZero() && !readySince(cluster, inst.UpdatedAt) && now.Sub(inst.UpdatedAt) < UpdateSettle {
@@ -109,6 +131,8 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 				}
 				return provisioners.Progressing(d)
 			}
+		case "Certificate":
+			// Issued: the instances are up with it.
 		case "Pooler":
 			if o == nil {
 				return provisioners.Progressing("waiting for the PgBouncer pooler")

@@ -199,7 +199,9 @@ func TestAssess(t *testing.T) {
 				w.setCluster("Cluster cannot proceed to reconciliation due to an unknown plugin being required", "status", "phase")
 				w.setCluster("Unknown plugin: 'barman-cloud.cloudnative-pg.io'", "status", "phaseReason")
 			},
-			state: provisioners.Failed, desc: []string{"unknown plugin", "barman-cloud.cloudnative-pg.io"}},
+			// The operator looks again every 10 s: once the platform team
+			// installs the plugin, the instance goes on.
+			state: provisioners.InProgress, desc: []string{"barman-cloud.cloudnative-pg.io", "installs the barman-cloud plugin", "charts/strata-platform-operators"}},
 		{name: "image catalog without a reason", plan: "dev-lite",
 			change: func(w *observedWorld) {
 				w.setCluster("Cluster has incomplete or invalid image catalog", "status", "phase")
@@ -341,4 +343,34 @@ func TestAssessFailedPhases(t *testing.T) {
 			w.g.Expect(w.assess().State).NotTo(Equal(provisioners.Failed))
 		})
 	}
+}
+
+// With an issuer configured, an instance whose server certificate is not
+// issued says so, naming the issuer, cert-manager's own message, and what
+// to check: the instances cannot start without it.
+func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
+	g := NewWithT(t)
+	c := baseConfig()
+	c.ServerCertificates.IssuerName = "platform-ca"
+	p := &Provisioner{Config: c}
+	inst := testInstance(t, "dev-lite", nil)
+	refs := p.Watched(inst)
+	cert := refs[len(refs)-1]
+	g.Expect(cert.GVK.Kind).To(Equal("Certificate"))
+	cluster := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"instances": int64(1)}}}
+	certificate := &unstructured.Unstructured{Object: map[string]any{"status": map[string]any{"conditions": []any{map[string]any{
+		"type": "Ready", "status": "False", "reason": "DoesNotExist", "message": "Issuing certificate as Secret does not exist",
+	}}}}}
+	res := p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	g.Expect(res.State).To(Equal(provisioners.InProgress))
+	g.Expect(res.Description).To(And(
+		ContainSubstring("from ClusterIssuer platform-ca"),
+		ContainSubstring("cert-manager: Issuing certificate as Secret does not exist"),
+		ContainSubstring("kubectl get clusterissuer platform-ca"),
+	))
+
+	// Once issued, the Cluster's own progress is what counts again.
+	certificate.Object["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}}
+	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	g.Expect(res.Description).To(ContainSubstring("0 of 1 instances ready"))
 }

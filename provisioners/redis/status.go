@@ -47,7 +47,7 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		return provisioners.Progressing("waiting for the RedisFailover to be created")
 	}
 	if cert == nil || !provisioners.ConditionTrue(cert, "Ready") {
-		return provisioners.Progressing("waiting for cert-manager to issue the TLS certificate " + refs[1].Name)
+		return provisioners.Progressing(provisioners.CertificateWait(cert, refs[1].Name, p.Config.ServerCertificates))
 	}
 	if sts == nil {
 		return provisioners.Progressing("waiting for the redis-operator to create the Redis StatefulSet " + refs[2].Name)
