@@ -172,11 +172,13 @@ func TestRenderedKafkaObjectsPassStrimziModel(t *testing.T) {
 func TestStrimziModelCheckReportsWrongObjects(t *testing.T) {
 	g := NewWithT(t)
 	c := checker(t)
-	var kafkaObj, topic, user map[string]any
+	var kafkaObj, pool, topic, user map[string]any
 	for _, r := range renderAll(t) {
 		switch r.obj["kind"] {
 		case "Kafka":
 			kafkaObj = r.obj
+		case "KafkaNodePool":
+			pool = r.obj
 		case "KafkaTopic":
 			topic = r.obj
 		case "KafkaUser":
@@ -201,6 +203,8 @@ func TestStrimziModelCheckReportsWrongObjects(t *testing.T) {
 		// spec.kafka.replicas was deprecated (node pools replace it) and is
 		// gone from v1: Strimzi no longer knows it.
 		{"unknown property", set(kafkaObj, int64(3), "spec", "kafka", "replicas"), "spec.kafka.replicas", "unknown property"},
+		// Kubernetes types inside Strimzi's (fabric8's) are checked too.
+		{"unknown Kubernetes property", set(pool, []any{"x"}, "metadata", "finalizerz"), "metadata.finalizerz", "unknown property"},
 		{"unknown nested property", set(user, int64(5), "spec", "quotas", "controllerMutationRat"), "spec.quotas.controllerMutationRat", "unknown property"},
 		// The one deprecation Strimzi 1.2's model carries: the ingress listener type.
 		{"deprecated value", set(kafkaObj, ingress, "spec", "kafka", "listeners"), "spec.kafka.listeners[1].type", "deprecated value ingress"},

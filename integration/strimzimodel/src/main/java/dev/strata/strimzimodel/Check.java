@@ -103,6 +103,13 @@ public final class Check {
     }
 
     void problem(String path, String reason) {
+        // Strimzi's classes expose unknown properties both as a property and
+        // as a @JsonAnyGetter: report each once.
+        for (ObjectNode seen : problems) {
+            if (seen.get("path").asText().equals(path) && seen.get("reason").asText().equals(reason)) {
+                return;
+            }
+        }
         ObjectNode p = json.createObjectNode();
         p.put("path", path);
         p.put("reason", reason);
@@ -143,6 +150,12 @@ public final class Check {
             problem(path, "type " + cls.getSimpleName() + " is @Deprecated");
         }
         BeanDescription bd = json.getSerializationConfig().introspect(json.constructType(cls));
+        // fabric8's Kubernetes types keep unknown properties behind a
+        // @JsonAnyGetter, which is not one of the bean's properties.
+        AnnotatedMember anyGetter = bd.findAnyGetter();
+        if (anyGetter != null) {
+            unknown(path, cls, anyGetter.getValue(o));
+        }
         for (BeanPropertyDefinition prop : bd.findProperties()) {
             AnnotatedMember getter = prop.getAccessor();
             if (getter == null) {
@@ -156,17 +169,23 @@ public final class Check {
                 continue;
             }
             if (prop.getName().equals("additionalProperties") || getter.hasAnnotation(com.fasterxml.jackson.annotation.JsonAnyGetter.class)) {
-                // The model keeps properties it does not know here instead of
-                // failing; the operator warns and ignores them.
-                if (value instanceof Map<?, ?> extra) {
-                    for (Object k : extra.keySet()) {
-                        problem(path.isEmpty() ? String.valueOf(k) : path + "." + k, "unknown property (not in Strimzi's model of " + cls.getSimpleName() + ")");
-                    }
-                }
+                unknown(path, cls, value);
                 continue;
             }
             checkProperty(p, prop, value);
             walk(p, value);
+        }
+    }
+
+    /**
+     * The model keeps properties it does not know in a map instead of
+     * failing; the operator only warns and ignores them.
+     */
+    void unknown(String path, Class<?> cls, Object extra) {
+        if (extra instanceof Map<?, ?> m) {
+            for (Object k : m.keySet()) {
+                problem(path.isEmpty() ? String.valueOf(k) : path + "." + k, "unknown property (not in the model of " + cls.getSimpleName() + ")");
+            }
         }
     }
 
