@@ -217,7 +217,8 @@ func TestStrimziModelCheckReportsWrongObjects(t *testing.T) {
 		{"deprecated value", set(kafkaObj, ingress, "spec", "kafka", "listeners"), "spec.kafka.listeners[1].type", "deprecated value ingress"},
 		{"forbidden config", set(kafkaObj, "/tmp/keystore", "spec", "kafka", "config", "ssl.keystore.location"), "spec.kafka.config.ssl.keystore.location", "forbidden by Strimzi"},
 		{"wrong version", set(kafkaObj, "kafka.strimzi.io/v1beta2", "apiVersion"), "apiVersion", "is not kafka.strimzi.io/v1"},
-		{"wrong type", set(topic, "3", "spec", "partitions"), "", "Cannot coerce String value"},
+		{"string for a number", set(topic, "3", "spec", "partitions"), "", "Cannot coerce String value"},
+		{"number for a string", set(topic, int64(123), "spec", "topicName"), "", "Cannot coerce Integer value"},
 		{"below minimum", set(topic, int64(0), "spec", "partitions"), "spec.partitions", "below the minimum 1"},
 	}
 	var objs []rendered
