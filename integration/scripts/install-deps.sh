@@ -45,6 +45,23 @@ else
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# io.strimzi:api 1.2.0 (integration/strimzimodel) is compiled for Java 21 and
+# Debian 12 has only 17: say early whether a newer JDK is there (the test
+# finds it and fails with the same advice when none is).
+jdk=""
+for release in "${JAVA_HOME:-/nonexistent}/release" /usr/lib/jvm/*/release; do
+  major="$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$release" 2>/dev/null || true)"
+  if [[ -n "$major" ]] && ((major >= 21)); then
+    jdk="$(dirname "$release") (Java $major)"
+    break
+  fi
+done
+if [[ -n "$jdk" ]]; then
+  echo "install-deps: JDK >= 21 for the Strimzi model check: $jdk"
+else
+  echo "install-deps: no JDK >= 21 (integration/strimzimodel needs one): install Eclipse Temurin 21 or later (https://adoptium.net/installation/linux/, apt-get install temurin-21-jdk) or set JAVA_HOME" >&2
+fi
+
 venv="$root/.cache/venv"
 installed=""
 if [[ -x "$venv/bin/pip" ]]; then
