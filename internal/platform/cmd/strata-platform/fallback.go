@@ -17,7 +17,7 @@ make run: the real platform cannot run on this machine:
 Falling back to the API-only embedded control plane:
   go run ./cmd/strata-broker --embedded
 It serves the OSB API on https://127.0.0.1:8443 (credentials in .cache/strata/), but no
-operator runs, so instances stay "in progress" and cannot be bound (README, "API only").
+operator runs, so instances stay "in progress" and cannot be bound (README, "Where the platform cannot run").
 
 `, why)
 	cmd := exec.CommandContext(ctx, "go", "run", "./cmd/strata-broker", "--embedded")
