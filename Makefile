@@ -12,8 +12,8 @@ GO ?= go
 # prints how to use it. Everything keeps running until `make stop`. Where
 # the platform cannot run (not root, not Linux, no cgroups, packages
 # missing), it says why and runs the API-only `strata-broker --embedded`.
-# Go itself is not installed: Debian 12's golang-go (1.19) is older than
-# the version go.mod requires.
+# Go itself is the one thing it does not install (Debian 12's golang-go,
+# 1.19, is older than go.mod's version): without it, it says so.
 run:
 	@command -v $(GO) >/dev/null || { echo "make run: Go is not installed: install the version go.mod names (https://go.dev/dl/), then make run again" >&2; exit 1; }
 	$(GO) run ./internal/platform/cmd/strata-platform run
