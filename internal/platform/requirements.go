@@ -38,6 +38,29 @@ var requirements = []requirement{
 // platform needs.
 const InstallHint = "bash integration/scripts/install-deps.sh (as root), or: apt-get install etcd-server containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev"
 
+// MissingPackages are the Debian packages to install for the programs the
+// platform runs that are not on this machine (`make run` installs them).
+func MissingPackages() []string {
+	var pkgs []string
+	seen := map[string]bool{}
+	for _, r := range requirements {
+		if _, err := os.Stat(r.path); err == nil {
+			continue
+		}
+		for _, pkg := range strings.Fields(strings.TrimPrefix(r.install, "apt-get install ")) {
+			if !seen[pkg] {
+				seen[pkg] = true
+				pkgs = append(pkgs, pkg)
+			}
+		}
+	}
+	return pkgs
+}
+
+// CheckRequirements fails with what is missing, and how to install it,
+// when the machine cannot run the platform.
+func CheckRequirements() error { return checkRequirements() }
+
 // checkRequirements fails with what to install when the machine cannot run
 // the platform.
 func checkRequirements() error {

@@ -6,6 +6,10 @@
 //	strata-platform up [-cnpg]      start the platform (and CloudNativePG), print the kubeconfig
 //	strata-platform up -broker      also CloudNativePG and the broker (its Helm chart), print a curl
 //	strata-platform down [-purge]   stop it and undo every host change
+//	strata-platform run             `make run`: install what is missing, up -broker, then
+//	                                provision, bind and connect to a dev-lite PostgreSQL
+//	                                and print how to use it (or fall back to the API-only
+//	                                embedded broker where the platform cannot run)
 //
 // `make test` runs `build` first so that a cold machine pays the builds
 // outside the tests' timeout.
@@ -29,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: strata-platform build|up|down [flags]")
+		fmt.Fprintln(os.Stderr, "usage: strata-platform build|up|down|run [flags]")
 		os.Exit(2)
 	}
 	cmd := os.Args[1]
@@ -43,6 +47,16 @@ func main() {
 	if *state == "" {
 		*state = filepath.Join(*repo, ".cache", "platform", "dev")
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if cmd == "run" {
+		// Before platform.New: a machine that cannot run the platform
+		// falls back instead.
+		if err := run(ctx, *repo, *state); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	p, err := platform.New(platform.Config{
 		StateDir:  *state,
 		CacheDir:  filepath.Join(*repo, ".cache", "platform"),
@@ -52,8 +66,6 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	switch cmd {
 	case "build":
 		err = p.Build(ctx)
@@ -72,7 +84,7 @@ func main() {
 			err = p.Purge()
 		}
 	default:
-		err = fmt.Errorf("unknown command %q (build, up or down)", cmd)
+		err = fmt.Errorf("unknown command %q (build, up, down or run)", cmd)
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -80,13 +92,14 @@ func main() {
 }
 
 // upBroker installs the broker (or upgrades it to the current code), keeps
-// its credentials and CA in <state>/broker, and prints a curl sequence.
+// its credentials and CA in <state>/strata (the files `run` uses), and
+// prints a curl sequence.
 func upBroker(ctx context.Context, p *platform.Platform, state string) error {
-	dir := filepath.Join(state, "broker")
+	dir := filepath.Join(state, "strata")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	passwordFile := filepath.Join(dir, "password")
+	passwordFile := filepath.Join(dir, "broker-password")
 	password, err := os.ReadFile(passwordFile)
 	if err != nil {
 		secret := make([]byte, 24)
@@ -106,7 +119,7 @@ func upBroker(ctx context.Context, p *platform.Platform, state string) error {
 	if err != nil {
 		return err
 	}
-	caFile := filepath.Join(dir, "ca.crt")
+	caFile := filepath.Join(dir, "broker-ca.crt")
 	if err := os.WriteFile(caFile, b.CAPEM, 0o600); err != nil {
 		return err
 	}
