@@ -15,7 +15,7 @@ GO ?= go
 # Go itself is the one thing it does not install (Debian 12's golang-go,
 # 1.19, is older than go.mod's version): without it, it says so.
 run:
-	@command -v $(GO) >/dev/null || { echo "make run: Go is not installed: install the version go.mod names (https://go.dev/dl/), then make run again" >&2; exit 1; }
+	@command -v $(GO) >/dev/null || { echo "make run: Go is not installed: install the version go.mod names (the Go project publishes it), then make run again" >&2; exit 1; }
 	$(GO) run ./internal/platform/cmd/strata-platform run
 
 # Stops what `make run` started (processes, mounts, network namespace,

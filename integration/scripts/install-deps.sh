@@ -71,7 +71,7 @@ done
 if [[ -n "$jdk" ]]; then
   echo "install-deps: JDK >= 21 for the Strimzi model check: $jdk"
 else
-  echo "install-deps: no JDK >= 21 (integration/strimzimodel needs one): install Eclipse Temurin 21 or later (https://adoptium.net/installation/linux/, apt-get install temurin-21-jdk) or set JAVA_HOME" >&2
+  echo "install-deps: no JDK >= 21 (integration/strimzimodel needs one): install Eclipse Temurin 21 or later (Adoptium's apt repository: apt-get install temurin-21-jdk) or set JAVA_HOME" >&2
 fi
 
 venv="$root/.cache/venv"

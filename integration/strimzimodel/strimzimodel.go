@@ -39,7 +39,7 @@ const (
 	MinJava = 21
 	// InstallHint says how to get what the check needs.
 	InstallHint = "install Maven (apt-get install maven) and a JDK 21 or newer: Debian 12 ships only 17, so add " +
-		"Eclipse Temurin (https://adoptium.net/installation/linux/, apt-get install temurin-21-jdk) or set JAVA_HOME to a JDK >= 21"
+		"Eclipse Temurin (Adoptium's apt repository: apt-get install temurin-21-jdk) or set JAVA_HOME to a JDK >= 21"
 	// linePrefix starts each verdict line the program prints.
 	linePrefix = "STRIMZI-MODEL "
 	// buildTimeout bounds `mvn package`, which downloads the dependencies
