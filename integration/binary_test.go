@@ -214,7 +214,9 @@ func (p *brokerProcess) Restart(client *http.Client) error {
 }
 
 func (p *brokerProcess) waitReady(client *http.Client) error {
-	deadline := time.Now().Add(60 * time.Second)
+	// Generous: a replica restarted while the API server restarts, on
+	// cores shared with the rest of the suite, takes a while.
+	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		res, err := client.Get(p.base + "/readyz")
 		if err == nil {

@@ -208,7 +208,9 @@ func (e *Env) RestartAPIServer() error {
 	if err != nil {
 		return err
 	}
-	return waitFor(p, hc, e.Config.Host+"/readyz", "ok")
+	// A restart under load (a whole test suite beside it) may take
+	// longer than a first start on a quiet machine.
+	return waitForWithin(p, hc, e.Config.Host+"/readyz", "ok", 3*startTimeout)
 }
 
 // Stop kills both processes and removes Dir. It is safe to call twice.
@@ -332,7 +334,11 @@ func (p *proc) logTail() string {
 // failing early if the process exits and after startTimeout otherwise.
 // (The status matters: a failing /readyz lists its passing checks as "ok".)
 func waitFor(p *proc, hc *http.Client, url, want string) error {
-	deadline := time.Now().Add(startTimeout)
+	return waitForWithin(p, hc, url, want, startTimeout)
+}
+
+func waitForWithin(p *proc, hc *http.Client, url, want string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for {
 		select {
 		case <-p.exited:
@@ -344,7 +350,7 @@ func waitFor(p *proc, hc *http.Client, url, want string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s (last answer of %s: %d %s); %s", p.name, startTimeout, url, status, body, p.logTail())
+			return fmt.Errorf("%s not ready after %s (last answer of %s: %d %s); %s", p.name, timeout, url, status, body, p.logTail())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
