@@ -68,10 +68,22 @@ func LoadConfig(path string) (Config, error) {
 	return c, nil
 }
 
+// The intervals' defaults, which the HTTP handler and the reconcile loop
+// also fall back to when given none.
+const (
+	DefaultPollIntervalSeconds      = 10
+	DefaultReconcileIntervalSeconds = 5
+)
+
 // ParseConfig decodes a configuration strictly (an unknown key is an
-// error naming it) over the defaults.
+// error naming it) over the defaults. The defaults are defined here and in
+// the engines' DefaultConfig, and nowhere else: the chart leaves every key
+// it does not need to set to the broker.
 func ParseConfig(raw []byte) (Config, error) {
-	c := Config{PollIntervalSeconds: 10, ReconcileIntervalSeconds: 5, Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig()}
+	c := Config{
+		PollIntervalSeconds: DefaultPollIntervalSeconds, ReconcileIntervalSeconds: DefaultReconcileIntervalSeconds,
+		Postgres: postgres.DefaultConfig(), Redis: redis.DefaultConfig(), Kafka: kafka.DefaultConfig(),
+	}
 	defaults := postgres.DefaultConfig()
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return c, err

@@ -53,7 +53,7 @@ type HandlerOptions struct {
 // brokerapi answers 422 with Go's decoder text (edges.go).
 func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	if o.PollInterval <= 0 {
-		o.PollInterval = 10 * time.Second
+		o.PollInterval = DefaultPollIntervalSeconds * time.Second
 	}
 	slogger := slog.New(newSlogHandler(o.Log))
 	m := newHTTPMetrics(o.Registry)

@@ -41,7 +41,7 @@ type ReconcileOptions struct {
 // the Lease.
 func (b *Broker) RunReconciler(ctx context.Context, o ReconcileOptions) {
 	if o.Interval <= 0 {
-		o.Interval = 5 * time.Second
+		o.Interval = DefaultReconcileIntervalSeconds * time.Second
 	}
 	if o.Workers <= 0 {
 		o.Workers = 8
