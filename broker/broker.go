@@ -83,7 +83,7 @@ var _ domain.ServiceBroker = (*Broker)(nil)
 // logger is the request's logger (request, instance and binding ids; see
 // LoggerFrom), or the broker's outside a request.
 func (b *Broker) logger(ctx context.Context) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
+	if l := requestLogger(ctx); l != nil {
 		return l
 	}
 	return b.Log

@@ -29,10 +29,16 @@ func WithLogger(ctx context.Context, log *zap.Logger) context.Context {
 // the request id and the instance and binding ids of the path. Outside a
 // request it returns a logger that drops everything.
 func LoggerFrom(ctx context.Context) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
+	if l := requestLogger(ctx); l != nil {
 		return l
 	}
 	return zap.NewNop()
+}
+
+// requestLogger is the logger ctx carries, or nil.
+func requestLogger(ctx context.Context) *zap.Logger {
+	l, _ := ctx.Value(loggerKey{}).(*zap.Logger)
+	return l
 }
 
 // maxRequestIdentity bounds the X-Broker-API-Request-Identity the broker
