@@ -8,12 +8,20 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/strata-dev/strata/catalog"
 )
 
 // testBrokerProvisionsDevLite runs RunDemo, the code of `make run`: it
@@ -87,10 +95,10 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 	if err != nil {
 		t.Fatalf("%s %s/v2/catalog: %v: %s", res.CurlCommand(), res.Broker.URL, err, body)
 	}
-	var catalog struct {
+	var offered struct {
 		Services []struct{ Name string } `json:"services"`
 	}
-	if err := json.Unmarshal(body, &catalog); err != nil || len(catalog.Services) == 0 {
+	if err := json.Unmarshal(body, &offered); err != nil || len(offered.Services) == 0 {
 		t.Errorf("curl's catalog: %v: %s", err, body)
 	}
 
@@ -105,6 +113,40 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 		t.Errorf("second run: the binding changed (%s, was %s)", again.Binding["username"], res.Binding["username"])
 	}
 	t.Logf("TIMING second (idempotent) run of make run's demo: %s", time.Since(step).Round(time.Second))
+
+	// Unbind, then deprovision as a platform that never polls: only the
+	// broker's own reconcile loop (one replica, elected through its Lease
+	// with the chart's RBAC) can finish the deprovision while the real
+	// CloudNativePG and garbage collector remove the Cluster.
+	step = time.Now()
+	instancePath := "/v2/service_instances/" + cfg.InstanceID
+	ids := "service_id=" + catalog.PostgresServiceID + "&plan_id=" + catalog.PostgresDevLiteID
+	if code, body, err := res.osb.do(ctx, http.MethodDelete, instancePath+"/service_bindings/"+cfg.BindingID+"?"+ids, nil); err != nil || code != http.StatusOK {
+		t.Fatalf("unbind: %d %s %v", code, body, err)
+	}
+	if code, body, err := res.osb.do(ctx, http.MethodDelete, instancePath+"?accepts_incomplete=true&"+ids, nil); err != nil || code != http.StatusAccepted {
+		t.Fatalf("deprovision: %d %s %v", code, body, err)
+	}
+	var getCode int
+	var getBody []byte
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		getCode, getBody, err = res.osb.do(ctx, http.MethodGet, instancePath, nil)
+		return err == nil && getCode == http.StatusNotFound, nil
+	}); err != nil {
+		t.Fatalf("the deprovision did not finish without polling: GET instance answers %d %s (%v); pods of the broker: %s", getCode, getBody, err, p.podSummary(ctx, "strata-system"))
+	}
+	if code, body, err := res.osb.do(ctx, http.MethodGet, instancePath+"/last_operation", nil); err != nil || code != http.StatusGone {
+		t.Errorf("last_operation of the deprovisioned instance: %d %s %v; want 410", code, body, err)
+	}
+	clusters, err := dynamic.NewForConfigOrDie(p.AdminConfig).Resource(schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "clusters"}).
+		Namespace(cfg.Tenant).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(clusters.Items) != 0 {
+		t.Errorf("%d CloudNativePG Clusters left in %s after the deprovision", len(clusters.Items), cfg.Tenant)
+	}
+	t.Logf("TIMING deprovision finished by the reconcile loop, nobody polling: %s", time.Since(step).Round(time.Second))
 }
 
 func randomHex(t *testing.T, n int) string {

@@ -58,9 +58,12 @@ type DemoResult struct {
 	HostAddr    string
 	Binding     map[string]string
 	CurrentUser string // what PostgreSQL answered to the binding's login
-	Version     string
-	Instance    string
-	Steps       []string // what happened, with durations
+
+	// osb calls the broker as the demo did (for the tests' further steps).
+	osb      *osbClient
+	Version  string
+	Instance string
+	Steps    []string // what happened, with durations
 }
 
 // Demo file names in DemoConfig.Dir.
@@ -127,6 +130,7 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 		}).DialContext},
 	}}
 	// The pod is ready a moment before kube-proxy routes its Service.
+	res.osb = osb
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		code, _, err := osb.do(ctx, http.MethodGet, "/v2/catalog", nil)
 		return err == nil && code == http.StatusOK, nil
