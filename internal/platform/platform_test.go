@@ -43,56 +43,18 @@ func repoRoot(t *testing.T) string {
 // its -rw Service (resolved by the cluster's DNS), then stops the platform
 // and checks that nothing is left on the host.
 func TestCloudNativePGOnRealPlatform(t *testing.T) {
-	root := repoRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
-	defer cancel()
-	// A fixed state directory: a run killed by -timeout leaves its
-	// processes behind, and the next run stops them first.
-	p, err := New(Config{
-		StateDir:  filepath.Join(root, ".cache", "platform", "test-state"),
-		CacheDir:  filepath.Join(root, ".cache", "platform"),
-		SourceDir: root,
-		Log:       t.Logf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkRequirements(); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Stop(ctx); err != nil {
-		t.Fatalf("stopping what an earlier run left: %v", err)
-	}
-	if err := p.Purge(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			if err := p.Stop(context.Background()); err != nil {
-				t.Errorf("stop: %v", err)
-			}
-		}
-	})
-
 	hostForward := readSysctl(t, "net/ipv4/ip_forward")
 	begin := time.Now()
+	ctx, p, stopped := startTestPlatform(t, "test-state", 45*time.Minute)
 	imgs, err := p.BuildImages(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("TIMING images built or found in cache: %s", time.Since(begin).Round(time.Second))
-
-	step := time.Now()
-	if err := p.Start(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	t.Logf("TIMING platform start (binaries cached, images imported, node Ready, DNS up): %s", time.Since(step).Round(time.Second))
 
 	checkNetworkRule(ctx, t, p, hostForward)
 
 	// Start is idempotent: a second call keeps everything running.
-	step = time.Now()
+	step := time.Now()
 	if err := p.Start(ctx); err != nil {
 		t.Fatalf("second Start: %v", err)
 	}
@@ -163,7 +125,7 @@ spec:
 	})
 
 	step = time.Now()
-	stopped = true
+	*stopped = true
 	if err := p.Stop(ctx); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
