@@ -65,6 +65,10 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
+	// The static S3 keys of the backups, when the file names a directory.
+	if err := c.Postgres.Backup.LoadCredentials(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
 	return c, nil
 }
 

@@ -551,3 +551,41 @@ func TestOpenBaoInstall(t *testing.T) {
 	_, err := charts.RenderBroker(values, namespace)
 	g.Expect(err).To(MatchError(ContainSubstring("config.openBao.adress is not a broker configuration key")))
 }
+
+// TestBackupCredentials renders the chart for an S3-compatible store
+// without IAM: the keys' Secret is mounted where the configuration's
+// credentialsDir says, under the file names the broker reads.
+func TestBackupCredentials(t *testing.T) {
+	g := NewWithT(t)
+	values := withPassword()
+	values["backupCredentials"] = map[string]any{"existingSecret": "s3-keys", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"}
+	values["config"] = map[string]any{"postgres": map[string]any{"backup": map[string]any{
+		"bucket": "strata-backups", "endpointURL": "http://minio.minio.svc:9000",
+	}}}
+	objs := render(t, values)
+	cfg := renderedConfig(t, objs)
+	g.Expect(cfg.Postgres.Backup.CredentialsDir).To(Equal("/etc/strata/backup"))
+	g.Expect(cfg.Postgres.Backup.Bucket).To(Equal("strata-backups"))
+
+	d := one(t, objs, "Deployment")
+	mounts := map[string]string{}
+	for _, m := range get(t, d, "spec", "template", "spec", "containers", 0, "volumeMounts").([]any) {
+		mounts[get(t, m, "name").(string)] = get(t, m, "mountPath").(string)
+	}
+	g.Expect(mounts).To(HaveKeyWithValue("backup-credentials", "/etc/strata/backup"))
+	var items []any
+	for _, v := range get(t, d, "spec", "template", "spec", "volumes").([]any) {
+		if get(t, v, "name") == "backup-credentials" {
+			g.Expect(get(t, v, "secret", "secretName")).To(Equal("s3-keys"))
+			items = get(t, v, "secret", "items").([]any)
+		}
+	}
+	g.Expect(items).To(ConsistOf(
+		map[string]any{"key": "id", "path": postgres.AccessKeyIDFile},
+		map[string]any{"key": "secret", "path": postgres.SecretAccessKeyFile},
+	))
+
+	// Without the Secret, nothing is mounted and the keys stay unset.
+	objs = render(t, withPassword())
+	g.Expect(renderedConfig(t, objs).Postgres.Backup.CredentialsDir).To(BeEmpty())
+}

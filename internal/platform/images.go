@@ -25,8 +25,13 @@ const PostgreSQLMajor = "15"
 // BuildImages ran.
 type Images struct {
 	Pause, CoreDNS, CNPGOperator, PostgreSQL string
-	// archives are the docker-archive files by image reference.
-	archives map[string]string
+	// The add-ons' images: the barman-cloud plugin and its sidecar, and
+	// versitygw (the local S3).
+	BarmanCloud, BarmanSidecar, VersityGW string
+	// archives are the docker-archive files by image reference of the
+	// images every start imports; addOns those of the add-ons' images,
+	// imported when an add-on is installed.
+	archives, addOns map[string]string
 }
 
 // BuildImages builds (or finds in the cache) every image the platform and
@@ -35,15 +40,19 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 	if p.images != nil {
 		return *p.images, nil
 	}
-	imgs := Images{archives: map[string]string{}}
+	imgs := Images{archives: map[string]string{}, addOns: map[string]string{}}
 	steps := []struct {
 		ref   *string
 		build func(context.Context) (string, string, error)
+		addOn bool
 	}{
-		{&imgs.Pause, p.buildPauseImage},
-		{&imgs.CoreDNS, p.buildCoreDNSImage},
-		{&imgs.CNPGOperator, p.buildCNPGImage},
-		{&imgs.PostgreSQL, p.buildPostgreSQLImage},
+		{&imgs.Pause, p.buildPauseImage, false},
+		{&imgs.CoreDNS, p.buildCoreDNSImage, false},
+		{&imgs.CNPGOperator, p.buildCNPGImage, false},
+		{&imgs.PostgreSQL, p.buildPostgreSQLImage, false},
+		{&imgs.BarmanCloud, p.buildBarmanCloudImage, true},
+		{&imgs.BarmanSidecar, p.buildBarmanSidecarImage, true},
+		{&imgs.VersityGW, p.buildVersityGWImage, true},
 	}
 	for _, s := range steps {
 		ref, archive, err := s.build(ctx)
@@ -51,7 +60,11 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 			return Images{}, err
 		}
 		*s.ref = ref
-		imgs.archives[ref] = archive
+		if s.addOn {
+			imgs.addOns[ref] = archive
+		} else {
+			imgs.archives[ref] = archive
+		}
 	}
 	p.images = &imgs
 	return imgs, nil

@@ -5,6 +5,8 @@ package postgres
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -77,8 +79,10 @@ type CredentialManager struct {
 	Namespace string
 }
 
-// BackupConfig says where backups go. Credentials come from an IAM role on
-// the instances' service account (IRSA); no keys are ever stored.
+// BackupConfig says where backups go. On AWS, credentials come from an IAM
+// role on the instances' service account (IRSA) and no keys are stored; an
+// S3-compatible store without IAM (CredentialsDir) gets static keys, which
+// each instance holds in a Secret of its own namespace.
 type BackupConfig struct {
 	Bucket      string `json:"bucket"`
 	PathPrefix  string `json:"pathPrefix"`
@@ -86,6 +90,51 @@ type BackupConfig struct {
 	KMSKeyID    string `json:"kmsKeyId"`
 	IAMRoleARN  string `json:"iamRoleArn"`
 	EndpointURL string `json:"endpointURL"`
+	// CredentialsDir holds the files accessKeyId and secretAccessKey, the
+	// static keys of an S3-compatible store (the chart mounts
+	// backupCredentials.existingSecret there); read at start-up into
+	// Credentials. Empty: the pods' IAM role (inheritFromIAMRole).
+	CredentialsDir string `json:"credentialsDir"`
+	// Credentials are the keys LoadCredentials read from CredentialsDir.
+	Credentials *S3Keys `json:"-"`
+}
+
+// S3Keys are static S3 credentials.
+type S3Keys struct {
+	AccessKeyID, SecretAccessKey string
+}
+
+// The files of BackupConfig.CredentialsDir and the keys of the instances'
+// Secret N-backup-s3.
+const (
+	AccessKeyIDFile     = "accessKeyId"
+	SecretAccessKeyFile = "secretAccessKey"
+	accessKeyIDKey      = "ACCESS_KEY_ID"
+	secretAccessKeyKey  = "ACCESS_SECRET_KEY"
+)
+
+// LoadCredentials reads the static keys of CredentialsDir (nothing when it
+// is empty). The keys are read once: after rotating them, restart the
+// broker.
+func (b *BackupConfig) LoadCredentials() error {
+	if b.CredentialsDir == "" {
+		return nil
+	}
+	if b.IAMRoleARN != "" {
+		return fmt.Errorf("postgres.backup: iamRoleArn and credentialsDir exclude each other: the pods either assume the IAM role or use the static keys")
+	}
+	keys := &S3Keys{}
+	for file, v := range map[string]*string{AccessKeyIDFile: &keys.AccessKeyID, SecretAccessKeyFile: &keys.SecretAccessKey} {
+		raw, err := os.ReadFile(filepath.Join(b.CredentialsDir, file))
+		if err != nil {
+			return fmt.Errorf("postgres.backup.credentialsDir: %w", err)
+		}
+		if *v = strings.TrimSpace(string(raw)); *v == "" {
+			return fmt.Errorf("postgres.backup.credentialsDir: %s is empty", filepath.Join(b.CredentialsDir, file))
+		}
+	}
+	b.Credentials = keys
+	return nil
 }
 
 // DefaultConfig is used for every field the broker configuration leaves out.
@@ -114,6 +163,9 @@ var _ provisioners.Provisioner = (*Provisioner)(nil)
 // Names of an instance's objects.
 type Names struct {
 	Cluster, Pooler, ObjectStore, ScheduledBackup string
+	// BackupCredentials is the Secret with the static S3 keys the
+	// ObjectStore names, when the broker has some (CredentialsDir).
+	BackupCredentials string
 	// ServerCertificate is the cert-manager Certificate (and its Secret)
 	// of the server certificate, when the platform issues them.
 	ServerCertificate string
@@ -128,6 +180,7 @@ func NamesOf(inst provisioners.Instance) Names {
 		Cluster:           inst.Name,
 		Pooler:            inst.Name + "-pooler",
 		ObjectStore:       inst.Name + "-backup",
+		BackupCredentials: inst.Name + "-backup-s3",
 		ScheduledBackup:   inst.Name + "-daily",
 		ServerCertificate: inst.Name + "-server-tls",
 		Bootstrap:         inst.Name + "-bootstrap",
@@ -190,6 +243,9 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 		objs = append(objs, p.serverCertificate(inst, n))
 	}
 	if pg.Backup != nil {
+		if p.Config.Backup.Credentials != nil {
+			objs = append(objs, p.backupCredentials(inst, n))
+		}
 		objs = append(objs, p.objectStore(inst, s, n))
 	}
 	objs = append(objs, p.cluster(inst, s, n, image))
@@ -432,6 +488,12 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 	}
 	path += inst.Namespace
 	creds := map[string]any{"inheritFromIAMRole": true}
+	if b.Credentials != nil {
+		creds = map[string]any{
+			"accessKeyId":     map[string]any{"name": n.BackupCredentials, "key": accessKeyIDKey},
+			"secretAccessKey": map[string]any{"name": n.BackupCredentials, "key": secretAccessKeyKey},
+		}
+	}
 	wal := map[string]any{"compression": "zstd", "encryption": "aws:kms", "maxParallel": int64(2)}
 	data := map[string]any{"compression": "gzip", "encryption": "aws:kms", "jobs": int64(2)}
 	if b.KMSKeyID != "" {
@@ -465,6 +527,19 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 	o := provisioners.NewObject(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, spec)
 	// Deprovision keeps the ObjectStore: a restore reads the backups through
 	// it, and its retention policy is what the bucket lifecycle mirrors.
+	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})
+	return o
+}
+
+// backupCredentials is the Secret with the broker's static S3 keys that
+// the ObjectStore names (its namespace's, as CloudNativePG requires). It is
+// kept at deprovision with the ObjectStore: a restore reads the backups
+// with these keys.
+func (p *Provisioner) backupCredentials(inst provisioners.Instance, n Names) *unstructured.Unstructured {
+	keys := p.Config.Backup.Credentials
+	o := provisioners.NewObject(inst, "v1", "Secret", n.BackupCredentials, nil)
+	o.Object["type"] = "Opaque"
+	o.Object["stringData"] = map[string]any{accessKeyIDKey: keys.AccessKeyID, secretAccessKeyKey: keys.SecretAccessKey}
 	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})
 	return o
 }

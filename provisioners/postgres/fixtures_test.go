@@ -69,6 +69,25 @@ func fullBackupConfig() Config {
 	return c
 }
 
+// staticKeysConfig is an S3-compatible store without IAM: an endpoint, a
+// region and static keys (what LoadCredentials reads from credentialsDir).
+func staticKeysConfig() Config {
+	c := baseConfig()
+	c.Backup = BackupConfig{
+		Bucket:         testBucket,
+		Region:         "us-east-1",
+		EndpointURL:    "http://versitygw.strata-s3.svc.cluster.local:7070",
+		CredentialsDir: "/etc/strata/backup",
+		Credentials:    &S3Keys{AccessKeyID: testAccessKeyID, SecretAccessKey: testSecretKey},
+	}
+	return c
+}
+
+const (
+	testAccessKeyID = "STRATAEXAMPLEKEYID"
+	testSecretKey   = "example-secret-access-key"
+)
+
 func build(t testing.TB, c Config, inst provisioners.Instance) []*unstructured.Unstructured {
 	t.Helper()
 	return provtest.Build(t, &Provisioner{Config: c}, inst)

@@ -38,6 +38,7 @@ var goldenCases = []struct {
 		name: "shared-extensions-custom-cluster", plan: "shared", config: sharedConfig,
 		params: map[string]any{"extensions": []any{"pg_trgm", "vector"}},
 	},
+	{name: "standard-static-s3-keys", plan: "standard", config: staticKeysConfig},
 	{
 		name: "standard-backup-config", plan: "standard", config: fullBackupConfig,
 		params: map[string]any{

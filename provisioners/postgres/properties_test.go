@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -259,6 +261,52 @@ func TestBackupObjects(t *testing.T) {
 		// The ObjectStore comes before the Cluster that names it.
 		g.Expect(slices.Index(objs, store)).To(BeNumerically("<", slices.Index(objs, cluster)))
 	})
+}
+
+// With static keys (an S3-compatible store without IAM), each instance
+// gets them in a Secret of its namespace, named by the ObjectStore and kept
+// with it at deprovision; no IAM role is inherited.
+func TestStaticS3KeysSecret(t *testing.T) {
+	g := NewWithT(t)
+	for _, plan := range []string{"standard", "ha"} {
+		inst := testInstance(t, plan, nil)
+		n := NamesOf(inst)
+		objs := build(t, staticKeysConfig(), inst)
+		secret := one(t, objs, "Secret")
+		g.Expect(secret.GetName()).To(Equal(n.BackupCredentials))
+		g.Expect(secret.GetNamespace()).To(Equal(testNamespace))
+		g.Expect(secret.GetAnnotations()).To(HaveKeyWithValue(provisioners.AnnotationRetain, "true"))
+		g.Expect(secret.Object["stringData"]).To(Equal(map[string]any{accessKeyIDKey: testAccessKeyID, secretAccessKeyKey: testSecretKey}))
+		store := one(t, objs, "ObjectStore")
+		g.Expect(nestedMap(t, store, "spec", "configuration", "s3Credentials")).To(Equal(map[string]any{
+			"accessKeyId":     map[string]any{"name": n.BackupCredentials, "key": accessKeyIDKey},
+			"secretAccessKey": map[string]any{"name": n.BackupCredentials, "key": secretAccessKeyKey},
+		}))
+		g.Expect(nestedString(t, store, "spec", "configuration", "endpointURL")).To(Equal(staticKeysConfig().Backup.EndpointURL))
+		// The Secret comes before the ObjectStore that names it.
+		g.Expect(slices.Index(objs, secret)).To(BeNumerically("<", slices.Index(objs, store)))
+		_, found, _ := unstructured.NestedFieldNoCopy(one(t, objs, "Cluster").Object, "spec", "serviceAccountTemplate")
+		g.Expect(found).To(BeFalse(), "no IAM role annotation with static keys")
+	}
+	// dev-lite keeps no backups: no keys are rendered.
+	g.Expect(byKind(build(t, staticKeysConfig(), testInstance(t, "dev-lite", nil)), "Secret")).To(BeEmpty())
+}
+
+func TestLoadCredentials(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	g.Expect(os.WriteFile(filepath.Join(dir, AccessKeyIDFile), []byte("AKID\n"), 0o600)).To(Succeed())
+	b := BackupConfig{CredentialsDir: dir}
+	g.Expect(b.LoadCredentials()).To(MatchError(ContainSubstring(SecretAccessKeyFile)), "a missing file is named")
+	g.Expect(os.WriteFile(filepath.Join(dir, SecretAccessKeyFile), []byte("s3cr3t"), 0o600)).To(Succeed())
+	g.Expect(b.LoadCredentials()).To(Succeed())
+	g.Expect(b.Credentials).To(Equal(&S3Keys{AccessKeyID: "AKID", SecretAccessKey: "s3cr3t"}))
+
+	b = BackupConfig{CredentialsDir: dir, IAMRoleARN: testIAMRole}
+	g.Expect(b.LoadCredentials()).To(MatchError(ContainSubstring("exclude each other")))
+	b = BackupConfig{}
+	g.Expect(b.LoadCredentials()).To(Succeed())
+	g.Expect(b.Credentials).To(BeNil())
 }
 
 func TestKMSKeyIsPassedToBothBarmanTools(t *testing.T) {

@@ -134,6 +134,15 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- $_ := set . "caCertFile" "/etc/strata/openbao/ca.crt" }}
 {{- end }}
 {{- end }}
+{{- if .Values.backupCredentials.existingSecret }}
+{{- $postgres := default (dict) $config.postgres }}
+{{- $backup := default (dict) $postgres.backup }}
+{{- if not $backup.credentialsDir }}
+{{- $_ := set $backup "credentialsDir" "/etc/strata/backup" }}
+{{- end }}
+{{- $_ := set $postgres "backup" $backup }}
+{{- $_ := set $config "postgres" $postgres }}
+{{- end }}
 {{- with $config.tenancy }}
 {{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "deniedNamespaces" "allowedNamespaceSelector" "limits")) }}
 {{- end }}
@@ -143,7 +152,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- include "strata-broker.checkKeys" (list "config.postgres.serverCertificates" . (list "issuerName" "issuerKind" "issuerGroup")) }}
 {{- end }}
 {{- with .backup }}
-{{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL")) }}
+{{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL" "credentialsDir")) }}
 {{- end }}
 {{- if hasKey . "images" }}
 {{- if not (kindIs "map" .images) }}
