@@ -68,8 +68,8 @@ type BrokerInstall struct {
 	Namespace string
 	Image     string // from BuildBrokerImage
 	Password  string // the OSB basic-auth password (user "strata")
-	// Values are merged over the ones InstallBroker sets (Helm coalesces
-	// nested maps, which must be map[string]any).
+	// Values are merged over the ones InstallBroker sets, nested maps
+	// (map[string]any) key by key.
 	Values map[string]any
 }
 
@@ -132,9 +132,7 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 			"redis": map[string]any{"podMonitor": false},
 		},
 	}
-	for k, v := range in.Values {
-		values[k] = v
-	}
+	mergeValues(values, in.Values)
 
 	settings := cli.New()
 	settings.KubeConfig = p.Kubeconfig()
@@ -231,4 +229,18 @@ func (p *Platform) issueServing(dnsNames []string) (certPEM, keyPEM []byte, err 
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// mergeValues merges src over dst: nested maps key by key, anything else
+// replaced.
+func mergeValues(dst, src map[string]any) {
+	for k, v := range src {
+		sub, isMap := v.(map[string]any)
+		have, hasMap := dst[k].(map[string]any)
+		if isMap && hasMap {
+			mergeValues(have, sub)
+			continue
+		}
+		dst[k] = v
+	}
 }

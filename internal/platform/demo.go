@@ -123,20 +123,11 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cfg.Tenant}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	osb := &osbClient{url: b.URL, password: password, http: &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: b.TLS, DialContext: (&net.Dialer{
-			Resolver: b.Resolver, Timeout: 10 * time.Second,
-		}).DialContext},
-	}}
-	// The pod is ready a moment before kube-proxy routes its Service.
-	res.osb = osb
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		code, _, err := osb.do(ctx, http.MethodGet, "/v2/catalog", nil)
-		return err == nil && code == http.StatusOK, nil
-	}); err != nil {
-		return nil, fmt.Errorf("run: the broker's catalog through its Service %s: %w", b.URL, err)
+	osb, err := newOSBClient(ctx, b, password)
+	if err != nil {
+		return nil, err
 	}
+	res.osb = osb
 
 	instancePath := "/v2/service_instances/" + cfg.InstanceID
 	code, body, err := osb.do(ctx, http.MethodPut, instancePath+"?accepts_incomplete=true", map[string]any{
@@ -162,47 +153,8 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 
 	// Bind: a CloudNativePG DatabaseRole login (no OpenBao on the platform
 	// yet), 202 until the operator has created it; a repeat answers 200.
-	bindingPath := instancePath + "/service_bindings/" + cfg.BindingID
-	ids := "?service_id=" + catalog.PostgresServiceID + "&plan_id=" + catalog.PostgresDevLiteID
-	code, body, err = osb.do(ctx, http.MethodPut, bindingPath+"?accepts_incomplete=true", map[string]any{
-		"service_id": catalog.PostgresServiceID,
-		"plan_id":    catalog.PostgresDevLiteID,
-		"parameters": map[string]any{"access": "readwrite"},
-	})
-	if err != nil {
+	if res.Binding, err = osb.bind(ctx, cfg.InstanceID, cfg.BindingID, catalog.PostgresDevLiteID, "readwrite"); err != nil {
 		return nil, err
-	}
-	if code == http.StatusAccepted {
-		if err := osb.waitSucceeded(ctx, bindingPath+"/last_operation"+ids, 5*time.Minute); err != nil {
-			return nil, fmt.Errorf("run: bind: %w", err)
-		}
-		if code, body, err = osb.do(ctx, http.MethodGet, bindingPath+ids, nil); err != nil {
-			return nil, err
-		}
-	}
-	if code != http.StatusOK && code != http.StatusCreated {
-		return nil, fmt.Errorf("run: bind: %d %s", code, body)
-	}
-	var binding struct {
-		Credentials map[string]any `json:"credentials"`
-	}
-	if err := json.Unmarshal(body, &binding); err != nil {
-		return nil, fmt.Errorf("run: the binding's answer: %w", err)
-	}
-	res.Binding = map[string]string{}
-	for k, v := range binding.Credentials {
-		if s, ok := v.(string); ok {
-			res.Binding[k] = s
-		}
-		// Numbers (a port as a number) are written as JSON text.
-		if _, ok := v.(float64); ok {
-			res.Binding[k] = fmt.Sprint(v)
-		}
-	}
-	for _, k := range []string{"host", "port", "database", "username", "password", "ca.crt"} {
-		if res.Binding[k] == "" {
-			return nil, fmt.Errorf("run: the binding has no %q", k)
-		}
 	}
 	for k, v := range res.Binding {
 		if strings.ContainsAny(k, "/\\") || k == "." || k == ".." {
@@ -231,18 +183,11 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 // login reaches the server (and the pod its readiness, after a restart) a
 // moment after the binding succeeded, so it polls.
 func (r *DemoResult) connect(ctx context.Context) error {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(r.Binding["ca.crt"])) {
-		return errors.New("run: the binding's ca.crt holds no certificate")
-	}
-	host := r.Binding["host"]
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=%s connect_timeout=10", host, r.Binding["port"], r.Binding["database"]))
+	cfg, err := r.connConfig()
 	if err != nil {
 		return err
 	}
-	cfg.User, cfg.Password = r.Binding["username"], r.Binding["password"]
-	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
-	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{r.HostAddr}, nil }
+	host := r.Binding["host"]
 	var lastErr error
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -267,6 +212,25 @@ func (r *DemoResult) connect(ctx context.Context) error {
 		return fmt.Errorf("run: connected as %q, not as the binding's login %q", r.CurrentUser, cfg.User)
 	}
 	return nil
+}
+
+// connConfig is a pgx configuration made of nothing but the binding's
+// values: TLS verified against its ca.crt for its host name (verify-full),
+// the host dialled at the address the cluster DNS gave for it.
+func (r *DemoResult) connConfig() (*pgx.ConnConfig, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(r.Binding["ca.crt"])) {
+		return nil, errors.New("run: the binding's ca.crt holds no certificate")
+	}
+	host := r.Binding["host"]
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=%s connect_timeout=10", host, r.Binding["port"], r.Binding["database"]))
+	if err != nil {
+		return nil, err
+	}
+	cfg.User, cfg.Password = r.Binding["username"], r.Binding["password"]
+	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{r.HostAddr}, nil }
+	return cfg, nil
 }
 
 // PSQLCommand is a shell command that connects with psql using only the
@@ -350,6 +314,26 @@ type osbClient struct {
 	http          *http.Client
 }
 
+// newOSBClient calls the broker from the host as a platform would: basic
+// auth, TLS verified against the platform CA, the Service name resolved by
+// the cluster DNS. It returns once the catalog answers (the pod is ready a
+// moment before kube-proxy routes its Service).
+func newOSBClient(ctx context.Context, b *Broker, password string) (*osbClient, error) {
+	osb := &osbClient{url: b.URL, password: password, http: &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: b.TLS, DialContext: (&net.Dialer{
+			Resolver: b.Resolver, Timeout: 10 * time.Second,
+		}).DialContext},
+	}}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		code, _, err := osb.do(ctx, http.MethodGet, "/v2/catalog", nil)
+		return err == nil && code == http.StatusOK, nil
+	}); err != nil {
+		return nil, fmt.Errorf("run: the broker's catalog through its Service %s: %w", b.URL, err)
+	}
+	return osb, nil
+}
+
 func (c *osbClient) do(ctx context.Context, method, path string, body any) (int, []byte, error) {
 	var reader io.Reader
 	if body != nil {
@@ -373,6 +357,55 @@ func (c *osbClient) do(ctx context.Context, method, path string, body any) (int,
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, data, err
+}
+
+// bind binds a PostgreSQL instance with an access level (owner, readwrite,
+// readonly), waits until the binding succeeded (202 until the operator made
+// the login; a repeat answers 200) and returns its credentials as strings.
+func (c *osbClient) bind(ctx context.Context, instanceID, bindingID, planID, access string) (map[string]string, error) {
+	bindingPath := "/v2/service_instances/" + instanceID + "/service_bindings/" + bindingID
+	ids := "?service_id=" + catalog.PostgresServiceID + "&plan_id=" + planID
+	code, body, err := c.do(ctx, http.MethodPut, bindingPath+"?accepts_incomplete=true", map[string]any{
+		"service_id": catalog.PostgresServiceID,
+		"plan_id":    planID,
+		"parameters": map[string]any{"access": access},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if code == http.StatusAccepted {
+		if err := c.waitSucceeded(ctx, bindingPath+"/last_operation"+ids, 5*time.Minute); err != nil {
+			return nil, fmt.Errorf("run: bind: %w", err)
+		}
+		if code, body, err = c.do(ctx, http.MethodGet, bindingPath+ids, nil); err != nil {
+			return nil, err
+		}
+	}
+	if code != http.StatusOK && code != http.StatusCreated {
+		return nil, fmt.Errorf("run: bind: %d %s", code, body)
+	}
+	var binding struct {
+		Credentials map[string]any `json:"credentials"`
+	}
+	if err := json.Unmarshal(body, &binding); err != nil {
+		return nil, fmt.Errorf("run: the binding's answer: %w", err)
+	}
+	out := map[string]string{}
+	for k, v := range binding.Credentials {
+		if s, ok := v.(string); ok {
+			out[k] = s
+		}
+		// Numbers (a port as a number) are written as JSON text.
+		if _, ok := v.(float64); ok {
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	for _, k := range []string{"host", "port", "database", "username", "password", "ca.crt"} {
+		if out[k] == "" {
+			return nil, fmt.Errorf("run: the binding has no %q", k)
+		}
+	}
+	return out, nil
 }
 
 // waitSucceeded polls a last_operation until succeeded (an error on failed).

@@ -201,3 +201,43 @@ func randomToken(n int) (string, error) {
 	}
 	return string(b), nil
 }
+
+// BackupBucket is the bucket the broker's backups go to on the platform
+// (barman-cloud creates it).
+const BackupBucket = "strata-backups"
+
+// backupKeysSecret is the broker's Secret with the S3 keys (the chart's
+// backupCredentials.existingSecret).
+const backupKeysSecret = "strata-backup-s3"
+
+// BrokerBackupValues configures the broker's backups for the platform's
+// S3, as a platform team would for an S3-compatible store: versitygw's
+// keys in a Secret of the broker's namespace, mounted by the chart
+// (backupCredentials.existingSecret), and config.postgres.backup naming the
+// bucket, the endpoint and the region. Pass the result as
+// BrokerInstall.Values.
+func (p *Platform) BrokerBackupValues(ctx context.Context, s3 *S3, namespace string) (map[string]any, error) {
+	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: backupKeysSecret, Namespace: namespace},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{"ACCESS_KEY_ID": []byte(s3.AccessKeyID), "ACCESS_SECRET_KEY": []byte(s3.SecretAccessKey)},
+	}
+	if _, err := p.Client.CoreV1().Secrets(namespace).Create(ctx, secret, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		if _, err := p.Client.CoreV1().Secrets(namespace).Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"backupCredentials": map[string]any{"existingSecret": backupKeysSecret},
+		"config": map[string]any{"postgres": map[string]any{"backup": map[string]any{
+			"bucket":      BackupBucket,
+			"endpointURL": s3.EndpointURL,
+			"region":      s3.Region,
+		}}},
+	}, nil
+}
