@@ -808,4 +808,3 @@ func warningEvents(ctx context.Context, p *Platform, ns string) string {
 	}
 	return b.String()
 }
-
