@@ -290,7 +290,8 @@ func useLocalImage(deploy *unstructured.Unstructured, image string) error {
 }
 
 // certManagerRuns says whether cert-manager is installed: its Certificate
-// API is served and its webhook Deployment is available.
+// API is served and its controller's Deployment (labelled as upstream's
+// chart does) is available.
 func (p *Platform) certManagerRuns(ctx context.Context) (bool, error) {
 	if _, err := p.Client.Discovery().ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -298,7 +299,7 @@ func (p *Platform) certManagerRuns(ctx context.Context) (bool, error) {
 		}
 		return false, fmt.Errorf("platform: is cert-manager installed: %w", err)
 	}
-	deploys, err := p.Client.AppsV1().Deployments("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=webhook,app.kubernetes.io/instance=cert-manager"})
+	deploys, err := p.Client.AppsV1().Deployments("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=cert-manager,app.kubernetes.io/component=controller"})
 	if err != nil {
 		return false, err
 	}
@@ -307,8 +308,8 @@ func (p *Platform) certManagerRuns(ctx context.Context) (bool, error) {
 			return true, nil
 		}
 	}
-	// The API without a serving webhook: CRDs left behind. The stand-in
-	// Secrets work regardless.
+	// The API without a running controller: CRDs left behind. The
+	// stand-in Secrets work regardless.
 	return false, nil
 }
 

@@ -55,6 +55,11 @@ func (p *Platform) InstallCNPG(ctx context.Context) error {
 	if !found {
 		return fmt.Errorf("platform: no cnpg-controller-manager Deployment in %s", release)
 	}
+	// The Poolers' image: imported here, pulled by no one (there is no
+	// registry) until a Pooler runs.
+	if err := p.importIfMissing(ctx, imgs.PgBouncer); err != nil {
+		return err
+	}
 	start := time.Now()
 	if err := p.applyObjects(ctx, objs); err != nil {
 		return err
@@ -67,9 +72,9 @@ func (p *Platform) InstallCNPG(ctx context.Context) error {
 }
 
 // useLocalOperatorImages points the operator's Deployment at the local
-// images: its own (also the image it injects the instance manager from)
-// and the default PostgreSQL operand. The pull policy is IfNotPresent: there
-// is no registry to pull from.
+// images: its own (also the image it injects the instance manager from),
+// the default PostgreSQL operand and the Poolers' PgBouncer. The pull
+// policy is IfNotPresent: there is no registry to pull from.
 func useLocalOperatorImages(deploy *unstructured.Unstructured, imgs Images) error {
 	containers, _, err := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
 	if err != nil {
@@ -85,13 +90,14 @@ func useLocalOperatorImages(deploy *unstructured.Unstructured, imgs Images) erro
 	var kept []any
 	for _, e := range env {
 		name, _ := e.(map[string]any)["name"].(string)
-		if name != "OPERATOR_IMAGE_NAME" && name != "POSTGRES_IMAGE_NAME" {
+		if name != "OPERATOR_IMAGE_NAME" && name != "POSTGRES_IMAGE_NAME" && name != "PGBOUNCER_IMAGE_NAME" {
 			kept = append(kept, e)
 		}
 	}
 	kept = append(kept,
 		map[string]any{"name": "OPERATOR_IMAGE_NAME", "value": imgs.CNPGOperator},
 		map[string]any{"name": "POSTGRES_IMAGE_NAME", "value": imgs.PostgreSQL},
+		map[string]any{"name": "PGBOUNCER_IMAGE_NAME", "value": imgs.PgBouncer},
 	)
 	c["env"] = kept
 	return unstructured.SetNestedSlice(deploy.Object, containers, "spec", "template", "spec", "containers")

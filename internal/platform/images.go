@@ -25,9 +25,9 @@ const PostgreSQLMajor = "15"
 // BuildImages ran.
 type Images struct {
 	Pause, CoreDNS, CNPGOperator, PostgreSQL string
-	// The add-ons' images: the barman-cloud plugin and its sidecar, and
-	// versitygw (the local S3).
-	BarmanCloud, BarmanSidecar, VersityGW string
+	// The add-ons' images: PgBouncer (CloudNativePG's Poolers), the
+	// barman-cloud plugin and its sidecar, and versitygw (the local S3).
+	PgBouncer, BarmanCloud, BarmanSidecar, VersityGW string
 	// archives are the docker-archive files by image reference of the
 	// images every start imports; addOns those of the add-ons' images,
 	// imported when an add-on is installed.
@@ -50,6 +50,7 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.CoreDNS, p.buildCoreDNSImage, false},
 		{&imgs.CNPGOperator, p.buildCNPGImage, false},
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage, false},
+		{&imgs.PgBouncer, p.buildPgBouncerImage, true},
 		{&imgs.BarmanCloud, p.buildBarmanCloudImage, true},
 		{&imgs.BarmanSidecar, p.buildBarmanSidecarImage, true},
 		{&imgs.VersityGW, p.buildVersityGWImage, true},

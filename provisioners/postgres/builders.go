@@ -461,9 +461,14 @@ func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 		"type":      "rw",
 		"instances": int64(pp.Instances),
 		"template": map[string]any{"metadata": podMeta, "spec": map[string]any{
-			// CloudNativePG merges its pgbouncer container into this one
-			// by name; only the resources are ours.
-			"containers": []any{map[string]any{"name": "pgbouncer", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
+			// CloudNativePG merges its containers into these by name; only
+			// the resources are ours. Its bootstrap-controller init
+			// container (which copies the operator's manager into the pod)
+			// otherwise has none, and a namespace with a ResourceQuota on
+			// CPU or memory refuses the pod; with PgBouncer's own, the
+			// pod's effective requests stay PgBouncer's.
+			"initContainers": []any{map[string]any{"name": "bootstrap-controller", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
+			"containers":     []any{map[string]any{"name": "pgbouncer", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
 		}},
 		"pgbouncer": map[string]any{
 			"poolMode": pp.Mode,

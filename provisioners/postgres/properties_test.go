@@ -508,6 +508,13 @@ func TestEveryContainerHasResources(t *testing.T) {
 				g.Expect(cs).To(HaveLen(1))
 				g.Expect(cs[0]).To(HaveKeyWithValue("name", "pgbouncer"))
 				containers["PgBouncer"] = cs[0].(map[string]any)["resources"].(map[string]any)
+				// CloudNativePG's init container of the Pooler's pods, which
+				// has no resources of its own (seen refused by a quota on
+				// the real platform).
+				inits, _, _ := unstructured.NestedSlice(one(t, objs, "Pooler").Object, "spec", "template", "spec", "initContainers")
+				g.Expect(inits).To(HaveLen(1))
+				g.Expect(inits[0]).To(HaveKeyWithValue("name", "bootstrap-controller"))
+				containers["PgBouncer's bootstrap-controller"] = inits[0].(map[string]any)["resources"].(map[string]any)
 			}
 			for name, res := range containers {
 				for _, kind := range []string{"requests", "limits"} {
