@@ -23,7 +23,6 @@ var (
 // fix) before the cluster can make progress; waiting on them until the
 // polling deadline would only hide the reason.
 var failedPhases = []string{
-	"Cluster cannot proceed to reconciliation due to an error while interacting with plugins",
 	"Cluster has incomplete or invalid image catalog",
 	"Cluster is unrecoverable and needs manual intervention",
 	"Cluster cannot execute instance online upgrade due to missing architecture binary",
@@ -39,6 +38,15 @@ var failedPhases = []string{
 // the platform team installs the plugin: it stays in progress, saying
 // what to install.
 const phaseUnknownPlugin = "Cluster cannot proceed to reconciliation due to an unknown plugin being required"
+
+// phasePluginError is CloudNativePG's phase after a plugin call failed.
+// The operator retries every 15 s, and the error is often transient: on
+// the real platform a new standard Cluster's first reconcile met "Role
+// pg-<id>-barman-cloud not found" while the barman-cloud plugin was still
+// creating that Role, and went on by itself. So it stays in progress with
+// the operator's reason; a lasting error ends at the plan's polling
+// deadline, with that reason as the last status.
+const phasePluginError = "Cluster cannot proceed to reconciliation due to an error while interacting with plugins"
 
 // Watched lists the Cluster, its Databases, its Pooler and its server
 // Certificate.
@@ -89,6 +97,9 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	if phase == phaseUnknownPlugin {
 		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: CloudNativePG does not know the plugin this plan backs up with (%s): "+
 			"the platform team installs the barman-cloud plugin (charts/strata-platform-operators, docs/install.md); the instance goes on once it runs", reason))
+	}
+	if phase == phasePluginError {
+		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: CloudNativePG retries a failed call to the backup plugin (barman-cloud) every 15 s: %s", reason))
 	}
 	if slices.Contains(failedPhases, phase) {
 		d := "CloudNativePG reports: " + phase

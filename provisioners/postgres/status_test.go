@@ -202,6 +202,14 @@ func TestAssess(t *testing.T) {
 			// The operator looks again every 10 s: once the platform team
 			// installs the plugin, the instance goes on.
 			state: provisioners.InProgress, desc: []string{"barman-cloud.cloudnative-pg.io", "installs the barman-cloud plugin", "charts/strata-platform-operators"}},
+		{name: "plugin error", plan: "standard",
+			change: func(w *observedWorld) {
+				w.setCluster("Cluster cannot proceed to reconciliation due to an error while interacting with plugins", "status", "phase")
+				w.setCluster(`Encountered an error while interacting with plugins: rpc error: code = Unknown desc = Role.rbac.authorization.k8s.io "pg-x-barman-cloud" not found`, "status", "phaseReason")
+			},
+			// Seen on the real platform while the plugin was still creating
+			// the Role: the operator retries every 15 s and went on.
+			state: provisioners.InProgress, desc: []string{"retries a failed call to the backup plugin", "pg-x-barman-cloud\" not found"}},
 		{name: "image catalog without a reason", plan: "dev-lite",
 			change: func(w *observedWorld) {
 				w.setCluster("Cluster has incomplete or invalid image catalog", "status", "phase")
