@@ -24,7 +24,7 @@ const PostgreSQLMajor = "15"
 // Images are the references of the locally built images, known once
 // BuildImages ran.
 type Images struct {
-	Pause, CoreDNS, CNPGOperator, PostgreSQL string
+	Pause, CoreDNS, CNPGOperator, PostgreSQL, CertManager string
 	// The add-ons' images: PgBouncer (CloudNativePG's Poolers), the
 	// barman-cloud plugin and its sidecar, and versitygw (the local S3).
 	PgBouncer, BarmanCloud, BarmanSidecar, VersityGW string
@@ -50,6 +50,7 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.CoreDNS, p.buildCoreDNSImage, false},
 		{&imgs.CNPGOperator, p.buildCNPGImage, false},
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage, false},
+		{&imgs.CertManager, p.buildCertManagerImage, false},
 		{&imgs.PgBouncer, p.buildPgBouncerImage, true},
 		{&imgs.BarmanCloud, p.buildBarmanCloudImage, true},
 		{&imgs.BarmanSidecar, p.buildBarmanSidecarImage, true},

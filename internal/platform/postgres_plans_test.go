@@ -53,12 +53,27 @@ func TestPostgresPlansOnRealPlatform(t *testing.T) {
 		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
 		step = time.Now()
 	}
+	// cert-manager first: the plugin's certificates come from it (as
+	// upstream's manifest has them), the instances' server certificates
+	// from its platform CA.
+	if err := p.InstallCertManager(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	timing("cert-manager and the platform CA ready")
 	if err := p.InstallCNPG(ctx); err != nil {
 		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
 	}
 	timing("CloudNativePG operator installed")
 	if err := p.InstallBarmanCloud(ctx); err != nil {
 		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	// Upstream's Certificates issued the plugin's TLS Secrets.
+	for _, name := range []string{"barman-cloud-client", "barman-cloud-server"} {
+		cert, err := dynamic.NewForConfigOrDie(p.AdminConfig).Resource(schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}).
+			Namespace(CNPGNamespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || !conditionTrue(cert, "Ready") {
+			t.Errorf("cert-manager Certificate %s/%s not ready: %v %v", CNPGNamespace, name, err, conditions(cert))
+		}
 	}
 	timing("barman-cloud plugin installed (images imported, plugin serving)")
 	store, err := p.InstallS3(ctx)
