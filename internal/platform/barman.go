@@ -279,8 +279,11 @@ func hasKey(obj *unstructured.Unstructured, fields ...string) bool {
 // pull policy IfNotPresent (there is no registry).
 func useLocalImage(deploy *unstructured.Unstructured, image string) error {
 	containers, _, err := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
-	if err != nil || len(containers) == 0 {
-		return fmt.Errorf("platform: Deployment %s has no containers (%v)", deploy.GetName(), err)
+	if err != nil {
+		return fmt.Errorf("platform: Deployment %s: %w", deploy.GetName(), err)
+	}
+	if len(containers) == 0 {
+		return fmt.Errorf("platform: Deployment %s has no containers", deploy.GetName())
 	}
 	for _, c := range containers {
 		c.(map[string]any)["image"] = image

@@ -447,8 +447,11 @@ func bindAndConnect(ctx context.Context, p *Platform, osb *osbClient, b *Broker,
 		return nil, err
 	}
 	addrs, err := b.Resolver.LookupHost(ctx, binding["host"]+".cluster.local")
-	if err != nil || len(addrs) == 0 {
-		return nil, fmt.Errorf("resolving the binding's host %s: %v", binding["host"], err)
+	if err != nil {
+		return nil, fmt.Errorf("resolving the binding's host %s: %w", binding["host"], err)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("the binding's host %s resolves to nothing", binding["host"])
 	}
 	r := &DemoResult{Binding: binding, HostAddr: addrs[0]}
 	if err := r.connect(ctx); err != nil {
