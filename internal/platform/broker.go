@@ -129,12 +129,14 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 				"images":     map[string]any{PostgreSQLMajor: imgs.PostgreSQL},
 				"podMonitor": false,
 			},
-			"redis": map[string]any{"podMonitor": false},
+			"redis": map[string]any{
+				"redisImage":    imgs.Redis,
+				"exporterImage": imgs.RedisExporter,
+				"podMonitor":    false,
+			},
 		},
 	}
-	for k, v := range in.Values {
-		values[k] = v
-	}
+	mergeValues(values, in.Values)
 
 	settings := cli.New()
 	settings.KubeConfig = p.Kubeconfig()
@@ -187,6 +189,20 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 		TLS:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		Resolver:  p.ClusterResolver(),
 	}, nil
+}
+
+// mergeValues merges src into dst, map into map, as Helm coalesces values
+// files: a value of src replaces dst's unless both are maps.
+func mergeValues(dst, src map[string]any) {
+	for k, v := range src {
+		sm, sok := v.(map[string]any)
+		dm, dok := dst[k].(map[string]any)
+		if sok && dok {
+			mergeValues(dm, sm)
+			continue
+		}
+		dst[k] = v
+	}
 }
 
 // ClusterResolver resolves names through the cluster DNS, reached from the
