@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -117,8 +118,13 @@ func killAll(pids []int) {
 	}
 }
 
-// mountsUnder lists the mount points under dir, deepest first.
+// mountsUnder lists the mount points under dir, deepest first. The
+// kernel lists mount points by their real path, so a dir reached through a
+// symbolic link (a worktree's .cache linked to another's) is resolved.
 func mountsUnder(dir string) ([]string, error) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err

@@ -53,8 +53,11 @@ const (
 	labelPartOf    = "app.kubernetes.io/part-of"
 	partOf         = "redis-failover"
 	labelRole      = "redisfailovers-role"
-	// The exporter container's port name.
-	exporterPortName = "http-metrics"
+	// The exporter container's port name, as the operator (spotahome
+	// 1.2.4 and the fork alike) names it. "http-metrics" is the port of the
+	// operator's headless exporter Service, which a PodMonitor cannot use:
+	// the real platform's test caught a PodMonitor naming it.
+	exporterPortName = "metrics"
 	rfAPI            = "databases.spotahome.com/v1"
 	// MaxNameLength is the operator's limit on a RedisFailover's name.
 	MaxNameLength = 48
