@@ -24,7 +24,7 @@ const PostgreSQLMajor = "15"
 // Images are the references of the locally built images, known once
 // BuildImages ran.
 type Images struct {
-	Pause, CoreDNS, CNPGOperator, PostgreSQL string
+	Pause, CoreDNS, CNPGOperator, PostgreSQL, CertManager string
 	// RedisOperator, Redis and RedisExporter are the redis-operator and
 	// its operands (Redis and Sentinel share the Redis image).
 	RedisOperator, Redis, RedisExporter string
@@ -48,6 +48,7 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.CoreDNS, p.buildCoreDNSImage},
 		{&imgs.CNPGOperator, p.buildCNPGImage},
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage},
+		{&imgs.CertManager, p.buildCertManagerImage},
 		{&imgs.RedisOperator, p.buildRedisOperatorImage},
 	}
 	for _, s := range steps {
