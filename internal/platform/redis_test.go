@@ -199,6 +199,9 @@ type failoverFigures struct {
 	outage        time.Duration // recovered - first failure
 	failed, acked int           // writes after the delete
 	lost          []int         // acknowledged writes missing from the list afterwards
+	// errors counts the failed writes by the error's first word
+	// (READONLY, i/o timeout, connection refused, ...).
+	errors map[string]int
 }
 
 // figures reads the load's record against the list as it is now.
@@ -209,7 +212,7 @@ func (l *writeLoad) figures(deleted time.Time, list []string) failoverFigures {
 		n, _ := strconv.Atoi(v)
 		present[n] = true
 	}
-	var f failoverFigures
+	f := failoverFigures{errors: map[string]int{}}
 	var firstFail, lastFail time.Time
 	for _, w := range writes {
 		if w.err == nil && !present[w.seq] {
@@ -220,6 +223,7 @@ func (l *writeLoad) figures(deleted time.Time, list []string) failoverFigures {
 		}
 		if w.err != nil {
 			f.failed++
+			f.errors[errorKind(w.err)]++
 			if firstFail.IsZero() {
 				firstFail = w.at
 			}
@@ -240,6 +244,21 @@ func (l *writeLoad) figures(deleted time.Time, list []string) failoverFigures {
 		}
 	}
 	return f
+}
+
+// errorKind names a failed write's error briefly: Redis's error code
+// (READONLY, ...) or what the connection said.
+func errorKind(err error) string {
+	msg := err.Error()
+	for _, kind := range []string{"i/o timeout", "connection refused", "connection reset", "no route to host", "EOF"} {
+		if strings.Contains(msg, kind) {
+			return kind
+		}
+	}
+	if first, _, ok := strings.Cut(msg, " "); ok && strings.ToUpper(first) == first {
+		return first
+	}
+	return msg
 }
 
 // recoveredAfter says whether n writes in a row succeeded after a failure
@@ -640,6 +659,7 @@ func (r *redisOnPlatform) failover(ctx context.Context, t *testing.T, inst *redi
 		t.Fatalf("%d master pods (%v)", len(masters), err)
 	}
 	old := masters[0]
+	sentinelSwitch := watchSentinelSwitch(loadCtx, r.p, r.ns, inst.name, old.Status.PodIP)
 	deleted := time.Now()
 	if err := r.p.Client.CoreV1().Pods(r.ns).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -675,6 +695,7 @@ func (r *redisOnPlatform) failover(ctx context.Context, t *testing.T, inst *redi
 	}
 	stopLoad()
 	<-done
+	switched, ok := <-sentinelSwitch
 	list, err := c.LRange(ctx, key, 0, -1).Result()
 	if err != nil {
 		t.Fatalf("reading the written list on the new master: %v", err)
@@ -683,9 +704,13 @@ func (r *redisOnPlatform) failover(ctx context.Context, t *testing.T, inst *redi
 	if f.recovered == 0 {
 		t.Errorf("no write succeeded after the failures following the delete (%d failed)", f.failed)
 	}
-	t.Logf("TIMING ha failover (delete of master pod %s, graceful): pod %s labelled master after %s; first failed write %s after the delete; first successful write after the last failure %s after the delete (write outage %s); %d writes failed, %d acknowledged after the delete; %d acknowledged writes lost %v",
-		old.Name, newMaster, promoted.Round(100*time.Millisecond), f.firstFailure.Round(100*time.Millisecond), f.recovered.Round(100*time.Millisecond),
-		f.outage.Round(100*time.Millisecond), f.failed, f.acked, len(f.lost), f.lost)
+	sentinelFigure := "not seen"
+	if ok {
+		sentinelFigure = switched.Sub(deleted).Round(100 * time.Millisecond).String()
+	}
+	t.Logf("TIMING ha failover (delete of master pod %s, graceful): Sentinel named another master after %s; pod %s labelled master after %s; first failed write %s after the delete; first successful write after the last failure %s after the delete (write outage %s); %d writes failed %v, %d acknowledged after the delete; %d acknowledged writes lost %v",
+		old.Name, sentinelFigure, newMaster, promoted.Round(100*time.Millisecond), f.firstFailure.Round(100*time.Millisecond), f.recovered.Round(100*time.Millisecond),
+		f.outage.Round(100*time.Millisecond), f.failed, f.errors, f.acked, len(f.lost), f.lost)
 	if role, err := infoField(ctx, c, "replication", "role"); err != nil || role != "master" {
 		t.Errorf("after the failover the binding leads to role %q (%v), want master", role, err)
 	}
@@ -725,4 +750,47 @@ func checkAOFSurvivesCrash(ctx context.Context, t *testing.T, p *Platform, ns, f
 	if got, err := c.Get(ctx, "survives").Result(); err != nil || got != "the crash" {
 		t.Errorf("after the crash: GET survives = %q, %v; want the value written before", got, err)
 	}
+}
+
+// watchSentinelSwitch polls the instance's Sentinels (from the host, on
+// their pod addresses) every 250 ms and sends the time one of them first
+// names a master other than oldIP; the channel is closed without a value
+// when ctx ends first.
+func watchSentinelSwitch(ctx context.Context, p *Platform, ns, failover, oldIP string) <-chan time.Time {
+	out := make(chan time.Time, 1)
+	go func() {
+		defer close(out)
+		pods, err := p.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(map[string]string{
+			"app.kubernetes.io/name": failover, "app.kubernetes.io/component": "sentinel",
+		}).String()})
+		if err != nil {
+			return
+		}
+		var clients []*redis.SentinelClient
+		for _, pod := range pods.Items {
+			sc := redis.NewSentinelClient(&redis.Options{
+				Addr:        net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(rd.SentinelPort)),
+				DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1,
+			})
+			defer sc.Close()
+			clients = append(clients, sc)
+		}
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, sc := range clients {
+				addr, err := sc.GetMasterAddrByName(ctx, rd.MasterName).Result()
+				if err == nil && len(addr) == 2 && addr[0] != oldIP {
+					out <- time.Now()
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
 }
