@@ -380,7 +380,7 @@ func TestRedisOnRealPlatform(t *testing.T) {
 	t.Run("DevLite", func(t *testing.T) {
 		inst := r.provision(ctx, t, catalog.RedisDevLiteID, nil)
 		c := r.bind(ctx, t, inst)
-		want := "7.0.15"
+		want := tagOf(imgs.Redis)
 		if v, err := infoField(ctx, c, "server", "redis_version"); err != nil || v != want {
 			t.Errorf("redis_version %q (%v), want the image's %s", v, err, want)
 		}
