@@ -299,7 +299,8 @@ func checkRedisMonitors(ctx context.Context, t *testing.T, p *Platform, instance
 	cfg.PodMonitor = true
 	cfg.ServerCertificates = provisioners.CertificatesConfig{IssuerName: PlatformIssuer}
 	prov := &rd.Provisioner{Config: cfg}
-	checkMonitorsSelectRealPods(ctx, t, p, prov, inst, map[string]string{inst.Name: "\nredis_up 1\n"})
+	// Every series the Redis alerts use (charts/strata-broker/rules).
+	checkMonitorsSelectRealPods(ctx, t, p, prov, inst, map[string][]string{inst.Name: ruleMetrics(t, "redis.rules.yaml", "redis_")})
 	objs, err := prov.Build(inst)
 	if err != nil {
 		t.Fatal(err)
@@ -319,6 +320,14 @@ func checkRedisMonitors(ctx context.Context, t *testing.T, p *Platform, instance
 		for _, pod := range pods.Items {
 			if pod.Labels["app.kubernetes.io/component"] != "redis" {
 				t.Errorf("PodMonitor %s selects pod %s, not a Redis pod (%v)", o.GetName(), pod.Name, pod.Labels)
+				continue
+			}
+			// The exporter reaches its Redis with the password (the
+			// operator gives it REDIS_PASSWORD from the auth Secret).
+			port := namedContainerPort(pod, "metrics")
+			body, err := scrape(ctx, net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))), "/metrics")
+			if err != nil || !strings.Contains(body, "\nredis_up 1\n") {
+				t.Errorf("pod %s's exporter does not report redis_up 1 (%v)", pod.Name, err)
 			}
 		}
 	}
