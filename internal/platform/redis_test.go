@@ -345,7 +345,7 @@ func checkRedisMonitors(ctx context.Context, t *testing.T, p *Platform, instance
 // the PodMonitor the provisioner renders is checked against the running
 // pods; deprovision removes every object.
 func TestRedisOnRealPlatform(t *testing.T) {
-	ctx, p, _ := startTestPlatform(t, "test-redis", 55*time.Minute)
+	ctx, p, stopped := startTestPlatform(t, "test-redis", 55*time.Minute)
 	imgs, err := p.BuildImages(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -421,6 +421,19 @@ func TestRedisOnRealPlatform(t *testing.T) {
 		r.failover(ctx, t, inst, c)
 		r.deprovision(ctx, t, inst, c)
 	})
+
+	step = time.Now()
+	*stopped = true
+	if err := p.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if left := p.Leftovers(); len(left) > 0 {
+		t.Fatalf("left on the host after Stop: %v", left)
+	}
+	if err := p.Purge(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING stop and purge: %s", time.Since(step).Round(time.Second))
 }
 
 // redisRestarts is the restart count of the Redis container.
