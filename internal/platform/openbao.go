@@ -347,7 +347,7 @@ func (p *Platform) initAndUnsealOpenBao(ctx context.Context, c *vault.Client) er
 		status, lastErr = c.Sys().SealStatusWithContext(ctx)
 		return lastErr == nil, nil
 	}); err != nil {
-		return fmt.Errorf("platform: OpenBao does not answer: %w (last error: %v; component logs in %s)", err, lastErr, p.LogDir())
+		return fmt.Errorf("platform: OpenBao does not answer: %w (last error: %w; component logs in %s)", err, lastErr, p.LogDir())
 	}
 	var init openBaoInit
 	if !status.Initialized {
@@ -386,7 +386,7 @@ func (p *Platform) initAndUnsealOpenBao(ctx context.Context, c *vault.Client) er
 		lastErr = err
 		return err == nil && h.Initialized && !h.Sealed && !h.Standby, nil
 	}); err != nil {
-		return fmt.Errorf("platform: OpenBao not active after the unseal: %w (last error: %v)", err, lastErr)
+		return fmt.Errorf("platform: OpenBao not active after the unseal: %w (last error: %w)", err, lastErr)
 	}
 	return nil
 }
@@ -405,7 +405,8 @@ func configureOpenBao(ctx context.Context, c *vault.Client, in OpenBaoInstall) e
 			return fmt.Errorf("platform: OpenBao: enable the database secrets engine: %w", err)
 		}
 	}
-	if err := c.Sys().TuneMountWithContext(ctx, "database", vault.MountConfigInput{AuditNonHMACResponseKeys: []string{"username"}}); err != nil {
+	auditKeys := []string{"username"}
+	if err := c.Sys().TuneMountAllowNilWithContext(ctx, "database", vault.TuneMountConfigInput{AuditNonHMACResponseKeys: &auditKeys}); err != nil {
 		return fmt.Errorf("platform: OpenBao: tune database/: %w", err)
 	}
 	// The KV version 2 engine (Redis instances' passwords).
