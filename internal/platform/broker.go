@@ -88,9 +88,10 @@ type Broker struct {
 }
 
 // InstallBroker installs charts/strata-broker with Helm's Go SDK (a real
-// Helm release), with a serving certificate from the platform CA (no
-// cert-manager here yet), the local images and no Prometheus Operator
-// objects, and waits until the broker's pods are ready.
+// Helm release), with a serving certificate signed by the platform's own
+// CA, instances' server certificates from cert-manager's PlatformIssuer
+// (InstallCertManager must have run), the local images and no Prometheus
+// Operator objects, and waits until the broker's pods are ready.
 func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker, error) {
 	host := fmt.Sprintf("%s.%s.svc", BrokerRelease, in.Namespace)
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: in.Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -128,6 +129,9 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 			"postgres": map[string]any{
 				"images":     map[string]any{PostgreSQLMajor: imgs.PostgreSQL},
 				"podMonitor": false,
+				// Server certificates from cert-manager's platform CA
+				// (InstallCertManager); Redis shares the issuer.
+				"serverCertificates": map[string]any{"issuerName": PlatformIssuer, "issuerKind": "ClusterIssuer"},
 			},
 			"redis": map[string]any{"podMonitor": false},
 		},

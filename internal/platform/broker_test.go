@@ -17,11 +17,14 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/strata-dev/strata/catalog"
+	"github.com/strata-dev/strata/provisioners"
+	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
 // testBrokerProvisionsDevLite runs RunDemo, the code of `make run`: it
@@ -61,6 +64,57 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 			t.Errorf("binding file %s: %q, %v; want the binding's value", name, b, err)
 		}
 	}
+
+	// cert-manager issued the server certificate, from the platform CA
+	// the binding hands out (the connection above verified the server
+	// against the binding's ca.crt).
+	platformCA, err := p.PlatformCAPEM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Binding["ca.crt"] != string(platformCA) {
+		t.Errorf("the binding's ca.crt is not the platform CA of ClusterIssuer %s:\n%s", PlatformIssuer, res.Binding["ca.crt"])
+	}
+	certs, err := dynamic.NewForConfigOrDie(p.AdminConfig).Resource(schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}).
+		Namespace(cfg.Tenant).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certs.Items) == 0 {
+		t.Errorf("no cert-manager Certificate in %s", cfg.Tenant)
+	}
+	for _, c := range certs.Items {
+		issuer, _, _ := unstructured.NestedString(c.Object, "spec", "issuerRef", "name")
+		ready, msg := readyCondition(&c)
+		if !ready || issuer != PlatformIssuer {
+			t.Errorf("Certificate %s: issuer %q ready %v (%s); want %s and ready", c.GetName(), issuer, ready, msg, PlatformIssuer)
+		}
+	}
+
+	t.Run("PodMonitorsSelectRealPods", func(t *testing.T) {
+		svc, plan, err := catalog.Default().Find(catalog.PostgresServiceID, catalog.PostgresDevLiteID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clusterList, err := dynamic.NewForConfigOrDie(p.AdminConfig).Resource(schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "clusters"}).
+			Namespace(cfg.Tenant).List(ctx, metav1.ListOptions{})
+		if err != nil || len(clusterList.Items) != 1 {
+			t.Fatalf("want the demo's one Cluster in %s: %v", cfg.Tenant, err)
+		}
+		imgs, err := p.BuildImages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pgConfig := postgres.DefaultConfig()
+		pgConfig.Images = map[string]string{PostgreSQLMajor: imgs.PostgreSQL}
+		pgConfig.PodMonitor = true
+		inst := provisioners.Instance{
+			ID: cfg.InstanceID, Name: clusterList.Items[0].GetName(), Namespace: cfg.Tenant, Service: svc, Plan: plan,
+			Params: map[string]any{"version": PostgreSQLMajor},
+		}
+		checkMonitorsSelectRealPods(ctx, t, p, &postgres.Provisioner{Config: pgConfig}, inst,
+			map[string]string{inst.Name: "cnpg_collector_up"})
+	})
 
 	var out bytes.Buffer
 	res.PrintInstructions(&out, "make stop")

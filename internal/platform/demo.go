@@ -90,6 +90,10 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	if err := os.MkdirAll(res.BindingDir, 0o700); err != nil {
 		return nil, err
 	}
+	if err := p.InstallCertManager(ctx); err != nil {
+		return nil, err
+	}
+	done("cert-manager and the platform CA ready")
 	if err := p.InstallCNPG(ctx); err != nil {
 		return nil, err
 	}

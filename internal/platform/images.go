@@ -24,7 +24,7 @@ const PostgreSQLMajor = "15"
 // Images are the references of the locally built images, known once
 // BuildImages ran.
 type Images struct {
-	Pause, CoreDNS, CNPGOperator, PostgreSQL string
+	Pause, CoreDNS, CNPGOperator, PostgreSQL, CertManager string
 	// archives are the docker-archive files by image reference.
 	archives map[string]string
 }
@@ -44,6 +44,7 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.CoreDNS, p.buildCoreDNSImage},
 		{&imgs.CNPGOperator, p.buildCNPGImage},
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage},
+		{&imgs.CertManager, p.buildCertManagerImage},
 	}
 	for _, s := range steps {
 		ref, archive, err := s.build(ctx)

@@ -189,8 +189,9 @@ func queryThroughService(ctx context.Context, t *testing.T, p *Platform, app, ca
 func TestPinnedVersionsMatchModules(t *testing.T) {
 	root := repoRoot(t)
 	for dir, want := range map[string]string{
-		"kube":    "k8s.io/kubernetes " + KubernetesVersion,
-		"coredns": "github.com/coredns/coredns " + CoreDNSVersion,
+		"kube":        "k8s.io/kubernetes " + KubernetesVersion,
+		"coredns":     "github.com/coredns/coredns " + CoreDNSVersion,
+		"certmanager": certManagerModule + " " + CertManagerVersion,
 	} {
 		b, err := os.ReadFile(filepath.Join(root, "internal", "platform", "tools", dir, "go.mod"))
 		if err != nil {

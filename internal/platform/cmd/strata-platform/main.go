@@ -71,6 +71,9 @@ func main() {
 		err = p.Build(ctx)
 	case "up":
 		if err = p.Start(ctx); err == nil && (*cnpg || *withBroker) {
+			err = p.InstallCertManager(ctx)
+		}
+		if err == nil && (*cnpg || *withBroker) {
 			err = p.InstallCNPG(ctx)
 		}
 		if err == nil {
