@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -35,7 +36,7 @@ import (
 // deprovisions.
 func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	begin := time.Now()
-	ctx, p, _ := startTestPlatform(t, "test-bao", 45*time.Minute)
+	ctx, p, stopped := startTestPlatform(t, "test-bao", 45*time.Minute)
 
 	step := time.Now()
 	if err := p.InstallCNPG(ctx); err != nil {
@@ -216,6 +217,7 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 		t.Logf("after the unbind, the login is refused: %v", err)
 	}
 	t.Logf("TIMING unbind (leases revoked, logins dropped): %s", time.Since(step).Round(time.Second))
+	checkOpenBaoAudit(ctx, t, p, creds, flywayUser)
 
 	// Deprovision: OpenBao's connection and roles, the certificate and the
 	// Cluster go.
@@ -232,7 +234,45 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING deprovision → gone: %s", time.Since(step).Round(time.Second))
 	checkDeprovisioned(ctx, t, p, bao, tenant, cluster, conn)
+
+	step = time.Now()
+	*stopped = true
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := p.Leftovers(); len(left) > 0 {
+		t.Fatalf("left on the host after Stop: %v", left)
+	}
+	if err := p.Purge(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING stop and purge: %s", time.Since(step).Round(time.Second))
 	t.Logf("TIMING the whole test: %s", time.Since(begin).Round(time.Second))
+}
+
+// checkOpenBaoAudit reads OpenBao's audit device (declared in its server
+// configuration, writing to the pod's log): the binding's credential reads
+// and revocations are there, the login names in clear
+// (audit_non_hmac_response_keys), the passwords never.
+func checkOpenBaoAudit(ctx context.Context, t *testing.T, p *Platform, creds map[string]string, flywayUser string) {
+	t.Helper()
+	pods, err := p.Client.CoreV1().Pods(OpenBaoNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + openBaoName})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("OpenBao's pod: %v (%d pods)", err, len(pods.Items))
+	}
+	raw, err := p.Client.CoreV1().Pods(OpenBaoNamespace).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(raw)
+	for _, want := range []string{`"path":"database/creds/`, `"path":"sys/leases/revoke/database/creds/`, creds["username"], flywayUser} {
+		if !strings.Contains(log, want) {
+			t.Errorf("OpenBao's audit log has no %q", want)
+		}
+	}
+	if strings.Contains(log, creds["password"]) {
+		t.Errorf("OpenBao's audit log holds the binding's password in clear")
+	}
 }
 
 // brokerNamespace is where the test installs the broker.
@@ -300,7 +340,7 @@ func checkServerCertificate(ctx context.Context, t *testing.T, p *Platform, ns, 
 	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12,
 		VerifyConnection: func(cs tls.ConnectionState) error { chain = cs.PeerCertificates; return nil }}
 	cfg.Fallbacks = nil
-	cfg.LookupFunc = p.ClusterResolver().LookupHost
+	cfg.LookupFunc = clusterLookup(p)
 	_, err = pgconn.ConnectConfig(ctx, cfg)
 	// The probe has no login: PostgreSQL refuses it, after the TLS
 	// handshake verified the chain.
@@ -308,6 +348,18 @@ func checkServerCertificate(ctx context.Context, t *testing.T, p *Platform, ns, 
 		t.Fatalf("no TLS handshake with %s verified against the platform CA: %v", host, err)
 	}
 	t.Logf("%s presents %q issued by %q (verified against the platform CA)", host, chain[0].Subject.CommonName, chain[0].Issuer.CommonName)
+}
+
+// clusterLookup resolves a Service's name as a pod would: the host has no
+// cluster search domains, so <svc>.<ns>.svc gets its cluster.local.
+func clusterLookup(p *Platform) func(context.Context, string) ([]string, error) {
+	resolver := p.ClusterResolver()
+	return func(ctx context.Context, host string) ([]string, error) {
+		if strings.HasSuffix(host, ".svc") {
+			host += ".cluster.local"
+		}
+		return resolver.LookupHost(ctx, host)
+	}
 }
 
 // connectAs connects with a binding's values from the host (verify-full
@@ -328,7 +380,7 @@ func queryAs(ctx context.Context, p *Platform, creds map[string]string, platform
 	pool.AppendCertsFromPEM([]byte(creds["ca.crt"]))
 	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: creds["host"], MinVersion: tls.VersionTLS12}
 	cfg.Fallbacks = nil
-	cfg.LookupFunc = p.ClusterResolver().LookupHost
+	cfg.LookupFunc = clusterLookup(p)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	c, err := pgx.ConnectConfig(cctx, cfg)
@@ -425,6 +477,12 @@ func checkOpenBaoSetUp(ctx context.Context, t *testing.T, bao *OpenBao) {
 // ClusterIssuer and returns the issuer's name and its CA.
 func installPlatformIssuer(ctx context.Context, t *testing.T, p *Platform) (string, []byte) {
 	t.Helper()
-	t.Fatal("cert-manager is not on the platform yet (InstallCertManager)")
-	return "", nil
+	if err := p.InstallCertManager(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	ca, err := p.PlatformCAPEM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return PlatformIssuer, ca
 }
