@@ -217,6 +217,11 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 		t.Logf("after the unbind, the login is refused: %v", err)
 	}
 	t.Logf("TIMING unbind (leases revoked, logins dropped): %s", time.Since(step).Round(time.Second))
+	if leases, err := bao.Root.Logical().ListWithContext(ctx, "sys/leases/lookup/database/creds"); err != nil {
+		t.Fatal(err)
+	} else if leases != nil && strings.Contains(fmt.Sprint(leases.Data["keys"]), conn+"-readwrite-b") {
+		t.Errorf("OpenBao still has leases under the binding's role after the unbind: %v", leases.Data["keys"])
+	}
 	checkOpenBaoAudit(ctx, t, p, creds, flywayUser)
 
 	// Deprovision: OpenBao's connection and roles, the certificate and the
