@@ -125,6 +125,7 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 		"credentials":    map[string]any{"password": in.Password},
 		"tls":            map[string]any{"existingSecret": tlsSecret.Name},
 		"serviceMonitor": map[string]any{"enabled": false},
+		"prometheusRule": map[string]any{"enabled": false},
 		"config": map[string]any{
 			"postgres": map[string]any{
 				"images":     map[string]any{PostgreSQLMajor: imgs.PostgreSQL},

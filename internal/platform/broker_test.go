@@ -112,8 +112,10 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 			ID: cfg.InstanceID, Name: clusterList.Items[0].GetName(), Namespace: cfg.Tenant, Service: svc, Plan: plan,
 			Params: map[string]any{"version": PostgreSQLMajor},
 		}
+		// Every CloudNativePG series the PostgreSQL alerts use (the
+		// pooler's are for standard and ha, which have one).
 		checkMonitorsSelectRealPods(ctx, t, p, &postgres.Provisioner{Config: pgConfig}, inst,
-			map[string]string{inst.Name: "cnpg_collector_up"})
+			map[string][]string{inst.Name: ruleMetrics(t, "postgresql.rules.yaml", "cnpg_", "cnpg_pgbouncer_")})
 	})
 
 	var out bytes.Buffer

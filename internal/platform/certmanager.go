@@ -66,8 +66,11 @@ func (p *Platform) InstallCertManager(ctx context.Context) error {
 		return err
 	}
 	crdFiles, err := filepath.Glob(filepath.Join(dir, "deploy", "crds", "*.yaml"))
-	if err != nil || len(crdFiles) == 0 {
-		return fmt.Errorf("platform: no CRDs in %s/deploy/crds (%v)", dir, err)
+	if err != nil {
+		return err
+	}
+	if len(crdFiles) == 0 {
+		return fmt.Errorf("platform: no CRDs in %s/deploy/crds", dir)
 	}
 	sort.Strings(crdFiles)
 	for _, f := range crdFiles {

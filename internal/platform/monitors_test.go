@@ -8,6 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
 
 	"github.com/strata-dev/strata/provisioners"
 )
@@ -28,8 +33,9 @@ import (
 // one pod of the instance, every matched pod has a container port of the
 // endpoint's name, and that port answers GET /metrics with Prometheus text
 // from the host (which routes to the pod range) as Prometheus would scrape
-// it. wantMetric is a metric name every scrape must contain.
-func checkMonitorsSelectRealPods(ctx context.Context, t *testing.T, p *Platform, prov provisioners.Provisioner, inst provisioners.Instance, wantMetric map[string]string) {
+// it. wantMetrics are, by PodMonitor name, the metric names its scrapes
+// must contain (e.g. those the alert rules use: ruleMetrics).
+func checkMonitorsSelectRealPods(ctx context.Context, t *testing.T, p *Platform, prov provisioners.Provisioner, inst provisioners.Instance, wantMetrics map[string][]string) {
 	t.Helper()
 	objs, err := prov.Build(inst)
 	if err != nil {
@@ -74,8 +80,11 @@ func checkMonitorsSelectRealPods(ctx context.Context, t *testing.T, p *Platform,
 					t.Errorf("PodMonitor %s: scraping pod %s port %s (%d): %v", obj.GetName(), pod.Name, portName, port, err)
 					continue
 				}
-				if want := wantMetric[obj.GetName()]; !strings.Contains(body, want) {
-					t.Errorf("PodMonitor %s: pod %s's %s has no %s (%d bytes)", obj.GetName(), pod.Name, path, want, len(body))
+				served := servedMetrics(body)
+				for _, want := range wantMetrics[obj.GetName()] {
+					if !served[want] {
+						t.Errorf("PodMonitor %s: pod %s's %s has no %s (%d bytes)", obj.GetName(), pod.Name, path, want, len(body))
+					}
 				}
 				t.Logf("PodMonitor %s: pod %s port %s (%d) serves %d bytes of metrics", obj.GetName(), pod.Name, portName, port, len(body))
 			}
@@ -84,6 +93,66 @@ func checkMonitorsSelectRealPods(ctx context.Context, t *testing.T, p *Platform,
 	if monitors == 0 {
 		t.Errorf("no PodMonitor rendered for %s with monitoring on", inst.Name)
 	}
+}
+
+// servedMetrics are the metric names of a Prometheus text page.
+func servedMetrics(body string) map[string]bool {
+	names := map[string]bool{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.IndexAny(line, "{ "); i > 0 {
+			names[line[:i]] = true
+		}
+	}
+	return names
+}
+
+// ruleMetrics are the metric names with a prefix that the expressions of
+// one of the broker chart's alert rule files use (charts/strata-broker/
+// rules), less those with an excluded prefix: the alerts must watch series
+// the real exporters serve.
+func ruleMetrics(t *testing.T, file, prefix string, exclude ...string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "charts", "strata-broker", "rules", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Expr string `json:"expr"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	seen := map[string]bool{}
+	var names []string
+	token := regexp.MustCompile(regexp.QuoteMeta(prefix) + `[a-zA-Z0-9_]+`)
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+		next:
+			for _, name := range token.FindAllString(r.Expr, -1) {
+				for _, x := range exclude {
+					if strings.HasPrefix(name, x) {
+						continue next
+					}
+				}
+				if !seen[name] {
+					seen[name] = true
+					names = append(names, name)
+				}
+			}
+		}
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		t.Fatalf("%s uses no %s* metric", file, prefix)
+	}
+	return names
 }
 
 func namedContainerPort(pod corev1.Pod, name string) int32 {
