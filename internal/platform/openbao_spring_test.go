@@ -202,14 +202,20 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	if !strings.HasPrefix(flywayUser, "v-token-st-") || flywayUser == creds["username"] || !strings.Contains(pg.MigratedBy, "session_user="+flywayUser) || pg.TableOwner != "strata_owner" {
 		t.Errorf("migration: ran as %q (table owner %q), want the binding's OpenBao owner login %q acting as strata_owner", pg.MigratedBy, pg.TableOwner, flywayUser)
 	}
-	if err := p.Client.AppsV1().Deployments(tenant).Delete(ctx, "springapp", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
 
-	// Unbind: OpenBao revokes the leases and drops the logins.
+	// Unbind: OpenBao revokes the leases, ends the logins' sessions and
+	// drops the logins, the running application's included.
 	step = time.Now()
 	if code, body, err := osb.do(ctx, http.MethodDelete, bindingPath+"?"+ids, nil); err != nil || code != http.StatusOK {
 		t.Fatalf("unbind: %d %s %v", code, body, err)
+	}
+	if check, err := app.Check(ctx); err == nil {
+		t.Errorf("the application still reads and writes after the unbind, as %s", check.Postgres.SessionUser)
+	} else {
+		t.Logf("after the unbind, the application's /check fails: %v", err)
+	}
+	if err := p.Client.AppsV1().Deployments(tenant).Delete(ctx, "springapp", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	if err := connectAs(ctx, p, creds, platformCA); err == nil {
 		t.Errorf("the binding's login %s still connects after the unbind", creds["username"])
@@ -223,6 +229,7 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 		t.Errorf("OpenBao still has leases under the binding's role after the unbind: %v", leases.Data["keys"])
 	}
 	checkOpenBaoAudit(ctx, t, p, creds, flywayUser)
+	checkNoPasswordInPostgresLog(ctx, t, p, tenant, cluster, creds["password"], string(secret.Data["spring.flyway.password"]))
 
 	// Deprovision: OpenBao's connection and roles, the certificate and the
 	// Cluster go.
@@ -253,6 +260,26 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING stop and purge: %s", time.Since(step).Round(time.Second))
 	t.Logf("TIMING the whole test: %s", time.Since(begin).Round(time.Second))
+}
+
+// checkNoPasswordInPostgresLog reads the instance's PostgreSQL log
+// (pgaudit logs OpenBao's CREATE ROLE statements, which carry SCRAM
+// verifiers only): the binding's passwords never appear.
+func checkNoPasswordInPostgresLog(ctx context.Context, t *testing.T, p *Platform, ns, cluster string, passwords ...string) {
+	t.Helper()
+	raw, err := p.Client.CoreV1().Pods(ns).GetLogs(cluster+"-1", &corev1.PodLogOptions{Container: "postgres"}).DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(raw)
+	if !strings.Contains(log, "CREATE ROLE") {
+		t.Errorf("the PostgreSQL log of %s has no CREATE ROLE (pgaudit): nothing to check", cluster)
+	}
+	for i, pw := range passwords {
+		if pw == "" || strings.Contains(log, pw) {
+			t.Errorf("the PostgreSQL log of %s holds the binding's password #%d (or it is empty)", cluster, i)
+		}
+	}
 }
 
 // checkOpenBaoAudit reads OpenBao's audit device (declared in its server
