@@ -196,20 +196,6 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 	}, nil
 }
 
-// mergeValues merges src into dst, map into map, as Helm coalesces values
-// files: a value of src replaces dst's unless both are maps.
-func mergeValues(dst, src map[string]any) {
-	for k, v := range src {
-		sm, sok := v.(map[string]any)
-		dm, dok := dst[k].(map[string]any)
-		if sok && dok {
-			mergeValues(dm, sm)
-			continue
-		}
-		dst[k] = v
-	}
-}
-
 // ClusterResolver resolves names through the cluster DNS, reached from the
 // host through its route into the node.
 func (p *Platform) ClusterResolver() *net.Resolver {
@@ -252,4 +238,18 @@ func (p *Platform) issueServing(dnsNames []string) (certPEM, keyPEM []byte, err 
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// mergeValues merges override into values: nested maps are merged key by
+// key (as Helm coalesces them), anything else replaces what is there.
+func mergeValues(values, override map[string]any) {
+	for k, v := range override {
+		sub, isMap := v.(map[string]any)
+		have, haveMap := values[k].(map[string]any)
+		if isMap && haveMap {
+			mergeValues(have, sub)
+			continue
+		}
+		values[k] = v
+	}
 }

@@ -127,11 +127,11 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cfg.Tenant}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	osb := newOSBClient(b, password)
-	res.osb = osb
-	if err := osb.waitForCatalog(ctx); err != nil {
+	osb, err := newOSBClient(ctx, b, password)
+	if err != nil {
 		return nil, err
 	}
+	res.osb = osb
 
 	instancePath := "/v2/service_instances/" + cfg.InstanceID
 	code, body, err := osb.do(ctx, http.MethodPut, instancePath+"?accepts_incomplete=true", map[string]any{
@@ -332,28 +332,24 @@ type osbClient struct {
 	http          *http.Client
 }
 
-// newOSBClient calls an installed broker from the host: its Service name
-// resolved through the cluster DNS, TLS verified against the platform CA,
-// basic auth as user strata.
-func newOSBClient(b *Broker, password string) *osbClient {
-	return &osbClient{url: b.URL, password: password, http: &http.Client{
+// newOSBClient calls an installed broker from the host through its
+// Service (the cluster DNS resolves its name; TLS verified against the
+// platform CA; basic auth), once its catalog answers: the pod is ready a
+// moment before kube-proxy routes its Service.
+func newOSBClient(ctx context.Context, b *Broker, password string) (*osbClient, error) {
+	osb := &osbClient{url: b.URL, password: password, http: &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: b.TLS, DialContext: (&net.Dialer{
 			Resolver: b.Resolver, Timeout: 10 * time.Second,
 		}).DialContext},
 	}}
-}
-
-// waitForCatalog waits until the broker answers its catalog: the pod is
-// ready a moment before kube-proxy routes its Service.
-func (c *osbClient) waitForCatalog(ctx context.Context) error {
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		code, _, err := c.do(ctx, http.MethodGet, "/v2/catalog", nil)
+		code, _, err := osb.do(ctx, http.MethodGet, "/v2/catalog", nil)
 		return err == nil && code == http.StatusOK, nil
 	}); err != nil {
-		return fmt.Errorf("the broker's catalog through its Service %s: %w", c.url, err)
+		return nil, fmt.Errorf("the broker's catalog through its Service %s: %w", b.URL, err)
 	}
-	return nil
+	return osb, nil
 }
 
 // bindingCredentials reads a binding's credentials from the broker's

@@ -33,8 +33,8 @@ type Images struct {
 }
 
 // BuildImages builds (or finds in the cache) every image the platform and
-// its tests use (CloudNativePG and PostgreSQL, the redis-operator and
-// Redis). It needs no running platform.
+// its tests use (CloudNativePG and PostgreSQL, cert-manager, the
+// redis-operator and Redis). It needs no running platform.
 func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 	if p.images != nil {
 		return *p.images, nil
@@ -194,13 +194,12 @@ func (p *Platform) binaryImage(name, tag, bin string, files []layerEntry, cfg im
 	return ref, archive, err
 }
 
-// debootstrapPrelude starts every debootstrap image script: a bookworm
-// minbase root filesystem in $1 from the mirror $2 with the machine's apt
-// sources $3 ($4 is the script's own argument), /proc mounted for the
-// packages' scripts and no service started by them (policy-rc.d).
-const debootstrapPrelude = `set -euo pipefail
-root="$1" mirror="$2" sources="$3" major="$4"
-debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
+// debootstrapBookworm is the start every Debian image's script shares
+// (after it names its arguments: $root, $mirror, $sources): a bookworm
+// minbase root filesystem, /proc mounted for the packages' scripts (and
+// unmounted on exit), no service started by a package, and the machine's
+// apt sources, so apt inside the image uses the same mirror.
+const debootstrapBookworm = `debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
 mount -t proc proc "$root/proc"
 trap 'umount "$root/proc" 2>/dev/null || true' EXIT
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
@@ -215,7 +214,9 @@ esac
 // debootstrap. CloudNativePG runs postgres as uid/gid 26 (Debian's gid 26
 // is "tape", moved away), wants the binaries on PATH and never a cluster
 // created by the package (create_main_cluster = false).
-const postgresScript = debootstrapPrelude + `if chroot "$root" getent group tape | grep -q ':26:'; then chroot "$root" groupmod -g 1026 tape; fi
+const postgresScript = `set -euo pipefail
+root="$1" mirror="$2" sources="$3" major="$4"
+` + debootstrapBookworm + `if chroot "$root" getent group tape | grep -q ':26:'; then chroot "$root" groupmod -g 1026 tape; fi
 chroot "$root" groupadd -g 26 postgres
 chroot "$root" useradd -u 26 -g 26 -d /var/lib/postgresql -s /bin/bash -M postgres
 install -d -o 26 -g 26 "$root/var/lib/postgresql" "$root/var/run/postgresql"
@@ -239,125 +240,77 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man
 // packages (postgresql-15 with pg_stat_statements, pgaudit, HypoPG),
 // tagged <major>.<minor> as CloudNativePG parses it from the image name.
 func (p *Platform) buildPostgreSQLImage(ctx context.Context) (string, string, error) {
-	refs, archives, err := p.debootstrapImages(ctx, debootstrapBuild{
-		name:   "postgresql",
-		what:   "the PostgreSQL image",
-		script: postgresScript,
-		arg:    PostgreSQLMajor,
-		// "15.14-0+deb12u1" -> "15.14"
-		tag: func(version string) (string, error) {
-			tag := debianUpstreamVersion(version)
-			if !strings.HasPrefix(tag, PostgreSQLMajor+".") {
-				return "", fmt.Errorf("platform: unexpected postgresql-%s version %q", PostgreSQLMajor, version)
-			}
-			return tag, nil
-		},
-		images: []debootstrapImage{{name: "postgresql", config: imageConfig{
-			Env: []string{
-				"PATH=/usr/lib/postgresql/" + PostgreSQLMajor + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				"LANG=en_US.UTF-8",
-			},
-			User:       "26",
-			WorkingDir: "/",
-		}}},
-	})
+	key := hashStrings(postgresScript, PostgreSQLMajor)
+	archive := p.imageArchive("postgresql", key)
+	tagFile := archive + ".tag"
+	if b, err := os.ReadFile(tagFile); err == nil && fileExists(archive) {
+		return imageRef("postgresql", strings.TrimSpace(string(b))), archive, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(archive), 0o755); err != nil {
+		return "", "", err
+	}
+	root := archive + ".rootfs"
+	defer os.RemoveAll(root)
+	start := time.Now()
+	out, err := p.debootstrapRootfs(ctx, "postgresql", root, postgresScript, PostgreSQLMajor)
 	if err != nil {
 		return "", "", err
 	}
-	return refs[0], archives[0], nil
+	// "15.14-0+deb12u1" -> "15.14"
+	version := strings.TrimSpace(string(out))
+	tag := strings.SplitN(version, "-", 2)[0]
+	if !strings.HasPrefix(tag, PostgreSQLMajor+".") {
+		return "", "", fmt.Errorf("platform: unexpected postgresql-%s version %q", PostgreSQLMajor, version)
+	}
+	ref := imageRef("postgresql", tag)
+	cfg := imageConfig{
+		Env: []string{
+			"PATH=/usr/lib/postgresql/" + PostgreSQLMajor + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"LANG=en_US.UTF-8",
+		},
+		User:       "26",
+		WorkingDir: "/",
+	}
+	if err := writeDockerArchive(archive, ref, cfg, writeTree(root)); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(tagFile, []byte(tag+"\n"), 0o644); err != nil {
+		return "", "", err
+	}
+	p.cfg.Log("platform: built %s in %s", ref, time.Since(start).Round(time.Second))
+	return ref, archive, nil
 }
 
-// debootstrapBuild is an image built from a Debian root filesystem.
-type debootstrapBuild struct {
-	name   string // cache file prefix and build log name
-	what   string // for messages
-	script string // bash (debootstrapPrelude first); prints the version the tag is made of
-	arg    string // the script's $4
-	tag    func(version string) (string, error)
-	// images are packed from the one root filesystem, all with the same
-	// tag (one layer each; identical trees give identical layers, which
-	// containerd stores once).
-	images []debootstrapImage
-}
-
-// debootstrapImage is one image packed from a debootstrapBuild's tree.
-type debootstrapImage struct {
-	name   string
-	config imageConfig
-}
-
-// debootstrapImages runs a debootstrap script into a fresh root filesystem
-// and packs it into the build's images, cached by the script's content and
-// argument (the tag, learnt from the packages' version, is kept beside the
-// archives).
-func (p *Platform) debootstrapImages(ctx context.Context, b debootstrapBuild) (refs, archives []string, err error) {
+// debootstrapRootfs runs an image's build script (which starts with
+// debootstrapBookworm) into root, with the machine's Debian mirror and apt
+// sources, logging to the image's build log; it returns what the script
+// printed on standard output.
+func (p *Platform) debootstrapRootfs(ctx context.Context, name, root, script string, args ...string) (string, error) {
 	mirror, sources, err := debianMirror()
 	if err != nil {
-		return nil, nil, err
+		return "", err
 	}
-	key := hashStrings(b.script, b.arg)
-	for _, img := range b.images {
-		archives = append(archives, p.imageArchive(img.name, key))
-	}
-	tagFile := archives[0] + ".tag"
-	cached := true
-	for _, a := range archives {
-		cached = cached && fileExists(a)
-	}
-	if t, err := os.ReadFile(tagFile); err == nil && cached {
-		for _, img := range b.images {
-			refs = append(refs, imageRef(img.name, strings.TrimSpace(string(t))))
-		}
-		return refs, archives, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(archives[0]), 0o755); err != nil {
-		return nil, nil, err
-	}
-	root := archives[0] + ".rootfs"
 	os.RemoveAll(root)
-	defer os.RemoveAll(root)
-	p.cfg.Log("platform: building %s with debootstrap (a minute or two; log %s)", b.what, p.buildLog(b.name))
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "bash", "-c", b.script, b.name+"-image", root, mirror, sources, b.arg)
-	logFile, err := os.Create(p.buildLog(b.name))
+	p.cfg.Log("platform: building the %s image with debootstrap (a minute or two; log %s)", name, p.buildLog(name))
+	if err := os.MkdirAll(filepath.Dir(p.buildLog(name)), 0o755); err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "bash", append([]string{"-c", script, name + "-image", root, mirror, sources}, args...)...)
+	logFile, err := os.Create(p.buildLog(name))
 	if err != nil {
-		return nil, nil, err
+		return "", err
 	}
 	defer logFile.Close()
 	cmd.Stderr = logFile
 	out, err := cmd.Output()
 	if err != nil {
-		log, _ := os.ReadFile(p.buildLog(b.name))
-		if len(log) > 3000 {
-			log = log[len(log)-3000:]
+		b, _ := os.ReadFile(p.buildLog(name))
+		if len(b) > 3000 {
+			b = b[len(b)-3000:]
 		}
-		return nil, nil, fmt.Errorf("platform: building %s (needs debootstrap: apt-get install debootstrap): %w\n%s", b.what, err, log)
+		return "", fmt.Errorf("platform: building the %s image (needs debootstrap: apt-get install debootstrap): %w\n%s", name, err, b)
 	}
-	tag, err := b.tag(strings.TrimSpace(string(out)))
-	if err != nil {
-		return nil, nil, err
-	}
-	for i, img := range b.images {
-		ref := imageRef(img.name, tag)
-		if err := writeDockerArchive(archives[i], ref, img.config, writeTree(root)); err != nil {
-			return nil, nil, err
-		}
-		refs = append(refs, ref)
-	}
-	if err := os.WriteFile(tagFile, []byte(tag+"\n"), 0o644); err != nil {
-		return nil, nil, err
-	}
-	p.cfg.Log("platform: built %s in %s", strings.Join(refs, ", "), time.Since(start).Round(time.Second))
-	return refs, archives, nil
-}
-
-// debianUpstreamVersion is the upstream part of a Debian package version:
-// "5:7.0.15-1~deb12u1" -> "7.0.15".
-func debianUpstreamVersion(v string) string {
-	if i := strings.Index(v, ":"); i >= 0 {
-		v = v[i+1:]
-	}
-	return strings.SplitN(v, "-", 2)[0]
+	return string(out), nil
 }
 
 // debianMirror reads the Debian mirror from the machine's apt sources (no

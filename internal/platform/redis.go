@@ -50,11 +50,13 @@ func (p *Platform) buildRedisOperatorImage(ctx context.Context) (string, string,
 // redis-server and redis-tools (Redis 7.0, built with TLS), hostname (the
 // operator's Sentinel readiness probe runs `hostname`) and Debian's
 // prometheus-redis-exporter. The operator runs every container as uid 1000
-// (its default securityContext); /data is the volume's mount point.
-const redisScript = debootstrapPrelude + `chroot "$root" apt-get update -qq >&2
+// (its default securityContext); /data is the volume's mount point. It
+// prints redis-server's package version.
+const redisScript = `set -euo pipefail
+root="$1" mirror="$2" sources="$3"
+` + debootstrapBookworm + `chroot "$root" apt-get update -qq >&2
 chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   redis-server redis-tools hostname prometheus-redis-exporter >&2
-chroot "$root" redis-server --version | grep -q 'build=' >&2
 # Redis must speak TLS (the broker serves clients on a TLS port only).
 chroot "$root" sh -c 'ldd "$(command -v redis-server)"' | grep -q libssl
 install -d -o 1000 -g 1000 "$root/data"
@@ -66,42 +68,59 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man
 
 // buildRedisImages builds the Redis operand image and the exporter image
 // from one Debian root filesystem (Redis 7.0.15 and redis_exporter 1.45,
-// bookworm's): the exporter image is the same tree with the exporter as its
-// entrypoint, since the operator gives the exporter container arguments
-// only. Both are tagged with Redis's version.
+// bookworm's), cached by the script's content: the exporter image is the
+// same tree with the exporter as its entrypoint, since the operator gives
+// the exporter container arguments only (identical trees give identical
+// layers, which containerd stores once). Both are tagged with Redis's
+// upstream version.
 //
 // Debian's Redis keeps protected-mode on by default (the official image
 // patches it off): the broker's RedisFailover passes --protected-mode no
 // (provisioners/redis), harmless since every connection needs the password.
 func (p *Platform) buildRedisImages(ctx context.Context) (redis, exporter string, archives []string, err error) {
-	refs, archives, err := p.debootstrapImages(ctx, debootstrapBuild{
-		name:   "redis",
-		what:   "the Redis image",
-		script: redisScript,
-		tag: func(version string) (string, error) {
-			tag := debianUpstreamVersion(version)
-			if !strings.HasPrefix(tag, "7.") {
-				return "", fmt.Errorf("platform: unexpected redis-server version %q", version)
-			}
-			return tag, nil
-		},
-		images: []debootstrapImage{
-			{name: "redis", config: imageConfig{
-				Cmd:        []string{"redis-server"},
-				User:       "1000:1000",
-				WorkingDir: "/data",
-			}},
-			{name: "redis-exporter", config: imageConfig{
-				Entrypoint: []string{"/usr/bin/prometheus-redis-exporter"},
-				User:       "1000:1000",
-				WorkingDir: "/",
-			}},
-		},
-	})
+	key := hashStrings(redisScript)
+	archives = []string{p.imageArchive("redis", key), p.imageArchive("redis-exporter", key)}
+	tagFile := archives[0] + ".tag"
+	if b, err := os.ReadFile(tagFile); err == nil && fileExists(archives[0]) && fileExists(archives[1]) {
+		tag := strings.TrimSpace(string(b))
+		return imageRef("redis", tag), imageRef("redis-exporter", tag), archives, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(archives[0]), 0o755); err != nil {
+		return "", "", nil, err
+	}
+	root := archives[0] + ".rootfs"
+	defer os.RemoveAll(root)
+	start := time.Now()
+	out, err := p.debootstrapRootfs(ctx, "redis", root, redisScript)
 	if err != nil {
 		return "", "", nil, err
 	}
-	return refs[0], refs[1], archives, nil
+	// "5:7.0.15-1~deb12u1" -> "7.0.15"
+	version := strings.TrimSpace(out)
+	tag := version
+	if _, upstream, epoch := strings.Cut(tag, ":"); epoch {
+		tag = upstream
+	}
+	tag, _, _ = strings.Cut(tag, "-")
+	if !strings.HasPrefix(tag, "7.") {
+		return "", "", nil, fmt.Errorf("platform: unexpected redis-server version %q", version)
+	}
+	redis, exporter = imageRef("redis", tag), imageRef("redis-exporter", tag)
+	if err := writeDockerArchive(archives[0], redis, imageConfig{
+		Cmd: []string{"redis-server"}, User: "1000:1000", WorkingDir: "/data",
+	}, writeTree(root)); err != nil {
+		return "", "", nil, err
+	}
+	if err := writeDockerArchive(archives[1], exporter, imageConfig{
+		Entrypoint: []string{"/usr/bin/prometheus-redis-exporter"}, User: "1000:1000", WorkingDir: "/",
+	}, writeTree(root)); err != nil {
+		return "", "", nil, err
+	}
+	if err := os.WriteFile(tagFile, []byte(tag+"\n"), 0o644); err != nil {
+		return "", "", nil, err
+	}
+	p.cfg.Log("platform: built %s and %s in %s", redis, exporter, time.Since(start).Round(time.Second))
+	return redis, exporter, archives, nil
 }
 
 // InstallRedisOperator installs the redis-operator: the RedisFailover CRD

@@ -374,8 +374,8 @@ func TestRedisOnRealPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	osb := newOSBClient(b, password)
-	if err := osb.waitForCatalog(ctx); err != nil {
+	osb, err := newOSBClient(ctx, b, password)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING broker installed with its Helm chart (Redis image %s): %s", imgs.Redis, time.Since(step).Round(time.Second))
