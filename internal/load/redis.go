@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -164,5 +163,5 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 // WRONGTYPE), which fails a request but not the connection.
 func isReplyError(err error) bool {
 	var re goredis.Error
-	return errors.As(err, &re) && !strings.Contains(err.Error(), "i/o")
+	return errors.As(err, &re)
 }
