@@ -45,13 +45,17 @@ func WriteHistogramHTML(w io.Writer, r *Result) error {
 		x := func(d time.Duration) float64 {
 			return left + (math.Log10(float64(d.Nanoseconds()+1))-lo)/(hi-lo)*plotW
 		}
-		var maxCount uint64
+		// A bar's height is its count over its width on the log axis, so
+		// that areas compare: buckets double in width at each power of two
+		// of nanoseconds, and raw counts would jump there.
+		density := func(bk Bucket) float64 { return float64(bk.Count) / (x(bk.High) - x(bk.Low)) }
+		maxDensity := 0.0
 		for _, bk := range buckets {
-			maxCount = max(maxCount, bk.Count)
+			maxDensity = max(maxDensity, density(bk))
 		}
 		for _, bk := range buckets {
 			x0, x1 := x(bk.Low), x(bk.High)
-			h := float64(bk.Count) / float64(maxCount) * plotH
+			h := density(bk) / maxDensity * plotH
 			p("<rect class=\"bucket\" x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"#4878a8\"><title>%s – %s: %d</title></rect>\n",
 				x0, top+plotH-h, math.Max(x1-x0, 0.5), h, fmtDur(bk.Low), fmtDur(bk.High), bk.Count)
 		}
@@ -79,7 +83,7 @@ func WriteHistogramHTML(w io.Writer, r *Result) error {
 		}
 	}
 	p("<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">latency (log scale)</text>\n", left+plotW/2, height-8)
-	p("<text x=\"15\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 15 %d)\">%s</text>\n", top+plotH/2, top+plotH/2, esc(r.Unit))
+	p("<text x=\"15\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 15 %d)\">%s (bar area ∝ count)</text>\n", top+plotH/2, top+plotH/2, esc(r.Unit))
 	p("</svg>\n")
 
 	p("<h2>Summary</h2>\n<table>\n")
