@@ -35,7 +35,7 @@ import (
 //	make bench   (or: go test -run '^$' -bench . ./internal/load/)
 
 // rounds of each tool per benchmark, alternating.
-const rounds = 2
+const rounds = 3
 
 func nativeTool(b *testing.B, name, install string) string {
 	b.Helper()
@@ -67,20 +67,20 @@ func report(b *testing.B, native, ours float64, nativeName, unit string) {
 	b.Helper()
 	b.ReportMetric(native, nativeName+"-"+unit)
 	b.ReportMetric(ours, "strata-load-"+unit)
-	b.ReportMetric(ours/native, "ratio")
+	b.ReportMetric(ours/native, "ratio-"+unit)
 	b.Logf("%s %.1f %s, strata-load %.1f %s: ratio %.3f", nativeName, native, unit, ours, unit, ours/native)
 }
 
 var pgbenchTPS = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
 // BenchmarkPostgresTPCBVsPgbench: pgbench's built-in TPC-B-like script and
-// strata-load's, scale 10, 8 clients, 2 threads, 10 s, -M prepared (both
+// strata-load's, scale 10, 8 clients, 2 threads, 8 s, -M prepared (both
 // prepare each statement once per connection and run it with the extended
 // protocol), TLS verify-full for both, no vacuum before the runs (-n).
 func BenchmarkPostgresTPCBVsPgbench(b *testing.B) {
 	pgbench := nativeTool(b, "pgbench", "apt-get install postgresql-15 (or make deps)")
 	pg := startPostgres(b)
-	const clients, threads, seconds, scale = "8", "2", "10", "10"
+	const clients, threads, seconds, scale = "8", "2", "8", "10"
 	if _, out, err := runCLI(b, "postgres", "--binding", pg.binding, "--init", "-s", scale); err != nil {
 		b.Fatalf("--init: %v\n%s", err, out)
 	}
@@ -107,6 +107,7 @@ func BenchmarkPostgresTPCBVsPgbench(b *testing.B) {
 				b.Fatalf("strata-load: %v\n%s\n%s", err, sum, errOut)
 			}
 			ours += throughput(b, sum)
+			b.Logf("strata-load: %.1f tps", throughput(b, sum))
 			txs += summaryInt(b, sum, "transactions")
 			checkHistogram(b, hist, summaryInt(b, sum, "transactions"))
 		}
@@ -129,7 +130,7 @@ func mustPGConfig(b *testing.B, pg *pgEnv) *pgx.ConnConfig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := load.PostgresConfig(bd)
+	cfg, err := load.PostgresConfig(bd, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -161,6 +162,7 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 				"--tls", "--cacert", filepath.Join(r.binding, "ca.crt"), "-c", clients, "-P", pipeline, "-d", size,
 				"-r", keyspace, "-n", requests, "-t", "set,get", "--csv")
 			set, get := redisBenchmarkRPS(b, out)
+			b.Logf("redis-benchmark: SET %.0f rps, GET %.0f rps", set, get)
 			nativeSet += set
 			nativeGet += get
 			for _, ratio := range []string{"1:0", "0:1"} {
@@ -170,6 +172,7 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 					b.Fatalf("strata-load: %v\n%s\n%s", err, sum, errOut)
 				}
 				checkHistogram(b, hist, summaryInt(b, sum, "requests"))
+				b.Logf("strata-load --ratio %s: %.0f rps", ratio, throughput(b, sum))
 				if ratio == "1:0" {
 					oursSet += throughput(b, sum)
 				} else {
@@ -183,8 +186,8 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 		}
 	}
 	n := float64(b.N * rounds)
-	b.Run("set", func(b *testing.B) { report(b, nativeSet/n, oursSet/n, "redis-benchmark", "rps") })
-	b.Run("get", func(b *testing.B) { report(b, nativeGet/n, oursGet/n, "redis-benchmark", "rps") })
+	report(b, nativeSet/n, oursSet/n, "redis-benchmark", "set-rps")
+	report(b, nativeGet/n, oursGet/n, "redis-benchmark", "get-rps")
 }
 
 // redisBenchmarkRPS reads redis-benchmark's --csv output.
@@ -267,6 +270,7 @@ func BenchmarkKafkaVsProducerPerfTest(b *testing.B) {
 				b.Fatalf("strata-load: %v\n%s\n%s", err, sum, errOut)
 			}
 			ours += throughput(b, sum)
+			b.Logf("strata-load: %.1f records/s, p50 %s, p99 %s", throughput(b, sum), summaryValue(b, sum, "latency p50"), summaryValue(b, sum, "latency p99"))
 			produced += summaryInt(b, sum, "records")
 			checkHistogram(b, hist, summaryInt(b, sum, "records"))
 		}

@@ -20,7 +20,7 @@ import (
 const Usage = `strata-load runs a load test against a Strata binding's service.
 
 usage:
-  strata-load postgres --binding DIR [--init -s SCALE] [-c CLIENTS] [-j THREADS] [-T SECONDS | -t TX] [-M simple|extended|prepared] [-f SCRIPT.sql] [-P SECONDS] [--check]
+  strata-load postgres --binding DIR [--hostaddr ADDR] [--init -s SCALE] [-c CLIENTS] [-j THREADS] [-T SECONDS | -t TX] [-M simple|extended|prepared] [-f SCRIPT.sql] [-P SECONDS] [--check]
   strata-load redis    --binding DIR [-c CLIENTS] [-P PIPELINE] [-d BYTES] [-r KEYSPACE] [--ratio SET:GET] [-n REQUESTS | -T SECONDS]
   strata-load kafka    --binding DIR --topic NAME [--num-records N | -T SECONDS] [--record-size BYTES] [--producers N] [--consumers N] [--acks all|1|0]
 
@@ -50,6 +50,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	histogram := fs.String("histogram", "", "write the latency histogram and summary to this HTML file")
 	progressSec := fs.Float64("progress", 1, "seconds between progress lines (0: none)")
 	seconds := fs.Float64("T", 0, "run for this many seconds")
+	hostaddr := fs.String("hostaddr", "", "postgres, redis: connect to this address instead of resolving the binding's host (as libpq's hostaddr); the certificate is still verified for the host")
 
 	var run func(Binding, Limits) (*Result, error)
 	switch service {
@@ -65,7 +66,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		progressP := fs.Float64("P", -1, "same as --progress (pgbench's spelling)")
 		check := fs.Bool("check", false, "after the run, check the TPC-B invariant (balances sum to the history's deltas)")
 		run = func(b Binding, lim Limits) (*Result, error) {
-			cfg, err := PostgresConfig(b)
+			cfg, err := PostgresConfig(b, *hostaddr)
 			if err != nil {
 				return nil, err
 			}
@@ -128,7 +129,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			} else {
 				lim.Count = *requests
 			}
-			client, err := RedisClient(b, *clients)
+			client, err := RedisClient(b, *clients, *hostaddr)
 			if err != nil {
 				return nil, err
 			}

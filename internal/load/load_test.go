@@ -215,11 +215,11 @@ func TestBindingFromDirectoryAndSecret(t *testing.T) {
 		t.Fatalf("read %v", keysOf(sb))
 	}
 	// No CA, no connection: the tool never connects without verification.
-	if _, err := load.RedisClient(sb, 1); err == nil || !strings.Contains(err.Error(), "ca.crt") || strings.Contains(err.Error(), "secret-pw") {
+	if _, err := load.RedisClient(sb, 1, ""); err == nil || !strings.Contains(err.Error(), "ca.crt") || strings.Contains(err.Error(), "secret-pw") {
 		t.Fatalf("a binding without ca.crt: %v", err)
 	}
 	// A Redis binding is not taken for PostgreSQL.
-	if _, err := load.PostgresConfig(sb); err == nil || !strings.Contains(err.Error(), `"redis"`) {
+	if _, err := load.PostgresConfig(sb, ""); err == nil || !strings.Contains(err.Error(), `"redis"`) {
 		t.Fatalf("a Redis binding given to postgres: %v", err)
 	}
 	if _, err := load.ReadBindingSecret(context.Background(), kube, "team-a", "nope"); err == nil {

@@ -31,7 +31,10 @@ type PostgresOptions struct {
 // PostgresConfig is a connection to the binding's database with TLS
 // verified against the binding's CA (verify-full whatever the binding's
 // sslmode says: the tool never connects without verification).
-func PostgresConfig(b Binding) (*pgx.ConnConfig, error) {
+// hostaddr, when not empty, is the address to connect to instead of
+// resolving the host (libpq's hostaddr): the certificate is still verified
+// for the binding's host name.
+func PostgresConfig(b Binding, hostaddr string) (*pgx.ConnConfig, error) {
 	if err := b.checkType("postgresql"); err != nil {
 		return nil, err
 	}
@@ -72,6 +75,9 @@ func PostgresConfig(b Binding) (*pgx.ConnConfig, error) {
 		return nil, err
 	}
 	cfg.Fallbacks = nil
+	if hostaddr != "" {
+		cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{hostaddr}, nil }
+	}
 	return cfg, nil
 }
 

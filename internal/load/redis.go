@@ -3,6 +3,7 @@ package load
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -31,7 +32,9 @@ type RedisOptions struct {
 
 // RedisClient is a client of the binding's Redis: TLS verified against the
 // binding's CA, AUTH with the binding's password. poolSize connections.
-func RedisClient(b Binding, poolSize int) (*goredis.Client, error) {
+// hostaddr, when not empty, is the address to connect to instead of
+// resolving the host; the certificate is still verified for the host.
+func RedisClient(b Binding, poolSize int, hostaddr string) (*goredis.Client, error) {
 	if err := b.checkType("redis"); err != nil {
 		return nil, err
 	}
@@ -51,8 +54,17 @@ func RedisClient(b Binding, poolSize int) (*goredis.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	var dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	if hostaddr != "" {
+		// go-redis does TLS itself only with its own dialer.
+		dialer = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: tc}
+			return d.DialContext(ctx, network, net.JoinHostPort(hostaddr, port))
+		}
+	}
 	return goredis.NewClient(&goredis.Options{
-		Addr: net.JoinHostPort(host, port), Password: password, TLSConfig: tc,
+		Dialer: dialer,
+		Addr:   net.JoinHostPort(host, port), Password: password, TLSConfig: tc,
 		PoolSize: poolSize, MinIdleConns: poolSize, MaxIdleConns: poolSize,
 		DialTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		// A failed request is counted as an error, not retried behind the

@@ -235,6 +235,18 @@ func TestPostgresTPCBKeepsTheInvariant(t *testing.T) {
 			t.Fatal("the output shows the binding's password")
 		}
 	}
+	// --hostaddr, as make run's binding needs (its host resolves only in
+	// the cluster): the address is used, the name verified.
+	named := writeBinding(t, map[string]string{
+		"type": "postgresql", "host": "localhost", "port": strconv.Itoa(pg.srv.Port), "database": pg.srv.Database,
+		"username": loadUser, "password": loadPassword, "sslmode": "verify-full", "ca.crt": string(pg.srv.CAPEM),
+	})
+	if out, errOut, err := runCLI(t, "postgres", "--binding", named, "--hostaddr", pgtest.Host, "-t", "2"); err != nil {
+		t.Fatalf("--hostaddr %s: %v\n%s\n%s", pgtest.Host, err, out, errOut)
+	}
+	if _, _, err := runCLI(t, "postgres", "--binding", named, "--hostaddr", "127.0.0.2", "-t", "2"); err == nil {
+		t.Fatal("--hostaddr 127.0.0.2 (nothing listens there) connected: the address was not used")
+	}
 	// A binding whose CA is another one is refused (verify-full).
 	other := writeBinding(t, map[string]string{
 		"type": "postgresql", "host": pgtest.Host, "port": strconv.Itoa(pg.srv.Port), "database": pg.srv.Database,
@@ -304,6 +316,16 @@ func TestRedisWritesEveryKey(t *testing.T) {
 	}
 	if strings.Contains(out+errOut, loadPassword) {
 		t.Fatal("the output shows the binding's password")
+	}
+	// --hostaddr: the connection goes to that address, the certificate is
+	// verified for the binding's host (localhost, in the certificate).
+	named := writeBinding(t, map[string]string{"type": "redis", "host": "localhost", "port": strconv.Itoa(r.srv.TLSPort),
+		"password": loadPassword, "ca.crt": string(r.certs.CAPEM)})
+	if out, errOut, err := runCLI(t, "redis", "--binding", named, "--hostaddr", "127.0.0.1", "-n", "100"); err != nil {
+		t.Fatalf("--hostaddr 127.0.0.1: %v\n%s\n%s", err, out, errOut)
+	}
+	if _, _, err := runCLI(t, "redis", "--binding", named, "--hostaddr", "127.0.0.2", "-n", "100"); err == nil {
+		t.Fatal("--hostaddr 127.0.0.2 (nothing listens there) connected: the address was not used")
 	}
 	// A wrong password is refused by the server and reported.
 	bad := writeBinding(t, map[string]string{"type": "redis", "host": "127.0.0.1", "port": strconv.Itoa(r.srv.TLSPort),
