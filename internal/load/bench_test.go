@@ -46,9 +46,29 @@ func nativeTool(b *testing.B, name, install string) string {
 	return p
 }
 
+// cpuTime is the CPU (user + system) a run used: the native tool's
+// process, or this process around strata-load's run (nothing else runs in
+// it meanwhile; the servers are other processes).
+type cpuTime struct{ native, ours time.Duration }
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runOurs runs strata-load's command, adding its CPU time to cpu.
+func runOurs(b *testing.B, cpu *cpuTime, args ...string) (string, string, error) {
+	b.Helper()
+	before := selfCPU()
+	out, errOut, err := runCLI(b, args...)
+	cpu.ours += selfCPU() - before
+	return out, errOut, err
+}
+
 // runNative runs a native tool, failing the benchmark with its output if
-// it fails.
-func runNative(b *testing.B, env []string, name string, args ...string) string {
+// it fails, and adds its CPU time to cpu.
+func runNative(b *testing.B, cpu *cpuTime, env []string, name string, args ...string) string {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -60,7 +80,19 @@ func runNative(b *testing.B, env []string, name string, args ...string) string {
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("%s failed: %v\n%s", name, err, out.String())
 	}
+	cpu.native += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return out.String()
+}
+
+// reportCPU reports each client's CPU per operation, in microseconds: on
+// 2 cores shared with the server, a client that needs less CPU leaves more
+// to the server, which shows in the throughput.
+func reportCPU(b *testing.B, cpu cpuTime, nativeOps, ourOps float64, nativeName string) {
+	b.Helper()
+	n, o := float64(cpu.native.Microseconds())/nativeOps, float64(cpu.ours.Microseconds())/ourOps
+	b.ReportMetric(n, nativeName+"-cpu-µs/op")
+	b.ReportMetric(o, "strata-load-cpu-µs/op")
+	b.Logf("client CPU per operation: %s %.1f µs, strata-load %.1f µs", nativeName, n, o)
 }
 
 func report(b *testing.B, native, ours float64, nativeName, unit string) {
@@ -70,6 +102,8 @@ func report(b *testing.B, native, ours float64, nativeName, unit string) {
 	b.ReportMetric(ours/native, "ratio-"+unit)
 	b.Logf("%s %.1f %s, strata-load %.1f %s: ratio %.3f", nativeName, native, unit, ours, unit, ours/native)
 }
+
+var pgbenchTxs = regexp.MustCompile(`number of transactions actually processed: (\d+)`)
 
 var pgbenchTPS = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
@@ -87,11 +121,12 @@ func BenchmarkPostgresTPCBVsPgbench(b *testing.B) {
 	caFile := filepath.Join(pg.binding, "ca.crt")
 	env := []string{"PGPASSWORD=" + loadPassword, "PGSSLMODE=verify-full", "PGSSLROOTCERT=" + caFile}
 	var native, ours float64
-	var txs int64
+	var txs, nativeTxs int64
+	var cpu cpuTime
 	hist := filepath.Join(b.TempDir(), "pg.html")
 	for range b.N {
 		for range rounds {
-			out := runNative(b, env, pgbench, "-h", "127.0.0.1", "-p", strconv.Itoa(pg.srv.Port), "-U", loadUser,
+			out := runNative(b, &cpu, env, pgbench, "-h", "127.0.0.1", "-p", strconv.Itoa(pg.srv.Port), "-U", loadUser,
 				"-c", clients, "-j", threads, "-T", seconds, "-M", "prepared", "-n", pg.srv.Database)
 			m := pgbenchTPS.FindStringSubmatch(out)
 			if m == nil {
@@ -100,8 +135,12 @@ func BenchmarkPostgresTPCBVsPgbench(b *testing.B) {
 			v, _ := strconv.ParseFloat(m[1], 64)
 			native += v
 			b.Logf("pgbench: %s", m[0])
+			if p := pgbenchTxs.FindStringSubmatch(out); p != nil {
+				v, _ := strconv.ParseInt(p[1], 10, 64)
+				nativeTxs += v
+			}
 
-			sum, errOut, err := runCLI(b, "postgres", "--binding", pg.binding, "-c", clients, "-j", threads, "-T", seconds,
+			sum, errOut, err := runOurs(b, &cpu, "postgres", "--binding", pg.binding, "-c", clients, "-j", threads, "-T", seconds,
 				"-M", "prepared", "-P", "0", "--histogram", hist)
 			if err != nil {
 				b.Fatalf("strata-load: %v\n%s\n%s", err, sum, errOut)
@@ -122,6 +161,7 @@ func BenchmarkPostgresTPCBVsPgbench(b *testing.B) {
 	}
 	n := float64(b.N * rounds)
 	report(b, native/n, ours/n, "pgbench", "tps")
+	reportCPU(b, cpu, float64(nativeTxs), float64(txs), "pgbench")
 }
 
 func mustPGConfig(b *testing.B, pg *pgEnv) *pgx.ConnConfig {
@@ -155,10 +195,11 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 	r := startRedis(b)
 	const clients, pipeline, size, keyspace, requests = "50", "16", "3", "100000", "1000000"
 	var nativeSet, nativeGet, oursSet, oursGet float64
+	var cpu cpuTime
 	hist := filepath.Join(b.TempDir(), "redis.html")
 	for range b.N {
 		for range rounds {
-			out := runNative(b, nil, rb, "-h", "127.0.0.1", "-p", strconv.Itoa(r.srv.TLSPort), "-a", loadPassword,
+			out := runNative(b, &cpu, nil, rb, "-h", "127.0.0.1", "-p", strconv.Itoa(r.srv.TLSPort), "-a", loadPassword,
 				"--tls", "--cacert", filepath.Join(r.binding, "ca.crt"), "-c", clients, "-P", pipeline, "-d", size,
 				"-r", keyspace, "-n", requests, "-t", "set,get", "--csv")
 			set, get := redisBenchmarkRPS(b, out)
@@ -166,7 +207,7 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 			nativeSet += set
 			nativeGet += get
 			for _, ratio := range []string{"1:0", "0:1"} {
-				sum, errOut, err := runCLI(b, "redis", "--binding", r.binding, "-c", clients, "-P", pipeline, "-d", size,
+				sum, errOut, err := runOurs(b, &cpu, "redis", "--binding", r.binding, "-c", clients, "-P", pipeline, "-d", size,
 					"-r", keyspace, "-n", requests, "--ratio", ratio, "--progress", "0", "--histogram", hist)
 				if err != nil {
 					b.Fatalf("strata-load: %v\n%s\n%s", err, sum, errOut)
@@ -188,6 +229,8 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 	n := float64(b.N * rounds)
 	report(b, nativeSet/n, oursSet/n, "redis-benchmark", "set-rps")
 	report(b, nativeGet/n, oursGet/n, "redis-benchmark", "get-rps")
+	// Each tool made 2,000,000 requests a round (SETs and GETs).
+	reportCPU(b, cpu, n*2e6, n*2e6, "redis-benchmark")
 }
 
 // redisBenchmarkRPS reads redis-benchmark's --csv output.
@@ -248,10 +291,11 @@ func BenchmarkKafkaVsProducerPerfTest(b *testing.B) {
 	const records, size = "1000000", "100"
 	var native, ours float64
 	var produced int64
+	var cpu cpuTime
 	hist := filepath.Join(b.TempDir(), "kafka.html")
 	for range b.N {
 		for range rounds {
-			out := runNative(b, nil, "java", "-Xmx512m", "-cp", filepath.Join(kafkatest.JarDir(), "*"),
+			out := runNative(b, &cpu, nil, "java", "-Xmx512m", "-cp", filepath.Join(kafkatest.JarDir(), "*"),
 				"org.apache.kafka.tools.ProducerPerformance", "--topic", k.topic, "--num-records", records,
 				"--record-size", size, "--throughput", "-1", "--producer.config", props,
 				"--producer-props", "bootstrap.servers="+k.broker.Addr)
@@ -264,7 +308,7 @@ func BenchmarkKafkaVsProducerPerfTest(b *testing.B) {
 			b.Logf("kafka-producer-perf-test: %s", lastLine(out))
 			produced += 1000000
 
-			sum, errOut, err := runCLI(b, "kafka", "--binding", k.binding, "--topic", "load", "--num-records", records,
+			sum, errOut, err := runOurs(b, &cpu, "kafka", "--binding", k.binding, "--topic", "load", "--num-records", records,
 				"--record-size", size, "--acks", "all", "--linger-ms", "5", "--batch-size", "16384", "--progress", "0", "--histogram", hist)
 			if err != nil {
 				b.Fatalf("strata-load: %v\n%s\n%s", err, sum, errOut)
@@ -289,6 +333,8 @@ func BenchmarkKafkaVsProducerPerfTest(b *testing.B) {
 	}
 	n := float64(b.N * rounds)
 	report(b, native/n, ours/n, "producer-perf-test", "records/s")
+	// The JVM's start and JIT compilation count in the perf test's CPU.
+	reportCPU(b, cpu, n*1e6, n*1e6, "producer-perf-test")
 }
 
 func lastLine(s string) string {

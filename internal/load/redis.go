@@ -90,13 +90,14 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 	if o.Sets < 0 || o.Gets < 0 || o.Sets+o.Gets == 0 {
 		return nil, fmt.Errorf("the SET:GET ratio needs a positive side, got %d:%d", o.Sets, o.Gets)
 	}
-	// Keys are made once: building one per request would cost more than
-	// the request's share of the client's work.
-	keys := make([]string, o.Keyspace)
+	// Keys are made once, already boxed as the command arguments they
+	// become: building and boxing one per request would cost more than the
+	// request's share of the client's work.
+	keys := make([]any, o.Keyspace)
 	for i := range keys {
 		keys[i] = RedisKey(i)
 	}
-	value := bytes.Repeat([]byte("x"), o.DataSize)
+	var value any = bytes.Repeat([]byte("x"), o.DataSize)
 	// Every connection is opened and authenticated before the clock
 	// starts, as redis-benchmark does.
 	warm := make(chan error, o.Clients)
@@ -115,6 +116,16 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 	res, err := Run(ctx, name, "requests", o.Clients, o.Limits, func(ctx context.Context, w *Worker) error {
 		env := (&Script{Vars: []string{"scale", "client_id"}}).NewEnv(0, int64(w.ID), seed)
 		pipe := client.Pipeline()
+		// Each slot of the pipeline has its SET and its GET command, made
+		// once and reused with another key each round (go-redis overwrites
+		// a command's reply and error when it reads the next): per request
+		// the client then allocates only the reply.
+		sets := make([]*goredis.StatusCmd, o.Pipeline)
+		gets := make([]*goredis.StringCmd, o.Pipeline)
+		for i := range o.Pipeline {
+			sets[i] = goredis.NewStatusCmd(ctx, "set", keys[0], value)
+			gets[i] = goredis.NewStringCmd(ctx, "get", keys[0])
+		}
 		cmds := make([]goredis.Cmder, 0, o.Pipeline)
 		var seq int
 		for {
@@ -123,13 +134,14 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 				return nil
 			}
 			cmds = cmds[:0]
-			for range n {
-				key := keys[env.Rand.IntN(o.Keyspace)]
+			for i := range n {
+				var c goredis.Cmder = gets[i]
 				if seq%period < o.Sets {
-					cmds = append(cmds, pipe.Set(ctx, key, value, 0))
-				} else {
-					cmds = append(cmds, pipe.Get(ctx, key))
+					c = sets[i]
 				}
+				c.Args()[1] = keys[env.Rand.IntN(o.Keyspace)]
+				cmds = append(cmds, c)
+				_ = pipe.Process(ctx, c) // queues it: the pipeline has no error to give yet
 				seq++
 			}
 			start := time.Now()
