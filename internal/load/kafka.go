@@ -195,6 +195,9 @@ func KafkaRun(ctx context.Context, base []kgo.Opt, o KafkaOptions) (*Result, err
 			lat := time.Since(r.Timestamp)
 			mu.Lock()
 			defer mu.Unlock()
+			if err != nil && ctx.Err() != nil {
+				return // interrupted (Ctrl-C): not the service's failure
+			}
 			if err != nil {
 				w.Counter.Error()
 				if firstErr == nil {
@@ -221,7 +224,7 @@ func KafkaRun(ctx context.Context, base []kgo.Opt, o KafkaOptions) (*Result, err
 			r.Timestamp = time.Now()
 			p.Produce(ctx, r, promise)
 		}
-		if err := p.Flush(ctx); err != nil {
+		if err := p.Flush(ctx); err != nil && ctx.Err() == nil {
 			return err
 		}
 		mu.Lock()

@@ -147,6 +147,9 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 			start := time.Now()
 			_, err := pipe.Exec(ctx)
 			lat := time.Since(start)
+			if ctx.Err() != nil {
+				return nil // interrupted: the batch's replies are not all in
+			}
 			if err != nil && !errors.Is(err, goredis.Nil) && ctx.Err() == nil && !isReplyError(err) {
 				// The connection failed: the whole batch is lost.
 				for range n {

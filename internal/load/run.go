@@ -37,6 +37,7 @@ type Worker struct {
 }
 
 type runState struct {
+	ctx      context.Context // cancelled: stop (Ctrl-C)
 	deadline time.Time
 	left     atomic.Int64 // operations not yet handed out; <0: no count limit
 	counted  bool
@@ -47,7 +48,7 @@ type runState struct {
 // may do: 0 once the count is reached or the time is up.
 func (w *Worker) Take(n int) int {
 	r := w.run
-	if r.stop.Load() {
+	if r.stop.Load() || r.ctx.Err() != nil {
 		return 0
 	}
 	if !r.deadline.IsZero() && time.Now().After(r.deadline) {
@@ -73,7 +74,7 @@ func (w *Worker) Take(n int) int {
 // such as consumers).
 func (w *Worker) Stopped() bool {
 	r := w.run
-	if r.stop.Load() {
+	if r.stop.Load() || r.ctx.Err() != nil {
 		return true
 	}
 	if !r.deadline.IsZero() && time.Now().After(r.deadline) {
@@ -106,6 +107,7 @@ func Run(ctx context.Context, workload, unit string, workers int, lim Limits, fn
 	if lim.Duration > 0 {
 		st.deadline = start.Add(lim.Duration)
 	}
+	st.ctx = ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -180,7 +182,8 @@ func progress(ctx context.Context, lim Limits, start time.Time, counters []Count
 			line := fmt.Sprintf("progress: %.1f s, %.1f %s/s, lat %.3f ms, %d failed",
 				now.Sub(start).Seconds(), float64(ops)/dt, unit, lat, s.Errors)
 			if tty {
-				fmt.Fprintf(lim.Out, "\r%s %s", bar(done(lim, now.Sub(start), s.Ops), 30), line)
+				// \x1b[K clears what a longer previous line left.
+				fmt.Fprintf(lim.Out, "\r%s %s\x1b[K", bar(done(lim, now.Sub(start), s.Ops), 30), line)
 			} else {
 				fmt.Fprintln(lim.Out, line)
 			}
