@@ -186,8 +186,8 @@ func throughput(b *testing.B, summary string) float64 {
 	return v
 }
 
-// BenchmarkRedisVsRedisBenchmark: redis-benchmark -t set,get and
-// strata-load redis --ratio 1:0 then 0:1, each with 50 clients, pipeline
+// BenchmarkRedisVsRedisBenchmark: redis-benchmark -t set and -t get and
+// strata-load redis --ratio 1:0 and 0:1, alternately, each with 50 clients, pipeline
 // 16, 3-byte values, 100000 random keys, 1,000,000 requests, TLS verified
 // against the CA, AUTH.
 func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
@@ -199,29 +199,32 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 	hist := filepath.Join(b.TempDir(), "redis.html")
 	for range b.N {
 		for range rounds {
-			out := runNative(b, &cpu, nil, rb, "-h", "127.0.0.1", "-p", strconv.Itoa(r.srv.TLSPort), "-a", loadPassword,
-				"--tls", "--cacert", filepath.Join(r.binding, "ca.crt"), "-c", clients, "-P", pipeline, "-d", size,
-				"-r", keyspace, "-n", requests, "-t", "set,get", "--csv")
-			set, get := redisBenchmarkRPS(b, out)
-			b.Logf("redis-benchmark: SET %.0f rps, GET %.0f rps", set, get)
-			nativeSet += set
-			nativeGet += get
-			for _, ratio := range []string{"1:0", "0:1"} {
+			// SET then GET, each tool in turn: redis-benchmark -t set,
+			// strata-load --ratio 1:0, redis-benchmark -t get,
+			// strata-load --ratio 0:1.
+			for _, test := range []struct{ name, ratio string }{{"set", "1:0"}, {"get", "0:1"}} {
+				out := runNative(b, &cpu, nil, rb, "-h", "127.0.0.1", "-p", strconv.Itoa(r.srv.TLSPort), "-a", loadPassword,
+					"--tls", "--cacert", filepath.Join(r.binding, "ca.crt"), "-c", clients, "-P", pipeline, "-d", size,
+					"-r", keyspace, "-n", requests, "-t", test.name, "--csv")
+				native := redisBenchmarkRPS(b, out, strings.ToUpper(test.name))
+				b.Logf("redis-benchmark -t %s: %.0f rps", test.name, native)
 				sum, errOut, err := runOurs(b, &cpu, "redis", "--binding", r.binding, "-c", clients, "-P", pipeline, "-d", size,
-					"-r", keyspace, "-n", requests, "--ratio", ratio, "--progress", "0", "--histogram", hist)
+					"-r", keyspace, "-n", requests, "--ratio", test.ratio, "--progress", "0", "--histogram", hist)
 				if err != nil {
 					b.Fatalf("strata-load: %v\n%s\n%s", err, sum, errOut)
 				}
 				checkHistogram(b, hist, summaryInt(b, sum, "requests"))
-				b.Logf("strata-load --ratio %s: %.0f rps", ratio, throughput(b, sum))
-				if ratio == "1:0" {
+				b.Logf("strata-load --ratio %s: %.0f rps", test.ratio, throughput(b, sum))
+				if test.name == "set" {
+					nativeSet += native
 					oursSet += throughput(b, sum)
-				} else {
-					oursGet += throughput(b, sum)
-					if n := summaryInt(b, sum, "get misses"); n > 0 {
-						// 2 × 1,000,000 SETs over 100,000 keys leave none unwritten.
-						b.Fatalf("%d GETs missed:\n%s", n, sum)
-					}
+					continue
+				}
+				nativeGet += native
+				oursGet += throughput(b, sum)
+				if n := summaryInt(b, sum, "get misses"); n > 0 {
+					// 2 × 1,000,000 SETs over 100,000 keys leave none unwritten.
+					b.Fatalf("%d GETs missed:\n%s", n, sum)
 				}
 			}
 		}
@@ -233,8 +236,9 @@ func BenchmarkRedisVsRedisBenchmark(b *testing.B) {
 	reportCPU(b, cpu, n*2e6, n*2e6, "redis-benchmark")
 }
 
-// redisBenchmarkRPS reads redis-benchmark's --csv output.
-func redisBenchmarkRPS(b *testing.B, out string) (set, get float64) {
+// redisBenchmarkRPS reads the requests per second of test (SET, GET) from
+// redis-benchmark's --csv output.
+func redisBenchmarkRPS(b *testing.B, out, test string) float64 {
 	b.Helper()
 	var lines []string
 	for line := range strings.SplitSeq(out, "\n") {
@@ -247,24 +251,14 @@ func redisBenchmarkRPS(b *testing.B, out string) (set, get float64) {
 		b.Fatalf("redis-benchmark's CSV: %v\n%s", err, out)
 	}
 	for _, row := range rows {
-		if len(row) < 2 {
-			continue
-		}
-		v, err := strconv.ParseFloat(row[1], 64)
-		if err != nil {
-			continue // the header
-		}
-		switch row[0] {
-		case "SET":
-			set = v
-		case "GET":
-			get = v
+		if len(row) >= 2 && row[0] == test {
+			if v, err := strconv.ParseFloat(row[1], 64); err == nil && v > 0 {
+				return v
+			}
 		}
 	}
-	if set == 0 || get == 0 {
-		b.Fatalf("no SET and GET rps in redis-benchmark's output:\n%s", out)
-	}
-	return set, get
+	b.Fatalf("no %s rps in redis-benchmark's output:\n%s", test, out)
+	return 0
 }
 
 var perfTestRate = regexp.MustCompile(`(\d+) records sent, ([0-9.]+) records/sec`)

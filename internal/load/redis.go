@@ -79,6 +79,14 @@ func RedisClient(b Binding, poolSize int, hostaddr string) (*goredis.Client, err
 // RedisKey is the key of number n, as redis-benchmark's key:__rand_int__.
 func RedisKey(n int) string { return fmt.Sprintf("key:%012d", n) }
 
+// putKeyNumber writes n's twelve digits into a key made by RedisKey.
+func putKeyNumber(key []byte, n int) {
+	for i := len(key) - 1; i >= len("key:"); i-- {
+		key[i] = byte('0' + n%10)
+		n /= 10
+	}
+}
+
 // RedisRun runs the GET/SET workload.
 func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Result, error) {
 	if o.Pipeline < 1 {
@@ -89,13 +97,6 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 	}
 	if o.Sets < 0 || o.Gets < 0 || o.Sets+o.Gets == 0 {
 		return nil, fmt.Errorf("the SET:GET ratio needs a positive side, got %d:%d", o.Sets, o.Gets)
-	}
-	// Keys are made once, already boxed as the command arguments they
-	// become: building and boxing one per request would cost more than the
-	// request's share of the client's work.
-	keys := make([]any, o.Keyspace)
-	for i := range keys {
-		keys[i] = RedisKey(i)
 	}
 	var value any = bytes.Repeat([]byte("x"), o.DataSize)
 	// Every connection is opened and authenticated before the clock
@@ -117,14 +118,19 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 		env := (&Script{Vars: []string{"scale", "client_id"}}).NewEnv(0, int64(w.ID), seed)
 		pipe := client.Pipeline()
 		// Each slot of the pipeline has its SET and its GET command, made
-		// once and reused with another key each round (go-redis overwrites
-		// a command's reply and error when it reads the next): per request
-		// the client then allocates only the reply.
+		// once, and a key buffer both commands refer to: each round writes
+		// the slot's random key number into the buffer, as redis-benchmark
+		// writes it into its request template. go-redis overwrites a
+		// command's reply and error when it reads the next, so per request
+		// the client allocates only the reply, and reads no table of keys
+		// (drawn at random from a large one, they missed the CPU's caches).
+		keyBufs := make([][]byte, o.Pipeline)
 		sets := make([]*goredis.StatusCmd, o.Pipeline)
 		gets := make([]*goredis.StringCmd, o.Pipeline)
 		for i := range o.Pipeline {
-			sets[i] = goredis.NewStatusCmd(ctx, "set", keys[0], value)
-			gets[i] = goredis.NewStringCmd(ctx, "get", keys[0])
+			keyBufs[i] = []byte(RedisKey(0))
+			sets[i] = goredis.NewStatusCmd(ctx, "set", keyBufs[i], value)
+			gets[i] = goredis.NewStringCmd(ctx, "get", keyBufs[i])
 		}
 		cmds := make([]goredis.Cmder, 0, o.Pipeline)
 		var seq int
@@ -139,7 +145,7 @@ func RedisRun(ctx context.Context, client *goredis.Client, o RedisOptions) (*Res
 				if seq%period < o.Sets {
 					c = sets[i]
 				}
-				c.Args()[1] = keys[env.Rand.IntN(o.Keyspace)]
+				putKeyNumber(keyBufs[i], env.Rand.IntN(o.Keyspace))
 				cmds = append(cmds, c)
 				_ = pipe.Process(ctx, c) // queues it: the pipeline has no error to give yet
 				seq++
