@@ -94,7 +94,9 @@ func EnsureJars() (time.Duration, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	tmp := dir + ".partial"
+	// A directory of this process's own: test binaries of several
+	// packages may fetch at once on a cold machine.
+	tmp := fmt.Sprintf("%s.partial-%d", dir, os.Getpid())
 	_ = os.RemoveAll(tmp)
 	cmd := exec.CommandContext(ctx, "mvn", "-q", "-B", "-f", filepath.Join(RepoRoot(), "integration", "kafkatest", "pom.xml"),
 		"dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory="+tmp)
@@ -113,7 +115,10 @@ func EnsureJars() (time.Duration, error) {
 // else those it lacks (a running broker may be using the others).
 func addJars(tmp, dir string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return os.Rename(tmp, dir)
+		if err := os.Rename(tmp, dir); err == nil {
+			return nil
+		}
+		// Another process's fetch got there first: add what it lacks.
 	}
 	entries, err := os.ReadDir(tmp)
 	if err != nil {
