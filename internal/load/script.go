@@ -70,7 +70,7 @@ func ParseScript(text string) (*Script, error) {
 		return len(s.Vars) - 1
 	}
 	var sql strings.Builder
-	flush := func() error {
+	flush := func() {
 		for stmt := range strings.SplitSeq(sql.String(), ";") {
 			stmt = strings.TrimSpace(stmt)
 			if stmt == "" {
@@ -101,7 +101,6 @@ func ParseScript(text string) (*Script, error) {
 			s.Steps = append(s.Steps, st)
 		}
 		sql.Reset()
-		return nil
 	}
 	for n, line := range strings.Split(text, "\n") {
 		trimmed := strings.TrimSpace(line)
@@ -109,9 +108,7 @@ func ParseScript(text string) (*Script, error) {
 			continue
 		}
 		if strings.HasPrefix(trimmed, `\`) {
-			if err := flush(); err != nil {
-				return nil, err
-			}
+			flush()
 			fields := strings.Fields(trimmed)
 			if fields[0] != `\set` || len(fields) < 3 {
 				return nil, fmt.Errorf("line %d: only \\set name expression is supported, got %q", n+1, trimmed)
@@ -131,14 +128,10 @@ func ParseScript(text string) (*Script, error) {
 		sql.WriteString("\n")
 		// pgbench ends an SQL command at a semicolon that ends a line.
 		if strings.HasSuffix(trimmed, ";") {
-			if err := flush(); err != nil {
-				return nil, err
-			}
+			flush()
 		}
 	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
+	flush()
 	hasSQL := false
 	for _, st := range s.Steps {
 		if st.Set < 0 {
