@@ -9,7 +9,8 @@
 // topics and KafkaUsers become SCRAM credentials, ACLs and client quotas,
 // translated one to one through the Admin API.
 //
-// The jars are fetched once by Maven (pom.xml beside this file) into
+// The jars (the broker's, and the Kafka tools for kafka-producer-perf-test)
+// are fetched once by Maven (pom.xml beside this file) into
 // <repo>/.cache/kafka-jars/<version>; Java 17 and Maven come from Debian. A
 // missing one fails the test; it never skips.
 package kafkatest
@@ -78,14 +79,24 @@ func EnsureJars() (time.Duration, error) {
 		}
 	}
 	dir := JarDir()
-	marker := filepath.Join(dir, "kafka_2.13-"+KafkaVersion+".jar")
-	if _, err := os.Stat(marker); err == nil {
+	// The broker's jar and the tools' jar (kafka-producer-perf-test): a
+	// cache made before pom.xml listed the tools lacks the second, and the
+	// fetch below adds what is missing.
+	complete := true
+	for _, jar := range []string{"kafka_2.13-" + KafkaVersion + ".jar", "kafka-tools-" + KafkaVersion + ".jar"} {
+		if _, err := os.Stat(filepath.Join(dir, jar)); err != nil {
+			complete = false
+		}
+	}
+	if complete {
 		return 0, nil
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	tmp := dir + ".partial"
+	// A directory of this process's own: test binaries of several
+	// packages may fetch at once on a cold machine.
+	tmp := fmt.Sprintf("%s.partial-%d", dir, os.Getpid())
 	_ = os.RemoveAll(tmp)
 	cmd := exec.CommandContext(ctx, "mvn", "-q", "-B", "-f", filepath.Join(RepoRoot(), "integration", "kafkatest", "pom.xml"),
 		"dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory="+tmp)
@@ -94,10 +105,35 @@ func EnsureJars() (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("fetching the Kafka %s jars with Maven failed: %w\n%s\n(%s)", KafkaVersion, err, tail(string(out), 40), InstallHint)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := addJars(tmp, dir); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// addJars moves the fetched jars into dir: all of them when dir is new,
+// else those it lacks (a running broker may be using the others).
+func addJars(tmp, dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(tmp, dir); err == nil {
+			return nil
+		}
+		// Another process's fetch got there first: add what it lacks.
+	}
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		target := filepath.Join(dir, e.Name())
+		if _, err := os.Stat(target); err == nil {
+			continue
+		}
+		if err := os.Rename(filepath.Join(tmp, e.Name()), target); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(tmp)
 }
 
 // Broker is a running Kafka broker.

@@ -134,7 +134,11 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 				// (InstallCertManager); Redis shares the issuer.
 				"serverCertificates": map[string]any{"issuerName": PlatformIssuer, "issuerKind": "ClusterIssuer"},
 			},
-			"redis": map[string]any{"podMonitor": false},
+			"redis": map[string]any{
+				"redisImage":    imgs.Redis,
+				"exporterImage": imgs.RedisExporter,
+				"podMonitor":    false,
+			},
 		},
 	}
 	mergeValues(values, in.Values)
@@ -236,16 +240,16 @@ func (p *Platform) issueServing(dnsNames []string) (certPEM, keyPEM []byte, err 
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
-// mergeValues merges src over dst: nested maps key by key, anything else
-// replaced.
-func mergeValues(dst, src map[string]any) {
-	for k, v := range src {
+// mergeValues merges override into values: nested maps are merged key by
+// key (as Helm coalesces them), anything else replaces what is there.
+func mergeValues(values, override map[string]any) {
+	for k, v := range override {
 		sub, isMap := v.(map[string]any)
-		have, hasMap := dst[k].(map[string]any)
-		if isMap && hasMap {
+		have, haveMap := values[k].(map[string]any)
+		if isMap && haveMap {
 			mergeValues(have, sub)
 			continue
 		}
-		dst[k] = v
+		values[k] = v
 	}
 }

@@ -318,10 +318,10 @@ type osbClient struct {
 	http          *http.Client
 }
 
-// newOSBClient calls the broker from the host as a platform would: basic
-// auth, TLS verified against the platform CA, the Service name resolved by
-// the cluster DNS. It returns once the catalog answers (the pod is ready a
-// moment before kube-proxy routes its Service).
+// newOSBClient calls an installed broker from the host through its
+// Service (the cluster DNS resolves its name; TLS verified against the
+// platform CA; basic auth), once its catalog answers: the pod is ready a
+// moment before kube-proxy routes its Service.
 func newOSBClient(ctx context.Context, b *Broker, password string) (*osbClient, error) {
 	osb := &osbClient{url: b.URL, password: password, http: &http.Client{
 		Timeout: 30 * time.Second,
@@ -333,9 +333,30 @@ func newOSBClient(ctx context.Context, b *Broker, password string) (*osbClient, 
 		code, _, err := osb.do(ctx, http.MethodGet, "/v2/catalog", nil)
 		return err == nil && code == http.StatusOK, nil
 	}); err != nil {
-		return nil, fmt.Errorf("run: the broker's catalog through its Service %s: %w", b.URL, err)
+		return nil, fmt.Errorf("the broker's catalog through its Service %s: %w", b.URL, err)
 	}
 	return osb, nil
+}
+
+// bindingCredentials reads a binding's credentials from the broker's
+// answer, as text (a number, such as a port, as its JSON text).
+func bindingCredentials(body []byte) (map[string]string, error) {
+	var binding struct {
+		Credentials map[string]any `json:"credentials"`
+	}
+	if err := json.Unmarshal(body, &binding); err != nil {
+		return nil, fmt.Errorf("the binding's answer: %w", err)
+	}
+	out := map[string]string{}
+	for k, v := range binding.Credentials {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case float64:
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out, nil
 }
 
 func (c *osbClient) do(ctx context.Context, method, path string, body any) (int, []byte, error) {
@@ -388,21 +409,9 @@ func (c *osbClient) bind(ctx context.Context, instanceID, bindingID, planID, acc
 	if code != http.StatusOK && code != http.StatusCreated {
 		return nil, fmt.Errorf("run: bind: %d %s", code, body)
 	}
-	var binding struct {
-		Credentials map[string]any `json:"credentials"`
-	}
-	if err := json.Unmarshal(body, &binding); err != nil {
-		return nil, fmt.Errorf("run: the binding's answer: %w", err)
-	}
-	out := map[string]string{}
-	for k, v := range binding.Credentials {
-		if s, ok := v.(string); ok {
-			out[k] = s
-		}
-		// Numbers (a port as a number) are written as JSON text.
-		if _, ok := v.(float64); ok {
-			out[k] = fmt.Sprint(v)
-		}
+	out, err := bindingCredentials(body)
+	if err != nil {
+		return nil, fmt.Errorf("run: %w", err)
 	}
 	for _, k := range []string{"host", "port", "database", "username", "password", "ca.crt"} {
 		if out[k] == "" {

@@ -287,7 +287,7 @@ spec:
 		pods := instancePods(ctx, t, p, name)
 		ready := 0
 		for _, pod := range pods {
-			if podReady(pod) {
+			if podReady(&pod) {
 				ready++
 			}
 			for _, c := range pod.Spec.Containers {
@@ -704,7 +704,7 @@ func checkPodsUnderQuota(ctx context.Context, t *testing.T, p *Platform, name st
 		default:
 			continue
 		}
-		if !podReady(pod) {
+		if !podReady(&pod) {
 			t.Errorf("pod %s is not ready: %s", pod.Name, p.podSummary(ctx, planTenant))
 		}
 		for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
@@ -756,15 +756,6 @@ func instancePods(ctx context.Context, t *testing.T, p *Platform, name string) [
 		t.Fatal(err)
 	}
 	return pods.Items
-}
-
-func podReady(pod corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // instanceLeftovers lists what of an instance is still in its namespace,
