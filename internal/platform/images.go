@@ -25,6 +25,9 @@ const PostgreSQLMajor = "15"
 // BuildImages ran.
 type Images struct {
 	Pause, CoreDNS, CNPGOperator, PostgreSQL, CertManager string
+	// The Prometheus Operator, its config reloader and Debian's Prometheus
+	// (prometheus.go).
+	PrometheusOperator, PrometheusConfigReloader, Prometheus string
 	// archives are the docker-archive files by image reference.
 	archives map[string]string
 }
@@ -45,6 +48,9 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.CNPGOperator, p.buildCNPGImage},
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage},
 		{&imgs.CertManager, p.buildCertManagerImage},
+		{&imgs.PrometheusOperator, p.buildPrometheusOperatorImage},
+		{&imgs.PrometheusConfigReloader, p.buildPrometheusConfigReloaderImage},
+		{&imgs.Prometheus, p.buildPrometheusImage},
 	}
 	for _, s := range steps {
 		ref, archive, err := s.build(ctx)
