@@ -186,9 +186,12 @@ func (p *Platform) buildPrometheusImage(ctx context.Context) (string, string, er
 // debianPrometheusVersion is the upstream version of Debian's prometheus
 // package ("2.42.0+ds-5+deb12u1" -> "2.42.0").
 func debianPrometheusVersion(ctx context.Context) (string, error) {
+	if !fileExists(debianPrometheus) {
+		return "", fmt.Errorf("platform: %s is not installed: make deps, or apt-get install prometheus", debianPrometheus)
+	}
 	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", "prometheus").Output()
-	if err != nil || !fileExists(debianPrometheus) {
-		return "", fmt.Errorf("platform: Debian's prometheus package is not installed (make deps, or apt-get install prometheus): %v", err)
+	if err != nil {
+		return "", fmt.Errorf("platform: the version of Debian's prometheus package (apt-get install prometheus): %w", err)
 	}
 	v := strings.TrimSpace(string(out))
 	v = strings.SplitN(v, "+", 2)[0]
@@ -305,8 +308,11 @@ func prometheusOperatorObjects(dir string, imgs Images) ([]*unstructured.Unstruc
 // kubelet here).
 func useLocalPrometheusOperatorImages(deploy *unstructured.Unstructured, imgs Images) error {
 	containers, _, err := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
-	if err != nil || len(containers) != 1 {
-		return fmt.Errorf("platform: the Prometheus Operator Deployment: want 1 container, have %d (%v)", len(containers), err)
+	if err != nil {
+		return fmt.Errorf("platform: the Prometheus Operator Deployment's containers: %w", err)
+	}
+	if len(containers) != 1 {
+		return fmt.Errorf("platform: the Prometheus Operator Deployment has %d containers, want 1", len(containers))
 	}
 	c := containers[0].(map[string]any)
 	c["image"] = imgs.PrometheusOperator
