@@ -22,7 +22,7 @@ platform_only=false
 if [[ "${1:-}" == --platform ]]; then
   platform_only=true
   packages=(containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev
-    etcd-server prometheus postgresql-client)
+    etcd-server postgresql-client)
 fi
 
 missing=()

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -24,7 +23,7 @@ import (
 // run time, and one Prometheus server in MonitoringNamespace (the namespace
 // the broker's NetworkPolicies let in on the metrics ports) that selects
 // every PodMonitor, ServiceMonitor and PrometheusRule of the cluster. The
-// server is Debian's prometheus package (make deps installs it).
+// server is built from Prometheus's own module (buildPrometheusImage).
 const (
 	PrometheusOperatorVersion = "v0.85.0"
 	prometheusOperatorModule  = "github.com/prometheus-operator/prometheus-operator"
@@ -38,23 +37,19 @@ const (
 	// PrometheusInterval is the scrape and rule evaluation interval: short,
 	// so that a test sees targets and alerts within seconds.
 	PrometheusInterval = "10s"
-	// debianPrometheus is the binary of Debian's prometheus package.
-	debianPrometheus = "/usr/bin/prometheus"
+	// PrometheusVersion is the server's version: prometheusModuleVersion
+	// of its Go module (the one the operator's module requires).
+	PrometheusVersion       = "3.5.0"
+	prometheusModule        = "github.com/prometheus/prometheus"
+	prometheusModuleVersion = "v0.305.0"
 )
 
-// prometheusOperatorSource assembles a buildable source tree of the
-// Prometheus Operator. Its go.mod replaces its two nested modules
-// (pkg/apis/monitoring and pkg/client) with their directories, which the
-// module proxy's zip of the main module leaves out (a nested module is
-// never part of its parent's zip): the tree is the main module with both
-// nested modules, downloaded at the same version, copied in where the
-// replace directives look. Built in the cache, never in the repository.
-func (p *Platform) prometheusOperatorSource(ctx context.Context) (string, error) {
-	mainDir, err := moduleDir(ctx, prometheusOperatorModule, PrometheusOperatorVersion)
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(p.cfg.CacheDir, "src", "prometheus-operator-"+PrometheusOperatorVersion)
+// copiedModule copies a downloaded module into the cache as
+// <CacheDir>/src/<name> (writable, unlike the module cache) and lets
+// complete add or change what the build needs, once: the marker file says
+// the tree is complete. name must change whenever complete does.
+func (p *Platform) copiedModule(ctx context.Context, name, moduleDir string, complete func(dir string) error) (string, error) {
+	dir := filepath.Join(p.cfg.CacheDir, "src", name)
 	done := filepath.Join(dir, ".assembled")
 	if fileExists(done) {
 		return dir, nil
@@ -63,37 +58,62 @@ func (p *Platform) prometheusOperatorSource(ctx context.Context) (string, error)
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return "", err
 	}
-	if err := run(ctx, "cp", "-r", mainDir, dir); err != nil {
+	if err := run(ctx, "cp", "-r", moduleDir, dir); err != nil {
 		return "", err
 	}
-	for _, nested := range []string{"pkg/apis/monitoring", "pkg/client"} {
-		src, err := moduleDir(ctx, prometheusOperatorModule+"/"+nested, PrometheusOperatorVersion)
-		if err != nil {
-			return "", err
-		}
-		dst := filepath.Join(dir, filepath.FromSlash(nested))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return "", err
-		}
-		os.RemoveAll(dst)
-		if err := run(ctx, "cp", "-r", src, dst); err != nil {
-			return "", err
-		}
-	}
-	// The module cache's files are read-only; the tree must be removable.
+	// The module cache's files are read-only; the tree must be writable
+	// and removable.
 	if err := run(ctx, "chmod", "-R", "u+w", dir); err != nil {
+		return "", err
+	}
+	if err := complete(dir); err != nil {
 		return "", err
 	}
 	return dir, os.WriteFile(done, nil, 0o644)
 }
 
-// buildPrometheusOperatorImages builds the operator and its config
-// reloader (the sidecar that renders the configuration and tells
-// Prometheus to reload) from the assembled source tree.
+// prometheusOperatorSource assembles a buildable source tree of the
+// Prometheus Operator. Its go.mod replaces its two nested modules
+// (pkg/apis/monitoring and pkg/client) with their directories, which the
+// module proxy's zip of the main module leaves out (a nested module is
+// never part of its parent's zip): the tree is the main module with both
+// nested modules, downloaded at the same version, copied in where the
+// replace directives look.
+func (p *Platform) prometheusOperatorSource(ctx context.Context) (string, error) {
+	mainDir, err := moduleDir(ctx, prometheusOperatorModule, PrometheusOperatorVersion)
+	if err != nil {
+		return "", err
+	}
+	return p.copiedModule(ctx, "prometheus-operator-"+PrometheusOperatorVersion, mainDir, func(dir string) error {
+		for _, nested := range []string{"pkg/apis/monitoring", "pkg/client"} {
+			src, err := moduleDir(ctx, prometheusOperatorModule+"/"+nested, PrometheusOperatorVersion)
+			if err != nil {
+				return err
+			}
+			dst := filepath.Join(dir, filepath.FromSlash(nested))
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return err
+			}
+			os.RemoveAll(dst)
+			if err := run(ctx, "cp", "-r", src, dst); err != nil {
+				return err
+			}
+			if err := run(ctx, "chmod", "-R", "u+w", dst); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// buildPrometheusOperatorImage builds the operator.
 func (p *Platform) buildPrometheusOperatorImage(ctx context.Context) (string, string, error) {
 	return p.buildPrometheusOperatorBinaryImage(ctx, "prometheus-operator", "./cmd/operator", "operator")
 }
 
+// buildPrometheusConfigReloaderImage builds the config reloader: the
+// sidecar the operator injects into Prometheus's pod, which renders the
+// configuration and tells Prometheus to reload.
 func (p *Platform) buildPrometheusConfigReloaderImage(ctx context.Context) (string, string, error) {
 	return p.buildPrometheusOperatorBinaryImage(ctx, "prometheus-config-reloader", "./cmd/prometheus-config-reloader", "prometheus-config-reloader")
 }
@@ -122,81 +142,55 @@ func (p *Platform) buildPrometheusOperatorBinaryImage(ctx context.Context, name,
 	}, imageConfig{Entrypoint: []string{"/bin/" + file}, User: "65534:65534"})
 }
 
-// buildPrometheusImage packs Debian's prometheus binary into an image. The
-// binary is Go linked against glibc alone (ldd: libc.so.6 and the dynamic
-// loader; no NSS module is needed: Prometheus resolves nothing through
-// /etc/nsswitch.conf here and Go's own resolver reads resolv.conf), so the
-// image is the binary, those two glibc files at the paths the loader looks
-// in, and the empty console directories the operator passes to 2.x. A whole
-// debootstrap root would add ~150 MB for nothing it runs. Tagged with the
-// package's upstream version, which the Prometheus resource's version
-// repeats (the operator generates flags and configuration by version).
+// prometheusPlugins replaces the module's plugins/plugins.go (generated
+// upstream by "make plugins" from plugins.yml): of the service discovery
+// plugins only Kubernetes', the one the operator's configuration uses
+// (file and HTTP discovery are always in, plugins/minimum.go). Leaving out
+// the cloud providers' SDKs saves minutes of compilation.
+const prometheusPlugins = `package plugins
+
+import (
+	// Register kubernetes plugin.
+	_ "github.com/prometheus/prometheus/discovery/kubernetes"
+)
+`
+
+// buildPrometheusImage builds the Prometheus server from its Go module,
+// the version the operator's own module depends on (v0.305.0 is Prometheus
+// 3.5.0, an LTS release). Not Debian's prometheus package: Debian builds
+// it without Kubernetes service discovery (its 2.42 binary rejects the
+// operator's kubernetes_sd_configs), which the operator's configuration
+// is made of. The web UI's assets are not embedded (upstream's
+// builtinassets tag needs an npm build): the HTTP API, which is what is
+// used here, is complete without them.
 func (p *Platform) buildPrometheusImage(ctx context.Context) (string, string, error) {
-	version, err := debianPrometheusVersion(ctx)
+	mainDir, err := moduleDir(ctx, prometheusModule, prometheusModuleVersion)
 	if err != nil {
 		return "", "", err
 	}
-	libc, err := filepath.EvalSymlinks("/lib/x86_64-linux-gnu/libc.so.6")
+	dir, err := p.copiedModule(ctx, "prometheus-"+prometheusModuleVersion+"-"+hashStrings(prometheusPlugins), mainDir, func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "plugins", "plugins.go"), []byte(prometheusPlugins), 0o644)
+	})
 	if err != nil {
-		return "", "", fmt.Errorf("platform: glibc for the Prometheus image: %w", err)
+		return "", "", err
 	}
-	loader, err := filepath.EvalSymlinks("/lib64/ld-linux-x86-64.so.2")
+	bin, err := p.buildModuleBinary(ctx, goBuild{
+		name:      "prometheus",
+		moduleDir: dir,
+		pkg:       "./cmd/prometheus",
+		ldflags:   "-X github.com/prometheus/common/version.Version=" + PrometheusVersion,
+		extraKey:  func() (string, error) { return hashStrings(prometheusModuleVersion, prometheusPlugins), nil },
+	})
 	if err != nil {
-		return "", "", fmt.Errorf("platform: the dynamic loader for the Prometheus image: %w", err)
-	}
-	key := []string{version}
-	for _, f := range []string{debianPrometheus, libc, loader} {
-		h, err := hashFile(f)
-		if err != nil {
-			return "", "", err
-		}
-		key = append(key, h)
-	}
-	ref := imageRef("prometheus", version)
-	archive := p.imageArchive("prometheus", hashStrings(append(key, ref)...))
-	if fileExists(archive) {
-		return ref, archive, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(archive), 0o755); err != nil {
 		return "", "", err
 	}
 	// The operator runs Prometheus as uid 1000 (its default pod security
 	// context); /prometheus is its data volume.
-	entries := append(baseEntries(1000, "prometheus"),
-		layerEntry{path: "bin", mode: 0o755, dir: true},
-		layerEntry{path: "bin/prometheus", mode: 0o755, source: debianPrometheus},
-		layerEntry{path: "lib", mode: 0o755, dir: true},
-		layerEntry{path: "lib/x86_64-linux-gnu", mode: 0o755, dir: true},
-		layerEntry{path: "lib/x86_64-linux-gnu/libc.so.6", mode: 0o755, source: libc},
-		layerEntry{path: "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", mode: 0o755, source: loader},
-		layerEntry{path: "lib64", mode: 0o755, dir: true},
-		layerEntry{path: "lib64/ld-linux-x86-64.so.2", mode: 0o777, link: "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
-		layerEntry{path: "etc/prometheus", mode: 0o755, dir: true},
-		layerEntry{path: "etc/prometheus/consoles", mode: 0o755, dir: true},
-		layerEntry{path: "etc/prometheus/console_libraries", mode: 0o755, dir: true},
-		layerEntry{path: "prometheus", mode: 0o775, uid: 1000, gid: 1000, dir: true},
-	)
-	cfg := imageConfig{Entrypoint: []string{"/bin/prometheus"}, User: "1000:1000", WorkingDir: "/prometheus"}
-	if err := writeDockerArchive(archive, ref, cfg, writeEntries(entries)); err != nil {
-		return "", "", err
-	}
-	return ref, archive, nil
-}
-
-// debianPrometheusVersion is the upstream version of Debian's prometheus
-// package ("2.42.0+ds-5+deb12u1" -> "2.42.0").
-func debianPrometheusVersion(ctx context.Context) (string, error) {
-	if !fileExists(debianPrometheus) {
-		return "", fmt.Errorf("platform: %s is not installed: make deps, or apt-get install prometheus", debianPrometheus)
-	}
-	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", "prometheus").Output()
-	if err != nil {
-		return "", fmt.Errorf("platform: the version of Debian's prometheus package (apt-get install prometheus): %w", err)
-	}
-	v := strings.TrimSpace(string(out))
-	v = strings.SplitN(v, "+", 2)[0]
-	v = strings.SplitN(v, "-", 2)[0]
-	return v, nil
+	return p.binaryImage("prometheus", PrometheusVersion, bin, []layerEntry{
+		{path: "bin", mode: 0o755, dir: true},
+		{path: "bin/prometheus", mode: 0o755, source: bin},
+		{path: "prometheus", mode: 0o775, uid: 1000, gid: 1000, dir: true},
+	}, imageConfig{Entrypoint: []string{"/bin/prometheus"}, User: "1000:1000"})
 }
 
 // InstallPrometheus installs the monitoring.coreos.com CRDs, the Prometheus

@@ -32,13 +32,11 @@ var requirements = []requirement{
 	{"/usr/bin/nsenter", "apt-get install util-linux"},
 	{"/usr/sbin/debootstrap", "apt-get install debootstrap"},
 	{"/usr/bin/gcc", "apt-get install gcc libc6-dev"},
-	// Packed into the Prometheus image (prometheus.go).
-	{"/usr/bin/prometheus", "apt-get install prometheus"},
 }
 
 // InstallHint is the one command that installs every Debian package the
 // platform needs.
-const InstallHint = "bash integration/scripts/install-deps.sh (as root), or: apt-get install etcd-server containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev prometheus"
+const InstallHint = "bash integration/scripts/install-deps.sh (as root), or: apt-get install etcd-server containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev"
 
 // MissingPackages are the Debian packages to install for the programs the
 // platform runs that are not on this machine (`make run` installs them).
