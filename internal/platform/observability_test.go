@@ -12,13 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
@@ -31,7 +32,7 @@ import (
 // (HTTPS, verified against the CA of the broker's TLS Secret), serves
 // every series the PostgreSQL alerts use, loads Strata's rule groups from
 // the chart's PrometheusRule, and fires StrataPostgreSQLInstanceDown for
-// real when the instance is fenced, then stops firing when it is unfenced.
+// real when PostgreSQL hangs, then resolves when it resumes.
 func TestObservabilityOnRealPlatform(t *testing.T) {
 	ctx, p, _ := startTestPlatform(t, "test-obs", 55*time.Minute)
 
@@ -165,19 +166,22 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 		}
 	}
 
-	// An alert fires for real: fencing the instance stops postgres, its
-	// exporter reports cnpg_collector_up 0, and after the rule's 2 minutes
-	// StrataPostgreSQLInstanceDown fires.
+	// An alert fires for real. CloudNativePG's fencing does not make
+	// StrataPostgreSQLInstanceDown fire: a fenced instance's exporter skips
+	// collecting and keeps serving cnpg_collector_up 1 (with
+	// cnpg_collector_fencing_on 1), which the alert does not watch. So
+	// PostgreSQL is made to hang instead, as a stuck server (an I/O stall)
+	// would: every postgres process of the instance's pod is stopped with
+	// SIGSTOP from the host (a pod's processes are the host's). The
+	// instance manager keeps running, so its liveness probe (which does not
+	// query PostgreSQL) passes and nothing restarts the pod, while the
+	// exporter's scrape, which pings PostgreSQL, hangs: up{container=
+	// "postgres"} becomes 0 and after the rule's 2 minutes the alert fires.
+	// SIGCONT resumes PostgreSQL and the alert resolves.
 	const alert = "StrataPostgreSQLInstanceDown"
-	clusterRes := dyn.Resource(clusterGVR).Namespace(cfg.Tenant)
-	fence := func(value any) {
-		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{"cnpg.io/fencedInstances": value}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := clusterRes.Patch(ctx, cluster, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			t.Fatalf("fencing annotation on Cluster %s: %v", cluster, err)
-		}
+	pod, err := p.Client.CoreV1().Pods(cfg.Tenant).Get(ctx, cluster+"-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the instance's pod: %v", err)
 	}
 	alertState := func(ctx context.Context) (string, error) {
 		alerts, err := prom.alerts(ctx)
@@ -195,10 +199,10 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 		return state, nil
 	}
 	if state, err := alertState(ctx); err != nil || state != "" {
-		t.Fatalf("%s is %q before the instance was fenced (%v)", alert, state, err)
+		t.Fatalf("%s is %q before PostgreSQL was stopped (%v)", alert, state, err)
 	}
-	fenced := time.Now()
-	fence(`["*"]`)
+	stopped := stopPostgres(t, string(pod.UID))
+	hung := time.Now()
 	var pendingAfter time.Duration
 	var state string
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 6*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -207,31 +211,100 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 			return false, nil
 		}
 		if state == "pending" && pendingAfter == 0 {
-			pendingAfter = time.Since(fenced)
+			pendingAfter = time.Since(hung)
 		}
 		return state == "firing", nil
 	}); err != nil {
-		collector, _ := prom.query(ctx, fmt.Sprintf(`cnpg_collector_up{namespace=%q}`, cfg.Tenant))
-		t.Fatalf("%s did not fire within 6 minutes of fencing %s: state %q; cnpg_collector_up %v; pods: %s", alert, cluster, state, collector, p.podSummary(ctx, cfg.Tenant))
+		up, _ := prom.query(ctx, fmt.Sprintf(`up{namespace=%q, container="postgres"}`, cfg.Tenant))
+		t.Fatalf("%s did not fire within 6 minutes of stopping PostgreSQL in pod %s: state %q; up %v; pods: %s", alert, pod.Name, state, up, p.podSummary(ctx, cfg.Tenant))
 	}
-	t.Logf("TIMING %s pending %s after fencing, firing %s after fencing (for: 2m, scrape and evaluation every %s)", alert, pendingAfter.Round(time.Second), time.Since(fenced).Round(time.Second), PrometheusInterval)
+	t.Logf("TIMING %s pending %s after PostgreSQL hung (%d processes stopped), firing %s after (for: 2m, scrape and evaluation every %s)", alert, pendingAfter.Round(time.Second), len(stopped), time.Since(hung).Round(time.Second), PrometheusInterval)
+	if restarted, err := p.Client.CoreV1().Pods(cfg.Tenant).Get(ctx, pod.Name, metav1.GetOptions{}); err != nil || restarted.UID != pod.UID || restarted.Status.ContainerStatuses[0].RestartCount != pod.Status.ContainerStatuses[0].RestartCount {
+		t.Errorf("the instance's pod was replaced or restarted while PostgreSQL hung (%v): the alert fired for the wrong reason", err)
+	}
 
-	unfenced := time.Now()
-	fence(nil)
+	resumed := time.Now()
+	continuePostgres(stopped)
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		state, err = alertState(ctx)
 		return err == nil && state == "", nil
 	}); err != nil {
-		t.Fatalf("%s still %q 5 minutes after unfencing %s; pods: %s", alert, state, cluster, p.podSummary(ctx, cfg.Tenant))
+		t.Fatalf("%s still %q 5 minutes after PostgreSQL resumed; pods: %s", alert, state, p.podSummary(ctx, cfg.Tenant))
 	}
-	t.Logf("TIMING %s resolved %s after unfencing", alert, time.Since(unfenced).Round(time.Second))
+	t.Logf("TIMING %s resolved %s after PostgreSQL resumed", alert, time.Since(resumed).Round(time.Second))
 	if got := prom.waitForSeries(ctx, t, fmt.Sprintf(`cnpg_collector_up{namespace=%q} == 1`, cfg.Tenant), 2*time.Minute); len(got) == 0 {
-		t.Errorf("cnpg_collector_up is not back to 1 after unfencing")
+		t.Errorf("cnpg_collector_up is not back to 1 after PostgreSQL resumed")
 	}
 	// The instance serves the binding again.
 	if err := res.connect(ctx); err != nil {
-		t.Errorf("connecting with the binding after unfencing: %v", err)
+		t.Errorf("connecting with the binding after PostgreSQL resumed: %v", err)
 	}
+}
+
+// stopPostgres stops (SIGSTOP) every postgres process of a pod, found on
+// the host by the pod's cgroup (named after its UID), and registers their
+// resumption for the end of the test whatever happens. It scans until a
+// scan finds nothing new, since the postmaster may fork while it runs.
+func stopPostgres(t *testing.T, podUID string) []int {
+	t.Helper()
+	seen := map[int]bool{}
+	var stopped []int
+	t.Cleanup(func() { continuePostgres(stopped) })
+	for scan := 0; scan < 10; scan++ {
+		pids, err := postgresProcesses(podUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, pid := range pids {
+			if seen[pid] {
+				continue
+			}
+			seen[pid], found = true, true
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err == nil {
+				stopped = append(stopped, pid)
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	if len(stopped) == 0 {
+		t.Fatalf("no postgres process of pod %s found on the host", podUID)
+	}
+	return stopped
+}
+
+func continuePostgres(pids []int) {
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	}
+}
+
+// postgresProcesses are the host PIDs of the processes named postgres
+// (the postmaster and its children) in a pod's cgroup.
+func postgresProcesses(podUID string) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+			continue
+		}
+		cgroup, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if err != nil || !strings.Contains(string(cgroup), "pod"+podUID) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 // chartRuleGroups are the names of the rule groups of the broker chart's
