@@ -60,7 +60,8 @@ crds:
 	$(GO) run ./internal/controlplane/downloadcrds
 
 # Builds (or finds in .cache/platform) the real platform's Kubernetes
-# binary, CoreDNS, the CloudNativePG operator and the images.
+# binary, CoreDNS, the CloudNativePG operator, the redis-operator and the
+# images (PostgreSQL, Redis and its exporter).
 platform:
 	$(GO) run ./internal/platform/cmd/strata-platform build
 

@@ -135,7 +135,10 @@ spec:
 
 // installStorage creates the default StorageClass and its hostPath
 // volumes. The directories belong to uid/gid 26 (PostgreSQL's in
-// CloudNativePG's pods, which also set fsGroup 26).
+// CloudNativePG's pods, which also set fsGroup 26) and are writable by
+// every user: kubelet applies no fsGroup to hostPath volumes, and the
+// redis-operator's pods run as uid 1000. The state directory (0700) keeps
+// other users of the machine out.
 func (p *Platform) installStorage(ctx context.Context) error {
 	var manifest bytes.Buffer
 	fmt.Fprintf(&manifest, `apiVersion: storage.k8s.io/v1
@@ -153,6 +156,9 @@ reclaimPolicy: Retain
 			return err
 		}
 		if err := os.Chown(dir, 26, 26); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
 			return err
 		}
 		fmt.Fprintf(&manifest, `---

@@ -141,12 +141,14 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 				// (InstallCertManager); Redis shares the issuer.
 				"serverCertificates": map[string]any{"issuerName": PlatformIssuer, "issuerKind": "ClusterIssuer"},
 			},
-			"redis": map[string]any{"podMonitor": monitoring},
+			"redis": map[string]any{
+				"redisImage":    imgs.Redis,
+				"exporterImage": imgs.RedisExporter,
+				"podMonitor":    monitoring,
+			},
 		},
 	}
-	for k, v := range in.Values {
-		values[k] = v
-	}
+	mergeValues(values, in.Values)
 
 	settings := cli.New()
 	settings.KubeConfig = p.Kubeconfig()
@@ -243,4 +245,18 @@ func (p *Platform) issueServing(dnsNames []string) (certPEM, keyPEM []byte, err 
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// mergeValues merges override into values: nested maps are merged key by
+// key (as Helm coalesces them), anything else replaces what is there.
+func mergeValues(values, override map[string]any) {
+	for k, v := range override {
+		sub, isMap := v.(map[string]any)
+		have, haveMap := values[k].(map[string]any)
+		if isMap && haveMap {
+			mergeValues(have, sub)
+			continue
+		}
+		values[k] = v
+	}
 }

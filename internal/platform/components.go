@@ -50,6 +50,10 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 		"--kubelet-client-certificate", p.pki("apiserver-kubelet-client.crt"),
 		"--kubelet-client-key", p.pki("apiserver-kubelet-client.key"),
 		"--kubelet-certificate-authority", p.pki("ca.crt"),
+		// The node's name resolves nowhere (no upstream DNS): reach the
+		// kubelet (logs, exec) at its InternalIP, which its serving
+		// certificate covers.
+		"--kubelet-preferred-address-types", "InternalIP,Hostname",
 		"--service-account-key-file", p.pki("service-account.pub"),
 		"--service-account-signing-key-file", p.pki("service-account.key"),
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",

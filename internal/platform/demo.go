@@ -127,20 +127,11 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cfg.Tenant}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	osb := &osbClient{url: b.URL, password: password, http: &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: b.TLS, DialContext: (&net.Dialer{
-			Resolver: b.Resolver, Timeout: 10 * time.Second,
-		}).DialContext},
-	}}
-	// The pod is ready a moment before kube-proxy routes its Service.
-	res.osb = osb
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		code, _, err := osb.do(ctx, http.MethodGet, "/v2/catalog", nil)
-		return err == nil && code == http.StatusOK, nil
-	}); err != nil {
-		return nil, fmt.Errorf("run: the broker's catalog through its Service %s: %w", b.URL, err)
+	osb, err := newOSBClient(ctx, b, password)
+	if err != nil {
+		return nil, err
 	}
+	res.osb = osb
 
 	instancePath := "/v2/service_instances/" + cfg.InstanceID
 	code, body, err := osb.do(ctx, http.MethodPut, instancePath+"?accepts_incomplete=true", map[string]any{
@@ -187,21 +178,8 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	if code != http.StatusOK && code != http.StatusCreated {
 		return nil, fmt.Errorf("run: bind: %d %s", code, body)
 	}
-	var binding struct {
-		Credentials map[string]any `json:"credentials"`
-	}
-	if err := json.Unmarshal(body, &binding); err != nil {
-		return nil, fmt.Errorf("run: the binding's answer: %w", err)
-	}
-	res.Binding = map[string]string{}
-	for k, v := range binding.Credentials {
-		if s, ok := v.(string); ok {
-			res.Binding[k] = s
-		}
-		// Numbers (a port as a number) are written as JSON text.
-		if _, ok := v.(float64); ok {
-			res.Binding[k] = fmt.Sprint(v)
-		}
+	if res.Binding, err = bindingCredentials(body); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
 	}
 	for _, k := range []string{"host", "port", "database", "username", "password", "ca.crt"} {
 		if res.Binding[k] == "" {
@@ -352,6 +330,47 @@ Everything keeps running; stop it all (processes, mounts, network namespace, rou
 type osbClient struct {
 	url, password string
 	http          *http.Client
+}
+
+// newOSBClient calls an installed broker from the host through its
+// Service (the cluster DNS resolves its name; TLS verified against the
+// platform CA; basic auth), once its catalog answers: the pod is ready a
+// moment before kube-proxy routes its Service.
+func newOSBClient(ctx context.Context, b *Broker, password string) (*osbClient, error) {
+	osb := &osbClient{url: b.URL, password: password, http: &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: b.TLS, DialContext: (&net.Dialer{
+			Resolver: b.Resolver, Timeout: 10 * time.Second,
+		}).DialContext},
+	}}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		code, _, err := osb.do(ctx, http.MethodGet, "/v2/catalog", nil)
+		return err == nil && code == http.StatusOK, nil
+	}); err != nil {
+		return nil, fmt.Errorf("the broker's catalog through its Service %s: %w", b.URL, err)
+	}
+	return osb, nil
+}
+
+// bindingCredentials reads a binding's credentials from the broker's
+// answer, as text (a number, such as a port, as its JSON text).
+func bindingCredentials(body []byte) (map[string]string, error) {
+	var binding struct {
+		Credentials map[string]any `json:"credentials"`
+	}
+	if err := json.Unmarshal(body, &binding); err != nil {
+		return nil, fmt.Errorf("the binding's answer: %w", err)
+	}
+	out := map[string]string{}
+	for k, v := range binding.Credentials {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case float64:
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out, nil
 }
 
 func (c *osbClient) do(ctx context.Context, method, path string, body any) (int, []byte, error) {

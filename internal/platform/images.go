@@ -25,7 +25,10 @@ const PostgreSQLMajor = "15"
 // BuildImages ran.
 type Images struct {
 	Pause, CoreDNS, CNPGOperator, PostgreSQL, CertManager string
-	// The Prometheus Operator, its config reloader and Debian's Prometheus
+	// RedisOperator, Redis and RedisExporter are the redis-operator and
+	// its operands (Redis and Sentinel share the Redis image).
+	RedisOperator, Redis, RedisExporter string
+	// The Prometheus Operator, its config reloader and Prometheus
 	// (prometheus.go).
 	PrometheusOperator, PrometheusConfigReloader, Prometheus string
 	// archives are the docker-archive files by image reference.
@@ -33,7 +36,8 @@ type Images struct {
 }
 
 // BuildImages builds (or finds in the cache) every image the platform and
-// the CloudNativePG test use. It needs no running platform.
+// its tests use (CloudNativePG and PostgreSQL, cert-manager, the
+// redis-operator and Redis). It needs no running platform.
 func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 	if p.images != nil {
 		return *p.images, nil
@@ -48,6 +52,7 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.CNPGOperator, p.buildCNPGImage},
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage},
 		{&imgs.CertManager, p.buildCertManagerImage},
+		{&imgs.RedisOperator, p.buildRedisOperatorImage},
 		{&imgs.PrometheusOperator, p.buildPrometheusOperatorImage},
 		{&imgs.PrometheusConfigReloader, p.buildPrometheusConfigReloaderImage},
 		{&imgs.Prometheus, p.buildPrometheusImage},
@@ -60,6 +65,12 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		*s.ref = ref
 		imgs.archives[ref] = archive
 	}
+	redis, exporter, archives, err := p.buildRedisImages(ctx)
+	if err != nil {
+		return Images{}, err
+	}
+	imgs.Redis, imgs.RedisExporter = redis, exporter
+	imgs.archives[redis], imgs.archives[exporter] = archives[0], archives[1]
 	p.images = &imgs
 	return imgs, nil
 }
@@ -189,13 +200,12 @@ func (p *Platform) binaryImage(name, tag, bin string, files []layerEntry, cfg im
 	return ref, archive, err
 }
 
-// postgresScript builds the PostgreSQL operand's root filesystem with
-// debootstrap. CloudNativePG runs postgres as uid/gid 26 (Debian's gid 26
-// is "tape", moved away), wants the binaries on PATH and never a cluster
-// created by the package (create_main_cluster = false).
-const postgresScript = `set -euo pipefail
-root="$1" mirror="$2" sources="$3" major="$4"
-debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
+// debootstrapBookworm is the start every Debian image's script shares
+// (after it names its arguments: $root, $mirror, $sources): a bookworm
+// minbase root filesystem, /proc mounted for the packages' scripts (and
+// unmounted on exit), no service started by a package, and the machine's
+// apt sources, so apt inside the image uses the same mirror.
+const debootstrapBookworm = `debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
 mount -t proc proc "$root/proc"
 trap 'umount "$root/proc" 2>/dev/null || true' EXIT
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
@@ -204,7 +214,15 @@ case "$sources" in
   *.sources) rm -f "$root/etc/apt/sources.list"; cp "$sources" "$root/etc/apt/sources.list.d/" ;;
   *) cp "$sources" "$root/etc/apt/sources.list" ;;
 esac
-if chroot "$root" getent group tape | grep -q ':26:'; then chroot "$root" groupmod -g 1026 tape; fi
+`
+
+// postgresScript builds the PostgreSQL operand's root filesystem with
+// debootstrap. CloudNativePG runs postgres as uid/gid 26 (Debian's gid 26
+// is "tape", moved away), wants the binaries on PATH and never a cluster
+// created by the package (create_main_cluster = false).
+const postgresScript = `set -euo pipefail
+root="$1" mirror="$2" sources="$3" major="$4"
+` + debootstrapBookworm + `if chroot "$root" getent group tape | grep -q ':26:'; then chroot "$root" groupmod -g 1026 tape; fi
 chroot "$root" groupadd -g 26 postgres
 chroot "$root" useradd -u 26 -g 26 -d /var/lib/postgresql -s /bin/bash -M postgres
 install -d -o 26 -g 26 "$root/var/lib/postgresql" "$root/var/run/postgresql"
@@ -228,10 +246,6 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man
 // packages (postgresql-15 with pg_stat_statements, pgaudit, HypoPG),
 // tagged <major>.<minor> as CloudNativePG parses it from the image name.
 func (p *Platform) buildPostgreSQLImage(ctx context.Context) (string, string, error) {
-	mirror, sources, err := debianMirror()
-	if err != nil {
-		return "", "", err
-	}
 	key := hashStrings(postgresScript, PostgreSQLMajor)
 	archive := p.imageArchive("postgresql", key)
 	tagFile := archive + ".tag"
@@ -242,24 +256,11 @@ func (p *Platform) buildPostgreSQLImage(ctx context.Context) (string, string, er
 		return "", "", err
 	}
 	root := archive + ".rootfs"
-	os.RemoveAll(root)
 	defer os.RemoveAll(root)
-	p.cfg.Log("platform: building the PostgreSQL image with debootstrap (a minute or two; log %s)", p.buildLog("postgresql"))
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "bash", "-c", postgresScript, "postgres-image", root, mirror, sources, PostgreSQLMajor)
-	logFile, err := os.Create(p.buildLog("postgresql"))
+	out, err := p.debootstrapRootfs(ctx, "postgresql", root, postgresScript, PostgreSQLMajor)
 	if err != nil {
 		return "", "", err
-	}
-	defer logFile.Close()
-	cmd.Stderr = logFile
-	out, err := cmd.Output()
-	if err != nil {
-		b, _ := os.ReadFile(p.buildLog("postgresql"))
-		if len(b) > 3000 {
-			b = b[len(b)-3000:]
-		}
-		return "", "", fmt.Errorf("platform: building the PostgreSQL image (needs debootstrap: apt-get install debootstrap): %w\n%s", err, b)
 	}
 	// "15.14-0+deb12u1" -> "15.14"
 	version := strings.TrimSpace(string(out))
@@ -284,6 +285,38 @@ func (p *Platform) buildPostgreSQLImage(ctx context.Context) (string, string, er
 	}
 	p.cfg.Log("platform: built %s in %s", ref, time.Since(start).Round(time.Second))
 	return ref, archive, nil
+}
+
+// debootstrapRootfs runs an image's build script (which starts with
+// debootstrapBookworm) into root, with the machine's Debian mirror and apt
+// sources, logging to the image's build log; it returns what the script
+// printed on standard output.
+func (p *Platform) debootstrapRootfs(ctx context.Context, name, root, script string, args ...string) (string, error) {
+	mirror, sources, err := debianMirror()
+	if err != nil {
+		return "", err
+	}
+	os.RemoveAll(root)
+	p.cfg.Log("platform: building the %s image with debootstrap (a minute or two; log %s)", name, p.buildLog(name))
+	if err := os.MkdirAll(filepath.Dir(p.buildLog(name)), 0o755); err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "bash", append([]string{"-c", script, name + "-image", root, mirror, sources}, args...)...)
+	logFile, err := os.Create(p.buildLog(name))
+	if err != nil {
+		return "", err
+	}
+	defer logFile.Close()
+	cmd.Stderr = logFile
+	out, err := cmd.Output()
+	if err != nil {
+		b, _ := os.ReadFile(p.buildLog(name))
+		if len(b) > 3000 {
+			b = b[len(b)-3000:]
+		}
+		return "", fmt.Errorf("platform: building the %s image (needs debootstrap: apt-get install debootstrap): %w\n%s", name, err, b)
+	}
+	return string(out), nil
 }
 
 // debianMirror reads the Debian mirror from the machine's apt sources (no

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -117,8 +118,15 @@ func killAll(pids []int) {
 	}
 }
 
-// mountsUnder lists the mount points under dir, deepest first.
+// mountsUnder lists the mount points under dir, deepest first. The kernel
+// lists mounts by their real path, so a state directory reached through a
+// symlink (a worktree's .cache linking to the main checkout's) is matched
+// by its resolved path too.
 func mountsUnder(dir string) ([]string, error) {
+	dirs := []string{dir}
+	if real, err := filepath.EvalSymlinks(dir); err == nil && real != dir {
+		dirs = append(dirs, real)
+	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -132,8 +140,11 @@ func mountsUnder(dir string) ([]string, error) {
 			continue
 		}
 		mp := unescapeMountPath(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			mounts = append(mounts, mp)
+		for _, d := range dirs {
+			if mp == d || strings.HasPrefix(mp, d+"/") {
+				mounts = append(mounts, mp)
+				break
+			}
 		}
 	}
 	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })

@@ -90,6 +90,15 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: CloudNativePG does not know the plugin this plan backs up with (%s): "+
 			"the platform team installs the barman-cloud plugin (charts/strata-platform-operators, docs/install.md); the instance goes on once it runs", reason))
 	}
+	// The instances cannot start without their server certificate: while
+	// cert-manager has not issued it, that is what to report, even when
+	// CloudNativePG, reconciling first, found the Secret missing ("Unable
+	// to create required cluster objects": it retries by itself once the
+	// Secret exists; seen on the real platform under load).
+	if ref := refs[len(refs)-1]; ref.GVK == certificateGVK && !provisioners.ConditionTrue(observed[ref], "Ready") &&
+		(!provisioners.ConditionTrue(cluster, "Ready") || phase == "Unable to create required cluster objects") {
+		return provisioners.Progressing(provisioners.CertificateWait(observed[ref], ref.Name, p.Config.ServerCertificates))
+	}
 	if slices.Contains(failedPhases, phase) {
 		d := "CloudNativePG reports: " + phase
 		if reason != "" {
@@ -103,11 +112,6 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		phase = "waiting for the operator"
 	}
 	if !provisioners.ConditionTrue(cluster, "Ready") || ready < want {
-		// The instances cannot start without their server certificate:
-		// when it is missing, that is what to report.
-		if ref := refs[len(refs)-1]; ref.GVK == certificateGVK && !provisioners.ConditionTrue(observed[ref], "Ready") {
-			return provisioners.Progressing(provisioners.CertificateWait(observed[ref], ref.Name, p.Config.ServerCertificates))
-		}
 		return provisioners.Progressing(fmt.Sprintf("PostgreSQL: %s (%d of %d instances ready)", phase, ready, want))
 	}
 	if !inst.UpdatedAt.IsZero() && !readySince(cluster, inst.UpdatedAt) && now.Sub(inst.UpdatedAt) < UpdateSettle {

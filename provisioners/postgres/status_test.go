@@ -369,6 +369,18 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 		ContainSubstring("kubectl get clusterissuer platform-ca"),
 	))
 
+	// CloudNativePG reconciling before cert-manager has issued the
+	// certificate reports a phase that is otherwise a failure: it retries
+	// by itself, and the certificate is what the instance waits for.
+	cluster.Object["status"] = map[string]any{
+		"phase":       "Unable to create required cluster objects",
+		"phaseReason": "missing specified server CA secret pg-x-server-tls: Secret \"pg-x-server-tls\" not found",
+	}
+	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	g.Expect(res.State).To(Equal(provisioners.InProgress))
+	g.Expect(res.Description).To(ContainSubstring("from ClusterIssuer platform-ca"))
+	delete(cluster.Object, "status")
+
 	// Once issued, the Cluster's own progress is what counts again.
 	certificate.Object["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}}
 	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())

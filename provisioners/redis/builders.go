@@ -39,6 +39,13 @@ const (
 	certVolume = "strata-tls"
 )
 
+// imagePullPolicy is set on every container the operator creates: left
+// out, the operator uses Always (not Kubernetes' IfNotPresent for a tagged
+// image), so every restart of a Redis or Sentinel pod would depend on the
+// registry answering, and a node without one could not run them at all.
+// The images are pinned, so IfNotPresent runs exactly the configured ones.
+const imagePullPolicy = "IfNotPresent"
+
 // Operator vocabulary: the labels it puts on the pods it creates.
 const (
 	labelName      = "app.kubernetes.io/name"
@@ -46,8 +53,11 @@ const (
 	labelPartOf    = "app.kubernetes.io/part-of"
 	partOf         = "redis-failover"
 	labelRole      = "redisfailovers-role"
-	// The exporter container's port name.
-	exporterPortName = "http-metrics"
+	// The exporter container's port name, as the operator (spotahome
+	// 1.2.4 and the fork alike) names it. "http-metrics" is the port of the
+	// operator's headless exporter Service, which a PodMonitor cannot use:
+	// the real platform's test caught a PodMonitor naming it.
+	exporterPortName = "metrics"
 	rfAPI            = "databases.spotahome.com/v1"
 	// MaxNameLength is the operator's limit on a RedisFailover's name.
 	MaxNameLength = 48
@@ -171,6 +181,16 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 // every restart (Redis would restart without its append-only file).
 func RedisArgs(s Settings) []string {
 	args := []string{
+		// Protected mode refuses connections from other hosts when no
+		// password is configured in the server's defaults; Debian's and
+		// other distributions' builds keep it on (the official image
+		// patches it off), and it then refuses the operator's and the
+		// Sentinels' commands ("DENIED Redis is running in protected
+		// mode") even though the operator's file sets a password. Every
+		// connection needs the password, so turning it off opens nothing.
+		// It cannot be set in customConfig: the operator applies that with
+		// CONFIG SET over the network, which protected mode refuses too.
+		"--protected-mode", "no",
 		// TLS for clients on a port of its own; the plaintext port stays
 		// for the operator, the Sentinels and replication, and the
 		// NetworkPolicy admits only them to it.
@@ -234,9 +254,10 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 		command = append(command, a)
 	}
 	redis := map[string]any{
-		"image":    p.Config.RedisImage,
-		"replicas": int64(s.Replicas),
-		"command":  command,
+		"image":           p.Config.RedisImage,
+		"imagePullPolicy": imagePullPolicy,
+		"replicas":        int64(s.Replicas),
+		"command":         command,
 		"resources": map[string]any{
 			"requests": map[string]any{"cpu": s.CPU, "memory": s.Memory},
 			"limits":   map[string]any{"cpu": s.CPU, "memory": s.Memory},
@@ -250,8 +271,9 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 			},
 		},
 		"exporter": map[string]any{
-			"enabled": true,
-			"image":   p.Config.ExporterImage,
+			"enabled":         true,
+			"image":           p.Config.ExporterImage,
+			"imagePullPolicy": imagePullPolicy,
 			"resources": map[string]any{
 				"requests": map[string]any{"cpu": "25m", "memory": "32Mi"},
 				"limits":   map[string]any{"cpu": "100m", "memory": "64Mi"},
@@ -270,8 +292,9 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 		redis["topologySpreadConstraints"] = spread
 	}
 	sentinel := map[string]any{
-		"image":    p.Config.RedisImage,
-		"replicas": int64(s.Sentinels),
+		"image":           p.Config.RedisImage,
+		"imagePullPolicy": imagePullPolicy,
+		"replicas":        int64(s.Sentinels),
 		"resources": map[string]any{
 			"requests": map[string]any{"cpu": "50m", "memory": "64Mi"},
 			"limits":   map[string]any{"cpu": "100m", "memory": "64Mi"},

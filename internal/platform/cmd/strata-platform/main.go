@@ -4,6 +4,7 @@
 //
 //	strata-platform build           build (or find cached) the binaries and images
 //	strata-platform up [-cnpg]      start the platform (and CloudNativePG), print the kubeconfig
+//	strata-platform up -redis       also the redis-operator (combine with -broker for Redis through the broker)
 //	strata-platform up -broker      also CloudNativePG and the broker (its Helm chart), print a curl
 //	strata-platform down [-purge]   stop it and undo every host change
 //	strata-platform run             `make run`: install what is missing, up -broker, then
@@ -41,6 +42,7 @@ func main() {
 	repo := fs.String("repo", ".", "the Strata repository")
 	state := fs.String("state", "", "state directory (default <repo>/.cache/platform/dev)")
 	cnpg := fs.Bool("cnpg", false, "up: also install the CloudNativePG operator")
+	withRedis := fs.Bool("redis", false, "up: also install the redis-operator (with -broker, the broker then provisions Redis too)")
 	withBroker := fs.Bool("broker", false, "up: also install CloudNativePG and the broker built from cmd/strata-broker, and print how to call it")
 	purge := fs.Bool("purge", false, "down: also remove the state directory")
 	fs.Parse(os.Args[2:]) //nolint:errcheck // ExitOnError
@@ -75,6 +77,9 @@ func main() {
 		}
 		if err == nil && (*cnpg || *withBroker) {
 			err = p.InstallCNPG(ctx)
+		}
+		if err == nil && *withRedis {
+			err = p.InstallRedisOperator(ctx)
 		}
 		if err == nil {
 			fmt.Printf("platform up; logs in %s\nexport KUBECONFIG=%s\n", p.LogDir(), p.Kubeconfig())

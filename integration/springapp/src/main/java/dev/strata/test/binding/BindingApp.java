@@ -11,7 +11,8 @@ import org.springframework.context.ConfigurableApplicationContext;
  * {@link BindingCheck} bean exercises one kind of binding; {@link CheckRunner}
  * runs them once and prints one {@code STRATA-CHECK <json>} line. The process
  * then exits 0, or non-zero when the application cannot start (Spring Boot
- * has logged why).
+ * has logged why). With {@code strata.serve.port} set it keeps serving
+ * {@link CheckServer} instead.
  */
 @SpringBootApplication
 public class BindingApp {
@@ -23,6 +24,10 @@ public class BindingApp {
         } catch (Throwable e) {
             // SpringApplication has already reported the failure.
             System.exit(1);
+            return;
+        }
+        // Serve mode (CheckServer) keeps running until the pod stops.
+        if (ctx.getEnvironment().containsProperty("strata.serve.port")) {
             return;
         }
         System.exit(SpringApplication.exit(ctx));
