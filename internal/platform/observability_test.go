@@ -34,7 +34,7 @@ import (
 // the chart's PrometheusRule, and fires StrataPostgreSQLInstanceDown for
 // real when PostgreSQL hangs, then resolves when it resumes.
 func TestObservabilityOnRealPlatform(t *testing.T) {
-	ctx, p, _ := startTestPlatform(t, "test-obs", 55*time.Minute)
+	ctx, p, platformStopped := startTestPlatform(t, "test-obs", 55*time.Minute)
 
 	step := time.Now()
 	if err := p.InstallPrometheus(ctx); err != nil {
@@ -224,7 +224,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	}
 
 	resumed := time.Now()
-	continuePostgres(stopped)
+	continuePostgres(string(pod.UID), stopped)
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		state, err = alertState(ctx)
 		return err == nil && state == "", nil
@@ -239,6 +239,19 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	if err := res.connect(ctx); err != nil {
 		t.Errorf("connecting with the binding after PostgreSQL resumed: %v", err)
 	}
+
+	step = time.Now()
+	*platformStopped = true
+	if err := p.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if left := p.Leftovers(); len(left) > 0 {
+		t.Fatalf("left on the host after Stop: %v", left)
+	}
+	if err := p.Purge(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING stop and purge: %s", time.Since(step).Round(time.Second))
 }
 
 // stopPostgres stops (SIGSTOP) every postgres process of a pod, found on
@@ -249,7 +262,7 @@ func stopPostgres(t *testing.T, podUID string) []int {
 	t.Helper()
 	seen := map[int]bool{}
 	var stopped []int
-	t.Cleanup(func() { continuePostgres(stopped) })
+	t.Cleanup(func() { continuePostgres(podUID, stopped) })
 	for scan := 0; scan < 10; scan++ {
 		pids, err := postgresProcesses(podUID)
 		if err != nil {
@@ -275,9 +288,14 @@ func stopPostgres(t *testing.T, podUID string) []int {
 	return stopped
 }
 
-func continuePostgres(pids []int) {
+// continuePostgres resumes the processes stopPostgres stopped that are
+// still the pod's (a PID may be reused once the platform stopped).
+func continuePostgres(podUID string, pids []int) {
 	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGCONT)
+		cgroup, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cgroup"))
+		if err == nil && strings.Contains(string(cgroup), "pod"+podUID) {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
 	}
 }
 
