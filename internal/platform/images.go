@@ -28,6 +28,9 @@ type Images struct {
 	// RedisOperator, Redis and RedisExporter are the redis-operator and
 	// its operands (Redis and Sentinel share the Redis image).
 	RedisOperator, Redis, RedisExporter string
+	// The Prometheus Operator, its config reloader and Prometheus
+	// (prometheus.go).
+	PrometheusOperator, PrometheusConfigReloader, Prometheus string
 	// archives are the docker-archive files by image reference.
 	archives map[string]string
 }
@@ -50,6 +53,9 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage},
 		{&imgs.CertManager, p.buildCertManagerImage},
 		{&imgs.RedisOperator, p.buildRedisOperatorImage},
+		{&imgs.PrometheusOperator, p.buildPrometheusOperatorImage},
+		{&imgs.PrometheusConfigReloader, p.buildPrometheusConfigReloaderImage},
+		{&imgs.Prometheus, p.buildPrometheusImage},
 	}
 	for _, s := range steps {
 		ref, archive, err := s.build(ctx)
