@@ -90,8 +90,9 @@ type Broker struct {
 // InstallBroker installs charts/strata-broker with Helm's Go SDK (a real
 // Helm release), with a serving certificate signed by the platform's own
 // CA, instances' server certificates from cert-manager's PlatformIssuer
-// (InstallCertManager must have run), the local images and no Prometheus
-// Operator objects, and waits until the broker's pods are ready.
+// (InstallCertManager must have run), the local images, and its
+// monitors and rules when the Prometheus Operator's CRDs are installed
+// (InstallPrometheus), and waits until the broker's pods are ready.
 func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker, error) {
 	host := fmt.Sprintf("%s.%s.svc", BrokerRelease, in.Namespace)
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: in.Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -119,17 +120,23 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 	if err != nil {
 		return nil, err
 	}
+	// The broker's ServiceMonitor, PrometheusRule and instances'
+	// PodMonitors (the product's defaults) when InstallPrometheus ran.
+	monitoring, err := p.prometheusOperatorInstalled(ctx)
+	if err != nil {
+		return nil, err
+	}
 	values := map[string]any{
 		"replicaCount":   1,
 		"image":          map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"},
 		"credentials":    map[string]any{"password": in.Password},
 		"tls":            map[string]any{"existingSecret": tlsSecret.Name},
-		"serviceMonitor": map[string]any{"enabled": false},
-		"prometheusRule": map[string]any{"enabled": false},
+		"serviceMonitor": map[string]any{"enabled": monitoring},
+		"prometheusRule": map[string]any{"enabled": monitoring},
 		"config": map[string]any{
 			"postgres": map[string]any{
 				"images":     map[string]any{PostgreSQLMajor: imgs.PostgreSQL},
-				"podMonitor": false,
+				"podMonitor": monitoring,
 				// Server certificates from cert-manager's platform CA
 				// (InstallCertManager); Redis shares the issuer.
 				"serverCertificates": map[string]any{"issuerName": PlatformIssuer, "issuerKind": "ClusterIssuer"},
@@ -137,7 +144,7 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 			"redis": map[string]any{
 				"redisImage":    imgs.Redis,
 				"exporterImage": imgs.RedisExporter,
-				"podMonitor":    false,
+				"podMonitor":    monitoring,
 			},
 		},
 	}

@@ -28,6 +28,9 @@ type Images struct {
 	// RedisOperator, Redis and RedisExporter are the redis-operator and
 	// its operands (Redis and Sentinel share the Redis image).
 	RedisOperator, Redis, RedisExporter string
+	// The Prometheus Operator, its config reloader and Prometheus
+	// (prometheus.go).
+	PrometheusOperator, PrometheusConfigReloader, Prometheus string
 	// The add-ons' images: PgBouncer (CloudNativePG's Poolers), the
 	// barman-cloud plugin and its sidecar, and versitygw (the local S3).
 	PgBouncer, BarmanCloud, BarmanSidecar, VersityGW string
@@ -57,6 +60,9 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 		{&imgs.PostgreSQL, p.buildPostgreSQLImage, false},
 		{&imgs.CertManager, p.buildCertManagerImage, false},
 		{&imgs.RedisOperator, p.buildRedisOperatorImage, false},
+		{&imgs.PrometheusOperator, p.buildPrometheusOperatorImage, false},
+		{&imgs.PrometheusConfigReloader, p.buildPrometheusConfigReloaderImage, false},
+		{&imgs.Prometheus, p.buildPrometheusImage, false},
 		{&imgs.PgBouncer, p.buildPgBouncerImage, true},
 		{&imgs.BarmanCloud, p.buildBarmanCloudImage, true},
 		{&imgs.BarmanSidecar, p.buildBarmanSidecarImage, true},

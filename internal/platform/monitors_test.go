@@ -27,8 +27,8 @@ import (
 )
 
 // checkMonitorsSelectRealPods renders an instance's objects as the broker
-// would with monitoring on (the platform has no Prometheus Operator, so
-// the broker runs with it off and the monitors are not applied), and checks
+// would with monitoring on (without InstallPrometheus the broker runs with
+// it off and the monitors are not applied), and checks
 // each PodMonitor against the running pods: its selector matches at least
 // one pod of the instance, every matched pod has a container port of the
 // endpoint's name, and that port answers GET /metrics with Prometheus text

@@ -115,7 +115,7 @@ func New(cfg Config) (*Platform, error) {
 		if err != nil {
 			return nil, err
 		}
-		*d = abs
+		*d = resolveSymlinks(abs)
 	}
 	sum := sha256.Sum256([]byte(cfg.StateDir))
 	octet := defaultSecondOctetBase + int(sum[0])%defaultSecondOctetRange
@@ -246,4 +246,22 @@ func nthIP(n *net.IPNet, i int) net.IP {
 	v += uint32(i)
 	out[0], out[1], out[2], out[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
 	return out
+}
+
+// resolveSymlinks resolves the symbolic links of a path's longest existing
+// prefix (the rest may not exist yet). The kernel lists mounts by their
+// resolved paths: with a state directory under a symlink (a worktree's
+// .cache linked to a shared one), Stop would otherwise not find the pods'
+// mounts to detach.
+func resolveSymlinks(path string) string {
+	rest := ""
+	for dir := path; ; dir = filepath.Dir(dir) {
+		if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(resolved, rest)
+		}
+		if dir == filepath.Dir(dir) {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
 }

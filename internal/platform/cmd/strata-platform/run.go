@@ -51,6 +51,15 @@ func run(ctx context.Context, repo, state string) error {
 	if err := p.Start(ctx); err != nil {
 		return fmt.Errorf("%w\n(component logs in %s; `make stop` undoes a partial start)", err, p.LogDir())
 	}
+	// Prometheus first: the broker then gets its ServiceMonitor,
+	// PrometheusRule and PodMonitors (the product's defaults).
+	if err := p.InstallPrometheus(ctx); err != nil {
+		return fmt.Errorf("%w\n(component logs in %s; `make stop` undoes a partial start)", err, p.LogDir())
+	}
+	promURL, err := p.PrometheusURL(ctx)
+	if err != nil {
+		return err
+	}
 	res, err := p.RunDemo(ctx, platform.DemoConfig{
 		Dir:        filepath.Join(state, "strata"),
 		Tenant:     "dev",
@@ -67,8 +76,8 @@ func run(ctx context.Context, repo, state string) error {
 		return err
 	}
 	res.PrintInstructions(os.Stdout, "make stop        (or: go run ./internal/platform/cmd/strata-platform down; add -purge to delete the data too)")
-	fmt.Printf("\npsql answered %q (%s)\nmake run took %s: %s\nThe platform's admin kubeconfig (any Kubernetes client): export KUBECONFIG=%s\nComponent logs: %s\n",
-		out, res.Version, time.Since(begin).Round(time.Second), strings.Join(res.Steps, ", "), p.Kubeconfig(), p.LogDir())
+	fmt.Printf("\npsql answered %q (%s)\nmake run took %s: %s\nThe platform's admin kubeconfig (any Kubernetes client): export KUBECONFIG=%s\nPrometheus (targets, rules, alerts; from this host): %s/api/v1/alerts\nComponent logs: %s\n",
+		out, res.Version, time.Since(begin).Round(time.Second), strings.Join(res.Steps, ", "), p.Kubeconfig(), promURL, p.LogDir())
 	return nil
 }
 
