@@ -206,7 +206,7 @@ func (p *Platform) Start(ctx context.Context) error {
 }
 
 // Build builds (or finds in the cache) every binary and image the
-// platform runs, without starting anything.
+// platform and its tests run, without starting anything.
 func (p *Platform) Build(ctx context.Context) error {
 	if err := checkRequirements(); err != nil {
 		return err
@@ -214,7 +214,16 @@ func (p *Platform) Build(ctx context.Context) error {
 	if _, err := p.buildBinaries(ctx); err != nil {
 		return err
 	}
-	_, err := p.BuildImages(ctx)
+	if _, err := p.BuildImages(ctx); err != nil {
+		return err
+	}
+	// The images only the tests run (OpenBao's, the Spring Boot test
+	// application's): built here too, so that `make test` pays their
+	// cold builds before the tests' timeout starts.
+	if _, _, err := p.buildOpenBaoImage(); err != nil {
+		return err
+	}
+	_, _, err := p.buildSpringAppArchive(ctx)
 	return err
 }
 
