@@ -5,9 +5,7 @@ package platform
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -61,26 +59,12 @@ func (p *Platform) InstallCertManager(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	dir, err := moduleDir(ctx, certManagerModule, CertManagerVersion)
+	crds, err := moduleManifests(ctx, certManagerModule, CertManagerVersion, filepath.Join("deploy", "crds"))
 	if err != nil {
 		return err
 	}
-	crdFiles, err := filepath.Glob(filepath.Join(dir, "deploy", "crds", "*.yaml"))
-	if err != nil {
+	if err := p.applyObjects(ctx, crds); err != nil {
 		return err
-	}
-	if len(crdFiles) == 0 {
-		return fmt.Errorf("platform: no CRDs in %s/deploy/crds", dir)
-	}
-	sort.Strings(crdFiles)
-	for _, f := range crdFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		if err := p.Apply(ctx, b); err != nil {
-			return err
-		}
 	}
 	if err := p.Apply(ctx, []byte(certManagerManifest(imgs.CertManager))); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -101,6 +102,38 @@ func useLocalOperatorImages(deploy *unstructured.Unstructured, imgs Images) erro
 	)
 	c["env"] = kept
 	return unstructured.SetNestedSlice(deploy.Object, containers, "spec", "template", "spec", "containers")
+}
+
+// moduleManifests reads the objects of every YAML file in a directory of
+// a Go module at an exact version, from the module cache (upstream's CRDs
+// and manifests are read where the module ships them, never copied into
+// the repository), in file name order.
+func moduleManifests(ctx context.Context, module, version, subdir string) ([]*unstructured.Unstructured, error) {
+	dir, err := moduleDir(ctx, module, version)
+	if err != nil {
+		return nil, err
+	}
+	files, err := filepath.Glob(filepath.Join(dir, subdir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("platform: no YAML in %s", filepath.Join(dir, subdir))
+	}
+	sort.Strings(files)
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		decoded, err := decodeManifest(b)
+		if err != nil {
+			return nil, fmt.Errorf("platform: %s: %w", f, err)
+		}
+		objs = append(objs, decoded...)
+	}
+	return objs, nil
 }
 
 // decodeManifest splits a multi-document YAML into objects.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -204,35 +203,19 @@ func (p *Platform) InstallPrometheus(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	dir, err := moduleDir(ctx, prometheusOperatorModule, PrometheusOperatorVersion)
+	objs, err := moduleManifests(ctx, prometheusOperatorModule, PrometheusOperatorVersion, filepath.Join("example", "prometheus-operator-crd"))
 	if err != nil {
 		return err
-	}
-	crdFiles, err := filepath.Glob(filepath.Join(dir, "example", "prometheus-operator-crd", "*.yaml"))
-	if err != nil {
-		return err
-	}
-	if len(crdFiles) == 0 {
-		return fmt.Errorf("platform: no CRDs in %s/example/prometheus-operator-crd", dir)
-	}
-	sort.Strings(crdFiles)
-	var objs []*unstructured.Unstructured
-	for _, f := range crdFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		crds, err := decodeManifest(b)
-		if err != nil {
-			return fmt.Errorf("platform: %s: %w", f, err)
-		}
-		objs = append(objs, crds...)
 	}
 	ns, err := decodeManifest([]byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: " + MonitoringNamespace + "}\n"))
 	if err != nil {
 		return err
 	}
 	objs = append(objs, ns...)
+	dir, err := moduleDir(ctx, prometheusOperatorModule, PrometheusOperatorVersion)
+	if err != nil {
+		return err
+	}
 	operator, err := prometheusOperatorObjects(filepath.Join(dir, "example", "rbac", "prometheus-operator"), imgs)
 	if err != nil {
 		return err

@@ -30,14 +30,17 @@ const (
 )
 
 const (
-	barmanPlugin  = "barman-cloud.cloudnative-pg.io"
-	cnpgAPI       = "postgresql.cnpg.io/v1"
-	zoneKey       = "topology.kubernetes.io/zone"
-	hostnameKey   = "kubernetes.io/hostname"
-	postgresPort  = 5432
-	statusPort    = 8000 // instance manager, reached by the operator
-	metricsPort   = 9187
-	poolerMetrics = 9127
+	barmanPlugin = "barman-cloud.cloudnative-pg.io"
+	cnpgAPI      = "postgresql.cnpg.io/v1"
+	zoneKey      = "topology.kubernetes.io/zone"
+	hostnameKey  = "kubernetes.io/hostname"
+	postgresPort = 5432
+	// smartShutdownSeconds bounds a stopping instance's wait for its
+	// sessions (Cluster spec.smartShutdownTimeout).
+	smartShutdownSeconds = 15
+	statusPort           = 8000 // instance manager, reached by the operator
+	metricsPort          = 9187
+	poolerMetrics        = 9127
 )
 
 // Config is what the platform team sets for every PostgreSQL instance.
@@ -343,6 +346,14 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		"imageName":             image,
 		"instances":             int64(s.Instances()),
 		"primaryUpdateStrategy": "unsupervised",
+		// A stopping primary waits this long for its sessions to end
+		// before it terminates them (CloudNativePG's default is 180 s).
+		// PgBouncer's server connections never end by themselves, so
+		// with the default every switchover (an update, a node drain)
+		// and every graceful pod deletion held the old primary for three
+		// minutes; seen on the real platform. Clients retry their
+		// terminated sessions on the new primary.
+		"smartShutdownTimeout":  int64(smartShutdownSeconds),
 		"enableSuperuserAccess": false,
 		"storage":               storage,
 		"resources":             requestsEqualLimits(s.CPU, s.Memory),
