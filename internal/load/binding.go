@@ -74,6 +74,20 @@ func (b Binding) Get(key string) (string, error) {
 	return v, nil
 }
 
+// Values returns the binding's values of keys, in order, failing on the
+// first one missing (as Get does).
+func (b Binding) Values(keys ...string) ([]string, error) {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		v, err := b.Get(k)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
 // Type is the binding's servicebinding.io type (postgresql, redis, kafka).
 func (b Binding) Type() string { return strings.TrimSpace(b["type"]) }
 

@@ -53,18 +53,11 @@ func KafkaClientOpts(b Binding) ([]kgo.Opt, error) {
 	if err := b.checkType("kafka"); err != nil {
 		return nil, err
 	}
-	servers, err := b.Get("bootstrap-servers")
+	v, err := b.Values("bootstrap-servers", "username", "password")
 	if err != nil {
 		return nil, err
 	}
-	user, err := b.Get("username")
-	if err != nil {
-		return nil, err
-	}
-	password, err := b.Get("password")
-	if err != nil {
-		return nil, err
-	}
+	servers, user, password := v[0], v[1], v[2]
 	if p := b["security.protocol"]; p != "" && p != "SASL_SSL" {
 		return nil, fmt.Errorf("the binding's security.protocol is %q: the load tool needs SASL_SSL", p)
 	}

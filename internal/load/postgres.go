@@ -38,26 +38,11 @@ func PostgresConfig(b Binding, hostaddr string) (*pgx.ConnConfig, error) {
 	if err := b.checkType("postgresql"); err != nil {
 		return nil, err
 	}
-	host, err := b.Get("host")
+	v, err := b.Values("host", "port", "database", "username", "password")
 	if err != nil {
 		return nil, err
 	}
-	port, err := b.Get("port")
-	if err != nil {
-		return nil, err
-	}
-	db, err := b.Get("database")
-	if err != nil {
-		return nil, err
-	}
-	user, err := b.Get("username")
-	if err != nil {
-		return nil, err
-	}
-	password, err := b.Get("password")
-	if err != nil {
-		return nil, err
-	}
+	host, port, db, user, password := v[0], v[1], v[2], v[3], v[4]
 	if mode := b["sslmode"]; mode != "" && mode != "verify-full" && mode != "verify-ca" {
 		return nil, fmt.Errorf("the binding's sslmode is %q: the load tool needs verify-full (or verify-ca) and a CA", mode)
 	}

@@ -38,18 +38,11 @@ func RedisClient(b Binding, poolSize int, hostaddr string) (*goredis.Client, err
 	if err := b.checkType("redis"); err != nil {
 		return nil, err
 	}
-	host, err := b.Get("host")
+	v, err := b.Values("host", "port", "password")
 	if err != nil {
 		return nil, err
 	}
-	port, err := b.Get("port")
-	if err != nil {
-		return nil, err
-	}
-	password, err := b.Get("password")
-	if err != nil {
-		return nil, err
-	}
+	host, port, password := v[0], v[1], v[2]
 	tc, err := b.TLSConfig(host)
 	if err != nil {
 		return nil, err
