@@ -4,9 +4,7 @@ package platform
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -44,10 +42,6 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man
 // buildPgBouncerImage builds the PgBouncer image, tagged with PgBouncer's
 // version.
 func (p *Platform) buildPgBouncerImage(ctx context.Context) (string, string, error) {
-	mirror, sources, err := debianMirror()
-	if err != nil {
-		return "", "", err
-	}
 	archive := p.imageArchive("pgbouncer", hashStrings(pgbouncerScript))
 	tagFile := archive + ".tag"
 	if b, err := os.ReadFile(tagFile); err == nil && fileExists(archive) {
@@ -57,25 +51,11 @@ func (p *Platform) buildPgBouncerImage(ctx context.Context) (string, string, err
 		return "", "", err
 	}
 	root := archive + ".rootfs"
-	os.RemoveAll(root)
 	defer os.RemoveAll(root)
-	logPath := p.buildLog("pgbouncer")
-	p.cfg.Log("platform: building the PgBouncer image with debootstrap (a minute or two; log %s)", logPath)
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "bash", "-c", pgbouncerScript, "pgbouncer-image", root, mirror, sources)
-	logFile, err := os.Create(logPath)
+	out, err := p.debootstrapRootfs(ctx, "pgbouncer", root, pgbouncerScript)
 	if err != nil {
 		return "", "", err
-	}
-	defer logFile.Close()
-	cmd.Stderr = logFile
-	out, err := cmd.Output()
-	if err != nil {
-		b, _ := os.ReadFile(logPath)
-		if len(b) > 3000 {
-			b = b[len(b)-3000:]
-		}
-		return "", "", fmt.Errorf("platform: building the PgBouncer image (needs debootstrap): %w\n%s", err, b)
 	}
 	// "1.24.1-1+deb13u2" -> "1.24.1"
 	tag := strings.SplitN(strings.TrimSpace(string(out)), "-", 2)[0]
