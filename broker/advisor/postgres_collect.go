@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // CollectPostgres reads what AdvisePostgres needs over conn, a session of a
@@ -339,14 +340,12 @@ func tryIndexes(ctx context.Context, conn *pgx.Conn, s Statement, large map[stri
 	return trials, tx.Commit(ctx)
 }
 
-// errSummary is an error's first line, without the statement text a
-// PostgreSQL error may quote.
+// errSummary is an error's first line; for a PostgreSQL error its message
+// and SQLSTATE (never its detail, which may quote data).
 func errSummary(err error) string {
-	var msg string
-	var pgErr interface{ SQLState() string }
-	if errors.As(err, &pgErr) {
-		msg = "SQLSTATE " + pgErr.SQLState() + ": "
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return fmt.Sprintf("%s, SQLSTATE %s", oneLine(pgErr.Message, 160), pgErr.Code)
 	}
 	first, _, _ := strings.Cut(err.Error(), "\n")
-	return msg + oneLine(first, 160)
+	return oneLine(first, 160)
 }

@@ -72,6 +72,13 @@ func TestPostgresAdvisorOnRealServer(t *testing.T) {
 		}
 	}
 	workload()
+	// A statement on a table dropped since: it cannot be planned any more,
+	// which must cost a note, not the report.
+	mustExec(t, su, "CREATE TABLE public.gone (id int)")
+	mustExec(t, su, "GRANT SELECT ON public.gone TO "+postgres.ReadWriteRole)
+	_, err = app.Exec(ctx, "SELECT id FROM public.gone WHERE id = $1", 1)
+	g.Expect(err).NotTo(HaveOccurred())
+	mustExec(t, su, "DROP TABLE public.gone")
 	checksum := func() (sum int64) {
 		g.Expect(su.QueryRow(ctx, "SELECT sum(hashtext(id || note || status)) FROM public.orders").Scan(&sum)).To(Succeed())
 		return sum
@@ -109,6 +116,7 @@ func TestPostgresAdvisorOnRealServer(t *testing.T) {
 	// PostgreSQL's default effective_cache_size (4GB) is far above
 	// dev-lite's 512Mi.
 	g.Expect(rep.Find(advisor.KindPostgresSetting, "effective_cache_size")).To(HaveLen(1))
+	g.Expect(strings.Join(rep.Notes, "\n")).To(MatchRegexp(`statement -?\d+ could not be planned \(relation "public.gone" does not exist, SQLSTATE 42P01\): SELECT id FROM public.gone`))
 
 	// Read-only: the UPDATE was planned, not run; no index was created;
 	// the hypothetical one is gone from the advisor's session too.
@@ -125,6 +133,12 @@ func TestPostgresAdvisorOnRealServer(t *testing.T) {
 	mustExec(t, su, "CREATE INDEX orders_customer_idx ON public.orders (customer_id)")
 	mustExec(t, su, "RESET ROLE")
 	workload()
+	// A backend reports its scan counters when it goes idle, up to 10
+	// seconds later: wait for them, as a tenant's next run would.
+	g.Eventually(func() (n int64) {
+		_ = su.QueryRow(ctx, "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'orders_customer_idx'").Scan(&n)
+		return n
+	}).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(BeNumerically(">", 0))
 	in, err = advisor.CollectPostgres(ctx, adv, opts, 0)
 	g.Expect(err).NotTo(HaveOccurred())
 	rep = advisor.AdvisePostgres(in, opts, time.Now())
