@@ -29,6 +29,9 @@ func TestAdvisorCLIOnPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	su := srv.Superuser(t)
+	if _, err := os.Stat("/usr/share/postgresql/" + srv.Version + "/extension/hypopg.control"); err != nil {
+		t.Fatalf("hypopg is not installed (%v): %s", err, pgtest.InstallHint)
+	}
 	for _, sql := range []string{
 		"CREATE EXTENSION IF NOT EXISTS hypopg",
 		"SET ROLE " + postgres.OwnerRole,
