@@ -533,7 +533,7 @@ func duplicateIndexes(idx []IndexStats) []Recommendation {
 			}
 			same := len(a.Keys) == len(b.Keys)
 			// Of two identical plain indexes, report one: the later name.
-			if same && !(b.Unique || b.Primary || b.Constraint) && a.Name < b.Name {
+			if same && !b.Unique && !b.Primary && !b.Constraint && a.Name < b.Name {
 				continue
 			}
 			what := "a leading prefix of"
