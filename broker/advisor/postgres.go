@@ -139,8 +139,8 @@ type PostgresInputs struct {
 	// effective_cache_size, work_mem, maintenance_work_mem).
 	Settings       map[string]int64
 	MaxConnections int64
-	// PeakConnections is the most client connections seen while the
-	// collector sampled pg_stat_activity.
+	// PeakConnections is the most connections seen while the collector
+	// sampled pg_stat_database.numbackends.
 	PeakConnections int64
 	BlocksHit       int64
 	BlocksRead      int64

@@ -30,7 +30,7 @@ import (
 // All of a trial happens in one transaction, so it also works through
 // PgBouncer in transaction mode (the binding's host on standard and ha).
 //
-// sample is how long to watch pg_stat_activity for the peak number of
+// sample is how long to watch pg_stat_database for the peak number of
 // connections (0: one look).
 func CollectPostgres(ctx context.Context, conn *pgx.Conn, o PostgresOptions, sample time.Duration) (PostgresInputs, error) {
 	o = o.withDefaults()
@@ -237,16 +237,19 @@ func collectStatements(ctx context.Context, tx pgx.Tx, in *PostgresInputs) error
 	return nil
 }
 
-// samplePeakConnections counts client connections once, then every second
+// samplePeakConnections counts the connections once, then every second
 // for d.
 func samplePeakConnections(ctx context.Context, conn *pgx.Conn, d time.Duration, in *PostgresInputs) error {
 	end := time.Now().Add(d)
 	for {
 		var n int64
-		// Every login sees every row of pg_stat_activity (though not the
-		// details of other logins' sessions): enough to count them.
+		// pg_stat_database's numbackends, not pg_stat_activity: a login
+		// without pg_read_all_stats sees other logins' sessions there with
+		// backend_type NULL, so it could not tell client sessions apart.
+		// numbackends counts every database's connections (and an
+		// autovacuum worker while it runs).
 		err := readOnly(ctx, conn, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'`).Scan(&n)
+			return tx.QueryRow(ctx, `SELECT coalesce(sum(numbackends), 0) FROM pg_stat_database`).Scan(&n)
 		})
 		if err != nil {
 			return fmt.Errorf("counting connections: %w", err)

@@ -97,6 +97,10 @@ func TestPostgresAdvisorOnRealServer(t *testing.T) {
 	g.Expect(rep.WriteText(&text)).To(Succeed())
 	t.Logf("advisor took %s:\n%s", time.Since(t0).Round(time.Millisecond), text.String())
 
+	g.Expect(in.MaxConnections).To(BeNumerically("==", 50), "dev-lite's max_connections")
+	g.Expect(in.PeakConnections).To(BeNumerically(">=", 3), "the superuser's, the application's and the advisor's sessions")
+	g.Expect(in.Settings).To(HaveKeyWithValue("work_mem", BeNumerically("==", 4<<20)))
+
 	missing := rep.Find(advisor.KindMissingIndex, "public.orders (customer_id)")
 	g.Expect(missing).To(HaveLen(1), "the index on orders(customer_id) is recommended")
 	m := missing[0].Metrics

@@ -9,14 +9,19 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 
 	"github.com/strata-dev/strata/broker/advisor"
+	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/integration/pgtest"
+	"github.com/strata-dev/strata/integration/redistest"
+	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres"
+	rd "github.com/strata-dev/strata/provisioners/redis"
 )
 
 // TestAdvisorCLIOnPostgres runs strata-advisor as a tenant would: with a
@@ -105,4 +110,56 @@ func writeBinding(t *testing.T, keys map[string]string) string {
 		}
 	}
 	return dir
+}
+
+// TestAdvisorCLIOnRedis runs the command with a Redis binding directory
+// against redis-server started with the dev-lite plan's command: TLS
+// verified against the binding's CA, AUTH with its password.
+func TestAdvisorCLIOnRedis(t *testing.T) {
+	g := NewWithT(t)
+	svc := catalog.RedisService()
+	inst := provisioners.Instance{ID: "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b", Name: "rd-cli", Namespace: "team-a",
+		Service: &svc, Plan: svc.PlanByName("dev-lite")}
+	cfg := rd.DefaultConfig()
+	cfg.ServerCertificates.IssuerName = "test-ca"
+	objs, err := (&rd.Provisioner{Config: cfg}).Build(inst)
+	g.Expect(err).NotTo(HaveOccurred())
+	var command []string
+	for _, o := range objs {
+		if o.GetKind() == "RedisFailover" {
+			command = redistest.CommandOf(t, o)
+		}
+	}
+	dir := t.TempDir()
+	certs := redistest.NewCerts(t, filepath.Join(dir, "tls"))
+	const password = "Redis-cli-pw-3e5a7c9b1d"
+	srv := redistest.StartServer(t, redistest.ServerOptions{Command: command, Certs: certs, Password: password, Dir: filepath.Join(dir, "pod-0")})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	app := srv.TLS(certs, password)
+	defer app.Close()
+	g.Expect(app.Set(ctx, "blob", strings.Repeat("b", 2<<20), 0).Err()).To(Succeed())
+	g.Expect(app.Set(ctx, "small", "s", 0).Err()).To(Succeed())
+
+	bdir := writeBinding(t, map[string]string{
+		"type": "redis", "provider": "strata", "host": "localhost", "port": strconv.Itoa(srv.TLSPort),
+		"password": password, "ssl": "true", "ca.crt": string(certs.CAPEM),
+	})
+	var out, errOut bytes.Buffer
+	g.Expect(run(ctx, []string{"--binding", bdir, "--json", "--big-key-bytes", "1048576"}, &out, &errOut)).To(Succeed(), errOut.String())
+	var rep advisor.Report
+	g.Expect(json.Unmarshal(out.Bytes(), &rep)).To(Succeed(), out.String())
+	g.Expect(rep.Service).To(Equal("redis"))
+	g.Expect(rep.Find(advisor.KindBigKey, "blob")).To(HaveLen(1), out.String())
+	g.Expect(rep.Find(advisor.KindBigKey, "small")).To(BeEmpty())
+	g.Expect(out.String()).NotTo(ContainSubstring(password), "no secret in the output")
+
+	// A binding whose CA is not the server's: the command refuses to talk.
+	other := redistest.NewCerts(t, filepath.Join(dir, "other"))
+	bad := writeBinding(t, map[string]string{
+		"type": "redis", "host": "localhost", "port": strconv.Itoa(srv.TLSPort), "password": password, "ca.crt": string(other.CAPEM),
+	})
+	err = run(ctx, []string{"--binding", bad}, &out, &errOut)
+	g.Expect(err).To(MatchError(ContainSubstring("certificate")))
+	g.Expect(err.Error()).NotTo(ContainSubstring(password))
 }
