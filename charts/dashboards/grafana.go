@@ -181,7 +181,8 @@ func (d Dashboard) JSON() ([]byte, error) {
 		}
 		vars = append(vars, jsonVar{
 			Name: name, Label: v.Label, Description: v.Description, Type: "query", Datasource: datasource,
-			Query:      map[string]any{"query": v.Query(), "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
+			// A plain string: Grafana reads it as a classic query.
+			Query:      v.Query(),
 			Definition: v.Query(), Regex: v.Regex, Refresh: 2, Sort: 1,
 			Multi: v.Multi, IncludeAll: v.Multi, Current: map[string]any{},
 		})
