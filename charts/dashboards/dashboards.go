@@ -89,7 +89,7 @@ func PostgreSQL() Dashboard {
 			{Row: "PgBouncer (standard and ha plans)"},
 			{Title: "PgBouncers answering", Type: "stat",
 				Description: "Pooler pods whose exporter reached PgBouncer at its last scrape (cnpg_pgbouncer_last_collection_error 0; CloudNativePG 1.30 declares cnpg_pgbouncer_up but never serves it).",
-				Targets: []Target{{Expr: `sum(1 - cnpg_pgbouncer_last_collection_error{` + poolerSel + `})`}}},
+				Targets:     []Target{{Expr: `sum(1 - cnpg_pgbouncer_last_collection_error{` + poolerSel + `})`}}},
 			{Title: "Clients waiting", Type: "stat", Description: "Clients queued for a server connection: the pool is exhausted.",
 				Targets: []Target{{Expr: `sum(cnpg_pgbouncer_pools_cl_waiting{` + poolerSel + `})`}}},
 			{Title: "Longest client wait", Type: "stat", Unit: "s",

@@ -42,6 +42,7 @@ import (
 // (the tenants' topic and partition gauges by the broker's
 // TestDashboardsUseTheBrokersMetrics).
 func TestDashboardsOnRealPlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	start := time.Now()
 	ctx, p, platformStopped := startTestPlatform(t, "test-dash", 40*time.Minute)
 
@@ -411,7 +412,7 @@ func poolerTraffic(ctx context.Context, p *Platform, res *DemoResult, pooler, ns
 		return true, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%w (last error: %v)", err, lastErr)
+		return fmt.Errorf("%w (last error: %w)", err, lastErr)
 	}
 	return nil
 }
