@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -28,7 +30,7 @@ import (
 
 // TestDashboardsOnRealPlatform proves the Grafana dashboards the broker's
 // chart ships against the real platform's Prometheus: with a dev-lite
-// PostgreSQL (the demo's, bound over OSB), the product's PgBouncer Pooler
+// PostgreSQL provisioned and bound over OSB, the product's PgBouncer Pooler
 // and its PodMonitor in front of it, and a dev-lite Redis provisioned and
 // bound over OSB, all in one tenant namespace, and some traffic through
 // each, it reads the dashboards from the ConfigMaps the chart installed
@@ -55,22 +57,55 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING Prometheus and the redis-operator installed: %s", time.Since(step).Round(time.Second))
 
+	// cert-manager, CloudNativePG and the broker (its monitors, rules and
+	// dashboard ConfigMaps on, since the CRDs are there), then a dev-lite
+	// PostgreSQL provisioned and bound over OSB: RunDemo's steps without
+	// OpenBao, minutes the dashboards do not need (the binding is then a
+	// CloudNativePG-managed login).
 	step = time.Now()
 	const tenant = "dev"
-	cfg := DemoConfig{
-		Dir:        t.TempDir(),
-		Tenant:     tenant,
-		InstanceID: "0b5e7a11-1e0f-4a9b-8c7d-" + randomHex(t, 6),
-		BindingID:  "0b5e7a11-0000-4000-8000-" + randomHex(t, 6),
+	if err := p.InstallCertManager(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
 	}
-	res, err := p.RunDemo(ctx, cfg)
+	if err := p.InstallCNPG(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	image, err := p.BuildBrokerImage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	password := randomHex(t, 24)
+	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: "strata-system", Image: image, Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	osb, err := newOSBClient(ctx, b, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenant}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pgID := "0b5e7a11-1e0f-4a9b-8c7d-" + randomHex(t, 6)
+	code, body, err := osb.do(ctx, http.MethodPut, "/v2/service_instances/"+pgID+"?accepts_incomplete=true", map[string]any{
+		"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
+		"context":    map[string]any{"platform": "kubernetes", "namespace": tenant},
+		"parameters": map[string]any{"version": PostgreSQLMajor},
+	})
+	if err != nil || code != http.StatusAccepted {
+		t.Fatalf("provision: %d %s %v", code, body, err)
+	}
+	if err := osb.waitSucceeded(ctx, "/v2/service_instances/"+pgID+"/last_operation", 10*time.Minute); err != nil {
+		t.Fatalf("dev-lite provision: %v; pods: %s", err, p.podSummary(ctx, tenant))
+	}
+	pgBinding, err := osb.bind(ctx, pgID, "0b5e7a11-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresDevLiteID, "readwrite")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING cert-manager, CloudNativePG, broker, dev-lite PostgreSQL provisioned and bound: %s", time.Since(step).Round(time.Second))
 
 	// The product's Pooler and its PodMonitor, as the broker renders them
-	// for a standard instance, put in front of the demo's cluster: the
+	// for a standard instance, put in front of the dev-lite cluster: the
 	// standard plan itself needs S3 and a replica, minutes this test does
 	// not need to prove PgBouncer's series. One PgBouncer instead of two.
 	step = time.Now()
@@ -79,12 +114,12 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 		t.Fatal(err)
 	}
 	pgInst := provisioners.Instance{
-		ID: cfg.InstanceID, Name: provisioners.ResourceName("pg-", cfg.InstanceID), Namespace: tenant,
+		ID: pgID, Name: provisioners.ResourceName("pg-", pgID), Namespace: tenant,
 		Service: pgSvc, Plan: standard, Params: map[string]any{"version": PostgreSQLMajor},
 	}
 	cluster := pgInst.Name
 	if _, err := p.Client.CoreV1().Pods(tenant).Get(ctx, cluster+"-1", metav1.GetOptions{}); err != nil {
-		t.Fatalf("the demo's instance is not %s: %v", cluster, err)
+		t.Fatalf("the instance's pod is not %s-1: %v", cluster, err)
 	}
 	names := postgres.NamesOf(pgInst)
 	pgConfig := postgres.DefaultConfig()
@@ -114,7 +149,7 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 
 	// A dev-lite Redis over OSB in the same namespace, bound, written and
 	// read (a hit and a miss).
-	r := &redisOnPlatform{p: p, osb: res.osb, ns: tenant}
+	r := &redisOnPlatform{p: p, osb: osb, ns: tenant}
 	rdInst := r.provision(ctx, t, catalog.RedisDevLiteID, nil)
 	rc := r.bind(ctx, t, rdInst)
 	if err := rc.Get(ctx, "never-written").Err(); err == nil {
@@ -126,7 +161,7 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 	// binding's database, and its transactions, appear in PgBouncer's
 	// series.
 	step = time.Now()
-	if err := poolerTraffic(ctx, p, res, names.Pooler, tenant); err != nil {
+	if err := poolerTraffic(ctx, p, pgBinding, names.Pooler, tenant); err != nil {
 		t.Fatalf("queries through PgBouncer %s: %v; pods: %s", names.Pooler, err, p.podSummary(ctx, tenant))
 	}
 	t.Logf("TIMING PgBouncer ready and queried with the binding's login: %s", time.Since(step).Round(time.Second))
@@ -366,17 +401,17 @@ func waitForTargetsUp(ctx context.Context, t *testing.T, prom *promAPI, pool str
 // transactions through it with the binding's login, TLS verified against
 // the binding's CA for the pooler's Service name (the instance's server
 // certificate names it).
-func poolerTraffic(ctx context.Context, p *Platform, res *DemoResult, pooler, ns string) error {
+func poolerTraffic(ctx context.Context, p *Platform, binding map[string]string, pooler, ns string) error {
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(res.Binding["ca.crt"])) {
+	if !pool.AppendCertsFromPEM([]byte(binding["ca.crt"])) {
 		return fmt.Errorf("the binding's ca.crt holds no certificate")
 	}
 	host := pooler + "." + ns + ".svc"
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=%s connect_timeout=5", host, res.Binding["database"]))
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=%s connect_timeout=5", host, binding["database"]))
 	if err != nil {
 		return err
 	}
-	cfg.User, cfg.Password = res.Binding["username"], res.Binding["password"]
+	cfg.User, cfg.Password = binding["username"], binding["password"]
 	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	resolver := p.ClusterResolver()
