@@ -103,25 +103,51 @@ func TestSpringBootServiceWithTheDevLiteModule(t *testing.T) {
 	if err := os.RemoveAll(reports); err != nil {
 		t.Fatal(err)
 	}
+	mvn := func(extraEnv ...string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, "mvn", "-B", "--no-transfer-progress", "verify")
+		cmd.Dir = dir
+		cmd.Env = append(append(mavenEnv(),
+			"DOCKER_HOST="+d.Host,
+			// Ryuk cannot be pulled: the module removes its containers
+			// itself (checked below).
+			"TESTCONTAINERS_RYUK_DISABLED=true",
+			// The start-up checks run an image that cannot be pulled either.
+			"TESTCONTAINERS_CHECKS_DISABLE=true",
+			// The ports are published on 127.0.0.1 only; inside a container
+			// Testcontainers would otherwise use the bridge's gateway.
+			"TESTCONTAINERS_HOST_OVERRIDE=localhost",
+			"STRATA_TC_BINDING_ROOT="+bindingRoot,
+			"STRATA_TC_REPORT="+reportFile,
+		), extraEnv...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.WaitDelay = 10 * time.Second
+		return cmd
+	}
+
+	// An image the daemon lacks fails the service's tests, saying how to
+	// build it (the module never pulls).
 	step = time.Now()
-	cmd := exec.CommandContext(ctx, "mvn", "-B", "--no-transfer-progress", "verify")
-	cmd.Dir = dir
-	cmd.Env = append(mavenEnv(),
-		"DOCKER_HOST="+d.Host,
-		// Ryuk cannot be pulled: the module removes its containers itself
-		// (checked below).
-		"TESTCONTAINERS_RYUK_DISABLED=true",
-		// The start-up checks run an image that cannot be pulled either.
-		"TESTCONTAINERS_CHECKS_DISABLE=true",
-		// The ports are published on 127.0.0.1 only; inside a container
-		// Testcontainers would otherwise use the bridge's gateway.
-		"TESTCONTAINERS_HOST_OVERRIDE=localhost",
-		"STRATA_TC_BINDING_ROOT="+bindingRoot,
-		"STRATA_TC_REPORT="+reportFile,
-	)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.CombinedOutput()
+	out, err := mvn("STRATA_TC_KAFKA_IMAGE=strata/kafka:absent").CombinedOutput()
+	if err == nil {
+		t.Fatalf("mvn verify passed with an image the daemon does not have")
+	}
+	if want := "strata/kafka:absent is not in the Docker daemon"; !strings.Contains(string(out), want) ||
+		!strings.Contains(string(out), "strata-platform dev-images") {
+		t.Fatalf("mvn verify with a missing image: the output does not say %q and how to build it:\n%s", want, tail(string(out), 60))
+	}
+	if left, err := d.Containers(); err != nil || len(left) != 0 {
+		t.Fatalf("containers left after the failed start: %v %v", left, err)
+	}
+	t.Logf("a missing image fails with how to build it (%s)", time.Since(step).Round(time.Second))
+	for _, p := range []string{reports, reportFile, bindingRoot} {
+		if err := os.RemoveAll(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	step = time.Now()
+	cmd := mvn()
+	out, err = cmd.CombinedOutput()
 	mvnTook := time.Since(step)
 	if err != nil {
 		t.Fatalf("mvn verify in %s failed after %s: %v\n%s", dir, mvnTook.Round(time.Second), err, tail(string(out), 120))

@@ -61,6 +61,12 @@ logger.server.level = INFO
 // Kafka jars (integration/kafkatest fetches them with Maven) and
 // kafkaVersion is their version, the Kafka image's tag.
 func (p *Platform) BuildDevImages(ctx context.Context, kafkaJarDir, kafkaVersion string) ([]DevImage, error) {
+	// Other platforms' builds write into the same cache (lockCache).
+	unlock, err := p.lockCache()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	pg, pgArchive, err := p.buildPostgreSQLImage(ctx)
 	if err != nil {
 		return nil, err
