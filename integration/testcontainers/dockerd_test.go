@@ -37,10 +37,11 @@ type dockerd struct {
 	// Host is the daemon's DOCKER_HOST.
 	Host string
 
-	cmd     *exec.Cmd
-	execDir string
-	logFile string
-	lock    *os.File
+	cmd      *exec.Cmd
+	dataRoot string
+	execDir  string
+	logFile  string
+	lock     *os.File
 }
 
 // startDockerd starts the test's dockerd (one at a time per machine: the
@@ -96,6 +97,7 @@ func startDockerd(t *testing.T, repo string) *dockerd {
 		}
 	}
 
+	d.dataRoot = filepath.Join(state, "docker")
 	// The exec root holds containerd's sockets: a short path.
 	d.execDir, err = os.MkdirTemp("", "stc-")
 	if err != nil {
@@ -115,7 +117,7 @@ func startDockerd(t *testing.T, repo string) *dockerd {
 	defer logf.Close()
 	d.cmd = exec.Command(bin,
 		"--config-file", config, // not the machine's /etc/docker/daemon.json
-		"--data-root", filepath.Join(state, "docker"),
+		"--data-root", d.dataRoot,
 		"--exec-root", filepath.Join(d.execDir, "exec"),
 		"--pidfile", pidFile,
 		"--host", d.Host,
@@ -243,6 +245,11 @@ func (d *dockerd) stop() {
 			<-done
 		}
 	}
+	// dockerd bind-mounts its data root onto itself (private mount
+	// propagation) and does not always undo it when it stops.
+	if d.dataRoot != "" && isMountPoint(d.dataRoot) {
+		_ = syscall.Unmount(d.dataRoot, 0)
+	}
 	_ = exec.Command("ip", "link", "del", bridgeName).Run()
 	if d.execDir != "" {
 		_ = os.RemoveAll(d.execDir)
@@ -251,6 +258,20 @@ func (d *dockerd) stop() {
 		_ = syscall.Flock(int(d.lock.Fd()), syscall.LOCK_UN)
 		d.lock.Close()
 	}
+}
+
+// isMountPoint says whether path is a mount point (/proc/self/mountinfo).
+func isMountPoint(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
 }
 
 func isDockerd(pid int) bool {
