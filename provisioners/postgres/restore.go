@@ -96,10 +96,14 @@ func restoreBootstrap(spec map[string]any, inst provisioners.Instance, s Setting
 // restoreSourceStore is an ObjectStore in the instance's namespace over the
 // source namespace's backups (CloudNativePG reads an ObjectStore of the
 // Cluster's namespace only). It has no retention policy: nothing through
-// it may ever delete the source's backups.
+// it may ever delete the source's backups. Deprovision keeps it, like
+// every ObjectStore: the broker's RBAC cannot delete ObjectStores, so
+// that it can never lose a path to backups.
 func (p *Provisioner) restoreSourceStore(inst provisioners.Instance, n Names) *unstructured.Unstructured {
-	return provisioners.NewObject(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.RestoreSource,
+	o := provisioners.NewObject(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.RestoreSource,
 		p.objectStoreSpec(inst, n, inst.Restore.Namespace))
+	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})
+	return o
 }
 
 var objectStoreGVK = schema.GroupVersionKind{Group: "barmancloud.cnpg.io", Version: "v1", Kind: "ObjectStore"}
