@@ -131,6 +131,10 @@ func (p *Platform) startNode(ctx context.Context) error {
 		"--cert-dir", p.path("kubelet", "pki"),
 		"--node-ip", p.nodeIP.String(),
 		"--hostname-override", NodeName,
+		// Plans that spread across zones with DoNotSchedule (PostgreSQL
+		// and Redis ha) need every node to be in a zone: a node without
+		// the label is never eligible for their pods.
+		"--node-labels", "topology.kubernetes.io/zone="+NodeZone,
 		"--v=1",
 	); err != nil {
 		return err

@@ -74,6 +74,8 @@ const (
 
 	// NodeName is the single node's name.
 	NodeName = "strata-node"
+	// NodeZone is the node's topology.kubernetes.io/zone.
+	NodeZone = "strata-zone-a"
 	// AdminUser is the user of AdminConfig (in system:masters).
 	AdminUser = "strata-admin"
 
