@@ -45,6 +45,7 @@ const restoreArchiveTimeout = 20 * time.Second
 // to it works; a time outside the window is refused with 422; the source
 // is deprovisioned and restored again to T from its kept backups.
 func TestPostgresRestoreOnRealPlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
 	ctx, p, stopped := startTestPlatform(t, "pitr", 60*time.Minute)
 	step := time.Now()
@@ -452,7 +453,9 @@ func restoreAndCheck(ctx context.Context, t *testing.T, p *Platform, osb *osbCli
 	if len(plugins) != 1 || fmt.Sprint(plugins[0].(map[string]any)["parameters"]) != fmt.Sprint(map[string]any{"barmanObjectName": name + "-backup", "serverName": name}) {
 		t.Errorf("the restored Cluster archives with %v, want its own ObjectStore and serverName", plugins)
 	}
-	bound, err := bindAndConnect(ctx, p, osb, b, id, "e1f2a3b4-1111-4000-8000-"+randomHex(t, 6), "owner")
+	// readwrite (pg_read_all_data, pg_write_all_data): the table is owned
+	// by the source's owner login, which another owner login cannot read.
+	bound, err := bindAndConnect(ctx, p, osb, b, id, "e1f2a3b4-1111-4000-8000-"+randomHex(t, 6), "readwrite")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +472,7 @@ func restoreAndCheck(ctx context.Context, t *testing.T, p *Platform, osb *osbCli
 	if !slices.Equal(got, want) {
 		t.Fatalf("the instance restored to %s has %d rows (first %v, last %v), want exactly the %d committed before T", toTime, len(got), firstRow(got), lastRow(got), len(want))
 	}
-	t.Logf("restored instance %s: exactly the %d rows committed before T, read through an owner binding", id, len(got))
+	t.Logf("restored instance %s: exactly the %d rows committed before T, read through a readwrite binding", id, len(got))
 	// Writable: it was promoted at T.
 	if _, err := conn.Exec(ctx, "INSERT INTO pitr_rows VALUES (1000, 'restored')"); err != nil {
 		t.Errorf("the restored instance is not writable: %v", err)
