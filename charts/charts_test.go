@@ -323,7 +323,7 @@ func TestDefaultRender(t *testing.T) {
 			"databases.postgresql.cnpg.io":            apply,
 			"databaseroles.postgresql.cnpg.io":        apply,
 			"scheduledbackups.postgresql.cnpg.io":     apply,
-			"objectstores.barmancloud.cnpg.io":        {"create", "patch"},
+			"objectstores.barmancloud.cnpg.io":        {"create", "get", "patch"},
 			"networkpolicies.networking.k8s.io":       apply,
 			"podmonitors.monitoring.coreos.com":       apply,
 			"peerauthentications.security.istio.io":   apply,
