@@ -181,6 +181,17 @@ func (a *agent) step(ctx context.Context) {
 		a.failoverAt = time.Now()
 		err := a.sentinel.Failover(ctx, a.cfg.masterName).Err()
 		log.Printf("Redis restarted while the Sentinels name this pod master: SENTINEL FAILOVER: %v", err)
+		if noReplicaToPromote(err) {
+			// The Sentinels know no replica to promote (the operator
+			// reset them while this Redis listed none): nobody would
+			// ever be master. After a process crash this Redis's
+			// append-only file holds every write it acknowledged
+			// (Redis writes it before it answers or replicates), and
+			// the replicas still follow this address: take the role
+			// back.
+			err := a.redis.Do(ctx, "REPLICAOF", "NO", "ONE").Err()
+			log.Printf("no replica to promote: this Redis takes the master role back (REPLICAOF NO ONE): %v", err)
+		}
 	}
 	a.follow(ctx, r, fresh)
 	if !d.master {
@@ -420,6 +431,12 @@ func (c config) redisPort() string {
 		return c.redisAddr[i+1:]
 	}
 	return "6379"
+}
+
+// noReplicaToPromote says whether SENTINEL FAILOVER failed because the
+// Sentinels know no replica they could promote.
+func noReplicaToPromote(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOGOODSLAVE")
 }
 
 // restartedMaster says whether Redis answers as a replica without a master

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -97,3 +98,20 @@ func TestStrays(t *testing.T) {
 		}
 	}
 }
+
+func TestNoReplicaToPromote(t *testing.T) {
+	if !noReplicaToPromote(redisErr("NOGOODSLAVE No suitable replica to promote")) {
+		t.Error("NOGOODSLAVE not recognised")
+	}
+	for _, err := range []error{nil, redisErr("INPROG Failover already in progress"), errors.New("dial tcp: i/o timeout")} {
+		if noReplicaToPromote(err) {
+			t.Errorf("%v taken for NOGOODSLAVE", err)
+		}
+	}
+}
+
+// redisErr is an error reply as go-redis returns it (its message is the
+// server's line).
+type redisErr string
+
+func (e redisErr) Error() string { return string(e) }

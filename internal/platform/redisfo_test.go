@@ -34,6 +34,7 @@ const failoverBudget = 10 * time.Second
 // write must be on the new master, and writes must succeed again within
 // failoverBudget.
 func TestRedisFailoverLosesNoAcknowledgedWrite(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	ctx, p, _ := startTestPlatform(t, "redisfo", 80*time.Minute)
 	if err := p.InstallRedisOperator(ctx); err != nil {
 		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
