@@ -28,6 +28,11 @@ type RedisPlan struct {
 	// Sentinels is the number of Sentinel pods. The operator's Sentinels
 	// need a quorum of 2, so with fewer than 3 there is no failover.
 	Sentinels int
+	// ZoneSpread spreads the Redis and Sentinel pods across availability
+	// zones: "preferred" (the scheduler tries), "required" (a zone's loss
+	// never takes the Sentinel quorum or every Redis; pods wait rather
+	// than share a zone beyond the skew), "" (no spread).
+	ZoneSpread string
 
 	// Memory and CPU of each Redis pod (requests = limits); maxmemory is
 	// derived from the memory (see provisioners/redis).
@@ -101,7 +106,7 @@ func redisService() Service {
 		UpdatableTo:            []string{"ha"},
 		MaximumPollingDuration: 2400,
 		Redis: &RedisPlan{
-			Replicas: 2, MinReplicas: 2, MaxReplicas: 5, Sentinels: 3,
+			Replicas: 2, MinReplicas: 2, MaxReplicas: 5, Sentinels: 3, ZoneSpread: "preferred",
 			Memory: "1Gi", MaxMemory: "8Gi", CPU: "500m", MaxCPU: "2",
 			StorageGB: 5, MinStorageGB: 2, MaxStorageGB: 100,
 			Persistence: RedisPersistence{AOF: "everysec", Snapshots: snapshots},
@@ -114,7 +119,7 @@ func redisService() Service {
 			"write, RDB snapshots, volumes kept after deletion.",
 		MaximumPollingDuration: 3600,
 		Redis: &RedisPlan{
-			Replicas: 3, MinReplicas: 3, MaxReplicas: 7, Sentinels: 3,
+			Replicas: 3, MinReplicas: 3, MaxReplicas: 7, Sentinels: 3, ZoneSpread: "required",
 			Memory: "4Gi", MaxMemory: "32Gi", CPU: "1", MaxCPU: "4",
 			StorageGB: 20, MinStorageGB: 5, MaxStorageGB: 500,
 			Persistence: RedisPersistence{AOF: "always", Snapshots: snapshots, KeepVolumes: true},

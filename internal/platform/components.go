@@ -131,8 +131,10 @@ func (p *Platform) startNode(ctx context.Context, n nodeSpec) error {
 		"--cert-dir", n.path("kubelet", "pki"),
 		"--node-ip", n.nodeIP.String(),
 		"--hostname-override", n.name,
-		// The zone the plans' topology spread keys on (a label kubelet
-		// may set on its own Node).
+		// Plans that spread across zones with DoNotSchedule (PostgreSQL
+		// and Redis ha) need every node to be in a zone: a node without
+		// the label is never eligible for their pods. Every node has a
+		// zone of its own.
 		"--node-labels", ZoneLabel+"="+n.zone,
 		"--v=1",
 	); err != nil {

@@ -64,8 +64,9 @@ func (n nodeSpec) component(name string) string {
 	return name + n.suffix
 }
 
-// zoneName is node i's zone: zone-a, zone-b, ...
-func zoneName(i int) string { return "zone-" + string(rune('a'+i)) }
+// zoneName is node i's zone: NodeZone (strata-zone-a) for the first,
+// strata-zone-b, strata-zone-c, ... for the others.
+func zoneName(i int) string { return strings.TrimSuffix(NodeZone, "a") + string(rune('a'+i)) }
 
 // nodeNameOf is node i's name: the first node keeps NodeName, the others
 // are strata-node-2, strata-node-3, ...

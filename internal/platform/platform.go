@@ -62,7 +62,7 @@ type Config struct {
 	// after the first is a worker with a network namespace, a containerd,
 	// a kubelet and a kube-proxy of its own; node i is named
 	// strata-node-<i+1> (the first keeps NodeName), sits in zone
-	// zone-<a+i> (ZoneLabel) and takes the i-th /30 after LinkCIDR and
+	// strata-zone-<a+i> (ZoneLabel) and takes the i-th /30 after LinkCIDR and
 	// the i-th range of PodCIDR's size after PodCIDR.
 	Nodes int
 
@@ -83,6 +83,8 @@ const (
 	// NodeName is the first (on a single-node platform, the only) node's
 	// name.
 	NodeName = "strata-node"
+	// NodeZone is the first node's topology.kubernetes.io/zone (ZoneLabel).
+	NodeZone = "strata-zone-a"
 	// AdminUser is the user of AdminConfig (in system:masters).
 	AdminUser = "strata-admin"
 

@@ -316,8 +316,12 @@ func (p *Provisioner) dedicated(inst provisioners.Instance, s Settings) []*unstr
 		vol := map[string]any{
 			"id": int64(0), "type": "persistent-claim", "size": fmt.Sprintf("%dGi", storageGB),
 			"kraftMetadata": "shared",
-			// Deprovision deletes the instance's data with it.
-			"deleteClaim": true,
+			// The data outlives a deleted Kafka or node pool (a mistaken
+			// kubectl delete, a failed GitOps sync) and a deprovision:
+			// Strimzi reattaches claims of the same names when the pool is
+			// created again. Deleting them is a separate, deliberate step
+			// (docs/kafka.md, Deprovision).
+			"deleteClaim": false,
 		}
 		if p.Config.StorageClass != "" {
 			vol["class"] = p.Config.StorageClass
@@ -331,6 +335,8 @@ func (p *Provisioner) dedicated(inst provisioners.Instance, s Settings) []*unstr
 		labels := copyMap(podLabels)
 		labels[poolLabel] = name
 		tpl["pod"].(map[string]any)["metadata"] = map[string]any{"labels": labels}
+		// The instance's labels on the claims find them after a deprovision.
+		tpl["persistentVolumeClaim"] = map[string]any{"metadata": map[string]any{"labels": provisioners.StringMap(inst.Labels())}}
 		o := inTarget(inst, t, "KafkaNodePool", name, map[string]any{
 			"replicas":  int64(replicas),
 			"roles":     []any{role},

@@ -140,6 +140,12 @@ func TestDedicatedCluster(t *testing.T) {
 		vols, _, _ := unstructured.NestedSlice(p.Object, "spec", "storage", "volumes")
 		g.Expect(vols[0]).To(HaveKeyWithValue("kraftMetadata", "shared"))
 		g.Expect(vols[0]).To(HaveKeyWithValue("class", "gp3-encrypted"))
+		// Deleting the Kafka or a pool must not delete the data.
+		g.Expect(vols[0]).To(HaveKeyWithValue("deleteClaim", false))
+		claimLabels, _, _ := unstructured.NestedStringMap(p.Object, "spec", "template", "persistentVolumeClaim", "metadata", "labels")
+		for k, v := range inst.Labels() {
+			g.Expect(claimLabels).To(HaveKeyWithValue(k, v), "kept claims are found by the instance's labels")
+		}
 		// Pod host names (<cluster>-<pool>-<id>) fit a DNS label.
 		g.Expect(len(n.Cluster + "-" + p.GetName() + "-999")).To(BeNumerically("<=", 63))
 	}

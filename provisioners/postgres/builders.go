@@ -34,7 +34,9 @@ const (
 	cnpgAPI      = "postgresql.cnpg.io/v1"
 	zoneKey      = "topology.kubernetes.io/zone"
 	hostnameKey  = "kubernetes.io/hostname"
-	postgresPort = 5432
+	// poolerNameLabel is the label CloudNativePG puts on a Pooler's pods.
+	poolerNameLabel = "cnpg.io/poolerName"
+	postgresPort    = 5432
 	// smartShutdownSeconds bounds a stopping instance's wait for its
 	// sessions (Cluster spec.smartShutdownTimeout).
 	smartShutdownSeconds = 15
@@ -323,6 +325,13 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 	if pg.SynchronousStandbys > 0 {
 		postgresql["synchronous"] = map[string]any{
 			"method": "any", "number": int64(pg.SynchronousStandbys), "dataDurability": "required",
+			// Without it, a failover may promote the one standby that had
+			// not confirmed the latest commits (ANY 1 of 2): CloudNativePG's
+			// failover documentation shows exactly this setup losing
+			// acknowledged commits. With it, the operator promotes only
+			// when enough standbys are reachable that one of them surely
+			// holds every acknowledged commit, and otherwise waits.
+			"failoverQuorum": true,
 		}
 		// No syncReplicaElectionConstraint: CloudNativePG 1.30 reads it only
 		// for the legacy minSyncReplicas form, not with synchronous. The
@@ -359,7 +368,13 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		"resources":             requestsEqualLimits(s.CPU, s.Memory),
 		"inheritedMetadata":     inherited,
 		"affinity":              affinity(pg.ZoneSpread),
-		"postgresql":            postgresql,
+		// CloudNativePG's primary PodDisruptionBudget allows no disruption
+		// of the primary: with one instance there is nothing to switch over
+		// to, so it would block every node drain forever (its docs advise
+		// enablePDB false for single-instance clusters). A drain restarts a
+		// single instance instead, as a node failure would.
+		"enablePDB":  s.Instances() > 1,
+		"postgresql": postgresql,
 		"bootstrap": map[string]any{"initdb": map[string]any{
 			"database": s.Databases[0], "owner": OwnerRole, "dataChecksums": true,
 		}},
@@ -467,20 +482,40 @@ func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 	if inst.Meshed {
 		podMeta["annotations"] = map[string]any{"proxy.istio.io/config": holdUntilProxyStarts}
 	}
+	podSpec := map[string]any{
+		// CloudNativePG merges its containers into these by name; only
+		// the resources are ours. Its bootstrap-controller init
+		// container (which copies the operator's manager into the pod)
+		// otherwise has none, and a namespace with a ResourceQuota on
+		// CPU or memory refuses the pod; with PgBouncer's own, the
+		// pod's effective requests stay PgBouncer's.
+		"initContainers": []any{map[string]any{"name": "bootstrap-controller", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
+		"containers":     []any{map[string]any{"name": "pgbouncer", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
+	}
+	// CloudNativePG spreads instances itself but leaves the Pooler's pods to
+	// the scheduler, which may put them all on one node: the pooler must
+	// survive what the instances survive, so it is spread the same way.
+	selector := map[string]any{"matchLabels": map[string]any{poolerNameLabel: n.Pooler}}
+	podSpec["affinity"] = map[string]any{"podAntiAffinity": map[string]any{
+		"preferredDuringSchedulingIgnoredDuringExecution": []any{map[string]any{
+			"weight":          int64(100),
+			"podAffinityTerm": map[string]any{"topologyKey": hostnameKey, "labelSelector": selector},
+		}},
+	}}
+	if zs := inst.Plan.Postgres.ZoneSpread; zs != "" {
+		when := "ScheduleAnyway"
+		if zs == "required" {
+			when = "DoNotSchedule"
+		}
+		podSpec["topologySpreadConstraints"] = []any{map[string]any{
+			"maxSkew": int64(1), "topologyKey": zoneKey, "whenUnsatisfiable": when, "labelSelector": selector,
+		}}
+	}
 	return provisioners.NewObject(inst, cnpgAPI, "Pooler", n.Pooler, map[string]any{
 		"cluster":   map[string]any{"name": n.Cluster},
 		"type":      "rw",
 		"instances": int64(pp.Instances),
-		"template": map[string]any{"metadata": podMeta, "spec": map[string]any{
-			// CloudNativePG merges its containers into these by name; only
-			// the resources are ours. Its bootstrap-controller init
-			// container (which copies the operator's manager into the pod)
-			// otherwise has none, and a namespace with a ResourceQuota on
-			// CPU or memory refuses the pod; with PgBouncer's own, the
-			// pod's effective requests stay PgBouncer's.
-			"initContainers": []any{map[string]any{"name": "bootstrap-controller", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
-			"containers":     []any{map[string]any{"name": "pgbouncer", "resources": requestsEqualLimits(pp.CPU, pp.Memory)}},
-		}},
+		"template":  map[string]any{"metadata": podMeta, "spec": podSpec},
 		"pgbouncer": map[string]any{
 			"poolMode": pp.Mode,
 			"parameters": map[string]any{

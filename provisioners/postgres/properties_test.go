@@ -185,6 +185,9 @@ func TestHAHasQuorumAndZoneSpread(t *testing.T) {
 		g.Expect(sync).To(HaveKeyWithValue("method", "any"))
 		g.Expect(sync).To(HaveKeyWithValue("number", int64(1)))
 		g.Expect(sync).To(HaveKeyWithValue("dataDurability", "required"))
+		// ANY 1 of 2 standbys without a quorum check can promote the
+		// standby that missed the latest acknowledged commits.
+		g.Expect(sync).To(HaveKeyWithValue("failoverQuorum", true))
 		g.Expect(hasTSC).To(BeTrue())
 		g.Expect(tsc).To(ContainElement(And(
 			HaveKeyWithValue("topologyKey", "topology.kubernetes.io/zone"),
@@ -198,6 +201,39 @@ func TestHAHasQuorumAndZoneSpread(t *testing.T) {
 		// loss of a standby.
 		instances, _, _ := unstructured.NestedInt64(cluster.Object, "spec", "instances")
 		g.Expect(instances).To(BeNumerically(">=", 3))
+	})
+}
+
+// A single instance has no standby to switch over to, so CloudNativePG's
+// primary PDB (no disruption allowed) would block node drains forever.
+func TestPodDisruptionBudgetsOnlyWithAStandby(t *testing.T) {
+	forEachRendering(t, func(t *testing.T, g Gomega, inst provisioners.Instance, objs []*unstructured.Unstructured) {
+		enabled, found, err := unstructured.NestedBool(one(t, objs, "Cluster").Object, "spec", "enablePDB")
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(found).To(BeTrue(), "enablePDB is always explicit")
+		g.Expect(enabled).To(Equal(inst.Plan.Postgres.Instances > 1), "plan %s", inst.Plan.Name)
+	})
+}
+
+// The pooler must survive what the instances survive: spread across nodes
+// always, and across zones as the plan spreads its instances.
+func TestPoolerIsSpreadLikeTheInstances(t *testing.T) {
+	forEachRendering(t, func(t *testing.T, g Gomega, inst provisioners.Instance, objs []*unstructured.Unstructured) {
+		poolers := byKind(objs, "Pooler")
+		if inst.Plan.Postgres.Pooler == nil {
+			return
+		}
+		selector := HaveKeyWithValue("matchLabels", HaveKeyWithValue("cnpg.io/poolerName", NamesOf(inst).Pooler))
+		terms := nestedSlice(t, poolers[0], "spec", "template", "spec", "affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution")
+		g.Expect(terms).To(ContainElement(HaveKeyWithValue("podAffinityTerm", And(
+			HaveKeyWithValue("topologyKey", "kubernetes.io/hostname"), HaveKeyWithValue("labelSelector", selector)))))
+		want := map[string]string{"preferred": "ScheduleAnyway", "required": "DoNotSchedule"}[inst.Plan.Postgres.ZoneSpread]
+		g.Expect(want).NotTo(BeEmpty(), "every plan with a pooler spreads it across zones")
+		g.Expect(nestedSlice(t, poolers[0], "spec", "template", "spec", "topologySpreadConstraints")).To(ConsistOf(And(
+			HaveKeyWithValue("topologyKey", "topology.kubernetes.io/zone"),
+			HaveKeyWithValue("whenUnsatisfiable", want),
+			HaveKeyWithValue("maxSkew", int64(1)),
+			HaveKeyWithValue("labelSelector", selector))))
 	})
 }
 

@@ -349,15 +349,18 @@ func certReloader(image string, n Names) map[string]any {
 	}
 }
 
-// zoneSpread spreads the pods of a component across availability zones on
-// plans with failover, softly: a cluster with fewer zones still schedules
-// them (the operator already keeps them on different nodes when it can).
+// zoneSpread spreads the pods of a component across availability zones as
+// the plan says: softly on "preferred" (a cluster with fewer zones still
+// schedules them; the operator already keeps them on different nodes when
+// it can), strictly on "required", where losing a zone must leave a
+// Sentinel quorum and a Redis to promote.
 func zoneSpread(inst provisioners.Instance, n Names, component string) []any {
-	if inst.Plan.Redis.Sentinels < 3 {
+	when := map[string]string{"preferred": "ScheduleAnyway", "required": "DoNotSchedule"}[inst.Plan.Redis.ZoneSpread]
+	if when == "" {
 		return nil
 	}
 	return []any{map[string]any{
-		"maxSkew": int64(1), "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+		"maxSkew": int64(1), "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": when,
 		"labelSelector": map[string]any{"matchLabels": podSelector(n, component)},
 	}}
 }

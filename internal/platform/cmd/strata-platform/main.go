@@ -4,7 +4,7 @@
 //
 //	strata-platform build           build (or find cached) the binaries and images
 //	strata-platform up [-cnpg]      start the platform (and CloudNativePG), print the kubeconfig
-//	strata-platform up -nodes 3     the same on three nodes (zones zone-a, zone-b, zone-c)
+//	strata-platform up -nodes 3     the same on three nodes (zones strata-zone-a, -b, -c)
 //	strata-platform up -redis       also the redis-operator (combine with -broker for Redis through the broker)
 //	strata-platform up -broker      also CloudNativePG and the broker (its Helm chart), print a curl
 //	strata-platform down [-purge]   stop it and undo every host change
