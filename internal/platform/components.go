@@ -163,9 +163,6 @@ func (p *Platform) startNode(ctx context.Context, n nodeSpec) error {
 	})
 }
 
-// containerdSocket is the first node's containerd.
-func (p *Platform) containerdSocket() string { return p.nodes()[0].containerdSocket() }
-
 // writeNodeConfigs writes a node's containerd, CNI, kubelet and kube-proxy
 // configuration files.
 func (p *Platform) writeNodeConfigs(n nodeSpec) error {
