@@ -34,8 +34,8 @@ build:
 # that fails (not root, a package missing) the other tests still run and
 # TestCloudNativePGOnRealPlatform fails saying what to install.
 # internal/platform's tests run one after another in one test binary, so
-# its timeout covers them all: about 45 minutes on one node plus about 14
-# for the 3-node ha test (docs/platform.md), hence 80m (the CI budget is
+# its timeout covers them all: 25-39 minutes on one node plus 14-16 for
+# the 3-node ha test (docs/platform.md), hence 80m (the CI budget is
 # 90 minutes for the whole suite).
 test: lint
 	$(MAKE) kube-apiserver
