@@ -34,7 +34,7 @@ build:
 # that fails (not root, a package missing) the other tests still run and
 # TestCloudNativePGOnRealPlatform fails saying what to install.
 # internal/platform's tests run one after another in one test binary, so
-# its timeout covers them all: 25-39 minutes on one node plus 14-16 for
+# its timeout covers them all: 25-39 minutes on one node plus 14-21 for
 # the 3-node ha test (docs/platform.md), hence 80m (the CI budget is
 # 90 minutes for the whole suite).
 test: lint
