@@ -35,6 +35,7 @@ const haTenant = "team-ha"
 // pod is deleted: no acknowledged commit may be lost, and the time to the
 // first acknowledged write after the deletion is logged (TIMING failover).
 func TestHAPostgresOnMultiNodePlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
 	const nodes = 3
 	ctx, p, stopped := startTestPlatformNodes(t, "multinode", 60*time.Minute, nodes)
