@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -23,13 +24,21 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/cert"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/internal/controlplane"
 )
 
-// TestInstancePageInABrowser: the shipped binary (--embedded: a real etcd
-// and kube-apiserver, the broker as main runs it) provisions an instance
+// TestInstancePageInABrowser: the shipped binary, started as the chart
+// starts it (configuration, TLS and credentials files) against a real etcd
+// and kube-apiserver, provisions an instance
 // whose dashboard_url headless Chromium (Debian's chromium) opens over
 // HTTPS, trusting only the broker's key. The DOM must show the instance's
 // status and plan, and the screenshot must show the page's own style:
@@ -41,77 +50,81 @@ func TestInstancePageInABrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal("chromium is not installed: apt-get install -y --no-install-recommends chromium (integration/scripts/install-deps.sh does)")
 	}
-	root, err := controlplane.RepoRoot()
-	g.Expect(err).NotTo(HaveOccurred())
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "strata-broker")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	out, err := build.CombinedOutput()
 	g.Expect(err).NotTo(HaveOccurred(), "go build: %s", out)
 
+	// A real etcd and kube-apiserver (internal/controlplane, which
+	// --embedded and the integration tests use) with only the CRDs a
+	// dev-lite PostgreSQL instance is made of: all upstream CRDs take
+	// longer to install than the control plane waits on a loaded machine.
+	envt, err := controlplane.Start()
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(envt.Stop)
+	crds := pageCRDFiles(t)
+	// Installing is idempotent (an existing CRD is updated), so a try
+	// that timed out on a loaded machine is made again, twice at most.
+	for attempt := 1; ; attempt++ {
+		if err = controlplane.InstallCRDs(envt.Config, crds...); err == nil || attempt == 3 {
+			break
+		}
+		t.Logf("attempt %d to install the CRDs: %v", attempt, err)
+	}
+	g.Expect(err).NotTo(HaveOccurred())
+	core, err := kubernetes.NewForConfig(envt.Config)
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, ns := range []string{"strata-system", "dev"} {
+		_, err := core.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+
+	// The binary's files, as the chart mounts them: configuration, TLS,
+	// the platform's credentials.
 	port := freePort(t)
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
-	config := filepath.Join(dir, "config.yaml")
-	g.Expect(os.WriteFile(config, []byte("instancePage:\n  externalURL: "+base+"\n"), 0o600)).To(Succeed())
-	logPath := filepath.Join(dir, "broker.log")
-	state := filepath.Join(root, ".cache", "strata")
-	var client *http.Client
-	var spki string
-	// The embedded control plane installs the upstream CRDs within a
-	// minute or gives up; on a loaded machine it may, and the broker then
-	// exits. Such a start is tried again (twice at most), and any other
-	// failure fails the test.
-	for attempt := 1; ; attempt++ {
-		exited := startEmbeddedBroker(t, bin, port, config, logPath)
-		ready := func() error {
-			crt, err := os.ReadFile(filepath.Join(state, "tls.crt"))
-			if err != nil {
-				return err
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(crt) {
-				return fmt.Errorf("no certificate in %s", state)
-			}
-			client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-			resp, err := client.Get(base + "/readyz")
-			if err != nil {
-				return err
-			}
-			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("readyz: %s", resp.Status)
-			}
-			block, _ := pem.Decode(crt)
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-			spki = base64.StdEncoding.EncodeToString(sum[:])
-			return nil
-		}
-		deadline := time.Now().Add(5 * time.Minute)
-		var err error
-		for err = ready(); err != nil && time.Now().Before(deadline); err = ready() {
-			select {
-			case <-exited:
-				err = fmt.Errorf("the broker exited before it was ready")
-			case <-time.After(2 * time.Second):
-				continue
-			}
-			break
-		}
-		if err == nil {
-			break
-		}
-		l, _ := os.ReadFile(logPath)
-		if attempt == 3 || !strings.Contains(string(l), "install CRDs") {
-			t.Fatalf("the embedded broker did not get ready (attempt %d): %v\n%s", attempt, err, l)
-		}
-		t.Logf("attempt %d: the embedded control plane did not install its CRDs in time; starting again", attempt)
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		g.Expect(os.MkdirAll(filepath.Dir(p), 0o700)).To(Succeed())
+		g.Expect(os.WriteFile(p, []byte(content), 0o600)).To(Succeed())
+		return p
 	}
-	user := readTrimmed(t, filepath.Join(state, "credentials", "username"))
-	pass := readTrimmed(t, filepath.Join(state, "credentials", "password"))
+	config := write("config.yaml", "instancePage:\n  externalURL: "+base+"\npostgres:\n  backup: {bucket: strata-test-backups}\n  serverCertificates: {issuerName: strata-test-ca}\n")
+	crt, key, err := cert.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	tlsCert, tlsKey := write("tls/tls.crt", string(crt)), write("tls/tls.key", string(key))
+	const user = "platform"
+	pw := make([]byte, 18)
+	_, _ = rand.Read(pw)
+	pass := base64.RawURLEncoding.EncodeToString(pw)
+	write("credentials/username", user)
+	write("credentials/password", pass)
+	kubeconfig := write("kubeconfig", string(kubeconfigOf(t, envt.Config)))
+	logPath := filepath.Join(dir, "broker.log")
+	exited := startBroker(t, bin, logPath, fmt.Sprintf("--listen=127.0.0.1:%d", port), "--config="+config,
+		"--tls-cert-file="+tlsCert, "--tls-key-file="+tlsKey, "--credentials-dir="+filepath.Join(dir, "credentials"),
+		"--namespace=strata-system", "--kubeconfig="+kubeconfig, "--log-format=json")
+
+	pool := x509.NewCertPool()
+	g.Expect(pool.AppendCertsFromPEM(crt)).To(BeTrue())
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	g.Eventually(func(g Gomega) {
+		select {
+		case <-exited:
+			StopTrying("the broker exited").Now()
+		default:
+		}
+		resp, err := client.Get(base + "/readyz")
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
+	block, _ := pem.Decode(crt)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	g.Expect(err).NotTo(HaveOccurred())
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	spki := base64.StdEncoding.EncodeToString(sum[:])
 
 	id := fmt.Sprintf("page-browser-%d", time.Now().UnixNano())
 	body := fmt.Sprintf(`{"service_id":%q,"plan_id":%q,"context":{"platform":"kubernetes","namespace":"dev"},"parameters":{"storage_gb":3}}`,
@@ -188,18 +201,17 @@ func TestInstancePageInABrowser(t *testing.T) {
 	g.Expect(string(logs)).NotTo(ContainSubstring(prov.DashboardURL[strings.LastIndexByte(prov.DashboardURL, '/')+1:]))
 }
 
-// startEmbeddedBroker starts the binary with --embedded; the channel is
-// closed when it exits. It is stopped with SIGTERM (which stops its
-// control plane) when the test ends.
-func startEmbeddedBroker(t *testing.T, bin string, port int, config, logPath string) <-chan struct{} {
+// startBroker starts the binary; the channel is closed when it exits. It
+// is stopped with SIGTERM when the test ends.
+func startBroker(t *testing.T, bin, logPath string, args ...string) <-chan struct{} {
 	t.Helper()
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--embedded", fmt.Sprintf("--listen=127.0.0.1:%d", port), "--config="+config, "--log-format=json")
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +221,7 @@ func startEmbeddedBroker(t *testing.T, bin string, port int, config, logPath str
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
-		case <-time.After(60 * time.Second):
+		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 		}
 		if t.Failed() {
@@ -220,6 +232,47 @@ func startEmbeddedBroker(t *testing.T, bin string, port int, config, logPath str
 	return exited
 }
 
+// pageCRDFiles are the upstream CRDs of a dev-lite PostgreSQL instance's
+// objects (and the Backups the page lists), from the Go module cache.
+func pageCRDFiles(t *testing.T) []string {
+	t.Helper()
+	dirs, err := controlplane.UpstreamCRDDirs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{
+		"postgresql.cnpg.io_clusters.yaml": true, "postgresql.cnpg.io_databases.yaml": true, "postgresql.cnpg.io_backups.yaml": true,
+		"monitoring.coreos.com_podmonitors.yaml": true, "cert-manager.io_certificates.yaml": true,
+	}
+	var files []string
+	for _, d := range dirs {
+		for name := range want {
+			if _, err := os.Stat(filepath.Join(d, name)); err == nil {
+				files = append(files, filepath.Join(d, name))
+				delete(want, name)
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Fatalf("CRDs not in the module cache: %v (make crds)", want)
+	}
+	return files
+}
+
+func kubeconfigOf(t *testing.T, cfg *rest.Config) []byte {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["broker"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken, ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
+	kc.Contexts["broker"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "broker"}
+	kc.CurrentContext = "broker"
+	raw, err := clientcmd.Write(*kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -228,13 +281,4 @@ func freePort(t *testing.T) int {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-func readTrimmed(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
 }
