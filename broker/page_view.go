@@ -160,9 +160,9 @@ func buildPage(in pageInputs) pageView {
 // pageStatus says in a word what the instance is, and the CSS class.
 func pageStatus(op Operation) (string, string) {
 	switch {
-	case op.State == "in progress":
+	case op.State == provisioners.InProgress:
 		return string(op.Type) + " in progress", "busy"
-	case op.State == "failed":
+	case op.State == provisioners.Failed:
 		return string(op.Type) + " failed", "bad"
 	case op.Type == OpDeprovision:
 		return "deprovisioned", "bad"
@@ -468,5 +468,5 @@ func sparkline(pts []promPoint) template.HTML {
 		}
 		fmt.Fprintf(&sb, "%.1f,%.1f", x(p.T), y(p.V))
 	}
-	return template.HTML(fmt.Sprintf(`<svg class="spark" viewBox="0 0 240 48" width="240" height="48" role="img" aria-label="%d points"><polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="%s"/></svg>`, len(finite), sb.String())) //nolint:gosec // numbers only, formatted here
+	return template.HTML(fmt.Sprintf(`<svg class="spark" viewBox="0 0 240 48" width="240" height="48" role="img" aria-label="%d points"><polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="%s"/></svg>`, len(finite), sb.String()))
 }
