@@ -378,7 +378,16 @@ func TestDefaultRender(t *testing.T) {
 // fails here instead of at start-up.
 func renderedConfig(t *testing.T, objs []map[string]any) broker.Config {
 	t.Helper()
-	raw, ok := get(t, one(t, objs, "ConfigMap"), "data", "config.yaml").(string)
+	var configMap map[string]any
+	for _, cm := range find(objs, "ConfigMap") {
+		if get(t, cm, "metadata", "name") == "strata-broker-config" {
+			configMap = cm
+		}
+	}
+	if configMap == nil {
+		t.Fatal("no ConfigMap strata-broker-config")
+	}
+	raw, ok := get(t, configMap, "data", "config.yaml").(string)
 	if !ok {
 		t.Fatal("the ConfigMap has no config.yaml")
 	}
