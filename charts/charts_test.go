@@ -304,10 +304,17 @@ func TestDefaultRender(t *testing.T) {
 		// gone yet" are get, deprovision and unbind are delete.
 		apply := []string{"create", "delete", "get", "patch"}
 		g.Expect(grantTable(rs)).To(Equal(map[string][]string{
-			"namespaces":                              {"create", "get"},
-			"resourcequotas":                          {"list"},
-			"secrets":                                 apply,
-			"configmaps":                              apply,
+			"namespaces":     {"create", "get"},
+			"resourcequotas": {"list"},
+			"secrets":        apply,
+			"configmaps":     apply,
+			// The Redis role agent's ServiceAccount, Role and RoleBinding,
+			// and the pod rights that Role grants (a Role grants only what
+			// its creator holds).
+			"serviceaccounts":                         apply,
+			"roles.rbac.authorization.k8s.io":         apply,
+			"rolebindings.rbac.authorization.k8s.io":  apply,
+			"pods":                                    {"get", "patch"},
 			"services":                                apply,
 			"redisfailovers.databases.spotahome.com":  apply,
 			"destinationrules.networking.istio.io":    apply,

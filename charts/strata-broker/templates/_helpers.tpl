@@ -120,7 +120,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- include "strata-broker.checkKeys" (list "config.kubernetes" . (list "qps" "burst")) }}
 {{- end }}
 {{- with $config.redis }}
-{{- include "strata-broker.checkKeys" (list "config.redis" . (list "redisImage" "exporterImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor")) }}
+{{- include "strata-broker.checkKeys" (list "config.redis" . (list "redisImage" "exporterImage" "roleAgentImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor")) }}
 {{- end }}
 {{- with $config.kafka }}
 {{- include "strata-broker.checkKeys" (list "config.kafka" . (list "shared" "kafkaVersion" "metadataVersion" "storageClass" "podMonitor" "monitoringNamespace")) }}
