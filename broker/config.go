@@ -95,6 +95,9 @@ func ParseConfig(raw []byte) (Config, error) {
 	if err := c.Kubernetes.Validate(); err != nil {
 		return c, err
 	}
+	if err := c.Kafka.Validate(); err != nil {
+		return c, err
+	}
 	// Filled after decoding: a burst left out follows the qps given.
 	c.Kubernetes = c.Kubernetes.withDefaults()
 	if c.Postgres.Images == nil {
