@@ -179,7 +179,10 @@ func (c *Cluster) WaitBrokers(n int, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d brokers serving after %s (last error %v):\n%s", len(bs), n, timeout, err, c.Log())
+			if err != nil {
+				return fmt.Errorf("brokers not serving after %s: %w\n%s", timeout, err, c.Log())
+			}
+			return fmt.Errorf("%d of %d brokers serving after %s:\n%s", len(bs), n, timeout, c.Log())
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
