@@ -116,6 +116,9 @@ func ParseConfig(raw []byte) (Config, error) {
 	if c.Redis.ExporterImage == "" {
 		c.Redis.ExporterImage = redis.DefaultConfig().ExporterImage
 	}
+	if c.Redis.RoleAgentImage == "" {
+		c.Redis.RoleAgentImage = redis.DefaultConfig().RoleAgentImage
+	}
 	if c.Postgres.OperatorNamespace == "" {
 		c.Postgres.OperatorNamespace = defaults.OperatorNamespace
 	}

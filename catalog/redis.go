@@ -46,6 +46,18 @@ type RedisPlan struct {
 	MaxStorageGB int
 
 	Persistence RedisPersistence
+
+	// MinReplicasToWrite is Redis's min-replicas-to-write on the master:
+	// with 1, a master whose replica was promoted (its link dropped)
+	// refuses writes at once instead of acknowledging writes the new
+	// master never sees. 0 on a plan without replicas.
+	MinReplicasToWrite int
+	// WritesWithoutReplica lets a master the Sentinels name accept writes
+	// while it has no replica at all (the role agent sets
+	// min-replicas-to-write 0 then): availability over a second copy.
+	// standard has one replica, which is away during every failover and
+	// restart; ha keeps two and refuses writes with neither.
+	WritesWithoutReplica bool
 }
 
 // RedisPersistence is how a plan keeps Redis data across restarts.
@@ -107,6 +119,7 @@ func redisService() Service {
 		MaximumPollingDuration: 2400,
 		Redis: &RedisPlan{
 			Replicas: 2, MinReplicas: 2, MaxReplicas: 5, Sentinels: 3, ZoneSpread: "preferred",
+			MinReplicasToWrite: 1, WritesWithoutReplica: true,
 			Memory: "1Gi", MaxMemory: "8Gi", CPU: "500m", MaxCPU: "2",
 			StorageGB: 5, MinStorageGB: 2, MaxStorageGB: 100,
 			Persistence: RedisPersistence{AOF: "everysec", Snapshots: snapshots},
@@ -120,6 +133,7 @@ func redisService() Service {
 		MaximumPollingDuration: 3600,
 		Redis: &RedisPlan{
 			Replicas: 3, MinReplicas: 3, MaxReplicas: 7, Sentinels: 3, ZoneSpread: "required",
+			MinReplicasToWrite: 1, WritesWithoutReplica: false,
 			Memory: "4Gi", MaxMemory: "32Gi", CPU: "1", MaxCPU: "4",
 			StorageGB: 20, MinStorageGB: 5, MaxStorageGB: 500,
 			Persistence: RedisPersistence{AOF: "always", Snapshots: snapshots, KeepVolumes: true},

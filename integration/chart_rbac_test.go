@@ -63,7 +63,19 @@ func TestChartRBAC(t *testing.T) {
 		{"create", "postgresql.cnpg.io", "backups", "team-a", false},
 		{"create", "", "pods", "team-a", false},
 		{"create", "", "pods/exec", "team-a", false},
-		{"create", "rbac.authorization.k8s.io", "rolebindings", "team-a", false},
+		// The Redis role agent's Role and RoleBinding: Kubernetes lets the
+		// broker grant only rights it holds (get and patch of pods), and it
+		// may neither escalate nor bind roles beyond them, nor mint tokens.
+		{"create", "rbac.authorization.k8s.io", "rolebindings", "team-a", true},
+		{"create", "rbac.authorization.k8s.io", "roles", "team-a", true},
+		{"patch", "", "pods", "team-a", true},
+		{"escalate", "rbac.authorization.k8s.io", "roles", "team-a", false},
+		{"bind", "rbac.authorization.k8s.io", "roles", "team-a", false},
+		{"bind", "rbac.authorization.k8s.io", "clusterroles", "", false},
+		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", false},
+		{"create", "", "serviceaccounts/token", "team-a", false},
+		{"list", "", "pods", "team-a", false},
+		{"delete", "", "pods", "team-a", false},
 		{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", false},
 		{"impersonate", "", "serviceaccounts", "", false},
 		{"update", "", "configmaps", brokerNS, false},

@@ -158,8 +158,15 @@ func TestRedisLifecycle(t *testing.T) {
 		g := NewWithT(t)
 		r := osb.do(http.MethodDelete, path+"?accepts_incomplete=true&service_id="+catalog.RedisServiceID+"&plan_id="+catalog.RedisStandardID, nil)
 		g.Expect(r.Code).To(Equal(http.StatusAccepted), r.Raw)
+		// The role agent's ServiceAccount, Role and RoleBinding and the
+		// preStop ConfigMap too: created under the chart's RBAC at
+		// provision (the API server's escalation check passed).
 		w.collectGarbage(t, "team-a", redisFailoverGVR, certificateGVR, netpolGVR, podMonitorGVR, secretGVR,
-			schema.GroupVersionResource{Version: "v1", Resource: "services"})
+			schema.GroupVersionResource{Version: "v1", Resource: "services"},
+			schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"},
+			schema.GroupVersionResource{Version: "v1", Resource: "configmaps"},
+			schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+			schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"})
 		r = osb.do(http.MethodGet, path+"/last_operation?operation="+r.Body["operation"].(string), nil)
 		expectGone(g, r)
 		g.Expect(live(w.list(redisFailoverGVR, "team-a", "strata.dev/instance-id="+id))).To(BeEmpty())

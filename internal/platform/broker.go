@@ -68,6 +68,38 @@ func (p *Platform) BuildBrokerImage(ctx context.Context) (string, error) {
 	return ref, nil
 }
 
+// BuildRedisRoleImage builds the Redis role agent (cmd/strata-redis-role
+// of SourceDir, which the broker puts beside every Redis) into an image
+// tagged with a hash of the binary, and imports it into the running
+// platform's containerd.
+func (p *Platform) BuildRedisRoleImage(ctx context.Context) (string, error) {
+	bin, err := p.buildModuleBinary(ctx, goBuild{
+		name:      "strata-redis-role",
+		moduleDir: p.cfg.SourceDir,
+		pkg:       "./cmd/strata-redis-role",
+		extraKey: func() (string, error) {
+			return sourceTreeHash(p.cfg.SourceDir)
+		},
+	})
+	if err != nil {
+		return "", err
+	}
+	binHash, err := hashFile(bin)
+	if err != nil {
+		return "", err
+	}
+	ref, archive, err := p.binaryImage("strata-redis-role", binHash[:12], bin, []layerEntry{
+		{path: "strata-redis-role", mode: 0o755, source: bin},
+	}, imageConfig{Entrypoint: []string{"/strata-redis-role"}, User: "65532:65532"})
+	if err != nil {
+		return "", err
+	}
+	if err := p.importImage(ctx, archive); err != nil {
+		return "", err
+	}
+	return ref, nil
+}
+
 // BrokerInstall is what InstallBroker needs.
 type BrokerInstall struct {
 	Namespace string
@@ -125,6 +157,11 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 	if err != nil {
 		return nil, err
 	}
+	// The Redis role agent runs in the Redis pods the operator makes.
+	roleAgent, err := p.BuildRedisRoleImage(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// The broker's ServiceMonitor, PrometheusRule and instances'
 	// PodMonitors (the product's defaults) when InstallPrometheus ran.
 	monitoring, err := p.prometheusOperatorInstalled(ctx)
@@ -147,9 +184,10 @@ func (p *Platform) InstallBroker(ctx context.Context, in BrokerInstall) (*Broker
 				"serverCertificates": map[string]any{"issuerName": PlatformIssuer, "issuerKind": "ClusterIssuer"},
 			},
 			"redis": map[string]any{
-				"redisImage":    imgs.Redis,
-				"exporterImage": imgs.RedisExporter,
-				"podMonitor":    monitoring,
+				"redisImage":     imgs.Redis,
+				"exporterImage":  imgs.RedisExporter,
+				"roleAgentImage": roleAgent,
+				"podMonitor":     monitoring,
 			},
 		},
 	}

@@ -83,6 +83,17 @@ func staticKeysConfig() Config {
 	return c
 }
 
+// acrossNamespacesConfig has static keys (which the ObjectStore over the
+// source's backups reads with too) and lets restores cross namespaces.
+func acrossNamespacesConfig() Config {
+	c := staticKeysConfig()
+	c.Restore.AcrossNamespaces = true
+	return c
+}
+
+// testSourceID is the instance a restore reads the backups of.
+const testSourceID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
 const (
 	testAccessKeyID = "STRATAEXAMPLEKEYID"
 	testSecretKey   = "example-secret-access-key"

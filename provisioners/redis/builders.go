@@ -52,7 +52,12 @@ const (
 	labelComponent = "app.kubernetes.io/component"
 	labelPartOf    = "app.kubernetes.io/part-of"
 	partOf         = "redis-failover"
-	labelRole      = "redisfailovers-role"
+	// RoleLabel is the label the role agent (cmd/strata-redis-role) sets
+	// on its own pod, master or replica, from Redis's ROLE and the
+	// Sentinels' answer; the TLS Service selects master. The operator's
+	// own label (redisfailovers-role) moves only on its 30 s resync once
+	// a replacement pod is ready, a minute or more after a failover.
+	RoleLabel = "strata.dev/redis-role"
 	// The exporter container's port name, as the operator (spotahome
 	// 1.2.4 and the fork alike) names it. "http-metrics" is the port of the
 	// operator's headless exporter Service, which a PodMonitor cannot use:
@@ -69,6 +74,9 @@ type Config struct {
 	// image must be built with TLS (the official images are).
 	RedisImage    string `json:"redisImage"`
 	ExporterImage string `json:"exporterImage"`
+	// RoleAgentImage runs cmd/strata-redis-role beside Redis in every
+	// Redis pod (it labels the master for the TLS Service).
+	RoleAgentImage string `json:"roleAgentImage"`
 	// StorageClass of the data volumes; encryption at rest comes from it.
 	StorageClass string `json:"storageClass"`
 	// OperatorNamespace and MonitoringNamespace are allowed through the
@@ -87,6 +95,7 @@ func DefaultConfig() Config {
 	return Config{
 		RedisImage:          "redis:7.2.7-alpine",
 		ExporterImage:       "oliver006/redis_exporter:v1.67.0",
+		RoleAgentImage:      "ghcr.io/strata-dev/strata-redis-role:0.1.0",
 		OperatorNamespace:   "redis-operator",
 		MonitoringNamespace: "monitoring",
 		PodMonitor:          true,
@@ -116,6 +125,9 @@ type Names struct {
 	StatefulSet, Deployment, SentinelService string
 	// NetworkPolicy names.
 	RedisPolicy, SentinelPolicy string
+	// RoleAgent names the role agent's ServiceAccount, Role and
+	// RoleBinding; Shutdown the ConfigMap of the Redis preStop hook.
+	RoleAgent, Shutdown string
 }
 
 // NamesOf returns the object names of an instance.
@@ -130,6 +142,8 @@ func NamesOf(inst provisioners.Instance) Names {
 		SentinelService: "rfs-" + inst.Name,
 		RedisPolicy:     inst.Name + "-redis",
 		SentinelPolicy:  inst.Name + "-sentinel",
+		RoleAgent:       inst.Name + "-role",
+		Shutdown:        inst.Name + "-shutdown",
 	}
 }
 
@@ -152,8 +166,8 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if p.Config.ServerCertificates.IssuerName == "" {
 		return nil, errors.New("clients connect to Redis with TLS only: set redis.serverCertificates.issuerName (or postgres.serverCertificates.issuerName, which Redis then shares) in the broker configuration to a cert-manager issuer")
 	}
-	if p.Config.RedisImage == "" || p.Config.ExporterImage == "" {
-		return nil, fmt.Errorf("set redis.redisImage and redis.exporterImage in the broker configuration (pinned tags)")
+	if p.Config.RedisImage == "" || p.Config.ExporterImage == "" || p.Config.RoleAgentImage == "" {
+		return nil, fmt.Errorf("set redis.redisImage, redis.exporterImage and redis.roleAgentImage in the broker configuration (pinned tags)")
 	}
 	if len(inst.Name) > MaxNameLength {
 		return nil, fmt.Errorf("instance name %q is longer than the redis-operator's %d characters", inst.Name, MaxNameLength)
@@ -161,9 +175,14 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	n := NamesOf(inst)
 	objs := []*unstructured.Unstructured{
 		p.certificate(inst, n),
+	}
+	// The pods' ServiceAccount, its rights and the preStop hook exist
+	// before the operator makes the pods.
+	objs = append(objs, roleAgentAccess(inst, s, n)...)
+	objs = append(objs, shutdownConfigMap(inst, n),
 		p.failover(inst, s, n),
 		tlsService(inst, n),
-	}
+	)
 	objs = append(objs, p.networkPolicies(inst, n)...)
 	if p.Config.PodMonitor {
 		objs = append(objs, podMonitor(inst, n))
@@ -208,6 +227,21 @@ func RedisArgs(s Settings) []string {
 		// clears them so exactly the plan's apply.
 		"--save", "",
 	}
+	if s.MinReplicasToWrite > 0 {
+		// A master acknowledges a write only while a replica has
+		// acknowledged the stream within the lag: the replica Sentinel
+		// promotes drops its link at once, so the old master refuses
+		// writes (NOREPLICAS) instead of acknowledging writes the new
+		// master never gets. The role agent adjusts it while running
+		// (fence, alone); this is the value at every start.
+		args = append(args, "--min-replicas-to-write", strconv.Itoa(s.MinReplicasToWrite),
+			"--min-replicas-max-lag", strconv.Itoa(MinReplicasMaxLag),
+			// A replica that needs a full resync after a failover starts
+			// it at once instead of after Redis's default 5 s wait for
+			// more replicas: until it is back, the new master refuses
+			// writes on ha.
+			"--repl-diskless-sync-delay", "0")
+	}
 	if len(s.Snapshots) > 0 {
 		args = append(args, "--save", strings.Join(s.Snapshots, " "))
 	}
@@ -232,6 +266,17 @@ func CertReloadArgs() []string {
 		"tls-ca-cert-file", CertDir + "/ca.crt",
 	}
 }
+
+// MinReplicasMaxLag is min-replicas-max-lag, in seconds: how long a
+// master that lost touch with its replicas (a partition) goes on
+// acknowledging writes. Replicas acknowledge every second.
+const MinReplicasMaxLag = 3
+
+// SentinelDownAfterMillis is how long the Sentinels wait before they call
+// an unreachable master down (the operator's default is 5000): with a
+// failover after that, a leader election and the role agent's relabel,
+// writes come back within 10 s of a crash.
+const SentinelDownAfterMillis = 3000
 
 // CertReloadInterval is how often the reload sidecar runs CertReloadArgs.
 const CertReloadInterval = "3600"
@@ -282,11 +327,16 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 		"extraVolumes": []any{map[string]any{
 			"name":   certVolume,
 			"secret": map[string]any{"secretName": n.Certificate},
-		}},
+		}, roleAgentTokenVolume()},
 		"extraVolumeMounts": []any{map[string]any{
 			"name": certVolume, "mountPath": CertDir, "readOnly": true,
 		}},
-		"extraContainers": []any{certReloader(p.Config.RedisImage, n)},
+		"extraContainers":    []any{certReloader(p.Config.RedisImage, n), roleAgent(p.Config.RoleAgentImage, s, n)},
+		"serviceAccountName": n.RoleAgent,
+		// Strata's preStop hook (shutdownScript) instead of the
+		// operator's, which promotes a replica while the old master goes
+		// on acknowledging writes.
+		"shutdownConfigMap": n.Shutdown,
 	}
 	if spread := zoneSpread(inst, n, "redis"); spread != nil {
 		redis["topologySpreadConstraints"] = spread
@@ -302,6 +352,14 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 	}
 	if spread := zoneSpread(inst, n, "sentinel"); spread != nil {
 		sentinel["topologySpreadConstraints"] = spread
+	}
+	if s.Sentinels >= 3 {
+		// customConfig replaces the operator's defaults (5000, 10000),
+		// so both are given.
+		sentinel["customConfig"] = []any{
+			"down-after-milliseconds " + strconv.Itoa(SentinelDownAfterMillis),
+			"failover-timeout 10000",
+		}
 	}
 	if inst.Meshed {
 		// Redis and Sentinel stay out of the mesh: Sentinel and
@@ -378,12 +436,13 @@ func podSelector(n Names, component string) map[string]any {
 	return map[string]any{labelName: n.Failover, labelComponent: component, labelPartOf: partOf}
 }
 
-// tlsService leads clients to the master's TLS port. The operator labels
-// the master pod; Sentinel cannot be used for discovery with TLS because it
+// tlsService leads clients to the master's TLS port, on the pod the role
+// agent labels master (the pod whose Redis is master and whom the
+// Sentinels name). Sentinel cannot be used for discovery with TLS because it
 // reports the master's plaintext port (the one the operator uses).
 func tlsService(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 	sel := podSelector(n, "redis")
-	sel[labelRole] = "master"
+	sel[RoleLabel] = "master"
 	return provisioners.NewObject(inst, "v1", "Service", n.TLSService, map[string]any{
 		"type":     "ClusterIP",
 		"selector": sel,

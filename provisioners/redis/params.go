@@ -27,6 +27,10 @@ type Settings struct {
 	// Snapshots are the RDB save points ("<seconds> <changes>").
 	Snapshots   []string
 	KeepVolumes bool
+	// MinReplicasToWrite and WritesWithoutReplica are the plan's (see
+	// catalog.RedisPlan); the role agent applies the second.
+	MinReplicasToWrite   int
+	WritesWithoutReplica bool
 }
 
 // MaxmemoryPercent is the share of the memory limit Redis may fill with data.
@@ -64,6 +68,9 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		AOF:             r.Persistence.AOF,
 		Snapshots:       r.Persistence.Snapshots,
 		KeepVolumes:     r.Persistence.KeepVolumes,
+
+		MinReplicasToWrite:   r.MinReplicasToWrite,
+		WritesWithoutReplica: r.WritesWithoutReplica,
 	}
 	if p.Resources != nil {
 		s.CPU = provisioners.Deref(p.Resources.CPU, r.CPU)

@@ -157,7 +157,9 @@ func TestTLSServiceTargetsTheMasterTLSPort(t *testing.T) {
 	svc := one(t, objs, "Service")
 	g.Expect(svc.GetName()).To(Equal(NamesOf(inst).TLSService))
 	sel, _, _ := unstructured.NestedStringMap(svc.Object, "spec", "selector")
-	g.Expect(sel).To(HaveKeyWithValue(labelRole, "master"))
+	g.Expect(sel).To(HaveKeyWithValue(RoleLabel, "master"))
+	// Not the operator's label, which moves a minute or more after a failover.
+	g.Expect(sel).NotTo(HaveKey("redisfailovers-role"))
 	g.Expect(sel).To(HaveKeyWithValue(labelName, inst.Name))
 	ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
 	g.Expect(ports).To(HaveLen(1))
@@ -238,8 +240,10 @@ func TestCertificateReloadSidecar(t *testing.T) {
 		inst := testInstance(t, plan, nil)
 		rf := one(t, build(t, baseConfig(), inst), "RedisFailover")
 		cs, _, _ := unstructured.NestedSlice(rf.Object, "spec", "redis", "extraContainers")
-		g.Expect(cs).To(HaveLen(1))
+		// The reload sidecar and the role agent (roleagent_test.go).
+		g.Expect(cs).To(HaveLen(2))
 		c := cs[0].(map[string]any)
+		g.Expect(c["name"]).To(Equal("strata-tls-reload"))
 		g.Expect(c["image"]).To(Equal(baseConfig().RedisImage))
 		script := c["command"].([]any)[2].(string)
 		g.Expect(script).To(ContainSubstring(strings.Join(CertReloadArgs(), " ")))

@@ -117,7 +117,7 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- include "strata-broker.checkKeys" (list "config.kubernetes" . (list "qps" "burst")) }}
 {{- end }}
 {{- with $config.redis }}
-{{- include "strata-broker.checkKeys" (list "config.redis" . (list "redisImage" "exporterImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor")) }}
+{{- include "strata-broker.checkKeys" (list "config.redis" . (list "redisImage" "exporterImage" "roleAgentImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor")) }}
 {{- end }}
 {{- with $config.kafka }}
 {{- include "strata-broker.checkKeys" (list "config.kafka" . (list "shared" "kafkaVersion" "metadataVersion" "storageClass" "podMonitor" "monitoringNamespace" "disasterRecovery")) }}
@@ -150,12 +150,15 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "deniedNamespaces" "allowedNamespaceSelector" "limits")) }}
 {{- end }}
 {{- with $config.postgres }}
-{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
+{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "restore" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
 {{- with .serverCertificates }}
 {{- include "strata-broker.checkKeys" (list "config.postgres.serverCertificates" . (list "issuerName" "issuerKind" "issuerGroup")) }}
 {{- end }}
 {{- with .backup }}
-{{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL" "credentialsDir")) }}
+{{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL" "credentialsDir" "archiveTimeoutSeconds")) }}
+{{- end }}
+{{- with .restore }}
+{{- include "strata-broker.checkKeys" (list "config.postgres.restore" . (list "acrossNamespaces")) }}
 {{- end }}
 {{- if hasKey . "images" }}
 {{- if not (kindIs "map" .images) }}
