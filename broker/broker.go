@@ -58,6 +58,9 @@ type Broker struct {
 	// DashboardURL, when set, renders an instance's dashboard_url from
 	// {{.Namespace}}, {{.Name}} and {{.InstanceID}} (e.g. a Grafana link).
 	DashboardURL *template.Template
+	// Page, when set, serves each instance's page and makes it the
+	// dashboard_url (page_handler.go); it excludes DashboardURL.
+	Page *InstancePage
 	// Now is the clock (tests move it).
 	Now func() time.Time
 	// Limits are the tenants' limits; Quotas reads a namespace's

@@ -2,7 +2,11 @@ package broker
 
 import (
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
+	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -21,6 +25,9 @@ type Config struct {
 	// DashboardURLTemplate renders each instance's dashboard_url from
 	// {{.Namespace}}, {{.Name}}, {{.InstanceID}}; empty: no dashboard.
 	DashboardURLTemplate string `json:"dashboardURLTemplate"`
+	// InstancePage serves each instance's page, which its dashboard_url
+	// opens (docs/instance-page.md); no externalURL: no page.
+	InstancePage InstancePageConfig `json:"instancePage"`
 	// PollIntervalSeconds is the Retry-After of in-progress operations.
 	PollIntervalSeconds int `json:"pollIntervalSeconds"`
 	// ReconcileIntervalSeconds is the pause between two passes of the
@@ -98,6 +105,9 @@ func ParseConfig(raw []byte) (Config, error) {
 	if err := c.Kafka.Validate(); err != nil {
 		return c, err
 	}
+	if err := c.InstancePage.validate(c.DashboardURLTemplate); err != nil {
+		return c, err
+	}
 	// Filled after decoding: a burst left out follows the qps given.
 	c.Kubernetes = c.Kubernetes.withDefaults()
 	if c.Postgres.Images == nil {
@@ -126,4 +136,55 @@ func ParseConfig(raw []byte) (Config, error) {
 		c.Postgres.MonitoringNamespace = defaults.MonitoringNamespace
 	}
 	return c, nil
+}
+
+// InstancePageConfig configures the instance page.
+type InstancePageConfig struct {
+	// ExternalURL is the broker's HTTPS address as tenants' browsers reach
+	// it (an Ingress's, say): dashboard_url is
+	// <externalURL>/instances/<id>/page/<token>.
+	ExternalURL string `json:"externalURL"`
+	// PrometheusURL is the Prometheus whose HTTP API the page reads the
+	// instance's metrics and alerts from; empty: the page says none is
+	// configured.
+	PrometheusURL string `json:"prometheusURL"`
+}
+
+func (c InstancePageConfig) validate(dashboardTemplate string) error {
+	if c.ExternalURL == "" {
+		if c.PrometheusURL != "" {
+			return fmt.Errorf("instancePage.prometheusURL is set but instancePage.externalURL is not: without it there is no page")
+		}
+		return nil
+	}
+	if dashboardTemplate != "" {
+		return fmt.Errorf("instancePage.externalURL and dashboardURLTemplate both set: an instance has one dashboard_url")
+	}
+	u, err := url.Parse(c.ExternalURL)
+	// https only: the URL carries the page's token.
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("instancePage.externalURL %q must be an https URL with a host and no user, query or fragment", c.ExternalURL)
+	}
+	if c.PrometheusURL != "" {
+		p, err := url.Parse(c.PrometheusURL)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("instancePage.prometheusURL %q must be an http or https URL with a host", c.PrometheusURL)
+		}
+	}
+	return nil
+}
+
+// page builds the broker's InstancePage (nil without an externalURL); c
+// is valid.
+func (c InstancePageConfig) page() *InstancePage {
+	if c.ExternalURL == "" {
+		return nil
+	}
+	u, _ := url.Parse(strings.TrimSuffix(c.ExternalURL, "/"))
+	p := &InstancePage{ExternalURL: u}
+	if c.PrometheusURL != "" {
+		pu, _ := url.Parse(c.PrometheusURL)
+		p.Prometheus = &Prometheus{URL: pu, Client: &http.Client{Timeout: 10 * time.Second}}
+	}
+	return p
 }

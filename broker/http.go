@@ -90,6 +90,13 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
 
+	// The instance page authenticates by its capability URL, not the
+	// platform's credentials, and logs itself (requestLog would log the
+	// path, which holds the token).
+	if b.Page != nil {
+		r.HandleFunc(pagePath, b.servePage).Methods(http.MethodGet, http.MethodHead)
+	}
+
 	r.Handle("/v2/catalog", own(catalogHandler(b.Catalog))).Methods(http.MethodGet)
 	r.Handle("/v2/service_instances/{instance_id}/last_operation", own(func(w http.ResponseWriter, req *http.Request) {
 		res, err := b.InstanceOperation(req.Context(), mux.Vars(req)["instance_id"], req.URL.Query().Get("operation"))

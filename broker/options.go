@@ -21,6 +21,7 @@ func (c Config) Options(namespace string, log *zap.Logger) Options {
 		AllowedNamespaceSelector: c.Tenancy.AllowedNamespaceSelector,
 		Limits:                   c.Tenancy.Limits,
 		DashboardURLTemplate:     c.DashboardURLTemplate,
+		InstancePage:             c.InstancePage,
 		Kubernetes:               c.Kubernetes,
 		Log:                      log,
 	}

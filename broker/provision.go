@@ -187,6 +187,9 @@ func pastTense(t OpType) string {
 }
 
 func (b *Broker) dashboardURL(r *InstanceRecord) string {
+	if b.Page != nil {
+		return b.Page.pageURL(r)
+	}
 	if b.DashboardURL == nil {
 		return ""
 	}

@@ -97,7 +97,10 @@ type InstanceRecord struct {
 	Meshed          bool            `json:"meshed,omitempty"`
 	MaintenanceInfo string          `json:"maintenanceVersion,omitempty"`
 	DashboardURL    string          `json:"dashboardUrl,omitempty"`
-	Operation       Operation       `json:"operation"`
+	// PageToken opens the instance page (page_handler.go); it is in
+	// DashboardURL too, and shown nowhere else.
+	PageToken string    `json:"pageToken,omitempty"`
+	Operation Operation `json:"operation"`
 	// Deleted marks a deprovisioned instance kept so a platform polling
 	// after the fact still learns the deprovision succeeded.
 	Deleted bool      `json:"deleted,omitempty"`

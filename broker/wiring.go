@@ -40,6 +40,7 @@ type Options struct {
 	AllowedNamespaceSelector string
 	Limits                   TenancyLimits
 	DashboardURLTemplate     string
+	InstancePage             InstancePageConfig
 	// Kubernetes sets the client-side rate limits of every client New
 	// makes (zero fields: the shipped defaults).
 	Kubernetes KubernetesConfig
@@ -73,6 +74,9 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		return nil, err
 	}
 	if err := o.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	if err := o.InstancePage.validate(o.DashboardURLTemplate); err != nil {
 		return nil, err
 	}
 	var dash *template.Template
@@ -154,6 +158,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		},
 		Log:          o.Log,
 		DashboardURL: dash,
+		Page:         o.InstancePage.page(),
 		Now:          o.Now,
 		Limits:       o.Limits,
 		Quotas: func(ctx context.Context, ns string) ([]corev1.ResourceQuota, error) {

@@ -332,6 +332,7 @@ func TestDefaultRender(t *testing.T) {
 			"databaseroles.postgresql.cnpg.io":        apply,
 			"scheduledbackups.postgresql.cnpg.io":     apply,
 			"objectstores.barmancloud.cnpg.io":        {"create", "get", "patch"},
+			"backups.postgresql.cnpg.io":              {"list"},
 			"networkpolicies.networking.k8s.io":       apply,
 			"podmonitors.monitoring.coreos.com":       apply,
 			"peerauthentications.security.istio.io":   apply,
@@ -605,4 +606,24 @@ func TestBackupCredentials(t *testing.T) {
 	// Without the Secret, nothing is mounted and the keys stay unset.
 	objs = render(t, withPassword())
 	g.Expect(renderedConfig(t, objs).Postgres.Backup.CredentialsDir).To(BeEmpty())
+}
+
+// TestInstancePageConfig: config.instancePage reaches the broker's
+// configuration as the broker parses it, and a misspelt key fails the
+// install naming it.
+func TestInstancePageConfig(t *testing.T) {
+	g := NewWithT(t)
+	values := withPassword()
+	values["config"] = map[string]any{"instancePage": map[string]any{
+		"externalURL": "https://strata-broker.example.com", "prometheusURL": "http://prometheus-operated.monitoring:9090",
+	}}
+	cfg := renderedConfig(t, render(t, values))
+	g.Expect(cfg.InstancePage.ExternalURL).To(Equal("https://strata-broker.example.com"))
+	g.Expect(cfg.InstancePage.PrometheusURL).To(Equal("http://prometheus-operated.monitoring:9090"))
+
+	g.Expect(renderedConfig(t, render(t, withPassword())).InstancePage.ExternalURL).To(BeEmpty(), "no page by default")
+
+	values["config"] = map[string]any{"instancePage": map[string]any{"externalUrl": "https://strata-broker.example.com"}}
+	_, err := charts.RenderBroker(values, namespace)
+	g.Expect(err).To(MatchError(ContainSubstring("config.instancePage.externalUrl is not a broker configuration key")))
 }

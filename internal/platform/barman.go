@@ -352,7 +352,7 @@ func (p *Platform) ensurePluginTLS(ctx context.Context) error {
 	return nil
 }
 
-// importIfMissing imports images that containerd does not have yet (the
+// importIfMissing imports images that a node's containerd does not have yet (the
 // add-ons' images are not imported at start, so that a platform without
 // them starts as fast as before).
 func (p *Platform) importIfMissing(ctx context.Context, refs ...string) error {
@@ -360,24 +360,22 @@ func (p *Platform) importIfMissing(ctx context.Context, refs ...string) error {
 	if err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "ctr", "--address", p.containerdSocket(), "-n", "k8s.io", "images", "ls", "-q").Output()
-	if err != nil {
-		return fmt.Errorf("platform: listing containerd's images: %w", err)
-	}
-	present := map[string]bool{}
-	for _, ref := range strings.Fields(string(out)) {
-		present[ref] = true
-	}
-	for _, ref := range refs {
-		if present[ref] {
-			continue
-		}
-		archive, ok := imgs.addOns[ref]
-		if !ok {
-			return fmt.Errorf("platform: no archive for image %s", ref)
-		}
-		if err := p.importImage(ctx, archive); err != nil {
+	for _, n := range p.nodes() {
+		present, err := containerdImages(ctx, n)
+		if err != nil {
 			return err
+		}
+		for _, ref := range refs {
+			if present[ref] {
+				continue
+			}
+			archive, ok := imgs.addOns[ref]
+			if !ok {
+				return fmt.Errorf("platform: no archive for image %s", ref)
+			}
+			if err := importImageInto(ctx, n, archive); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -107,46 +107,47 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 	return p.waitReady(ctx, "kube-scheduler", time.Minute, p.nsHTTPCheck("https://127.0.0.1:10259/healthz", false))
 }
 
-// startNode starts containerd, imports the images, then kubelet and
-// kube-proxy, and waits for the node to be Ready.
-func (p *Platform) startNode(ctx context.Context) error {
-	if err := p.writeNodeConfigs(); err != nil {
+// startNode starts a node's containerd, imports the images, then its
+// kubelet and kube-proxy, and waits for the node to be Ready.
+func (p *Platform) startNode(ctx context.Context, n nodeSpec) error {
+	if err := p.writeNodeConfigs(n); err != nil {
 		return err
 	}
-	if err := p.startDaemon("containerd", "/usr/bin/containerd", "--config", p.path("containerd", "config.toml")); err != nil {
+	if err := p.startDaemonIn(n.netnsPath(), n.component("containerd"), "/usr/bin/containerd", "--config", n.path("containerd", "config.toml")); err != nil {
 		return err
 	}
-	if err := p.waitReady(ctx, "containerd", time.Minute, func(ctx context.Context) error {
-		return run(ctx, "ctr", "--address", p.containerdSocket(), "version")
+	if err := p.waitReady(ctx, n.component("containerd"), time.Minute, func(ctx context.Context) error {
+		return run(ctx, "ctr", "--address", n.containerdSocket(), "version")
 	}); err != nil {
 		return err
 	}
-	if err := p.importImages(ctx); err != nil {
+	if err := p.importImages(ctx, n); err != nil {
 		return err
 	}
-	if err := p.startDaemon("kubelet", p.bins.component("kubelet"),
-		"--config", p.path("kubelet", "config.yaml"),
-		"--kubeconfig", p.kubeconfigPath("kubelet"),
-		"--root-dir", p.path("kubelet", "root"),
-		"--cert-dir", p.path("kubelet", "pki"),
-		"--node-ip", p.nodeIP.String(),
-		"--hostname-override", NodeName,
+	if err := p.startDaemonIn(n.netnsPath(), n.component("kubelet"), p.bins.component("kubelet"),
+		"--config", n.path("kubelet", "config.yaml"),
+		"--kubeconfig", n.kubeletConfig,
+		"--root-dir", n.path("kubelet", "root"),
+		"--cert-dir", n.path("kubelet", "pki"),
+		"--node-ip", n.nodeIP.String(),
+		"--hostname-override", n.name,
 		// Plans that spread across zones with DoNotSchedule (PostgreSQL
 		// and Redis ha) need every node to be in a zone: a node without
-		// the label is never eligible for their pods.
-		"--node-labels", "topology.kubernetes.io/zone="+NodeZone,
+		// the label is never eligible for their pods. Every node has a
+		// zone of its own.
+		"--node-labels", ZoneLabel+"="+n.zone,
 		"--v=1",
 	); err != nil {
 		return err
 	}
-	if err := p.startDaemon("kube-proxy", p.bins.component("kube-proxy"),
-		"--config", p.path("kube-proxy", "config.yaml"),
+	if err := p.startDaemonIn(n.netnsPath(), n.component("kube-proxy"), p.bins.component("kube-proxy"),
+		"--config", n.path("kube-proxy", "config.yaml"),
 		"--v=1",
 	); err != nil {
 		return err
 	}
-	return p.waitReady(ctx, "kubelet", 2*time.Minute, func(ctx context.Context) error {
-		node, err := p.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+	return p.waitReady(ctx, n.component("kubelet"), 2*time.Minute, func(ctx context.Context) error {
+		node, err := p.Client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -155,18 +156,16 @@ func (p *Platform) startNode(ctx context.Context) error {
 				if c.Status == corev1.ConditionTrue {
 					return nil
 				}
-				return fmt.Errorf("node %s not Ready: %s", NodeName, c.Message)
+				return fmt.Errorf("node %s not Ready: %s", n.name, c.Message)
 			}
 		}
-		return fmt.Errorf("node %s has no Ready condition yet", NodeName)
+		return fmt.Errorf("node %s has no Ready condition yet", n.name)
 	})
 }
 
-func (p *Platform) containerdSocket() string { return p.path("containerd", "containerd.sock") }
-
-// writeNodeConfigs writes containerd's, CNI's, kubelet's and kube-proxy's
+// writeNodeConfigs writes a node's containerd, CNI, kubelet and kube-proxy
 // configuration files.
-func (p *Platform) writeNodeConfigs() error {
+func (p *Platform) writeNodeConfigs(n nodeSpec) error {
 	containerd := fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
@@ -199,8 +198,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %[7]q
-`, p.path("containerd", "root"), p.path("containerd", "state"), p.containerdSocket(),
-		p.path("containerd", "opt"), imageRef("pause", pauseTag), p.path("runc"), p.path("cni", "net.d"))
+`, n.path("containerd", "root"), n.path("containerd", "state"), n.containerdSocket(),
+		n.path("containerd", "opt"), imageRef("pause", pauseTag), n.path("runc"), n.path("cni", "net.d"))
 
 	// The bridge does not masquerade: pods reach only the node, the host
 	// and each other (the node's namespace has no default route anyway).
@@ -224,7 +223,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, bridgeName, p.path("cni", "ipam"), p.podNet.String(), p.bridgeIP.String())
+`, bridgeName, n.path("cni", "ipam"), n.podNet.String(), n.bridgeIP.String())
 
 	kubelet := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -260,8 +259,8 @@ evictionHard:
   imagefs.available: "1%%"
 serializeImagePulls: false
 maxPods: 110
-`, p.nodeIP, p.pki("ca.crt"), p.pki("kubelet-serving.crt"), p.pki("kubelet-serving.key"),
-		p.containerdSocket(), p.cgroupRoot(), p.dnsServiceIP, p.path("kubelet", "pod-logs"))
+`, n.nodeIP, p.pki("ca.crt"), n.servingCert, n.servingKey,
+		n.containerdSocket(), n.cgroupRoot, p.dnsServiceIP, n.path("kubelet", "pod-logs"))
 
 	proxy := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -275,13 +274,13 @@ metricsBindAddress: 127.0.0.1:10249
 nodePortAddresses: [primary]
 # Do not touch the machine-wide nf_conntrack_max.
 conntrack: {maxPerCore: 0}
-`, p.kubeconfigPath("kube-proxy"), NodeName, p.nodeIP, p.podNet)
+`, n.kubeProxyConfig, n.name, n.nodeIP, n.podNet)
 
 	files := map[string]string{
-		p.path("containerd", "config.toml"):          containerd,
-		p.path("cni", "net.d", "10-strata.conflist"): cni,
-		p.path("kubelet", "config.yaml"):             kubelet,
-		p.path("kube-proxy", "config.yaml"):          proxy,
+		n.path("containerd", "config.toml"):          containerd,
+		n.path("cni", "net.d", "10-strata.conflist"): cni,
+		n.path("kubelet", "config.yaml"):             kubelet,
+		n.path("kube-proxy", "config.yaml"):          proxy,
 	}
 	for path, content := range files {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -296,7 +295,7 @@ conntrack: {maxPerCore: 0}
 			return err
 		}
 	}
-	for _, d := range []string{p.path("kubelet", "pod-logs"), p.path("cni", "ipam"), p.path("runc")} {
+	for _, d := range []string{n.path("kubelet", "pod-logs"), n.path("cni", "ipam"), n.path("runc")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}

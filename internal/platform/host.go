@@ -168,18 +168,30 @@ func lockFile(path string) (func(), error) {
 	}, nil
 }
 
-// cgroupRoot is the cgroup under which kubelet puts every pod.
+// cgroupRoot is the cgroup under which the first node's kubelet puts every
+// pod. Every node has one of its own (nodeSpec.cgroupRoot): a kubelet
+// removes the pod cgroups under its root that it does not know of, and
+// sizes the root's QoS cgroups for itself.
 func (p *Platform) cgroupRoot() string { return "/strata-" + p.id }
 
-// cgroupDirs lists the platform's cgroup directory in every mounted
+// cgroupDirs lists every node's cgroup directory in every mounted
 // hierarchy (cgroup v1 controllers, the named systemd one, and cgroup2).
 func (p *Platform) cgroupDirs() []string {
+	var dirs []string
+	for _, n := range p.nodes() {
+		dirs = append(dirs, cgroupDirsOf(n.cgroupRoot)...)
+	}
+	return dirs
+}
+
+// cgroupDirsOf lists a cgroup's directory in every mounted hierarchy.
+func cgroupDirsOf(root string) []string {
 	entries, err := os.ReadDir("/sys/fs/cgroup")
 	if err != nil {
 		return nil
 	}
 	if fileExists("/sys/fs/cgroup/cgroup.controllers") { // pure cgroup v2
-		return []string{filepath.Join("/sys/fs/cgroup", p.cgroupRoot())}
+		return []string{filepath.Join("/sys/fs/cgroup", root)}
 	}
 	var dirs []string
 	for _, e := range entries {
@@ -187,7 +199,7 @@ func (p *Platform) cgroupDirs() []string {
 		if err != nil || !info.IsDir() { // cpu,cpuacct style links are covered by their target
 			continue
 		}
-		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", e.Name(), p.cgroupRoot()))
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", e.Name(), root))
 	}
 	return dirs
 }

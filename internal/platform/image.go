@@ -239,11 +239,22 @@ func writeTree(root string) func(*tar.Writer) error {
 	}
 }
 
-// importImage imports an archive into containerd's k8s.io namespace, where
-// kubelet finds images.
+// importImage imports an archive into every node's containerd (a pod may
+// be scheduled on any node, and there is no registry to pull from).
 func (p *Platform) importImage(ctx context.Context, archive string) error {
-	if err := run(ctx, "ctr", "--address", p.containerdSocket(), "-n", "k8s.io", "images", "import", archive); err != nil {
-		return fmt.Errorf("platform: importing %s: %w", filepath.Base(archive), err)
+	for _, n := range p.nodes() {
+		if err := importImageInto(ctx, n, archive); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// importImageInto imports an archive into a node's containerd's k8s.io
+// namespace, where kubelet finds images.
+func importImageInto(ctx context.Context, n nodeSpec, archive string) error {
+	if err := run(ctx, "ctr", "--address", n.containerdSocket(), "-n", "k8s.io", "images", "import", archive); err != nil {
+		return fmt.Errorf("platform: importing %s into %s: %w", filepath.Base(archive), n.name, err)
 	}
 	return nil
 }

@@ -95,32 +95,28 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 	return imgs, nil
 }
 
-// importImages imports every image into the node's containerd.
-func (p *Platform) importImages(ctx context.Context) error {
+// importImages imports every image into a node's containerd.
+func (p *Platform) importImages(ctx context.Context, n nodeSpec) error {
 	imgs, err := p.BuildImages(ctx)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, "ctr", "--address", p.containerdSocket(), "-n", "k8s.io", "images", "ls", "-q").Output()
+	present, err := containerdImages(ctx, n)
 	if err != nil {
-		return fmt.Errorf("platform: listing containerd's images: %w", err)
-	}
-	present := map[string]bool{}
-	for _, ref := range strings.Fields(string(out)) {
-		present[ref] = true
+		return err
 	}
 	imported := 0
 	for ref, archive := range imgs.archives {
 		if present[ref] {
 			continue
 		}
-		if err := p.importImage(ctx, archive); err != nil {
+		if err := importImageInto(ctx, n, archive); err != nil {
 			return err
 		}
 		imported++
 	}
-	p.cfg.Log("platform: imported %d images in %s", imported, time.Since(start).Round(time.Second))
+	p.cfg.Log("platform: imported %d images into %s's containerd in %s", imported, n.name, time.Since(start).Round(time.Second))
 	return nil
 }
 
@@ -375,4 +371,17 @@ func debianMirror() (mirror, sourcesFile string, err error) {
 		}
 	}
 	return "", "", fmt.Errorf("platform: no Debian bookworm mirror in %s or %s (the PostgreSQL image is built with debootstrap from the machine's apt mirror)", deb822, legacy)
+}
+
+// containerdImages lists the images a node's containerd holds.
+func containerdImages(ctx context.Context, n nodeSpec) (map[string]bool, error) {
+	out, err := exec.CommandContext(ctx, "ctr", "--address", n.containerdSocket(), "-n", "k8s.io", "images", "ls", "-q").Output()
+	if err != nil {
+		return nil, fmt.Errorf("platform: listing %s's containerd's images: %w", n.name, err)
+	}
+	present := map[string]bool{}
+	for _, ref := range strings.Fields(string(out)) {
+		present[ref] = true
+	}
+	return present, nil
 }

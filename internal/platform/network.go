@@ -66,16 +66,16 @@ func (p *Platform) setUpNetwork(ctx context.Context) error {
 	// pod reaching a Service backed by a pod on the same bridge) are on in
 	// the node's namespace only; the host's ip_forward is not touched.
 	for _, sysctl := range []string{"net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"} {
-		if err := p.nsSysctl(ctx, sysctl, "1"); err != nil {
+		if err := nsSysctl(ctx, p.netnsPath(), sysctl, "1"); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// nsSysctl writes a per-namespace sysctl inside the node's namespace.
-func (p *Platform) nsSysctl(ctx context.Context, name, value string) error {
-	return run(ctx, "nsenter", "--net="+p.netnsPath(), "--", "sh", "-c",
+// nsSysctl writes a per-namespace sysctl inside a node's namespace.
+func nsSysctl(ctx context.Context, netnsPath, name, value string) error {
+	return run(ctx, "nsenter", "--net="+netnsPath, "--", "sh", "-c",
 		fmt.Sprintf("echo %s > /proc/sys/%s", value, name))
 }
 
@@ -87,7 +87,7 @@ func (p *Platform) checkRoutesFree() error {
 	if err != nil {
 		return err
 	}
-	for _, mine := range []*net.IPNet{p.linkNet, p.podNet, p.svcNet} {
+	for _, mine := range p.ranges() {
 		for _, r := range routes {
 			if ones, _ := r.Mask.Size(); ones == 0 {
 				continue // the default route covers everything by design
@@ -129,9 +129,23 @@ func hostRoutes() ([]*net.IPNet, error) {
 	return routes, sc.Err()
 }
 
-// tearDownNetwork deletes the namespace (which deletes the veth pair and so
-// the host routes through it).
+// ranges are the platform's address ranges: the Services' and every
+// node's link and pods.
+func (p *Platform) ranges() []*net.IPNet {
+	return append(append([]*net.IPNet{p.svcNet}, p.linkNets...), p.podNets...)
+}
+
+// tearDownNetwork deletes the workers' namespaces (each deletes its veth
+// pair to the first node), then the first node's (which deletes its veth
+// pair and so the host routes through it).
 func (p *Platform) tearDownNetwork(ctx context.Context) error {
+	for _, n := range p.workers() {
+		if fileExists(n.netnsPath()) {
+			if err := run(ctx, "ip", "netns", "delete", n.netnsName); err != nil {
+				return err
+			}
+		}
+	}
 	if _, err := os.Stat(p.netnsPath()); err != nil {
 		return nil
 	}
@@ -155,7 +169,7 @@ func (p *Platform) tearDownNetwork(ctx context.Context) error {
 func (p *Platform) hostRoutesPresent() bool {
 	routes, _ := hostRoutes()
 	for _, r := range routes {
-		for _, mine := range []*net.IPNet{p.podNet, p.svcNet, p.linkNet} {
+		for _, mine := range p.ranges() {
 			if r.String() == mine.String() {
 				return true
 			}

@@ -72,25 +72,7 @@ func (p *Platform) writePKI() error {
 		return err
 	}
 	issue := func(file, cn string, orgs []string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) error {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: serial(),
-			Subject:      pkix.Name{CommonName: cn, Organization: orgs},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().AddDate(1, 0, 0),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			DNSNames:     dns,
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return err
-		}
-		return p.writeKeyPair(file, der, key)
+		return p.issueCert(ca, caKey, file, cn, orgs, usage, dns, ips)
 	}
 	loopback := net.ParseIP("127.0.0.1")
 	if err := issue("apiserver", "kube-apiserver", nil, x509.ExtKeyUsageServerAuth,
@@ -132,6 +114,30 @@ func (p *Platform) writePKI() error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(p.pkiDir(), "done"), nil, 0o600)
+}
+
+// issueCert issues a certificate of the cluster CA into pki/<file>.crt
+// and .key.
+func (p *Platform) issueCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, file, cn string, orgs []string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: cn, Organization: orgs},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		DNSNames:     dns,
+		IPAddresses:  ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	return p.writeKeyPair(file, der, key)
 }
 
 func (p *Platform) pki(name string) string { return filepath.Join(p.pkiDir(), name) }

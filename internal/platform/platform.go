@@ -58,6 +58,14 @@ type Config struct {
 	// the first address, cluster DNS the tenth).
 	ServiceCIDR string
 
+	// Nodes is how many nodes the platform runs (0 means 1). Every node
+	// after the first is a worker with a network namespace, a containerd,
+	// a kubelet and a kube-proxy of its own; node i is named
+	// strata-node-<i+1> (the first keeps NodeName), sits in zone
+	// strata-zone-<a+i> (ZoneLabel) and takes the i-th /30 after LinkCIDR and
+	// the i-th range of PodCIDR's size after PodCIDR.
+	Nodes int
+
 	// Log receives progress lines (one per step); nil discards them.
 	Log func(format string, args ...any)
 }
@@ -72,9 +80,10 @@ const (
 	defaultSecondOctetBase  = 200
 	defaultSecondOctetRange = 50
 
-	// NodeName is the single node's name.
+	// NodeName is the first (on a single-node platform, the only) node's
+	// name.
 	NodeName = "strata-node"
-	// NodeZone is the node's topology.kubernetes.io/zone.
+	// NodeZone is the first node's topology.kubernetes.io/zone (ZoneLabel).
 	NodeZone = "strata-zone-a"
 	// AdminUser is the user of AdminConfig (in system:masters).
 	AdminUser = "strata-admin"
@@ -95,6 +104,12 @@ type Platform struct {
 	linkNet, podNet, svcNet *net.IPNet
 	bridgeIP, apiServiceIP  net.IP
 	dnsServiceIP            net.IP
+
+	// nodeCount is Config.Nodes, or more when the state directory's
+	// platform was started with more (so Stop finds them all); linkNets
+	// and podNets are every node's ranges, the first node's first.
+	nodeCount         int
+	linkNets, podNets []*net.IPNet
 
 	bins   binaries
 	images *Images
@@ -154,10 +169,23 @@ func New(cfg Config) (*Platform, error) {
 	p.bridgeIP = nthIP(p.podNet, 1)
 	p.apiServiceIP = nthIP(p.svcNet, 1)
 	p.dnsServiceIP = nthIP(p.svcNet, 10)
+
+	p.nodeCount = max(cfg.Nodes, 1, p.recordedNodeCount())
+	if p.nodeCount > maxNodes {
+		return nil, fmt.Errorf("platform: %d nodes, at most %d", p.nodeCount, maxNodes)
+	}
+	for i := 0; i < p.nodeCount; i++ {
+		link, pods := workerRanges(p.linkNet, p.podNet, i)
+		p.linkNets = append(p.linkNets, link)
+		p.podNets = append(p.podNets, pods)
+	}
+	if err := checkRangesDisjoint(append(append([]*net.IPNet{p.svcNet}, p.linkNets...), p.podNets...)); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
-// Start brings the platform up and waits until the node is Ready and
+// Start brings the platform up and waits until every node is Ready and
 // cluster DNS answers. It is idempotent: a component already running from
 // this state directory is kept. On error the caller should still call Stop.
 func (p *Platform) Start(ctx context.Context) error {
@@ -177,11 +205,24 @@ func (p *Platform) Start(ctx context.Context) error {
 	if err := p.saveHostSettings(); err != nil {
 		return err
 	}
+	if err := os.WriteFile(p.nodeCountFile(), []byte(fmt.Sprintln(p.nodeCount)), 0o600); err != nil {
+		return err
+	}
 	if err := p.setUpNetwork(ctx); err != nil {
 		return err
 	}
+	for _, n := range p.workers() {
+		if err := p.setUpWorkerNetwork(ctx, n, p.nodes()); err != nil {
+			return err
+		}
+	}
 	if err := p.writePKI(); err != nil {
 		return err
+	}
+	for _, n := range p.workers() {
+		if err := p.writeWorkerPKI(n); err != nil {
+			return err
+		}
 	}
 	if err := p.setUpCgroups(); err != nil {
 		return err
@@ -197,8 +238,10 @@ func (p *Platform) Start(ctx context.Context) error {
 	if p.Client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return err
 	}
-	if err := p.startNode(ctx); err != nil {
-		return err
+	for _, n := range p.nodes() {
+		if err := p.startNode(ctx, n); err != nil {
+			return err
+		}
 	}
 	if err := p.installAddons(ctx); err != nil {
 		return err

@@ -247,18 +247,18 @@ spec:
 
 	// Bind and connect with nothing but the binding's values.
 	step = time.Now()
-	owner, err := bindAndConnect(ctx, p, osb, b, instanceID, "b0a1c2d3-0000-4000-8000-"+randomHex(t, 6), "owner")
+	owner, err := bindAndConnect(ctx, p, osb, b, plan, instanceID, "b0a1c2d3-0000-4000-8000-"+randomHex(t, 6), "owner")
 	if err != nil {
 		t.Fatal(err)
 	}
-	writer, err := bindAndConnect(ctx, p, osb, b, instanceID, "b0a1c2d3-1111-4000-8000-"+randomHex(t, 6), "readwrite")
+	writer, err := bindAndConnect(ctx, p, osb, b, plan, instanceID, "b0a1c2d3-1111-4000-8000-"+randomHex(t, 6), "readwrite")
 	if err != nil {
 		t.Fatal(err)
 	}
 	timing("bind (owner, readwrite) and connect over TLS verify-full")
 	t.Logf("owner binding host %s, readwrite binding host %s", owner.Binding["host"], writer.Binding["host"])
 
-	t.Run("Failover", func(t *testing.T) { testFailover(ctx, t, p, dyn, name, owner, writer) })
+	t.Run("Failover", func(t *testing.T) { testFailover(ctx, t, p, dyn, planTenant, name, 2, owner, writer) })
 
 	t.Run("Update", func(t *testing.T) {
 		step = time.Now()
@@ -442,8 +442,8 @@ type boundInstance struct {
 	bindingID string
 }
 
-func bindAndConnect(ctx context.Context, p *Platform, osb *osbClient, b *Broker, instanceID, bindingID, access string) (*boundInstance, error) {
-	binding, err := osb.bind(ctx, instanceID, bindingID, catalog.PostgresStandardID, access)
+func bindAndConnect(ctx context.Context, p *Platform, osb *osbClient, b *Broker, planID, instanceID, bindingID, access string) (*boundInstance, error) {
+	binding, err := osb.bind(ctx, instanceID, bindingID, planID, access)
 	if err != nil {
 		return nil, err
 	}
@@ -468,7 +468,16 @@ func bindAndConnect(ctx context.Context, p *Platform, osb *osbClient, b *Broker,
 // 150 ms through the readwrite binding (PgBouncer, then the -rw Service),
 // reconnecting on errors, and measures how long writes failed and whether
 // an acknowledged row was lost.
-func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.Interface, name string, owner, writer *boundInstance) {
+// pgFailover is what testFailover measured.
+type pgFailover struct {
+	// promoted is from the deletion to the new primary in the Cluster's
+	// status; resumed to the first write acknowledged after the last
+	// failure following the deletion.
+	promoted, resumed      time.Duration
+	acked, lost, failedOps int
+}
+
+func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.Interface, ns, name string, instances int64, owner, writer *boundInstance) pgFailover {
 	ownerCfg, err := owner.connConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -550,7 +559,7 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 
 	// Steady writes first.
 	time.Sleep(5 * time.Second)
-	cluster, err := dyn.Resource(clustersGVR).Namespace(planTenant).Get(ctx, name, metav1.GetOptions{})
+	cluster, err := dyn.Resource(clustersGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +571,7 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 		t.Fatalf("no write succeeded through the binding before the failover: %v", lastEr)
 	}
 	deleted := time.Now()
-	if err := p.Client.CoreV1().Pods(planTenant).Delete(ctx, primary, metav1.DeleteOptions{}); err != nil {
+	if err := p.Client.CoreV1().Pods(ns).Delete(ctx, primary, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("deleted the primary %s after %d acknowledged writes", primary, before)
@@ -573,14 +582,14 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 	// waits for the open sessions, PgBouncer's among them.
 	var newPrimary string
 	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 6*time.Minute, true, func(ctx context.Context) (bool, error) {
-		c, err := dyn.Resource(clustersGVR).Namespace(planTenant).Get(ctx, name, metav1.GetOptions{})
+		c, err := dyn.Resource(clustersGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
 		newPrimary, _, _ = unstructured.NestedString(c.Object, "status", "currentPrimary")
 		return newPrimary != "" && newPrimary != primary, nil
 	}); err != nil {
-		t.Fatalf("no new primary: %v; pods %s", err, p.podSummary(ctx, planTenant))
+		t.Fatalf("no new primary: %v; pods %s", err, p.podSummary(ctx, ns))
 	}
 	promoted := time.Since(deleted)
 	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -653,26 +662,27 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 			lost++
 		}
 	}
-	t.Logf("TIMING failover (standard, primary %s deleted, %s promoted): new primary in the Cluster status after %s; first write acknowledged after the deletion %s later (%d writes failed, first failure %s after the deletion); longest gap between two acknowledged writes %s",
-		primary, newPrimary, promoted.Round(100*time.Millisecond), resumed.Sub(deleted).Round(100*time.Millisecond), failedWrites,
+	t.Logf("TIMING failover (%d instances, primary %s deleted, %s promoted): new primary in the Cluster status after %s; first write acknowledged after the deletion %s later (%d writes failed, first failure %s after the deletion); longest gap between two acknowledged writes %s",
+		instances, primary, newPrimary, promoted.Round(100*time.Millisecond), resumed.Sub(deleted).Round(100*time.Millisecond), failedWrites,
 		sinceOrNever(firstFail, deleted), longestGap.Round(100*time.Millisecond))
 	t.Logf("failover: %d writes acknowledged, %d lost (acknowledged but not in the table), last error during the outage: %v", len(acked), lost, lastEr)
 	if lost != 0 {
 		t.Errorf("%d acknowledged writes were lost in the failover", lost)
 	}
 
-	// The instance heals: both instances ready again (the deleted pod
+	// The instance heals: every instance ready again (the deleted pod
 	// rejoins as a standby) before the next step.
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-		c, err := dyn.Resource(clustersGVR).Namespace(planTenant).Get(ctx, name, metav1.GetOptions{})
+		c, err := dyn.Resource(clustersGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
 		ready, _, _ := unstructured.NestedInt64(c.Object, "status", "readyInstances")
-		return ready == 2 && conditionTrue(c, "Ready"), nil
+		return ready == instances && conditionTrue(c, "Ready"), nil
 	}); err != nil {
-		t.Fatalf("the Cluster did not heal after the failover: %v; pods %s", err, p.podSummary(ctx, planTenant))
+		t.Fatalf("the Cluster did not heal after the failover: %v; pods %s", err, p.podSummary(ctx, ns))
 	}
+	return pgFailover{promoted: promoted, resumed: resumed.Sub(deleted), acked: len(acked), lost: lost, failedOps: failedWrites}
 }
 
 func sinceOrNever(t, from time.Time) string {

@@ -157,7 +157,7 @@ func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient,
 	})
 
 	// Rows before T and after T, in several transactions each.
-	owner, err := bindAndConnect(ctx, p, osb, b, sourceID, "e1f2a3b4-0000-4000-8000-"+randomHex(t, 6), "owner")
+	owner, err := bindAndConnect(ctx, p, osb, b, catalog.PostgresStandardID, sourceID, "e1f2a3b4-0000-4000-8000-"+randomHex(t, 6), "owner")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func restoreAndCheck(ctx context.Context, t *testing.T, p *Platform, osb *osbCli
 	}
 	// readwrite (pg_read_all_data, pg_write_all_data): the table is owned
 	// by the source's owner login, which another owner login cannot read.
-	bound, err := bindAndConnect(ctx, p, osb, b, id, "e1f2a3b4-1111-4000-8000-"+randomHex(t, 6), "readwrite")
+	bound, err := bindAndConnect(ctx, p, osb, b, catalog.PostgresStandardID, id, "e1f2a3b4-1111-4000-8000-"+randomHex(t, 6), "readwrite")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,11 +15,16 @@ import (
 	"time"
 )
 
-// startDaemon starts a long-running component inside the node's network
-// namespace, its output appended to logs/<name>.log and its pid in
+// startDaemon starts a long-running component inside the first node's
+// network namespace, its output appended to logs/<name>.log and its pid in
 // run/<name>.pid. A component still running from an earlier Start of the
 // same state directory is kept (Start is idempotent).
 func (p *Platform) startDaemon(name, bin string, args ...string) error {
+	return p.startDaemonIn(p.netnsPath(), name, bin, args...)
+}
+
+// startDaemonIn is startDaemon in a given node's network namespace.
+func (p *Platform) startDaemonIn(netnsPath, name, bin string, args ...string) error {
 	if pid, ok := p.runningPid(name); ok {
 		p.cfg.Log("platform: %s already running (pid %d)", name, pid)
 		return nil
@@ -30,7 +35,7 @@ func (p *Platform) startDaemon(name, bin string, args ...string) error {
 	}
 	defer logFile.Close()
 	// nsenter execs the daemon, so the pid is the daemon's own.
-	cmd := exec.Command("nsenter", append([]string{"--net=" + p.netnsPath(), "--", bin}, args...)...)
+	cmd := exec.Command("nsenter", append([]string{"--net=" + netnsPath, "--", bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Dir = p.StateDir()
 	// A process group of its own: a Ctrl-C at the terminal does not reach
@@ -128,14 +133,19 @@ func alive(pid int) bool {
 	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }
 
-// pidsInNetns lists the processes whose network namespace is the node's
-// (the daemons and the containerd shims they started).
+// pidsInNetns lists the processes whose network namespace is one of the
+// nodes' (the daemons and the containerd shims they started).
 func (p *Platform) pidsInNetns() []int {
-	var st syscall.Stat_t
-	if err := syscall.Stat(p.netnsPath(), &st); err != nil {
+	want := map[string]bool{}
+	for _, n := range p.nodes() {
+		var st syscall.Stat_t
+		if err := syscall.Stat(n.netnsPath(), &st); err == nil {
+			want[fmt.Sprintf("net:[%d]", st.Ino)] = true
+		}
+	}
+	if len(want) == 0 {
 		return nil
 	}
-	want := fmt.Sprintf("net:[%d]", st.Ino)
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -143,7 +153,7 @@ func (p *Platform) pidsInNetns() []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && link == want {
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && want[link] {
 			pids = append(pids, pid)
 		}
 	}

@@ -21,19 +21,38 @@ import (
 // containerd, and the control plane from the top down.
 var stopOrder = []string{"kubelet", "kube-proxy", "containerd", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"}
 
+// nodeComponents are the daemons every node runs (the rest of stopOrder
+// runs on the first node only).
+var nodeComponents = []string{"kubelet", "kube-proxy", "containerd"}
+
+// daemons lists every daemon of the platform in stop order: every node's
+// kubelet, then every node's kube-proxy and containerd, then the control
+// plane.
+func (p *Platform) daemons() []string {
+	var names []string
+	for _, c := range nodeComponents {
+		for _, n := range p.nodes() {
+			names = append(names, n.component(c))
+		}
+	}
+	return append(names, stopOrder[len(nodeComponents):]...)
+}
+
 // Stop ends everything the platform started from its state directory and
 // undoes what it changed on the host: processes (daemons, containerd shims,
-// pods), mounts under the state directory, cgroups, the network namespace
-// with its veth and routes, the sysctls kubelet rewrote and the host paths
+// pods), mounts under the state directory, cgroups, every node's network
+// namespace with its veths and routes, the sysctls kubelet rewrote and the host paths
 // kubelet created. It works on a state directory left by another process
 // (e.g. a test killed by its timeout) and is a no-op on a stopped one. The
 // state directory itself (logs, data) stays; Purge removes it.
 func (p *Platform) Stop(ctx context.Context) error {
 	var errs []error
-	p.stopDaemon("kubelet", 10*time.Second)
+	for _, n := range p.nodes() {
+		p.stopDaemon(n.component("kubelet"), 10*time.Second)
+	}
 	// The pods' processes: SIGKILL, they are being thrown away.
 	killAll(p.cgroupPids())
-	for _, name := range stopOrder[1:] {
+	for _, name := range p.daemons()[p.nodeCount:] {
 		p.stopDaemon(name, 10*time.Second)
 	}
 	// Whatever still runs in the node's namespace (containerd shims).
@@ -70,19 +89,21 @@ func (p *Platform) Purge() error {
 // Empty after a successful Stop.
 func (p *Platform) Leftovers() []string {
 	var left []string
-	for _, name := range stopOrder {
+	for _, name := range p.daemons() {
 		if pid, ok := p.runningPid(name); ok {
 			left = append(left, fmt.Sprintf("%s running (pid %d)", name, pid))
 		}
 	}
 	if pids := p.pidsInNetns(); len(pids) > 0 {
-		left = append(left, fmt.Sprintf("processes in the node namespace: %v", pids))
+		left = append(left, fmt.Sprintf("processes in the nodes' namespaces: %v", pids))
 	}
 	if pids := p.cgroupPids(); len(pids) > 0 {
 		left = append(left, fmt.Sprintf("processes in the pods' cgroups: %v", pids))
 	}
-	if fileExists(p.netnsPath()) {
-		left = append(left, "network namespace "+p.netnsPath())
+	for _, n := range p.nodes() {
+		if fileExists(n.netnsPath()) {
+			left = append(left, "network namespace "+n.netnsPath())
+		}
 	}
 	if mounts, _ := mountsUnder(p.StateDir()); len(mounts) > 0 {
 		left = append(left, fmt.Sprintf("%d mounts under %s (first %s)", len(mounts), p.StateDir(), mounts[0]))
@@ -94,9 +115,9 @@ func (p *Platform) Leftovers() []string {
 	}
 	if routes, err := hostRoutes(); err == nil {
 		for _, r := range routes {
-			for _, mine := range []string{p.podNet.String(), p.svcNet.String(), p.linkNet.String()} {
-				if r.String() == mine {
-					left = append(left, "host route "+mine)
+			for _, mine := range p.ranges() {
+				if r.String() == mine.String() {
+					left = append(left, "host route "+mine.String())
 				}
 			}
 		}

@@ -17,6 +17,12 @@ import (
 // test's budget.
 func startTestPlatform(t *testing.T, name string, budget time.Duration) (context.Context, *Platform, *bool) {
 	t.Helper()
+	return startTestPlatformNodes(t, name, budget, 1)
+}
+
+// startTestPlatformNodes is startTestPlatform with a number of nodes.
+func startTestPlatformNodes(t *testing.T, name string, budget time.Duration, nodes int) (context.Context, *Platform, *bool) {
+	t.Helper()
 	root := repoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	t.Cleanup(cancel)
@@ -24,6 +30,7 @@ func startTestPlatform(t *testing.T, name string, budget time.Duration) (context
 		StateDir:  filepath.Join(root, ".cache", "platform", name),
 		CacheDir:  filepath.Join(root, ".cache", "platform"),
 		SourceDir: root,
+		Nodes:     nodes,
 		Log:       t.Logf,
 	})
 	if err != nil {

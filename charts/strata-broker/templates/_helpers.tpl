@@ -112,7 +112,10 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- define "strata-broker.config" -}}
 {{- $config := deepCopy (default (dict) .Values.config) }}
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
-{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "pollIntervalSeconds" "reconcileIntervalSeconds" "kubernetes" "tenancy" "postgres" "openBao" "redis" "kafka")) }}
+{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "instancePage" "pollIntervalSeconds" "reconcileIntervalSeconds" "kubernetes" "tenancy" "postgres" "openBao" "redis" "kafka")) }}
+{{- with $config.instancePage }}
+{{- include "strata-broker.checkKeys" (list "config.instancePage" . (list "externalURL" "prometheusURL")) }}
+{{- end }}
 {{- with $config.kubernetes }}
 {{- include "strata-broker.checkKeys" (list "config.kubernetes" . (list "qps" "burst")) }}
 {{- end }}

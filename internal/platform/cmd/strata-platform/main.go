@@ -4,6 +4,7 @@
 //
 //	strata-platform build           build (or find cached) the binaries and images
 //	strata-platform up [-cnpg]      start the platform (and CloudNativePG), print the kubeconfig
+//	strata-platform up -nodes 3     the same on three nodes (zones strata-zone-a, -b, -c)
 //	strata-platform up -redis       also the redis-operator (combine with -broker for Redis through the broker)
 //	strata-platform up -broker      also CloudNativePG and the broker (its Helm chart), print a curl
 //	strata-platform down [-purge]   stop it and undo every host change
@@ -51,6 +52,7 @@ func main() {
 	withRedis := fs.Bool("redis", false, "up: also install the redis-operator (with -broker, the broker then provisions Redis too)")
 	withBroker := fs.Bool("broker", false, "up: also install CloudNativePG and the broker built from cmd/strata-broker, and print how to call it")
 	purge := fs.Bool("purge", false, "down: also remove the state directory")
+	nodes := fs.Int("nodes", 1, "up: how many nodes (each in a zone of its own); down stops every node the state directory's platform started")
 	fs.Parse(os.Args[2:]) //nolint:errcheck // ExitOnError
 	if *state == "" {
 		*state = filepath.Join(*repo, ".cache", "platform", "dev")
@@ -69,6 +71,7 @@ func main() {
 		StateDir:  *state,
 		CacheDir:  filepath.Join(*repo, ".cache", "platform"),
 		SourceDir: *repo,
+		Nodes:     *nodes,
 		Log:       log.Printf,
 	})
 	if err != nil {
