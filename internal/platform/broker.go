@@ -33,39 +33,7 @@ const BrokerRelease = "strata-broker"
 // into an image tagged with a hash of the binary, and imports it into the
 // running platform's containerd.
 func (p *Platform) BuildBrokerImage(ctx context.Context) (string, error) {
-	unlock, err := p.lockCache()
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	bin, err := p.buildModuleBinary(ctx, goBuild{
-		name:      "strata-broker",
-		moduleDir: p.cfg.SourceDir,
-		pkg:       "./cmd/strata-broker",
-		// The cache key hashes only the module's top-level files, so the
-		// broker's sources are hashed separately (sourceTreeHash).
-		ldflags: "",
-		extraKey: func() (string, error) {
-			return sourceTreeHash(p.cfg.SourceDir)
-		},
-	})
-	if err != nil {
-		return "", err
-	}
-	binHash, err := hashFile(bin)
-	if err != nil {
-		return "", err
-	}
-	ref, archive, err := p.binaryImage("strata-broker", binHash[:12], bin, []layerEntry{
-		{path: "strata-broker", mode: 0o755, source: bin},
-	}, imageConfig{Entrypoint: []string{"/strata-broker"}, User: "65532:65532"})
-	if err != nil {
-		return "", err
-	}
-	if err := p.importImage(ctx, archive); err != nil {
-		return "", err
-	}
-	return ref, nil
+	return p.buildCommandImage(ctx, "strata-broker")
 }
 
 // BuildRedisRoleImage builds the Redis role agent (cmd/strata-redis-role
@@ -73,10 +41,24 @@ func (p *Platform) BuildBrokerImage(ctx context.Context) (string, error) {
 // tagged with a hash of the binary, and imports it into the running
 // platform's containerd.
 func (p *Platform) BuildRedisRoleImage(ctx context.Context) (string, error) {
+	return p.buildCommandImage(ctx, "strata-redis-role")
+}
+
+// buildCommandImage builds cmd/<name> of SourceDir into an image of that
+// one static binary, run as a non-root user, tagged with a hash of the
+// binary, and imports it into the running platform's containerd.
+func (p *Platform) buildCommandImage(ctx context.Context, name string) (string, error) {
+	unlock, err := p.lockCache()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	bin, err := p.buildModuleBinary(ctx, goBuild{
-		name:      "strata-redis-role",
+		name:      name,
 		moduleDir: p.cfg.SourceDir,
-		pkg:       "./cmd/strata-redis-role",
+		pkg:       "./cmd/" + name,
+		// The cache key hashes only the module's top-level files, so the
+		// sources are hashed separately (sourceTreeHash).
 		extraKey: func() (string, error) {
 			return sourceTreeHash(p.cfg.SourceDir)
 		},
@@ -88,9 +70,9 @@ func (p *Platform) BuildRedisRoleImage(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ref, archive, err := p.binaryImage("strata-redis-role", binHash[:12], bin, []layerEntry{
-		{path: "strata-redis-role", mode: 0o755, source: bin},
-	}, imageConfig{Entrypoint: []string{"/strata-redis-role"}, User: "65532:65532"})
+	ref, archive, err := p.binaryImage(name, binHash[:12], bin, []layerEntry{
+		{path: name, mode: 0o755, source: bin},
+	}, imageConfig{Entrypoint: []string{"/" + name}, User: "65532:65532"})
 	if err != nil {
 		return "", err
 	}

@@ -47,40 +47,8 @@ func TestHAPostgresOnMultiNodePlatform(t *testing.T) {
 
 	t.Run("Nodes", func(t *testing.T) { checkNodes(ctx, t, p, nodes) })
 
-	if err := p.InstallCertManager(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	if err := p.InstallCNPG(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	if err := p.InstallBarmanCloud(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	store, err := p.InstallS3(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	timing("cert-manager, CloudNativePG, barman-cloud plugin, versitygw installed (add-on images imported into 3 nodes)")
-
-	const brokerNS = "strata-system"
-	image, err := p.BuildBrokerImage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	values, err := p.BrokerBackupValues(ctx, store, brokerNS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	password := randomHex(t, 24)
-	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNS, Image: image, Password: password, Values: values})
-	if err != nil {
-		t.Fatal(err)
-	}
-	osb, err := newOSBClient(ctx, b, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	timing("broker installed with its chart, backups to the local S3")
+	osb, b, _ := installBackupStack(ctx, t, p, nil)
+	timing("cert-manager, CloudNativePG, barman-cloud plugin, versitygw (add-on images imported into 3 nodes) and the broker with its chart, backups to the local S3")
 
 	t.Run("HA", func(t *testing.T) { testHAPlan(ctx, t, p, osb, b) })
 

@@ -54,20 +54,7 @@ func TestPostgresPlansOnRealPlatform(t *testing.T) {
 		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
 		step = time.Now()
 	}
-	// cert-manager first: the plugin's certificates come from it (as
-	// upstream's manifest has them), the instances' server certificates
-	// from its platform CA.
-	if err := p.InstallCertManager(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	timing("cert-manager and the platform CA ready")
-	if err := p.InstallCNPG(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	timing("CloudNativePG operator installed")
-	if err := p.InstallBarmanCloud(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
+	osb, b, store := installBackupStack(ctx, t, p, nil)
 	// Upstream's Certificates issued the plugin's TLS Secrets.
 	for _, name := range []string{"barman-cloud-client", "barman-cloud-server"} {
 		cert, err := dynamic.NewForConfigOrDie(p.AdminConfig).Resource(schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}).
@@ -76,32 +63,7 @@ func TestPostgresPlansOnRealPlatform(t *testing.T) {
 			t.Errorf("cert-manager Certificate %s/%s not ready: %v %v", CNPGNamespace, name, err, conditions(cert))
 		}
 	}
-	timing("barman-cloud plugin installed (images imported, plugin serving)")
-	store, err := p.InstallS3(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	timing("versitygw serving (image imported)")
-
-	const brokerNS = "strata-system"
-	image, err := p.BuildBrokerImage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	values, err := p.BrokerBackupValues(ctx, store, brokerNS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	password := randomHex(t, 24)
-	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNS, Image: image, Password: password, Values: values})
-	if err != nil {
-		t.Fatal(err)
-	}
-	osb, err := newOSBClient(ctx, b, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	timing("broker installed with its chart, backups to the local S3")
+	timing("cert-manager, CloudNativePG, barman-cloud plugin, versitygw and the broker with its chart, backups to the local S3")
 
 	t.Run("Standard", func(t *testing.T) { testStandardPlan(ctx, t, p, osb, b, store) })
 

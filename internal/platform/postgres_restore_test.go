@@ -53,40 +53,9 @@ func TestPostgresRestoreOnRealPlatform(t *testing.T) {
 		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
 		step = time.Now()
 	}
-	if err := p.InstallCertManager(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	if err := p.InstallCNPG(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	if err := p.InstallBarmanCloud(ctx); err != nil {
-		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
-	}
-	store, err := p.InstallS3(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const brokerNS = "strata-system"
-	image, err := p.BuildBrokerImage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	values, err := p.BrokerBackupValues(ctx, store, brokerNS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mergeValues(values, map[string]any{"config": map[string]any{"postgres": map[string]any{"backup": map[string]any{
+	osb, b, _ := installBackupStack(ctx, t, p, map[string]any{"config": map[string]any{"postgres": map[string]any{"backup": map[string]any{
 		"archiveTimeoutSeconds": int(restoreArchiveTimeout.Seconds()),
 	}}}})
-	password := randomHex(t, 24)
-	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNS, Image: image, Password: password, Values: values})
-	if err != nil {
-		t.Fatal(err)
-	}
-	osb, err := newOSBClient(ctx, b, password)
-	if err != nil {
-		t.Fatal(err)
-	}
 	timing("platform, cert-manager, CloudNativePG, plugin, versitygw and broker ready")
 
 	testRestore(ctx, t, p, osb, b)

@@ -65,3 +65,48 @@ func startTestPlatformNodes(t *testing.T, name string, budget time.Duration, nod
 	t.Logf("TIMING platform start (binaries cached, images imported, node Ready, DNS up): %s", time.Since(step).Round(time.Second))
 	return ctx, p, stopped
 }
+
+// installBackupStack installs what the PostgreSQL plans with backups need
+// (cert-manager and the platform CA, CloudNativePG, the barman-cloud
+// plugin, versitygw as S3) and the broker with its chart, backing up to
+// that S3; extra is merged over the broker's values. It returns an OSB
+// client of the broker.
+func installBackupStack(ctx context.Context, t *testing.T, p *Platform, extra map[string]any) (*osbClient, *Broker, *S3) {
+	t.Helper()
+	// cert-manager first: the plugin's certificates come from it (as
+	// upstream's manifest has them), the instances' server certificates
+	// from its platform CA.
+	if err := p.InstallCertManager(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	if err := p.InstallCNPG(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	if err := p.InstallBarmanCloud(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	store, err := p.InstallS3(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const brokerNS = "strata-system"
+	image, err := p.BuildBrokerImage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values, err := p.BrokerBackupValues(ctx, store, brokerNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mergeValues(values, extra)
+	password := randomHex(t, 24)
+	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNS, Image: image, Password: password, Values: values})
+	if err != nil {
+		t.Fatal(err)
+	}
+	osb, err := newOSBClient(ctx, b, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return osb, b, store
+}
