@@ -102,6 +102,9 @@ func ParseConfig(raw []byte) (Config, error) {
 	if err := c.Kubernetes.Validate(); err != nil {
 		return c, err
 	}
+	if err := c.Kafka.Validate(); err != nil {
+		return c, err
+	}
 	if err := c.InstancePage.validate(c.DashboardURLTemplate); err != nil {
 		return c, err
 	}

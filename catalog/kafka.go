@@ -85,6 +85,11 @@ const KafkaTopicNamePattern = `^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$`
 // be: a suffix of the instance's prefix.
 const KafkaConsumerGroupPattern = `^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$`
 
+// KafkaDRTargetPattern is what a disaster-recovery target name may be (a
+// MirrorMaker 2 cluster alias, and part of a topic name on the instance's
+// cluster).
+const KafkaDRTargetPattern = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
+
 // DefaultKafkaTopic is the topic an instance gets when it asks for none.
 const DefaultKafkaTopic = "events"
 
@@ -267,6 +272,20 @@ func kafkaInstanceSchema(k *KafkaPlan, update bool) Schema {
 		props["storage_gb"] = Schema{
 			"type": "integer", "minimum": c.MinStorageGB, "maximum": c.MaxStorageGB, "default": c.StorageGB,
 			"description": "Volume size of each broker in GB (GiB). It can grow on update, never shrink.",
+		}
+		// Dedicated clusters only: the shared cluster's DR is the
+		// platform's. The target is a name the platform team configures
+		// (its address and credentials stay with the platform), so the
+		// schema can say only its form.
+		props["disaster_recovery"] = Schema{
+			"type": "object", "additionalProperties": false, "required": []string{"target"},
+			"description": "Mirror the instance's topics and consumer group offsets to the platform's disaster-recovery Kafka cluster with MirrorMaker 2 (same topic names; offsets checkpointed every 10 s). Set on provision or update; leave it out on update to stop mirroring (the copy on the DR cluster stays). See docs/kafka.md, Disaster recovery.",
+			"properties": Schema{
+				"target": Schema{
+					"type": "string", "pattern": KafkaDRTargetPattern,
+					"description": "Name of a disaster-recovery cluster the platform team configured (kafka.disasterRecovery in the broker configuration).",
+				},
+			},
 		}
 	}
 	if update {

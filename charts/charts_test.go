@@ -324,6 +324,7 @@ func TestDefaultRender(t *testing.T) {
 			"kafkausers.kafka.strimzi.io":             apply,
 			"kafkas.kafka.strimzi.io":                 apply,
 			"kafkanodepools.kafka.strimzi.io":         apply,
+			"kafkamirrormaker2s.kafka.strimzi.io":     apply,
 			"certificates.cert-manager.io":            apply,
 			"clusters.postgresql.cnpg.io":             apply,
 			"poolers.postgresql.cnpg.io":              apply,

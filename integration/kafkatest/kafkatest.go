@@ -54,7 +54,9 @@ const (
 	AdminUser = "admin"
 
 	fetchTimeout = 10 * time.Minute
-	startTimeout = 2 * time.Minute
+	// Generous: on a 2-core machine running other JVMs a broker has
+	// taken over two minutes to serve.
+	startTimeout = 4 * time.Minute
 )
 
 // RepoRoot is the repository's top directory.
@@ -79,11 +81,11 @@ func EnsureJars() (time.Duration, error) {
 		}
 	}
 	dir := JarDir()
-	// The broker's jar and the tools' jar (kafka-producer-perf-test): a
-	// cache made before pom.xml listed the tools lacks the second, and the
-	// fetch below adds what is missing.
+	// The broker's jar, the tools' jar (kafka-producer-perf-test) and
+	// MirrorMaker 2's: a cache made before pom.xml listed the last two
+	// lacks them, and the fetch below adds what is missing.
 	complete := true
-	for _, jar := range []string{"kafka_2.13-" + KafkaVersion + ".jar", "kafka-tools-" + KafkaVersion + ".jar"} {
+	for _, jar := range []string{"kafka_2.13-" + KafkaVersion + ".jar", "kafka-tools-" + KafkaVersion + ".jar", "connect-mirror-" + KafkaVersion + ".jar"} {
 		if _, err := os.Stat(filepath.Join(dir, jar)); err != nil {
 			complete = false
 		}

@@ -392,3 +392,21 @@ func ReconcileUsers(ctx context.Context, k *Kube, adm *kadm.Client) error {
 	}
 	return nil
 }
+
+// BrokerConfig is a Kafka resource's spec.kafka.config as broker
+// properties (key=value), as the Cluster Operator writes them into each
+// broker's configuration.
+func BrokerConfig(k *unstructured.Unstructured) ([]string, error) {
+	if k.GetKind() != "Kafka" {
+		return nil, fmt.Errorf("%s %s is not a Kafka", k.GetKind(), k.GetName())
+	}
+	cfg, _, err := unstructured.NestedMap(k.Object, "spec", "kafka", "config")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for key, v := range cfg {
+		out = append(out, fmt.Sprintf("%s=%v", key, v))
+	}
+	return out, nil
+}

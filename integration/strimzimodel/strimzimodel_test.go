@@ -52,6 +52,12 @@ func renderAll(t *testing.T) []rendered {
 	svc := catalog.KafkaService()
 	cfg := kafka.DefaultConfig()
 	cfg.StorageClass = "gp3-encrypted"
+	// A platform with a disaster-recovery cluster, so the ha plan's
+	// KafkaMirrorMaker2 and its KafkaUser are checked too.
+	cfg.DisasterRecovery = []kafka.DRTarget{{
+		Name: "dr-eu-west", BootstrapServers: "kafka-dr.eu-west.example.com:9093",
+		Secret: "strata-kafka-dr-eu-west", Username: "mirror-{namespace}",
+	}}
 	p := &kafka.Provisioner{Config: cfg}
 	var out []rendered
 	add := func(source string, objs []*unstructured.Unstructured) {
@@ -72,6 +78,9 @@ func renderAll(t *testing.T) []rendered {
 			inst.Name = provisioners.ResourceName("kafka-", inst.ID)
 			if meshed {
 				inst.Params["storage_gb"] = float64(50)
+			}
+			if plan.Kafka.Dedicated {
+				inst.Params["disaster_recovery"] = map[string]any{"target": "dr-eu-west"}
 			}
 			objs, err := p.Build(inst)
 			if err != nil {
@@ -171,7 +180,9 @@ func TestRenderedKafkaObjectsPassStrimziModel(t *testing.T) {
 	g.Expect(kinds).To(HaveKeyWithValue("Kafka", BeNumerically(">=", 4)))
 	g.Expect(kinds).To(HaveKeyWithValue("KafkaNodePool", BeNumerically(">=", 8)))
 	g.Expect(kinds).To(HaveKeyWithValue("KafkaTopic", BeNumerically(">=", 18)))
-	g.Expect(kinds).To(HaveKeyWithValue("KafkaUser", 18))
+	// 18 bindings' users and the two ha instances' mirror users.
+	g.Expect(kinds).To(HaveKeyWithValue("KafkaUser", 20))
+	g.Expect(kinds).To(HaveKeyWithValue("KafkaMirrorMaker2", 2))
 }
 
 // The check fails when it should: deliberately wrong objects, derived
@@ -179,7 +190,7 @@ func TestRenderedKafkaObjectsPassStrimziModel(t *testing.T) {
 func TestStrimziModelCheckReportsWrongObjects(t *testing.T) {
 	g := NewWithT(t)
 	c := checker(t)
-	var kafkaObj, pool, topic, user map[string]any
+	var kafkaObj, pool, topic, user, mm2 map[string]any
 	for _, r := range renderAll(t) {
 		switch r.obj["kind"] {
 		case "Kafka":
@@ -190,6 +201,8 @@ func TestStrimziModelCheckReportsWrongObjects(t *testing.T) {
 			topic = r.obj
 		case "KafkaUser":
 			user = r.obj
+		case "KafkaMirrorMaker2":
+			mm2 = r.obj
 		}
 	}
 	g.Expect(kafkaObj).NotTo(BeNil())
@@ -220,6 +233,9 @@ func TestStrimziModelCheckReportsWrongObjects(t *testing.T) {
 		{"string for a number", set(topic, "3", "spec", "partitions"), "", "Cannot coerce String value"},
 		{"number for a string", set(topic, int64(123), "spec", "topicName"), "", "Cannot coerce Integer value"},
 		{"below minimum", set(topic, int64(0), "spec", "partitions"), "spec.partitions", "below the minimum 1"},
+		// v1beta2's connectCluster is gone from v1 (spec.target replaces it).
+		{"mirror: forbidden worker config", set(mm2, "other", "spec", "target", "config", "group.id"), "spec.target.config.group.id", "forbidden by Strimzi"},
+		{"mirror: v1beta2 property", set(mm2, "dr-eu-west", "spec", "connectCluster"), "spec.connectCluster", "unknown property"},
 	}
 	var objs []rendered
 	for _, tc := range cases {

@@ -59,6 +59,9 @@ type Config struct {
 	PodMonitor bool `json:"podMonitor"`
 	// MonitoringNamespace is let through to the Kafka Exporter's metrics.
 	MonitoringNamespace string `json:"monitoringNamespace"`
+	// DisasterRecovery are the clusters dedicated instances may mirror to
+	// (parameters.disaster_recovery.target names one); none by default.
+	DisasterRecovery []DRTarget `json:"disasterRecovery"`
 }
 
 // SharedCluster names the shared cluster the shared plans put topics on.
@@ -179,6 +182,14 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	}
 	for _, topic := range s.Topics {
 		objs = append(objs, kafkaTopic(inst, t, topic))
+	}
+	if s.DisasterRecovery != "" {
+		// After the topics: the mirror starts copying what exists.
+		dr, err := p.drTarget(s.DisasterRecovery)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, mirrorUser(inst, t, dr.Name), p.mirror(inst, t, dr))
 	}
 	return objs, nil
 }
@@ -404,6 +415,7 @@ func (p *Provisioner) InventoryOf(inst provisioners.Instance) []Inventory {
 		out = append(out,
 			Inventory{KafkaGVK, t.Namespace},
 			Inventory{KafkaNodePoolGVK, t.Namespace},
+			Inventory{KafkaMirrorMaker2GVK, t.Namespace},
 			Inventory{schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, t.Namespace},
 			Inventory{schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PodMonitor"}, t.Namespace})
 	}

@@ -25,6 +25,10 @@ var goldenCases = []struct {
 		map[string]any{"name": "order-snapshots", "cleanup_policy": "compact"},
 	}}},
 	{name: "ha", plan: "ha", config: baseConfig},
+	{name: "ha-dr", plan: "ha", config: drConfig, params: map[string]any{
+		"topics":            []any{map[string]any{"name": "orders"}, map[string]any{"name": "payments", "partitions": float64(12)}},
+		"disaster_recovery": map[string]any{"target": "dr-eu-west"},
+	}},
 	{name: "ha-meshed", plan: "ha", config: baseConfig, meshed: true, params: map[string]any{
 		"storage_gb": float64(500),
 		"topics":     []any{map[string]any{"name": "payments", "partitions": float64(24)}},

@@ -23,6 +23,9 @@ type Settings struct {
 	AllowTopicDeletion bool
 	// StorageGB is each broker's volume (dedicated plans only).
 	StorageGB int
+	// DisasterRecovery names the platform's DR cluster the instance is
+	// mirrored to ("" for none; dedicated plans only).
+	DisasterRecovery string
 }
 
 // rawParams mirrors the JSON Schema in catalog/kafka.go.
@@ -35,6 +38,9 @@ type rawParams struct {
 	} `json:"topics"`
 	AllowTopicDeletion *bool `json:"allow_topic_deletion"`
 	StorageGB          *int  `json:"storage_gb"`
+	DisasterRecovery   *struct {
+		Target string `json:"target"`
+	} `json:"disaster_recovery"`
 }
 
 // Resolve applies the plan's defaults to schema-valid parameters and checks
@@ -51,6 +57,14 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	s := Settings{AllowTopicDeletion: provisioners.Deref(p.AllowTopicDeletion, false)}
 	if k.Cluster != nil {
 		s.StorageGB = provisioners.Deref(p.StorageGB, k.Cluster.StorageGB)
+	}
+	if p.DisasterRecovery != nil {
+		if !k.Dedicated {
+			// The schema offers it on dedicated plans only; the shared
+			// cluster's DR is the platform's own.
+			return Settings{}, provisioners.ParamErrorf("parameters.disaster_recovery", "plan %q puts topics on the shared cluster, whose disaster recovery is the platform's; disaster_recovery is for dedicated plans", plan.Name)
+		}
+		s.DisasterRecovery = p.DisasterRecovery.Target
 	}
 	if len(p.Topics) == 0 {
 		s.Topics = []Topic{{Name: catalog.DefaultKafkaTopic}}
@@ -115,5 +129,13 @@ func (p *Provisioner) Size(inst provisioners.Instance) (provisioners.Size, error
 	if err != nil {
 		return provisioners.Size{}, err
 	}
-	return brokers.Add(controllers).Add(topics), nil
+	total := brokers.Add(controllers).Add(topics)
+	if s.DisasterRecovery != "" {
+		m, err := mirrorSize()
+		if err != nil {
+			return provisioners.Size{}, err
+		}
+		total = total.Add(m)
+	}
+	return total, nil
 }

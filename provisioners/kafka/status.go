@@ -22,6 +22,12 @@ func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
 		for _, topic := range s.Topics {
 			refs = append(refs, provisioners.Ref{GVK: KafkaTopicGVK, Namespace: t.Namespace, Name: TopicName(inst, topic.Name)})
 		}
+		if s.DisasterRecovery != "" {
+			// Ready once both connectors run: a mirror that cannot reach
+			// the DR cluster is reported, not left to be found in a
+			// disaster.
+			refs = append(refs, provisioners.Ref{GVK: KafkaMirrorMaker2GVK, Namespace: t.Namespace, Name: MirrorName(inst)})
+		}
 	}
 	return refs
 }
@@ -94,9 +100,12 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	for _, ref := range refs {
 		o := observed[ref]
 		what := "Kafka cluster " + ref.Name
-		if ref.GVK.Kind == "KafkaTopic" {
+		switch ref.GVK.Kind {
+		case "KafkaTopic":
 			topics++
 			what = "topic " + ref.Name
+		case "KafkaMirrorMaker2":
+			what = "disaster-recovery mirror " + ref.Name
 		}
 		if o == nil {
 			return provisioners.Progressing("waiting for " + what + " to be created")
@@ -123,6 +132,9 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	d := fmt.Sprintf("Kafka ready: %d of %d topics", ready, topics)
 	if t := p.TargetOf(inst); t.Dedicated {
 		d = fmt.Sprintf("dedicated Kafka cluster %s ready, %d of %d topics", t.Cluster, ready, topics)
+	}
+	if s, err := Resolve(inst.Plan, inst.Params); err == nil && s.DisasterRecovery != "" {
+		d += ", mirrored to " + s.DisasterRecovery
 	}
 	return provisioners.Progress{State: provisioners.Succeeded, Description: d}
 }

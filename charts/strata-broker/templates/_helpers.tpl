@@ -123,9 +123,12 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- include "strata-broker.checkKeys" (list "config.redis" . (list "redisImage" "exporterImage" "roleAgentImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor")) }}
 {{- end }}
 {{- with $config.kafka }}
-{{- include "strata-broker.checkKeys" (list "config.kafka" . (list "shared" "kafkaVersion" "metadataVersion" "storageClass" "podMonitor" "monitoringNamespace")) }}
+{{- include "strata-broker.checkKeys" (list "config.kafka" . (list "shared" "kafkaVersion" "metadataVersion" "storageClass" "podMonitor" "monitoringNamespace" "disasterRecovery")) }}
 {{- with .shared }}
 {{- include "strata-broker.checkKeys" (list "config.kafka.shared" . (list "name" "namespace" "bootstrapServers" "listener")) }}
+{{- end }}
+{{- range .disasterRecovery }}
+{{- include "strata-broker.checkKeys" (list "config.kafka.disasterRecovery[]" . (list "name" "bootstrapServers" "secret" "username")) }}
 {{- end }}
 {{- end }}
 {{- with $config.openBao }}

@@ -14,6 +14,9 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.fasterxml.jackson.dataformat.yaml.YAMLMapper;
 import io.strimzi.api.kafka.model.kafka.Kafka;
 import io.strimzi.api.kafka.model.kafka.KafkaClusterSpec;
+import io.strimzi.api.kafka.model.mirrormaker2.KafkaMirrorMaker2;
+import io.strimzi.api.kafka.model.mirrormaker2.KafkaMirrorMaker2ClusterSpec;
+import io.strimzi.api.kafka.model.mirrormaker2.KafkaMirrorMaker2MirrorSpec;
 import io.strimzi.api.kafka.model.nodepool.KafkaNodePool;
 import io.strimzi.api.kafka.model.topic.KafkaTopic;
 import io.strimzi.api.kafka.model.user.KafkaUser;
@@ -54,7 +57,8 @@ public final class Check {
             "Kafka", Kafka.class,
             "KafkaNodePool", KafkaNodePool.class,
             "KafkaTopic", KafkaTopic.class,
-            "KafkaUser", KafkaUser.class);
+            "KafkaUser", KafkaUser.class,
+            "KafkaMirrorMaker2", KafkaMirrorMaker2.class);
 
     // As strict as the API server's schema: no "3" for 3 nor 3 for "3".
     // Strimzi's classes keep unknown properties in a map rather than fail
@@ -98,7 +102,23 @@ public final class Check {
                 Object model = yaml.treeToValue(tree, type);
                 walk("", model);
                 if (model instanceof Kafka k && k.getSpec() != null && k.getSpec().getKafka() != null) {
-                    forbidden("spec.kafka.config", k.getSpec().getKafka().getConfig());
+                    forbidden("spec.kafka.config", k.getSpec().getKafka().getConfig(),
+                            KafkaClusterSpec.FORBIDDEN_PREFIXES, KafkaClusterSpec.FORBIDDEN_PREFIX_EXCEPTIONS, "KafkaClusterSpec");
+                }
+                // The Connect worker's (target) and the source clusters'
+                // config: Strimzi sets addresses, TLS and SASL itself.
+                if (model instanceof KafkaMirrorMaker2 m && m.getSpec() != null) {
+                    if (m.getSpec().getTarget() != null) {
+                        forbidden("spec.target.config", m.getSpec().getTarget().getConfig(),
+                                KafkaMirrorMaker2ClusterSpec.FORBIDDEN_PREFIXES, KafkaMirrorMaker2ClusterSpec.FORBIDDEN_PREFIX_EXCEPTIONS, "KafkaMirrorMaker2ClusterSpec");
+                    }
+                    List<KafkaMirrorMaker2MirrorSpec> mirrors = m.getSpec().getMirrors();
+                    for (int i = 0; mirrors != null && i < mirrors.size(); i++) {
+                        if (mirrors.get(i).getSource() != null) {
+                            forbidden("spec.mirrors[" + i + "].source.config", mirrors.get(i).getSource().getConfig(),
+                                    KafkaMirrorMaker2ClusterSpec.FORBIDDEN_PREFIXES, KafkaMirrorMaker2ClusterSpec.FORBIDDEN_PREFIX_EXCEPTIONS, "KafkaMirrorMaker2ClusterSpec");
+                        }
+                    }
                 }
             } catch (Exception e) {
                 // Jackson's message names the property and the model class.
@@ -261,12 +281,12 @@ public final class Check {
      * warning): those starting with a forbidden prefix unless listed as an
      * exception, and per-listener options other than the allowed ones.
      */
-    void forbidden(String path, Map<String, Object> config) {
+    void forbidden(String path, Map<String, Object> config, String forbiddenPrefixes, String prefixExceptions, String spec) {
         if (config == null) {
             return;
         }
-        List<String> prefixes = split(KafkaClusterSpec.FORBIDDEN_PREFIXES);
-        List<String> exceptions = split(KafkaClusterSpec.FORBIDDEN_PREFIX_EXCEPTIONS);
+        List<String> prefixes = split(forbiddenPrefixes);
+        List<String> exceptions = split(prefixExceptions);
         List<String> perListener = split(KafkaClusterSpec.ALLOWED_PER_LISTENER_CONFIGS);
         for (String key : config.keySet()) {
             String k = key.toLowerCase();
@@ -282,7 +302,7 @@ public final class Check {
             }
             for (String prefix : prefixes) {
                 if (k.startsWith(prefix)) {
-                    problem(path + "." + key, "forbidden by Strimzi (KafkaClusterSpec.FORBIDDEN_PREFIXES: " + prefix + "); the operator ignores it");
+                    problem(path + "." + key, "forbidden by Strimzi (" + spec + ".FORBIDDEN_PREFIXES: " + prefix + "); the operator ignores it");
                     break;
                 }
             }
