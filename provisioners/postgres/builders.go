@@ -5,8 +5,6 @@ package postgres
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -84,63 +82,21 @@ type CredentialManager struct {
 	Namespace string
 }
 
-// BackupConfig says where backups go. On AWS, credentials come from an IAM
-// role on the instances' service account (IRSA) and no keys are stored; an
-// S3-compatible store without IAM (CredentialsDir) gets static keys, which
-// each instance holds in a Secret of its own namespace.
-type BackupConfig struct {
-	Bucket      string `json:"bucket"`
-	PathPrefix  string `json:"pathPrefix"`
-	Region      string `json:"region"`
-	KMSKeyID    string `json:"kmsKeyId"`
-	IAMRoleARN  string `json:"iamRoleArn"`
-	EndpointURL string `json:"endpointURL"`
-	// CredentialsDir holds the files accessKeyId and secretAccessKey, the
-	// static keys of an S3-compatible store (the chart mounts
-	// backupCredentials.existingSecret there); read at start-up into
-	// Credentials. Empty: the pods' IAM role (inheritFromIAMRole).
-	CredentialsDir string `json:"credentialsDir"`
-	// Credentials are the keys LoadCredentials read from CredentialsDir.
-	Credentials *S3Keys `json:"-"`
-}
+// BackupConfig says where backups go (shared with Redis's snapshots:
+// provisioners.BackupConfig).
+type BackupConfig = provisioners.BackupConfig
 
 // S3Keys are static S3 credentials.
-type S3Keys struct {
-	AccessKeyID, SecretAccessKey string
-}
+type S3Keys = provisioners.S3Keys
 
 // The files of BackupConfig.CredentialsDir and the keys of the instances'
-// Secret N-backup-s3.
+// Secret N-backup-s3 (the names barman-cloud's s3Credentials take).
 const (
-	AccessKeyIDFile     = "accessKeyId"
-	SecretAccessKeyFile = "secretAccessKey"
+	AccessKeyIDFile     = provisioners.AccessKeyIDFile
+	SecretAccessKeyFile = provisioners.SecretAccessKeyFile
 	accessKeyIDKey      = "ACCESS_KEY_ID"
 	secretAccessKeyKey  = "ACCESS_SECRET_KEY"
 )
-
-// LoadCredentials reads the static keys of CredentialsDir (nothing when it
-// is empty). The keys are read once: after rotating them, restart the
-// broker.
-func (b *BackupConfig) LoadCredentials() error {
-	if b.CredentialsDir == "" {
-		return nil
-	}
-	if b.IAMRoleARN != "" {
-		return fmt.Errorf("postgres.backup: iamRoleArn and credentialsDir exclude each other: the pods either assume the IAM role or use the static keys")
-	}
-	keys := &S3Keys{}
-	for file, v := range map[string]*string{AccessKeyIDFile: &keys.AccessKeyID, SecretAccessKeyFile: &keys.SecretAccessKey} {
-		raw, err := os.ReadFile(filepath.Join(b.CredentialsDir, file))
-		if err != nil {
-			return fmt.Errorf("postgres.backup.credentialsDir: %w", err)
-		}
-		if *v = strings.TrimSpace(string(raw)); *v == "" {
-			return fmt.Errorf("postgres.backup.credentialsDir: %s is empty", filepath.Join(b.CredentialsDir, file))
-		}
-	}
-	b.Credentials = keys
-	return nil
-}
 
 // DefaultConfig is used for every field the broker configuration leaves out.
 func DefaultConfig() Config {
@@ -533,11 +489,7 @@ func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 
 func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Names) *unstructured.Unstructured {
 	b := p.Config.Backup
-	path := "s3://" + b.Bucket + "/"
-	if pre := strings.Trim(b.PathPrefix, "/"); pre != "" {
-		path += pre + "/"
-	}
-	path += inst.Namespace
+	path := b.Path(inst.Namespace)
 	creds := map[string]any{"inheritFromIAMRole": true}
 	if b.Credentials != nil {
 		creds = map[string]any{

@@ -80,6 +80,14 @@ type Config struct {
 	ServerCertificates provisioners.CertificatesConfig `json:"serverCertificates"`
 	// PodMonitor creates a prometheus-operator PodMonitor for the exporter.
 	PodMonitor bool `json:"podMonitor"`
+	// Backup is where the off-cluster RDB snapshots of the plans with a
+	// snapshot schedule (standard, ha) go, and restores read them from;
+	// configured like postgres.backup.
+	Backup provisioners.BackupConfig `json:"backup"`
+	// SnapshotImage runs the snapshot CronJobs and the restore init
+	// containers: the broker's own image (its redis-snapshot
+	// subcommand); the chart sets it to the image it deploys.
+	SnapshotImage string `json:"snapshotImage"`
 }
 
 // DefaultConfig is used for every field the broker configuration leaves out.
@@ -116,6 +124,10 @@ type Names struct {
 	StatefulSet, Deployment, SentinelService string
 	// NetworkPolicy names.
 	RedisPolicy, SentinelPolicy string
+	// SnapshotJob is the CronJob copying snapshots off the cluster,
+	// SnapshotAccount its (and a restore's) service account,
+	// SnapshotCredentials the Secret with the static S3 keys.
+	SnapshotJob, SnapshotAccount, SnapshotCredentials string
 }
 
 // NamesOf returns the object names of an instance.
@@ -130,6 +142,10 @@ func NamesOf(inst provisioners.Instance) Names {
 		SentinelService: "rfs-" + inst.Name,
 		RedisPolicy:     inst.Name + "-redis",
 		SentinelPolicy:  inst.Name + "-sentinel",
+
+		SnapshotJob:         inst.Name + "-snapshot",
+		SnapshotAccount:     inst.Name + "-snapshot",
+		SnapshotCredentials: inst.Name + "-snapshot-s3",
 	}
 }
 
@@ -158,12 +174,18 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if len(inst.Name) > MaxNameLength {
 		return nil, fmt.Errorf("instance name %q is longer than the redis-operator's %d characters", inst.Name, MaxNameLength)
 	}
+	if err := p.checkSnapshots(inst, s); err != nil {
+		return nil, err
+	}
 	n := NamesOf(inst)
-	objs := []*unstructured.Unstructured{
+	// The snapshot objects first: a restoring pod needs the service
+	// account and the S3 keys when it starts.
+	objs := p.snapshotObjects(inst, s, n)
+	objs = append(objs,
 		p.certificate(inst, n),
 		p.failover(inst, s, n),
 		tlsService(inst, n),
-	}
+	)
 	objs = append(objs, p.networkPolicies(inst, n)...)
 	if p.Config.PodMonitor {
 		objs = append(objs, podMonitor(inst, n))
@@ -291,6 +313,13 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 	if spread := zoneSpread(inst, n, "redis"); spread != nil {
 		redis["topologySpreadConstraints"] = spread
 	}
+	if s.Restore != nil {
+		redis["initContainers"] = p.restoreInitContainers(inst, s, n)
+		if p.Config.Backup.IAMRoleARN != "" {
+			// The fetch step assumes the IAM role of the account.
+			redis["serviceAccountName"] = n.SnapshotAccount
+		}
+	}
 	sentinel := map[string]any{
 		"image":           p.Config.RedisImage,
 		"imagePullPolicy": imagePullPolicy,
@@ -400,17 +429,26 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 	// shutdown hook asks the Sentinels for a failover.
 	instancePods := map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{labelName: n.Failover, labelPartOf: partOf}}}
 	operator := provisioners.FromNamespace(p.Config.OperatorNamespace)
+	redisRules := []any{
+		provisioners.AllowFrom(provisioners.SameNamespace(), TLSPort),
+		provisioners.AllowFrom(instancePods, RedisPort),
+		provisioners.AllowFrom(operator, RedisPort),
+		provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), ExporterPort),
+	}
+	sentinelRules := []any{
+		provisioners.AllowFrom(instancePods, SentinelPort),
+		provisioners.AllowFrom(operator, SentinelPort),
+	}
+	if p.takesSnapshots(inst) {
+		// The snapshot job asks a Sentinel for a replica and copies
+		// from it over replication's plaintext port.
+		job := map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{labelSnapshotOf: n.Failover}}}
+		redisRules = append(redisRules, provisioners.AllowFrom(job, RedisPort))
+		sentinelRules = append(sentinelRules, provisioners.AllowFrom(job, SentinelPort))
+	}
 	return []*unstructured.Unstructured{
-		provisioners.IngressPolicy(inst, n.RedisPolicy, podSelector(n, "redis"),
-			provisioners.AllowFrom(provisioners.SameNamespace(), TLSPort),
-			provisioners.AllowFrom(instancePods, RedisPort),
-			provisioners.AllowFrom(operator, RedisPort),
-			provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), ExporterPort),
-		),
-		provisioners.IngressPolicy(inst, n.SentinelPolicy, podSelector(n, "sentinel"),
-			provisioners.AllowFrom(instancePods, SentinelPort),
-			provisioners.AllowFrom(operator, SentinelPort),
-		),
+		provisioners.IngressPolicy(inst, n.RedisPolicy, podSelector(n, "redis"), redisRules...),
+		provisioners.IngressPolicy(inst, n.SentinelPolicy, podSelector(n, "sentinel"), sentinelRules...),
 	}
 }
 
