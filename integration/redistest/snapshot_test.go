@@ -231,6 +231,27 @@ func TestSnapshotToS3AndRestore(t *testing.T) {
 	g.Expect(len(rdb)).To(BeNumerically(">", 10<<20), "a multipart upload of the whole RDB")
 	g.Expect(string(rdb[:5])).To(Equal("REDIS"))
 
+	// The broker's check at provision: the source's snapshots exist in
+	// the new instance's namespace.
+	check := func(cfg rd.Config, ns string, restore map[string]any) error {
+		svc := catalog.RedisService()
+		return (&rd.Provisioner{Config: cfg}).CheckProvision(ctx, provisioners.Instance{
+			ID: restoredID, Name: "rd-new", Namespace: ns, Service: &svc, Plan: svc.PlanByName("standard"),
+			Params: map[string]any{"restore": restore},
+		})
+	}
+	g.Expect(check(cfg, snapNS, map[string]any{"from_instance": sourceID})).To(Succeed())
+	g.Expect(check(cfg, snapNS, map[string]any{"from_instance": "no-such-instance"})).
+		To(MatchError(And(ContainSubstring("parameters.restore.from_instance"), ContainSubstring("has no snapshots in namespace "+snapNS))))
+	g.Expect(check(cfg, "team-b", map[string]any{"from_instance": sourceID})).
+		To(MatchError(ContainSubstring("has no snapshots in namespace team-b")), "another namespace's snapshots are not found")
+	g.Expect(check(cfg, snapNS, map[string]any{"from_instance": sourceID, "snapshot": "2020-01-01T00:00:00Z"})).
+		To(MatchError(And(ContainSubstring("parameters.restore.snapshot"), ContainSubstring("the oldest snapshot is from"))))
+	unreachable := cfg
+	unreachable.Backup.EndpointURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+	g.Expect(check(unreachable, snapNS, map[string]any{"from_instance": "no-such-instance"})).To(Succeed(),
+		"a bucket the broker cannot read is left to the init container")
+
 	// Restore: a new instance of this namespace from the latest snapshot,
 	// with the init containers' steps on a fresh, empty data volume.
 	restoredObjs := buildWith(t, cfg, restoredID, "standard", map[string]any{"restore": map[string]any{"from_instance": sourceID}})

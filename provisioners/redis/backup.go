@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -322,4 +323,47 @@ func resolveRestore(fromInstance string, snap *string) (*Restore, error) {
 		}
 	}
 	return r, nil
+}
+
+// restoreCheckTimeout bounds the broker's look into the bucket at
+// provision.
+const restoreCheckTimeout = 10 * time.Second
+
+// CheckProvision refuses a restore whose source has no snapshot to give in
+// the new instance's namespace (never snapshotted, of another namespace,
+// or expired), before anything is created. The broker reads the bucket
+// with the static keys when it has them, else with its own identity; when
+// it cannot read the bucket at all (no egress to S3, no IAM permission),
+// the provision goes ahead and the fetch init container, which has the
+// access, refuses the same way.
+func (p *Provisioner) CheckProvision(ctx context.Context, inst provisioners.Instance) error {
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil || s.Restore == nil || p.Config.Backup.Bucket == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, restoreCheckTimeout)
+	defer cancel()
+	store, err := snapshot.NewStore(ctx, p.storeConfig(), p.Config.Backup.Credentials)
+	if err != nil {
+		return nil
+	}
+	source := SnapshotName(s.Restore.FromInstance)
+	objs, err := store.List(ctx, inst.Namespace, source)
+	if err != nil {
+		return nil
+	}
+	if _, err := snapshot.Choose(objs, s.Restore.Snapshot); err != nil {
+		if len(objs) == 0 {
+			return provisioners.ParamErrorf("parameters.restore.from_instance",
+				"instance %s has no snapshots in namespace %s: name an instance of this namespace whose snapshot job (standard, ha) has run, or one deprovisioned within its snapshots' retention",
+				s.Restore.FromInstance, inst.Namespace)
+		}
+		return provisioners.ParamErrorf("parameters.restore.snapshot", "%v: choose \"latest\" or a later time", err)
+	}
+	return nil
+}
+
+func (p *Provisioner) storeConfig() snapshot.StoreConfig {
+	b := p.Config.Backup
+	return snapshot.StoreConfig{Bucket: b.Bucket, Prefix: b.PathPrefix, EndpointURL: b.EndpointURL, Region: b.Region, KMSKeyID: b.KMSKeyID}
 }

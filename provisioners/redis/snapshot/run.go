@@ -92,7 +92,7 @@ func take(ctx context.Context, args []string, logf logFunc) error {
 	if o.Namespace == "" || o.Instance == "" || (o.Sentinel == "" && o.Replica == "") || *days < 1 {
 		return errors.New("take needs --namespace, --instance, --sentinel (or --replica) and --retention-days ≥ 1")
 	}
-	store, err := NewStore(ctx, c)
+	store, err := NewStore(ctx, c, nil)
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func restoreFetch(ctx context.Context, args []string, logf logFunc) error {
 	if o.Namespace == "" || o.FromInstance == "" {
 		return errors.New("restore-fetch needs --namespace and --from-instance")
 	}
-	store, err := NewStore(ctx, c)
+	store, err := NewStore(ctx, c, nil)
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/strata-dev/strata/provisioners"
 )
 
 // TimeFormat names a snapshot's object: its UTC time, sortable as text.
@@ -43,8 +46,9 @@ type Store struct {
 	PartSize int64
 }
 
-// NewStore builds the client.
-func NewStore(ctx context.Context, c StoreConfig) (*Store, error) {
+// NewStore builds the client; keys, when not nil, are static keys (the
+// broker's), else the SDK's default chain finds credentials.
+func NewStore(ctx context.Context, c StoreConfig, keys *provisioners.S3Keys) (*Store, error) {
 	if c.Bucket == "" {
 		return nil, errors.New("no bucket: set redis.backup.bucket in the broker configuration")
 	}
@@ -53,6 +57,9 @@ func NewStore(ctx context.Context, c StoreConfig) (*Store, error) {
 		opts = append(opts, awsconfig.WithRegion(c.Region))
 	} else {
 		opts = append(opts, awsconfig.WithRegion("us-east-1"))
+	}
+	if keys != nil {
+		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(keys.AccessKeyID, keys.SecretAccessKey, "")))
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
