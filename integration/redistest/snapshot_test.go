@@ -176,7 +176,7 @@ func TestSnapshotToS3AndRestore(t *testing.T) {
 	}
 	rc := replica.Plain()
 	defer rc.Close()
-	g.Eventually(func() int64 { return rc.DBSize(ctx).Val() }).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).
+	g.Eventually(func() int64 { return rc.DBSize(ctx).Val() }).WithTimeout(60*time.Second).WithPolling(200*time.Millisecond).
 		Should(Equal(int64(len(want))), "the replica has every key")
 	g.Eventually(func() error {
 		_, err := snapshot.HealthyReplicas(ctx, sentinel.Addr(), rd.MasterName)
