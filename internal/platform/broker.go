@@ -33,6 +33,11 @@ const BrokerRelease = "strata-broker"
 // into an image tagged with a hash of the binary, and imports it into the
 // running platform's containerd.
 func (p *Platform) BuildBrokerImage(ctx context.Context) (string, error) {
+	unlock, err := p.lockCache()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	bin, err := p.buildModuleBinary(ctx, goBuild{
 		name:      "strata-broker",
 		moduleDir: p.cfg.SourceDir,

@@ -39,8 +39,25 @@ func (b binaries) component(name string) string { return filepath.Join(b.kubeDir
 
 var kubeComponents = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
 
+// lockCache serialises builds into the cache directory: platforms of
+// several state directories share it (tests run in parallel, a helper's
+// worktree links it), and two builds of one artifact would write the same
+// temporary files. Build steps take it at their entry points, which never
+// call each other, so it is never taken twice by one caller.
+func (p *Platform) lockCache() (func(), error) {
+	if err := os.MkdirAll(p.cfg.CacheDir, 0o700); err != nil {
+		return nil, err
+	}
+	return lockFile(filepath.Join(p.cfg.CacheDir, "build.lock"))
+}
+
 // buildBinaries builds (or finds in the cache) the Kubernetes binary.
 func (p *Platform) buildBinaries(ctx context.Context) (binaries, error) {
+	unlock, err := p.lockCache()
+	if err != nil {
+		return binaries{}, err
+	}
+	defer unlock()
 	minor := strings.Split(strings.TrimPrefix(KubernetesVersion, "v"), ".")[1]
 	ldflags := fmt.Sprintf("-X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=%s -X k8s.io/component-base/version.gitTreeState=clean", KubernetesVersion, minor)
 	bin, err := p.buildModuleBinary(ctx, goBuild{

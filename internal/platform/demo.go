@@ -47,8 +47,8 @@ type DemoResult struct {
 	Broker *Broker
 	// OpenBao issues the bindings' credentials.
 	OpenBao *OpenBao
-	Image  string // the broker's image
-	Dir    string
+	Image   string // the broker's image
+	Dir     string
 	// BindingDir holds one file per credential of the binding (host, port,
 	// database, username, password, ca.crt, ...), as a mounted binding
 	// Secret would.
@@ -72,8 +72,8 @@ type DemoResult struct {
 const (
 	demoBrokerNamespace = "strata-system"
 	demoPasswordFile    = "broker-password"
-	demoCAFile       = "broker-ca.crt"
-	demoCurlrc       = "curlrc"
+	demoCAFile          = "broker-ca.crt"
+	demoCurlrc          = "curlrc"
 )
 
 // RunDemo is `make run`'s proof that the platform does the main job: it

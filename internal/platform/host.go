@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // globalSysctls are the machine-wide settings kubelet rewrites at start
@@ -20,20 +21,51 @@ var globalSysctls = []string{"vm/overcommit_memory", "kernel/panic", "kernel/pan
 // configuration says; Stop removes the ones that did not exist before.
 var kubeletFixedPaths = []string{"/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/var/lib/cni"}
 
-// hostSettings is what the platform found on the host before its first
-// start, saved in the state directory so that Stop restores it even from
-// another process.
+// hostSettings is what the host had before the first of the running
+// platforms started. Several platforms (state directories) can run at
+// once, and they share these settings, so the record is machine-wide
+// (hostSettingsDir, on tmpfs: a reboot resets the sysctls and ends every
+// platform) and reference-counted: each running platform holds a user
+// file there, and the last one to stop restores the record. Restoring
+// per platform would take /var/log/pods from under a platform that still
+// runs.
 type hostSettings struct {
 	Sysctls     map[string]string `json:"sysctls"`
 	AbsentPaths []string          `json:"absentPaths"`
 }
 
-func (p *Platform) hostSettingsFile() string { return p.path("host-settings.json") }
+// hostSettingsDir holds the record and one user file per running platform.
+// A variable so that tests can point it elsewhere.
+var hostSettingsDir = "/run/strata-platform"
 
-// saveHostSettings records the host's values once (a second Start keeps
-// the first record, which holds the values from before kubelet ran).
+func hostSettingsFile() string { return filepath.Join(hostSettingsDir, "host-settings.json") }
+
+func (p *Platform) hostSettingsUser() string {
+	return filepath.Join(hostSettingsDir, "users", p.id)
+}
+
+// legacyHostSettingsFile is where earlier versions kept a per-platform
+// record; Stop still honours one.
+func (p *Platform) legacyHostSettingsFile() string { return p.path("host-settings.json") }
+
+// saveHostSettings registers the platform as a user of the host settings
+// and records the host's values if no platform runs (a second Start keeps
+// the first record, which holds the values from before kubelet ran). Each
+// step is one file operation that survives the process, so Stop works
+// from another process.
 func (p *Platform) saveHostSettings() error {
-	if fileExists(p.hostSettingsFile()) {
+	if err := os.MkdirAll(filepath.Join(hostSettingsDir, "users"), 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockFile(filepath.Join(hostSettingsDir, "lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := os.WriteFile(p.hostSettingsUser(), []byte(p.StateDir()+"\n"), 0o600); err != nil {
+		return err
+	}
+	if fileExists(hostSettingsFile()) {
 		return nil
 	}
 	s := hostSettings{Sysctls: map[string]string{}}
@@ -53,17 +85,47 @@ func (p *Platform) saveHostSettings() error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(p.hostSettingsFile(), b, 0o600)
+	return os.WriteFile(hostSettingsFile(), b, 0o600)
 }
 
-// restoreHostSettings puts the sysctls back and removes the paths kubelet
-// created.
+// restoreHostSettings unregisters the platform and, if it was the last one
+// running, puts the sysctls back and removes the paths kubelet created.
 func (p *Platform) restoreHostSettings() error {
-	b, err := os.ReadFile(p.hostSettingsFile())
+	if !fileExists(hostSettingsDir) && !fileExists(p.legacyHostSettingsFile()) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(hostSettingsDir, "users"), 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockFile(filepath.Join(hostSettingsDir, "lock"))
 	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
+		return err
+	}
+	defer unlock()
+	if err := os.Remove(p.hostSettingsUser()); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	record := hostSettingsFile()
+	if fileExists(p.legacyHostSettingsFile()) {
+		// Started by an earlier version: its own record, adopted as the
+		// machine's unless another platform's is there already.
+		if fileExists(record) {
+			if err := os.Remove(p.legacyHostSettingsFile()); err != nil {
+				return err
+			}
+		} else if err := os.Rename(p.legacyHostSettingsFile(), record); err != nil {
+			return err
 		}
+	}
+	users, err := os.ReadDir(filepath.Join(hostSettingsDir, "users"))
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 || !fileExists(record) {
+		return nil // another platform still runs: it restores them when it stops
+	}
+	b, err := os.ReadFile(record)
+	if err != nil {
 		return err
 	}
 	var s hostSettings
@@ -84,7 +146,26 @@ func (p *Platform) restoreHostSettings() error {
 	if len(errs) > 0 {
 		return fmt.Errorf("platform: restoring host settings: %s", strings.Join(errs, "; "))
 	}
-	return os.Remove(p.hostSettingsFile())
+	return os.Remove(record)
+}
+
+// lockFile takes an exclusive flock on path (created if needed) until the
+// returned function runs. flock, not a mutex: other processes (a second
+// `go test`, `make run`) take it too, and goroutines of one process block
+// each other as well because each call opens the file anew.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("platform: locking %s: %w", path, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing releases it too
+		f.Close()
+	}, nil
 }
 
 // cgroupRoot is the cgroup under which kubelet puts every pod.

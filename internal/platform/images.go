@@ -48,6 +48,11 @@ func (p *Platform) BuildImages(ctx context.Context) (Images, error) {
 	if p.images != nil {
 		return *p.images, nil
 	}
+	unlock, err := p.lockCache()
+	if err != nil {
+		return Images{}, err
+	}
+	defer unlock()
 	imgs := Images{archives: map[string]string{}, addOns: map[string]string{}}
 	steps := []struct {
 		ref   *string

@@ -34,6 +34,7 @@ import (
 // the chart's PrometheusRule, and fires StrataPostgreSQLInstanceDown for
 // real when PostgreSQL hangs, then resolves when it resumes.
 func TestObservabilityOnRealPlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	ctx, p, platformStopped := startTestPlatform(t, "test-obs", 55*time.Minute)
 
 	step := time.Now()

@@ -94,6 +94,11 @@ func FindOpenBaoBinary(sourceDir string) (string, error) {
 // buildOpenBaoImage packs the bao binary into an image (cached by the
 // binary's hash).
 func (p *Platform) buildOpenBaoImage() (string, string, error) {
+	unlock, err := p.lockCache()
+	if err != nil {
+		return "", "", err
+	}
+	defer unlock()
 	bin, err := p.openBaoBinary()
 	if err != nil {
 		return "", "", err

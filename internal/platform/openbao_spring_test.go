@@ -35,6 +35,7 @@ import (
 // with the binding Secret mounted, unbinds (the login is revoked) and
 // deprovisions.
 func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
 	ctx, p, stopped := startTestPlatform(t, "test-bao", 45*time.Minute)
 

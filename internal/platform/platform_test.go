@@ -43,6 +43,7 @@ func repoRoot(t *testing.T) string {
 // its -rw Service (resolved by the cluster's DNS), then stops the platform
 // and checks that nothing is left on the host.
 func TestCloudNativePGOnRealPlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	hostForward := readSysctl(t, "net/ipv4/ip_forward")
 	begin := time.Now()
 	ctx, p, stopped := startTestPlatform(t, "test-state", 45*time.Minute)

@@ -46,6 +46,7 @@ var (
 // the deprovision removes everything but what the docs say it keeps (the
 // backups, their ObjectStore and its keys).
 func TestPostgresPlansOnRealPlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
 	ctx, p, stopped := startTestPlatform(t, "test-plans", 60*time.Minute)
 	step := time.Now()

@@ -345,6 +345,7 @@ func checkRedisMonitors(ctx context.Context, t *testing.T, p *Platform, instance
 // the PodMonitor the provisioner renders is checked against the running
 // pods; deprovision removes every object.
 func TestRedisOnRealPlatform(t *testing.T) {
+	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	ctx, p, stopped := startTestPlatform(t, "test-redis", 55*time.Minute)
 	imgs, err := p.BuildImages(ctx)
 	if err != nil {

@@ -141,6 +141,11 @@ func (p *Platform) BuildSpringAppImage(ctx context.Context) (string, error) {
 // buildSpringAppArchive builds the application's image archive (Debian,
 // Java 17, the jar) unless the cache has it.
 func (p *Platform) buildSpringAppArchive(ctx context.Context) (string, string, error) {
+	unlock, err := p.lockCache()
+	if err != nil {
+		return "", "", err
+	}
+	defer unlock()
 	jar, err := p.buildSpringAppJar(ctx)
 	if err != nil {
 		return "", "", err

@@ -101,8 +101,8 @@ func (p *Platform) Leftovers() []string {
 			}
 		}
 	}
-	if fileExists(p.hostSettingsFile()) {
-		left = append(left, "host settings not restored ("+p.hostSettingsFile()+")")
+	if fileExists(p.hostSettingsUser()) || fileExists(p.legacyHostSettingsFile()) {
+		left = append(left, "still registered as a user of the host settings ("+p.hostSettingsUser()+")")
 	}
 	return left
 }

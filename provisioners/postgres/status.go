@@ -3,6 +3,7 @@ package postgres
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -109,6 +110,18 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 	if ref := refs[len(refs)-1]; ref.GVK == certificateGVK && !provisioners.ConditionTrue(observed[ref], "Ready") &&
 		(!provisioners.ConditionTrue(cluster, "Ready") || phase == "Unable to create required cluster objects") {
 		return provisioners.Progressing(provisioners.CertificateWait(observed[ref], ref.Name, p.Config.ServerCertificates))
+	}
+	// The same phase can outlive the certificate's issue: CloudNativePG
+	// reports it until its next reconcile, which after an error comes with
+	// a back-off. Seen on the real platform under load: the Certificate was
+	// Ready and the Secret there, and the provision failed on the stale
+	// phase. A missing server certificate Secret is only ever cert-manager's
+	// to create, so it is waited for, never a failure; a Secret that never
+	// comes ends at the plan's polling deadline with this reason.
+	if phase == "Unable to create required cluster objects" && p.Config.ServerCertificates.IssuerName != "" &&
+		strings.Contains(reason, NamesOf(inst).ServerCertificate) {
+		return provisioners.Progressing("PostgreSQL: waiting for CloudNativePG to read the server certificate's Secret " +
+			NamesOf(inst).ServerCertificate + " that cert-manager issued (it retries by itself): " + reason)
 	}
 	if slices.Contains(failedPhases, phase) {
 		d := "CloudNativePG reports: " + phase

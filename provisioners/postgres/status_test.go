@@ -393,4 +393,23 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 	certificate.Object["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}}
 	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
 	g.Expect(res.Description).To(ContainSubstring("0 of 1 instances ready"))
+
+	// The issued certificate, and CloudNativePG still reporting the
+	// missing Secret from before it (until its next reconcile, after a
+	// back-off): waited for, not a failure.
+	secret := NamesOf(inst).ServerCertificate
+	cluster.Object["status"] = map[string]any{
+		"phase":       "Unable to create required cluster objects",
+		"phaseReason": "missing specified server CA secret " + secret + ": Secret \"" + secret + "\" not found",
+	}
+	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	g.Expect(res.State).To(Equal(provisioners.InProgress))
+	g.Expect(res.Description).To(ContainSubstring("waiting for CloudNativePG to read the server certificate's Secret " + secret))
+	// Any other object it cannot create is still a failure.
+	cluster.Object["status"] = map[string]any{
+		"phase":       "Unable to create required cluster objects",
+		"phaseReason": "serviceaccounts \"x\" is forbidden",
+	}
+	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	g.Expect(res.State).To(Equal(provisioners.Failed))
 }
