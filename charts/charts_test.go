@@ -614,6 +614,14 @@ func TestRedisSnapshotConfig(t *testing.T) {
 	values["config"].(map[string]any)["redis"].(map[string]any)["snapshotImage"] = "other/image:1"
 	g.Expect(renderedConfig(t, render(t, values)).Redis.SnapshotImage).To(Equal("other/image:1"))
 
+	// An IAM role for the snapshots keeps the shared static keys away
+	// from them (the broker refuses both).
+	iam := map[string]any{"bucket": "strata-snapshots", "iamRoleArn": "arn:aws:iam::111122223333:role/r"}
+	values["config"].(map[string]any)["redis"].(map[string]any)["backup"] = iam
+	cfg = renderedConfig(t, render(t, values))
+	g.Expect(cfg.Redis.Backup.CredentialsDir).To(BeEmpty())
+	g.Expect(cfg.Postgres.Backup.CredentialsDir).To(Equal("/etc/strata/backup"))
+
 	values["config"].(map[string]any)["redis"].(map[string]any)["backup"].(map[string]any)["buckt"] = "typo"
 	_, err := charts.RenderBroker(values, namespace)
 	g.Expect(err).To(MatchError(ContainSubstring("config.redis.backup.buckt is not a broker configuration key")))

@@ -151,9 +151,10 @@ backup).
 {{- end }}
 {{- $_ := set $postgres "backup" $backup }}
 {{- $_ := set $config "postgres" $postgres }}
-{{- /* One Secret of static keys serves both engines' buckets. */}}
+{{- /* One Secret of static keys serves both engines' buckets (unless
+Redis's snapshots use an IAM role, which excludes them). */}}
 {{- $redisBackup := default (dict) $redis.backup }}
-{{- if not $redisBackup.credentialsDir }}
+{{- if not (or $redisBackup.credentialsDir $redisBackup.iamRoleArn) }}
 {{- $_ := set $redisBackup "credentialsDir" "/etc/strata/backup" }}
 {{- end }}
 {{- $_ := set $redis "backup" $redisBackup }}
