@@ -85,7 +85,8 @@ func build() (string, error) {
 	// run a half-written binary.
 	tmp := out + ".tmp" + strconv.Itoa(os.Getpid())
 	var stderr bytes.Buffer
-	b := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, "./cmd/versitygw")
+	// The version flag as the platform's build sets it.
+	b := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-X main.Version=v"+Version, "-o", tmp, "./cmd/versitygw")
 	b.Dir = info.Dir
 	b.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
 	b.Stderr = &stderr
