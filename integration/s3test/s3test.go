@@ -74,9 +74,12 @@ func build() (string, error) {
 	dl.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	dl.Dir = os.TempDir()
 	raw, err := dl.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s@v%s: %w (%s)", module, Version, err, raw)
+	}
 	var info struct{ Dir, Error string }
 	if jerr := json.Unmarshal(raw, &info); jerr != nil || info.Dir == "" {
-		return "", fmt.Errorf("go mod download %s@v%s: %v %s", module, Version, err, info.Error)
+		return "", fmt.Errorf("go mod download %s@v%s gave no directory: %s", module, Version, info.Error)
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
@@ -91,7 +94,7 @@ func build() (string, error) {
 	b.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
 	b.Stderr = &stderr
 	if err := b.Run(); err != nil {
-		return "", fmt.Errorf("go build %s/cmd/versitygw: %v: %s", module, err, stderr.String())
+		return "", fmt.Errorf("go build %s/cmd/versitygw: %w: %s", module, err, stderr.String())
 	}
 	return out, os.Rename(tmp, out)
 }
