@@ -58,7 +58,7 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	slogger := slog.New(newSlogHandler(o.Log))
 	m := newHTTPMetrics(o.Registry)
 	if o.Registry != nil {
-		o.Registry.MustRegister(newUsageCollector(b), newOperationsCollector(b))
+		o.Registry.MustRegister(newUsageCollector(b), newOperationsCollector(b), newRestoreCollector(b))
 	}
 
 	// Every /v2 route: the request's logger (and the echo of its identity),

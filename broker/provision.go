@@ -48,11 +48,15 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	eng := b.Engines[svc.Engine]
+	restore, err := b.restoreSource(ctx, id, svc, eng, params)
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
 	rec := &InstanceRecord{
 		ID: id, ServiceID: svc.ID, PlanID: plan.ID, Parameters: params, Context: d.RawContext,
 		Namespace: tenant.Namespace, Name: provisioners.ResourceName(eng.Prefix, id), Meshed: tenant.Meshed,
 		MaintenanceInfo: b.Catalog.MaintenanceVersion, Created: b.now(),
-		Operation: newOperation(OpProvision, b.now(), plan),
+		Operation: newOperation(OpProvision, b.now(), plan), Restore: restore,
 	}
 	rec.DashboardURL = b.dashboardURL(rec)
 	inst, _, _ := b.instanceOf(rec)

@@ -112,6 +112,10 @@ type InstanceRecord struct {
 	AppliedAt   time.Time `json:"appliedAt,omitzero"`
 	// Prepared says the credential source's per-instance setup ran.
 	Prepared bool `json:"prepared,omitempty"`
+	// Restore is the source a restored instance was provisioned from,
+	// resolved once from the restore parameter: the Cluster renders the
+	// same recovery bootstrap after the source is gone.
+	Restore *provisioners.RestoreSource `json:"restore,omitempty"`
 
 	resourceVersion string
 }

@@ -25,9 +25,9 @@ func newUsageCollector(b *Broker) *usageCollector {
 	return &usageCollector{
 		b:          b,
 		instances:  d("instances", "Instances a tenant holds, by service and plan.", "tenant", "service", "plan"),
-		cpu:        d("cpu_cores", "CPU the tenant's instances request, in cores.", "tenant", "service"),
-		memory:     d("memory_bytes", "Memory the tenant's instances request.", "tenant", "service"),
-		storage:    d("storage_bytes", "Volume storage the tenant's instances request.", "tenant", "service"),
+		cpu:        d("cpu_cores", "CPU the tenant's instances request, in cores, by service and plan.", "tenant", "service", "plan"),
+		memory:     d("memory_bytes", "Memory the tenant's instances request, by service and plan.", "tenant", "service", "plan"),
+		storage:    d("storage_bytes", "Volume storage the tenant's instances request, by service and plan.", "tenant", "service", "plan"),
 		binds:      d("bindings", "Bindings of the tenant's instances.", "tenant", "service"),
 		topics:     d("topics", "Kafka topics the tenant's instances hold, by service and plan.", "tenant", "service", "plan"),
 		partitions: d("partitions", "Partitions of those topics (what a shared cluster's cost is split by).", "tenant", "service", "plan"),
@@ -52,7 +52,7 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 	type plan struct{ tenant, service, plan string }
 	type svc struct{ tenant, service string }
 	count := map[plan]int{}
-	var cpu, mem, sto = map[svc]float64{}, map[svc]float64{}, map[svc]float64{}
+	var cpu, mem, sto = map[plan]float64{}, map[plan]float64{}, map[plan]float64{}
 	topics, partitions := map[plan]int{}, map[plan]int{}
 	serviceOf := map[string]svc{}
 	for _, r := range recs {
@@ -63,9 +63,9 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			continue
 		}
-		k := svc{r.Namespace, u.Service}
-		serviceOf[r.ID] = k
-		count[plan{r.Namespace, u.Service, u.Plan}]++
+		serviceOf[r.ID] = svc{r.Namespace, u.Service}
+		k := plan{r.Namespace, u.Service, u.Plan}
+		count[k]++
 		cpu[k] += u.Size.CPU.AsApproximateFloat64()
 		mem[k] += u.Size.Memory.AsApproximateFloat64()
 		sto[k] += u.Size.Storage.AsApproximateFloat64()
@@ -79,9 +79,9 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(n), k.tenant, k.service, k.plan)
 	}
 	for k := range cpu {
-		ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.GaugeValue, cpu[k], k.tenant, k.service)
-		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, mem[k], k.tenant, k.service)
-		ch <- prometheus.MustNewConstMetric(c.storage, prometheus.GaugeValue, sto[k], k.tenant, k.service)
+		ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.GaugeValue, cpu[k], k.tenant, k.service, k.plan)
+		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, mem[k], k.tenant, k.service, k.plan)
+		ch <- prometheus.MustNewConstMetric(c.storage, prometheus.GaugeValue, sto[k], k.tenant, k.service, k.plan)
 	}
 	for k, n := range topics {
 		ch <- prometheus.MustNewConstMetric(c.topics, prometheus.GaugeValue, float64(n), k.tenant, k.service, k.plan)

@@ -110,7 +110,39 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 			},
 		}
 	}
+	props["restore"] = restoreSchema(pg)
 	return instanceSchema("PostgreSQL", props, update)
+}
+
+// RestoreTimePattern is an RFC 3339 time or "latest" (the exact time is
+// checked by parsing it, and against the source's restorable window, by
+// the broker).
+const RestoreTimePattern = `^(latest|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$`
+
+// restoreSchema is the point-in-time restore parameter. It is declared on
+// plans without backups too, where the broker refuses it saying which
+// plans take it, rather than calling it an unknown parameter.
+func restoreSchema(pg *PostgresPlan) Schema {
+	description := "Provision this instance from another PostgreSQL instance's backups, recovered to a point in time. " +
+		"Only when provisioning; the new instance then keeps its own backups."
+	if pg.Backup == nil {
+		description += " Not on this plan, which keeps no backups: restore into standard or ha."
+	}
+	return Schema{
+		"type": "object", "additionalProperties": false, "required": []string{"from_instance", "to_time"},
+		"description": description,
+		"properties": Schema{
+			"from_instance": Schema{
+				"type": "string", "minLength": 1, "maxLength": 255,
+				"description": "Instance id of the source, in the same namespace: a live instance, or a deprovisioned one whose backups are still within their retention.",
+			},
+			"to_time": Schema{
+				"type": "string", "pattern": RestoreTimePattern,
+				"description": "RFC 3339 time to recover to (e.g. 2026-12-06T09:15:00Z), inside the source's restorable window " +
+					"(GET the source instance: metadata.attributes.restorable_window), or \"latest\" for the last archived transaction.",
+			},
+		},
+	}
 }
 
 // postgresSharedSchema is the shared plan's only parameter: the platform

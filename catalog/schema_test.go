@@ -337,3 +337,39 @@ func TestValidatorUnknownKind(t *testing.T) {
 	err := catalog.NewValidator().Validate(plan(t, "standard"), catalog.Kind("deprovision"), nil)
 	g.Expect(err).To(MatchError(ContainSubstring(`has no deprovision schema`)))
 }
+
+// The restore parameter takes a source id and an RFC 3339 time or
+// "latest", on provision and (unchanged, checked by the provisioner) on
+// update, so a Kubernetes platform can send its whole parameter set again.
+func TestRestoreParameterSchema(t *testing.T) {
+	v := catalog.NewValidator()
+	_, standard, err := catalog.Default().Find(catalog.PostgresServiceID, catalog.PostgresStandardID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		restore map[string]any
+		wantErr string
+	}{
+		{restore: map[string]any{"from_instance": "src", "to_time": "latest"}},
+		{restore: map[string]any{"from_instance": "src", "to_time": "2026-03-01T11:30:00Z"}},
+		{restore: map[string]any{"from_instance": "src", "to_time": "2026-03-01T13:30:00.123456+02:00"}},
+		{restore: map[string]any{"from_instance": "src", "to_time": "2026-03-01 11:30"}, wantErr: "parameters.restore.to_time: does not match the pattern"},
+		{restore: map[string]any{"from_instance": "src", "to_time": "yesterday"}, wantErr: "parameters.restore.to_time: does not match the pattern"},
+		{restore: map[string]any{"from_instance": "", "to_time": "latest"}, wantErr: "parameters.restore.from_instance: minLength"},
+		{restore: map[string]any{"to_time": "latest"}, wantErr: "parameters.restore: missing property 'from_instance'"},
+		{restore: map[string]any{"from_instance": "src", "to_time": "latest", "at": "x"}, wantErr: "parameters.restore.at: unknown parameter; accepted here: from_instance, to_time"},
+	} {
+		for _, k := range []catalog.Kind{catalog.KindProvision, catalog.KindUpdate} {
+			t.Run(fmt.Sprint(k, tc.restore), func(t *testing.T) {
+				g := NewWithT(t)
+				err := v.Validate(standard, k, map[string]any{"restore": tc.restore})
+				if tc.wantErr == "" {
+					g.Expect(err).NotTo(HaveOccurred())
+					return
+				}
+				g.Expect(err).To(MatchError(ContainSubstring(tc.wantErr)))
+			})
+		}
+	}
+}

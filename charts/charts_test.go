@@ -325,7 +325,7 @@ func TestDefaultRender(t *testing.T) {
 			"databases.postgresql.cnpg.io":            apply,
 			"databaseroles.postgresql.cnpg.io":        apply,
 			"scheduledbackups.postgresql.cnpg.io":     apply,
-			"objectstores.barmancloud.cnpg.io":        {"create", "patch"},
+			"objectstores.barmancloud.cnpg.io":        {"create", "get", "patch"},
 			"networkpolicies.networking.k8s.io":       apply,
 			"podmonitors.monitoring.coreos.com":       apply,
 			"peerauthentications.security.istio.io":   apply,
@@ -379,7 +379,16 @@ func TestDefaultRender(t *testing.T) {
 // fails here instead of at start-up.
 func renderedConfig(t *testing.T, objs []map[string]any) broker.Config {
 	t.Helper()
-	raw, ok := get(t, one(t, objs, "ConfigMap"), "data", "config.yaml").(string)
+	var configMap map[string]any
+	for _, cm := range find(objs, "ConfigMap") {
+		if get(t, cm, "metadata", "name") == "strata-broker-config" {
+			configMap = cm
+		}
+	}
+	if configMap == nil {
+		t.Fatal("no ConfigMap strata-broker-config")
+	}
+	raw, ok := get(t, configMap, "data", "config.yaml").(string)
 	if !ok {
 		t.Fatal("the ConfigMap has no config.yaml")
 	}

@@ -115,11 +115,13 @@ func TestTenantLimits(t *testing.T) {
 		text := string(body)
 		g.Expect(text).To(ContainSubstring(`strata_tenant_instances{plan="standard",service="postgresql",tenant="team-e"} 1`))
 		g.Expect(text).To(ContainSubstring(`strata_tenant_instances{plan="dev-lite",service="postgresql",tenant="team-e"} 1`))
-		// standard: 2 × 20 GiB, dev-lite: 1 GiB.
-		g.Expect(text).To(ContainSubstring(`strata_tenant_storage_bytes{service="postgresql",tenant="team-e"} 4.4023414784e+10`))
+		// By plan. standard: 2 × 20 GiB, dev-lite: 1 GiB.
+		g.Expect(text).To(ContainSubstring(`strata_tenant_storage_bytes{plan="standard",service="postgresql",tenant="team-e"} 4.294967296e+10`))
+		g.Expect(text).To(ContainSubstring(`strata_tenant_storage_bytes{plan="dev-lite",service="postgresql",tenant="team-e"} 1.073741824e+09`))
 		// standard: 2 × (1 CPU + 0.25 for the barman-cloud sidecar) + 2
 		// PgBouncers × 0.25; dev-lite: 0.25.
-		g.Expect(text).To(ContainSubstring(`strata_tenant_cpu_cores{service="postgresql",tenant="team-e"} 3.25`))
+		g.Expect(text).To(ContainSubstring(`strata_tenant_cpu_cores{plan="standard",service="postgresql",tenant="team-e"} 3`))
+		g.Expect(text).To(ContainSubstring(`strata_tenant_cpu_cores{plan="dev-lite",service="postgresql",tenant="team-e"} 0.25`))
 		g.Expect(text).To(ContainSubstring(`strata_tenant_instances{plan="standard",service="kafka",tenant="team-e"} 1`))
 		g.Expect(text).To(ContainSubstring(`strata_tenant_topics{plan="standard",service="kafka",tenant="team-e"} 2`))
 		g.Expect(text).To(ContainSubstring(fmt.Sprintf(`strata_tenant_partitions{plan="standard",service="kafka",tenant="team-e"} %d`, 6+standard.Kafka.DefaultPartitions)))

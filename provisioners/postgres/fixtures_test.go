@@ -51,21 +51,21 @@ func instanceWithID(t testing.TB, plan, id string, params map[string]any) provis
 func baseConfig() Config {
 	c := DefaultConfig()
 	c.StorageClass = "gp3-encrypted"
-	c.Backup = BackupConfig{Bucket: testBucket}
+	c.Backup = BackupConfig{BackupConfig: provisioners.BackupConfig{Bucket: testBucket}}
 	return c
 }
 
 // fullBackupConfig sets every backup field.
 func fullBackupConfig() Config {
 	c := baseConfig()
-	c.Backup = BackupConfig{
+	c.Backup = BackupConfig{BackupConfig: provisioners.BackupConfig{
 		Bucket:      testBucket,
 		PathPrefix:  "/pg/eu/",
 		Region:      testRegion,
 		KMSKeyID:    testKMSKey,
 		IAMRoleARN:  testIAMRole,
 		EndpointURL: testEndpoint,
-	}
+	}}
 	return c
 }
 
@@ -73,15 +73,26 @@ func fullBackupConfig() Config {
 // region and static keys (what LoadCredentials reads from credentialsDir).
 func staticKeysConfig() Config {
 	c := baseConfig()
-	c.Backup = BackupConfig{
+	c.Backup = BackupConfig{BackupConfig: provisioners.BackupConfig{
 		Bucket:         testBucket,
 		Region:         "us-east-1",
 		EndpointURL:    "http://versitygw.strata-s3.svc.cluster.local:7070",
 		CredentialsDir: "/etc/strata/backup",
 		Credentials:    &S3Keys{AccessKeyID: testAccessKeyID, SecretAccessKey: testSecretKey},
-	}
+	}}
 	return c
 }
+
+// acrossNamespacesConfig has static keys (which the ObjectStore over the
+// source's backups reads with too) and lets restores cross namespaces.
+func acrossNamespacesConfig() Config {
+	c := staticKeysConfig()
+	c.Restore.AcrossNamespaces = true
+	return c
+}
+
+// testSourceID is the instance a restore reads the backups of.
+const testSourceID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
 const (
 	testAccessKeyID = "STRATAEXAMPLEKEYID"

@@ -2,9 +2,11 @@ package postgres
 
 import (
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 
+	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/internal/provtest"
 )
 
@@ -18,6 +20,8 @@ var goldenCases = []struct {
 	config func() Config
 	params map[string]any
 	meshed bool
+	// restore, when set, is the source the broker resolved.
+	restore *provisioners.RestoreSource
 }{
 	{name: "dev-lite", plan: "dev-lite", config: DefaultConfig},
 	{name: "standard", plan: "standard", config: baseConfig},
@@ -40,6 +44,16 @@ var goldenCases = []struct {
 	},
 	{name: "standard-static-s3-keys", plan: "standard", config: staticKeysConfig},
 	{
+		name: "standard-restore", plan: "standard", config: baseConfig,
+		params:  map[string]any{"restore": map[string]any{"from_instance": testSourceID, "to_time": "2026-03-01T11:30:00.25Z"}},
+		restore: &provisioners.RestoreSource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Namespace: testNamespace, TargetTime: time.Date(2026, 3, 1, 11, 30, 0, 250_000_000, time.UTC)},
+	},
+	{
+		name: "standard-restore-latest-across-namespaces", plan: "standard", config: acrossNamespacesConfig,
+		params:  map[string]any{"restore": map[string]any{"from_instance": testSourceID, "to_time": "latest"}},
+		restore: &provisioners.RestoreSource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Namespace: "team-billing"},
+	},
+	{
 		name: "standard-backup-config", plan: "standard", config: fullBackupConfig,
 		params: map[string]any{
 			"storage_gb": float64(100),
@@ -55,6 +69,7 @@ func TestBuildGolden(t *testing.T) {
 			g := NewWithT(t)
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
+			inst.Restore = tc.restore
 			got, err := renderYAML(build(t, tc.config(), inst))
 			g.Expect(err).NotTo(HaveOccurred())
 			provtest.ExpectGolden(g, tc.name, got)
@@ -69,6 +84,7 @@ func TestBuildIsDeterministic(t *testing.T) {
 			g := NewWithT(t)
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
+			inst.Restore = tc.restore
 			provtest.ExpectDeterministic(g, func() ([]byte, error) { return renderYAML(build(t, tc.config(), inst)) })
 		})
 	}
@@ -82,6 +98,7 @@ func TestGoldenFilesParseInBuildOrder(t *testing.T) {
 			g := NewWithT(t)
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
+			inst.Restore = tc.restore
 			provtest.ExpectGoldenInBuildOrder(g, tc.name, build(t, tc.config(), inst), "")
 		})
 	}

@@ -45,6 +45,12 @@ type rawParams struct {
 		Schedule      *string `json:"schedule"`
 		RetentionDays *int    `json:"retention_days"`
 	} `json:"backup"`
+	// Restore is read by the broker at provision (RestoreRequest), not
+	// by Resolve: it says where the data comes from, not what runs.
+	Restore *struct {
+		FromInstance string `json:"from_instance"`
+		ToTime       string `json:"to_time"`
+	} `json:"restore"`
 }
 
 // cronSeconds parses CloudNativePG's six-field schedules (seconds first).

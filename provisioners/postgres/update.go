@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"reflect"
 	"slices"
 
 	"github.com/strata-dev/strata/provisioners"
@@ -16,6 +17,9 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 	}
 	before, after, err := provisioners.ResolveUpdate(Resolve, old, updated)
 	if err != nil {
+		return err
+	}
+	if err := checkRestoreUnchanged(old.Params, updated.Params); err != nil {
 		return err
 	}
 	if before.Version != after.Version {
@@ -34,4 +38,16 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 		return provisioners.ParamErrorf("parameters.databases", "the first database (%q) is the one the cluster was created with and must stay first", before.Databases[0])
 	}
 	return nil
+}
+
+// checkRestoreUnchanged refuses a restore parameter other than the one
+// the instance was provisioned with: a restore happens once, at
+// provision. Leaving it out is fine (a Kubernetes platform may send the
+// parameters without it); the instance stays what it was restored as.
+func checkRestoreUnchanged(old, updated map[string]any) error {
+	sent, ok := updated["restore"]
+	if !ok || reflect.DeepEqual(sent, old["restore"]) {
+		return nil
+	}
+	return provisioners.ParamErrorf("parameters.restore", "an instance is restored once, when it is provisioned; to restore again, provision a new instance with the restore parameter")
 }

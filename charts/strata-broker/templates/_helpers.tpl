@@ -163,12 +163,15 @@ Redis's snapshots use an IAM role, which excludes them). */}}
 {{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "deniedNamespaces" "allowedNamespaceSelector" "limits")) }}
 {{- end }}
 {{- with $config.postgres }}
-{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
+{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "restore" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
 {{- with .serverCertificates }}
 {{- include "strata-broker.checkKeys" (list "config.postgres.serverCertificates" . (list "issuerName" "issuerKind" "issuerGroup")) }}
 {{- end }}
 {{- with .backup }}
-{{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL" "credentialsDir")) }}
+{{- include "strata-broker.checkKeys" (list "config.postgres.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL" "credentialsDir" "archiveTimeoutSeconds")) }}
+{{- end }}
+{{- with .restore }}
+{{- include "strata-broker.checkKeys" (list "config.postgres.restore" . (list "acrossNamespaces")) }}
 {{- end }}
 {{- if hasKey . "images" }}
 {{- if not (kindIs "map" .images) }}

@@ -7,6 +7,10 @@
 //	strata-platform up -redis       also the redis-operator (combine with -broker for Redis through the broker)
 //	strata-platform up -broker      also CloudNativePG and the broker (its Helm chart), print a curl
 //	strata-platform down [-purge]   stop it and undo every host change
+//	strata-platform dev-images      build (or find cached) the PostgreSQL, Redis and Kafka
+//	                                images of the Testcontainers module and load them into
+//	                                the Docker daemon `docker` reaches (DOCKER_HOST), as
+//	                                strata/postgresql:15, strata/redis:7.0, strata/kafka:4.3
 //	strata-platform run             `make run`: install what is missing, up -broker, then
 //	                                provision, bind and connect to a dev-lite PostgreSQL
 //	                                and print how to use it (or fall back to the API-only
@@ -24,17 +28,19 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"github.com/strata-dev/strata/integration/kafkatest"
 	"github.com/strata-dev/strata/internal/platform"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: strata-platform build|up|down|run [flags]")
+		fmt.Fprintln(os.Stderr, "usage: strata-platform build|up|down|run|dev-images [flags]")
 		os.Exit(2)
 	}
 	cmd := os.Args[1]
@@ -87,16 +93,42 @@ func main() {
 		if err == nil && *withBroker {
 			err = upBroker(ctx, p, *state)
 		}
+	case "dev-images":
+		err = devImages(ctx, p)
 	case "down":
 		if err = p.Stop(ctx); err == nil && *purge {
 			err = p.Purge()
 		}
 	default:
-		err = fmt.Errorf("unknown command %q (build, up, down or run)", cmd)
+		err = fmt.Errorf("unknown command %q (build, up, down, run or dev-images)", cmd)
 	}
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// devImages builds the Testcontainers module's images (the Kafka jars are
+// fetched with Maven first, as the Kafka tests fetch them) and loads them
+// into the Docker daemon of the docker command on PATH.
+func devImages(ctx context.Context, p *platform.Platform) error {
+	if _, err := kafkatest.EnsureJars(); err != nil {
+		return err
+	}
+	imgs, err := p.BuildDevImages(ctx, kafkatest.JarDir(), kafkatest.KafkaVersion)
+	if err != nil {
+		return err
+	}
+	docker, err := exec.LookPath("docker")
+	if err != nil {
+		return fmt.Errorf("docker is not on PATH (%w): install Docker (Debian: apt-get install docker.io) and start dockerd", err)
+	}
+	if err := platform.LoadDevImages(ctx, docker, nil, imgs); err != nil {
+		return err
+	}
+	for _, img := range imgs {
+		fmt.Printf("%s (%s, %s)\n", img.Name, img.Ref, img.Archive)
+	}
+	return nil
 }
 
 // upBroker installs the broker (or upgrades it to the current code), keeps
