@@ -32,11 +32,14 @@ build:
 # images (internal/platform, docs/platform.md) are built before the tests
 # too, so a cold machine pays those builds outside the tests' timeout; if
 # that fails (not root, a package missing) the other tests still run and
-# TestCloudNativePGOnRealPlatform fails saying what to install.
+# TestCloudNativePGOnRealPlatform fails saying what to install. The real
+# platform's tests each run a platform of their own, three at a time
+# (-parallel 3): they mostly wait on pods, and one after another they
+# would take over an hour.
 test: lint
 	$(MAKE) kube-apiserver
 	$(MAKE) platform || echo "make platform failed: internal/platform's test will report why"
-	$(GO) test -count=1 -timeout 60m ./...
+	$(GO) test -count=1 -timeout 80m -parallel 3 ./...
 
 # golangci-lint (errcheck, errorlint, staticcheck, govet, ineffassign,
 # unused, gofmt: .golangci.yml), at the version the build script pins.

@@ -47,7 +47,7 @@ const restoreArchiveTimeout = 20 * time.Second
 func TestPostgresRestoreOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
-	ctx, p, stopped := startTestPlatform(t, "pitr", 60*time.Minute)
+	ctx, p, stopped := startTestPlatform(t, "test-restore", 60*time.Minute)
 	step := time.Now()
 	timing := func(what string) {
 		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
