@@ -52,7 +52,7 @@ func HealthyReplicas(ctx context.Context, sentinelAddr, master string) ([]Replic
 		out = append(out, Replica{Addr: net.JoinHostPort(r["ip"], r["port"]), Offset: off})
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("Sentinel at %s knows no healthy replica of %s (of %d reported): the snapshot is taken from a replica only, never from the master", sentinelAddr, master, len(all))
+		return nil, fmt.Errorf("the Sentinel at %s knows no healthy replica of %s (of %d reported): the snapshot is taken from a replica only, never from the master", sentinelAddr, master, len(all))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Offset > out[j].Offset })
 	return out, nil

@@ -29,7 +29,7 @@ const Usage = `usage: strata-broker redis-snapshot take|restore-fetch [flags]
   take           copy an RDB from a replica to S3 and prune old snapshots
   restore-fetch  download a snapshot into an empty data volume
 Run with -h after the command for its flags. The Redis password is read
-from $` + PasswordEnv + `; S3 credentials from the AWS SDK's default chain.`
+from $` + PasswordEnv + `; S3 credentials from the AWS SDK's default chain`
 
 // Main runs the redis-snapshot subcommand with args (after its name),
 // logging one line per step to log.
