@@ -72,8 +72,12 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	// The static S3 keys of the backups, when the file names a directory.
-	if err := c.Postgres.Backup.LoadCredentials(); err != nil {
+	// The static S3 keys of the backups and snapshots, when the file names
+	// a directory.
+	if err := c.Postgres.Backup.LoadCredentials("postgres.backup"); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.Redis.Backup.LoadCredentials("redis.backup"); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil

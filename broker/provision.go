@@ -64,6 +64,11 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, paramError(err)
 	}
+	if pc, ok := eng.Provisioner.(provisioners.ProvisionChecker); ok {
+		if err := pc.CheckProvision(ctx, inst); err != nil {
+			return domain.ProvisionedServiceSpec{}, paramError(err)
+		}
+	}
 	// The record names every object before any is applied, so nothing
 	// applied is ever unknown to deprovision; it is claimed while this
 	// request applies them.

@@ -58,6 +58,23 @@ type RedisPlan struct {
 	// standard has one replica, which is away during every failover and
 	// restart; ha keeps two and refuses writes with neither.
 	WritesWithoutReplica bool
+	// Backup copies RDB snapshots off the cluster, to the broker's
+	// redis.backup bucket; nil: none (dev-lite).
+	Backup *RedisBackupPlan
+}
+
+// RedisBackupPlan is a plan's off-cluster snapshot policy: a CronJob per
+// instance takes an RDB from a replica and uploads it (provisioners/redis).
+type RedisBackupPlan struct {
+	// Schedule is a five-field cron expression, in UTC (the CronJob's
+	// timeZone is Etc/UTC).
+	Schedule string
+	// RetentionDays is how long snapshots are kept; the newest one is
+	// kept whatever its age, so an instance always has one to restore.
+	RetentionDays int
+	// CPU and Memory of the snapshot job (requests = limits): it streams
+	// the RDB to a file and uploads it, so it needs little of either.
+	CPU, Memory string
 }
 
 // RedisPersistence is how a plan keeps Redis data across restarts.
@@ -123,6 +140,7 @@ func redisService() Service {
 			Memory: "1Gi", MaxMemory: "8Gi", CPU: "500m", MaxCPU: "2",
 			StorageGB: 5, MinStorageGB: 2, MaxStorageGB: 100,
 			Persistence: RedisPersistence{AOF: "everysec", Snapshots: snapshots},
+			Backup:      &RedisBackupPlan{Schedule: "17 */6 * * *", RetentionDays: 7, CPU: "200m", Memory: "128Mi"},
 		},
 	}
 	ha := Plan{
@@ -137,6 +155,7 @@ func redisService() Service {
 			Memory: "4Gi", MaxMemory: "32Gi", CPU: "1", MaxCPU: "4",
 			StorageGB: 20, MinStorageGB: 5, MaxStorageGB: 500,
 			Persistence: RedisPersistence{AOF: "always", Snapshots: snapshots, KeepVolumes: true},
+			Backup:      &RedisBackupPlan{Schedule: "7 * * * *", RetentionDays: 30, CPU: "500m", Memory: "256Mi"},
 		},
 	}
 	for _, p := range []*Plan{&devLite, &standard, &ha} {
@@ -180,14 +199,18 @@ func redisPlanMetadata(p *Plan) domain.ServicePlanMetadata {
 	if r.Persistence.KeepVolumes {
 		bullets = append(bullets, "volumes kept after deprovision")
 	}
+	if b := r.Backup; b != nil {
+		bullets = append(bullets, fmt.Sprintf("RDB snapshots copied to S3 (cron %q, UTC), kept %d days", b.Schedule, b.RetentionDays))
+	}
 	return domain.ServicePlanMetadata{
 		DisplayName: planDisplayName(p.Name),
 		Bullets:     bullets,
 		AdditionalMetadata: map[string]any{
-			"redis_replicas": r.Replicas,
-			"sentinels":      r.Sentinels,
-			"storage_gb":     r.StorageGB,
-			"aof":            r.Persistence.AOF,
+			"redis_replicas":    r.Replicas,
+			"sentinels":         r.Sentinels,
+			"storage_gb":        r.StorageGB,
+			"aof":               r.Persistence.AOF,
+			"offsite_snapshots": r.Backup != nil,
 		},
 	}
 }
@@ -218,8 +241,29 @@ func redisInstanceSchema(r *RedisPlan, update bool) Schema {
 			"description": "What Redis evicts when maxmemory is reached; noeviction refuses writes instead.",
 		},
 	}
+	if !update {
+		// A restore is chosen at provision only: it fills the new
+		// instance's empty volumes once.
+		props["restore"] = Schema{
+			"type": "object", "additionalProperties": false, "required": []string{"from_instance"},
+			"description": "Start from an off-cluster RDB snapshot of another Redis instance of this namespace (standard and ha take them; a deprovisioned instance's stay for their retention).",
+			"properties": Schema{
+				"from_instance": Schema{
+					"type": "string", "minLength": 1, "maxLength": 255,
+					"description": "OSB instance id of the source instance.",
+				},
+				"snapshot": Schema{
+					"type": "string", "minLength": 1,
+					"description": "\"latest\" (the default), or an RFC 3339 time: the newest snapshot taken at or before it.",
+				},
+			},
+		}
+	}
 	return instanceSchema("Redis", props, update)
 }
+
+// RestoreLatest restores the newest snapshot.
+const RestoreLatest = "latest"
 
 func redisBindSchema() Schema {
 	// Every binding gets the instance's password and the master's TLS

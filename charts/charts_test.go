@@ -317,6 +317,7 @@ func TestDefaultRender(t *testing.T) {
 			"pods":                                    {"get", "patch"},
 			"services":                                apply,
 			"redisfailovers.databases.spotahome.com":  apply,
+			"cronjobs.batch":                          apply,
 			"destinationrules.networking.istio.io":    apply,
 			"statefulsets.apps":                       {"get"},
 			"deployments.apps":                        {"get"},
@@ -606,6 +607,41 @@ func TestBackupCredentials(t *testing.T) {
 	// Without the Secret, nothing is mounted and the keys stay unset.
 	objs = render(t, withPassword())
 	g.Expect(renderedConfig(t, objs).Postgres.Backup.CredentialsDir).To(BeEmpty())
+	g.Expect(renderedConfig(t, objs).Redis.Backup.CredentialsDir).To(BeEmpty())
+}
+
+// TestRedisSnapshotConfig: redis.backup takes postgres.backup's keys and
+// the same mounted static keys, and the snapshot jobs run the broker's own
+// image unless told otherwise.
+func TestRedisSnapshotConfig(t *testing.T) {
+	g := NewWithT(t)
+	values := withPassword()
+	values["image"] = map[string]any{"repository": "registry.example/strata-broker", "tag": "v9.9.9"}
+	values["backupCredentials"] = map[string]any{"existingSecret": "s3-keys"}
+	values["config"] = map[string]any{"redis": map[string]any{"backup": map[string]any{
+		"bucket": "strata-snapshots", "pathPrefix": "redis", "endpointURL": "http://minio.minio.svc:9000", "region": "eu-west-1", "kmsKeyId": "k",
+	}}}
+	cfg := renderedConfig(t, render(t, values))
+	g.Expect(cfg.Redis.Backup.Bucket).To(Equal("strata-snapshots"))
+	g.Expect(cfg.Redis.Backup.PathPrefix).To(Equal("redis"))
+	g.Expect(cfg.Redis.Backup.CredentialsDir).To(Equal("/etc/strata/backup"), "the one mounted Secret")
+	g.Expect(cfg.Postgres.Backup.CredentialsDir).To(Equal("/etc/strata/backup"))
+	g.Expect(cfg.Redis.SnapshotImage).To(Equal("registry.example/strata-broker:v9.9.9"))
+
+	values["config"].(map[string]any)["redis"].(map[string]any)["snapshotImage"] = "other/image:1"
+	g.Expect(renderedConfig(t, render(t, values)).Redis.SnapshotImage).To(Equal("other/image:1"))
+
+	// An IAM role for the snapshots keeps the shared static keys away
+	// from them (the broker refuses both).
+	iam := map[string]any{"bucket": "strata-snapshots", "iamRoleArn": "arn:aws:iam::111122223333:role/r"}
+	values["config"].(map[string]any)["redis"].(map[string]any)["backup"] = iam
+	cfg = renderedConfig(t, render(t, values))
+	g.Expect(cfg.Redis.Backup.CredentialsDir).To(BeEmpty())
+	g.Expect(cfg.Postgres.Backup.CredentialsDir).To(Equal("/etc/strata/backup"))
+
+	values["config"].(map[string]any)["redis"].(map[string]any)["backup"].(map[string]any)["buckt"] = "typo"
+	_, err := charts.RenderBroker(values, namespace)
+	g.Expect(err).To(MatchError(ContainSubstring("config.redis.backup.buckt is not a broker configuration key")))
 }
 
 // TestInstancePageConfig: config.instancePage reaches the broker's

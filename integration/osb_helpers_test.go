@@ -198,11 +198,11 @@ func TestMain(m *testing.M) {
 func pgConfig() postgres.Config {
 	c := postgres.DefaultConfig()
 	c.StorageClass = "gp3-encrypted"
-	c.Backup = postgres.BackupConfig{
+	c.Backup = postgres.BackupConfig{BackupConfig: provisioners.BackupConfig{
 		Bucket: "strata-backups", PathPrefix: "pg", Region: "eu-west-1",
 		KMSKeyID:   "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 		IAMRoleARN: "arn:aws:iam::111122223333:role/strata-backups",
-	}
+	}}
 	return c
 }
 

@@ -5,6 +5,7 @@
 package provisioners
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"regexp"
@@ -153,6 +154,14 @@ type Provisioner interface {
 	// Assess turns the observed Watched objects (absent ones are nil) into
 	// progress, as of now.
 	Assess(inst Instance, observed map[Ref]*unstructured.Unstructured, now time.Time) Progress
+}
+
+// ProvisionChecker is implemented by engines that check a new instance
+// against something outside the cluster before the broker accepts it (a
+// restore's source snapshots). An error that is a ParameterError refuses
+// the provision with 400; the engine itself decides what it cannot know.
+type ProvisionChecker interface {
+	CheckProvision(ctx context.Context, inst Instance) error
 }
 
 // LeftoverLister is implemented by engines whose instances have objects

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/strata-dev/strata/broker"
+	"github.com/strata-dev/strata/provisioners/redis/snapshot"
 )
 
 type flags struct {
@@ -63,6 +64,19 @@ func parseFlags() flags {
 }
 
 func main() {
+	// The Redis snapshot job and restore init container run this binary
+	// too (redis-snapshot): one image, versioned with the builder that
+	// renders their flags, and nothing else to build, pin and scan.
+	if len(os.Args) > 1 && os.Args[1] == "redis-snapshot" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		err := snapshot.Main(ctx, os.Args[2:], os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "redis-snapshot:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	f := parseFlags()
 	log, err := newLogger(f.logFormat, f.logLevel, os.Stderr)
 	if err != nil {

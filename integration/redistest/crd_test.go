@@ -66,13 +66,25 @@ func TestRenderedRedisFailoverMatchesBothCRDs(t *testing.T) {
 	cfg := rd.DefaultConfig()
 	cfg.StorageClass = "gp3-encrypted"
 	cfg.ServerCertificates.IssuerName = "platform-ca"
+	// A restore adds init containers and, with an IAM role, the service
+	// account (spec.redis.initContainers and .serviceAccountName, in the
+	// 1.2.4 API too).
+	restoring := cfg
+	restoring.SnapshotImage = "strata-broker:test"
+	restoring.Backup = provisioners.BackupConfig{Bucket: "b", IAMRoleARN: "arn:aws:iam::111122223333:role/r"}
+	restore := map[string]any{"restore": map[string]any{"from_instance": "source"}}
 	for _, plan := range []string{"dev-lite", "standard", "ha"} {
-		for _, meshed := range []bool{false, true} {
+		for _, variant := range []struct {
+			meshed bool
+			cfg    rd.Config
+			params map[string]any
+		}{{false, cfg, nil}, {true, cfg, nil}, {false, restoring, restore}} {
+			meshed := variant.meshed
 			inst := provisioners.Instance{
 				ID: "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d", Name: "rd-6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
-				Namespace: "team-c", Service: &svc, Plan: svc.PlanByName(plan), Meshed: meshed,
+				Namespace: "team-c", Service: &svc, Plan: svc.PlanByName(plan), Meshed: meshed, Params: variant.params,
 			}
-			objs, err := (&rd.Provisioner{Config: cfg}).Build(inst)
+			objs, err := (&rd.Provisioner{Config: variant.cfg}).Build(inst)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,13 +100,13 @@ func TestRenderedRedisFailoverMatchesBothCRDs(t *testing.T) {
 					validator, _, err := validation.NewSchemaValidator(s)
 					g.Expect(err).NotTo(HaveOccurred())
 					errs := validation.ValidateCustomResource(field.NewPath(""), rf.UnstructuredContent(), validator)
-					g.Expect(errs).To(BeEmpty(), "meshed=%v", meshed)
+					g.Expect(errs).To(BeEmpty(), "meshed=%v params=%v", meshed, variant.params)
 
 					structural, err := structuralschema.NewStructural(s)
 					g.Expect(err).NotTo(HaveOccurred())
 					obj := rf.DeepCopy().UnstructuredContent()
 					pruned := pruning.PruneWithOptions(obj, structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
-					g.Expect(pruned).To(BeEmpty(), "fields the API server would drop (meshed=%v)", meshed)
+					g.Expect(pruned).To(BeEmpty(), "fields the API server would drop (meshed=%v params=%v)", meshed, variant.params)
 				})
 			}
 		}

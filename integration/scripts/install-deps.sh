@@ -101,5 +101,8 @@ bash "$root/integration/scripts/build-kube-apiserver.sh"
 echo "install-deps: the upstream CRD modules (Go module cache)"
 (cd "$root" && go run ./internal/controlplane/downloadcrds)
 
+echo "install-deps: versitygw (the S3 of the Redis snapshot tests, built from its Go module into .cache/bin)"
+(cd "$root" && go test -count=1 -run TestBinaryIsThePinnedVersion ./integration/s3test)
+
 echo "install-deps: golangci-lint"
 bash "$root/integration/scripts/build-golangci-lint.sh"

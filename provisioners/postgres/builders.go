@@ -5,8 +5,6 @@ package postgres
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -86,24 +84,11 @@ type CredentialManager struct {
 	Namespace string
 }
 
-// BackupConfig says where backups go. On AWS, credentials come from an IAM
-// role on the instances' service account (IRSA) and no keys are stored; an
-// S3-compatible store without IAM (CredentialsDir) gets static keys, which
-// each instance holds in a Secret of its own namespace.
+// BackupConfig says where backups go: the settings every engine's backups
+// share (provisioners.BackupConfig, also Redis's snapshots), inlined in
+// the configuration, and PostgreSQL's own.
 type BackupConfig struct {
-	Bucket      string `json:"bucket"`
-	PathPrefix  string `json:"pathPrefix"`
-	Region      string `json:"region"`
-	KMSKeyID    string `json:"kmsKeyId"`
-	IAMRoleARN  string `json:"iamRoleArn"`
-	EndpointURL string `json:"endpointURL"`
-	// CredentialsDir holds the files accessKeyId and secretAccessKey, the
-	// static keys of an S3-compatible store (the chart mounts
-	// backupCredentials.existingSecret there); read at start-up into
-	// Credentials. Empty: the pods' IAM role (inheritFromIAMRole).
-	CredentialsDir string `json:"credentialsDir"`
-	// Credentials are the keys LoadCredentials read from CredentialsDir.
-	Credentials *S3Keys `json:"-"`
+	provisioners.BackupConfig
 	// ArchiveTimeoutSeconds is PostgreSQL's archive_timeout on instances
 	// with backups: a WAL segment with changes is archived at the latest
 	// this long after it was begun. It is also how far behind now (or
@@ -134,42 +119,16 @@ type RestoreConfig struct {
 }
 
 // S3Keys are static S3 credentials.
-type S3Keys struct {
-	AccessKeyID, SecretAccessKey string
-}
+type S3Keys = provisioners.S3Keys
 
 // The files of BackupConfig.CredentialsDir and the keys of the instances'
-// Secret N-backup-s3.
+// Secret N-backup-s3 (the names barman-cloud's s3Credentials take).
 const (
-	AccessKeyIDFile     = "accessKeyId"
-	SecretAccessKeyFile = "secretAccessKey"
+	AccessKeyIDFile     = provisioners.AccessKeyIDFile
+	SecretAccessKeyFile = provisioners.SecretAccessKeyFile
 	accessKeyIDKey      = "ACCESS_KEY_ID"
 	secretAccessKeyKey  = "ACCESS_SECRET_KEY"
 )
-
-// LoadCredentials reads the static keys of CredentialsDir (nothing when it
-// is empty). The keys are read once: after rotating them, restart the
-// broker.
-func (b *BackupConfig) LoadCredentials() error {
-	if b.CredentialsDir == "" {
-		return nil
-	}
-	if b.IAMRoleARN != "" {
-		return fmt.Errorf("postgres.backup: iamRoleArn and credentialsDir exclude each other: the pods either assume the IAM role or use the static keys")
-	}
-	keys := &S3Keys{}
-	for file, v := range map[string]*string{AccessKeyIDFile: &keys.AccessKeyID, SecretAccessKeyFile: &keys.SecretAccessKey} {
-		raw, err := os.ReadFile(filepath.Join(b.CredentialsDir, file))
-		if err != nil {
-			return fmt.Errorf("postgres.backup.credentialsDir: %w", err)
-		}
-		if *v = strings.TrimSpace(string(raw)); *v == "" {
-			return fmt.Errorf("postgres.backup.credentialsDir: %s is empty", filepath.Join(b.CredentialsDir, file))
-		}
-	}
-	b.Credentials = keys
-	return nil
-}
 
 // DefaultConfig is used for every field the broker configuration leaves out.
 func DefaultConfig() Config {
@@ -585,13 +544,7 @@ func pooler(inst provisioners.Instance, n Names) *unstructured.Unstructured {
 
 // backupPath is where the backups of a namespace's instances go (each
 // instance's under its serverName below it).
-func (b BackupConfig) backupPath(namespace string) string {
-	path := "s3://" + b.Bucket + "/"
-	if pre := strings.Trim(b.PathPrefix, "/"); pre != "" {
-		path += pre + "/"
-	}
-	return path + namespace
-}
+func (b BackupConfig) backupPath(namespace string) string { return b.Path(namespace) }
 
 func (p *Provisioner) objectStore(inst provisioners.Instance, s Settings, n Names) *unstructured.Unstructured {
 	spec := p.objectStoreSpec(inst, n, inst.Namespace)

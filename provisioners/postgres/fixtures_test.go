@@ -51,21 +51,21 @@ func instanceWithID(t testing.TB, plan, id string, params map[string]any) provis
 func baseConfig() Config {
 	c := DefaultConfig()
 	c.StorageClass = "gp3-encrypted"
-	c.Backup = BackupConfig{Bucket: testBucket}
+	c.Backup = BackupConfig{BackupConfig: provisioners.BackupConfig{Bucket: testBucket}}
 	return c
 }
 
 // fullBackupConfig sets every backup field.
 func fullBackupConfig() Config {
 	c := baseConfig()
-	c.Backup = BackupConfig{
+	c.Backup = BackupConfig{BackupConfig: provisioners.BackupConfig{
 		Bucket:      testBucket,
 		PathPrefix:  "/pg/eu/",
 		Region:      testRegion,
 		KMSKeyID:    testKMSKey,
 		IAMRoleARN:  testIAMRole,
 		EndpointURL: testEndpoint,
-	}
+	}}
 	return c
 }
 
@@ -73,13 +73,13 @@ func fullBackupConfig() Config {
 // region and static keys (what LoadCredentials reads from credentialsDir).
 func staticKeysConfig() Config {
 	c := baseConfig()
-	c.Backup = BackupConfig{
+	c.Backup = BackupConfig{BackupConfig: provisioners.BackupConfig{
 		Bucket:         testBucket,
 		Region:         "us-east-1",
 		EndpointURL:    "http://versitygw.strata-s3.svc.cluster.local:7070",
 		CredentialsDir: "/etc/strata/backup",
 		Credentials:    &S3Keys{AccessKeyID: testAccessKeyID, SecretAccessKey: testSecretKey},
-	}
+	}}
 	return c
 }
 

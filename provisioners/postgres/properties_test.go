@@ -332,16 +332,16 @@ func TestLoadCredentials(t *testing.T) {
 	g := NewWithT(t)
 	dir := t.TempDir()
 	g.Expect(os.WriteFile(filepath.Join(dir, AccessKeyIDFile), []byte("AKID\n"), 0o600)).To(Succeed())
-	b := BackupConfig{CredentialsDir: dir}
-	g.Expect(b.LoadCredentials()).To(MatchError(ContainSubstring(SecretAccessKeyFile)), "a missing file is named")
+	b := BackupConfig{BackupConfig: provisioners.BackupConfig{CredentialsDir: dir}}
+	g.Expect(b.LoadCredentials("postgres.backup")).To(MatchError(ContainSubstring(SecretAccessKeyFile)), "a missing file is named")
 	g.Expect(os.WriteFile(filepath.Join(dir, SecretAccessKeyFile), []byte("s3cr3t"), 0o600)).To(Succeed())
-	g.Expect(b.LoadCredentials()).To(Succeed())
+	g.Expect(b.LoadCredentials("postgres.backup")).To(Succeed())
 	g.Expect(b.Credentials).To(Equal(&S3Keys{AccessKeyID: "AKID", SecretAccessKey: "s3cr3t"}))
 
-	b = BackupConfig{CredentialsDir: dir, IAMRoleARN: testIAMRole}
-	g.Expect(b.LoadCredentials()).To(MatchError(ContainSubstring("exclude each other")))
+	b = BackupConfig{BackupConfig: provisioners.BackupConfig{CredentialsDir: dir, IAMRoleARN: testIAMRole}}
+	g.Expect(b.LoadCredentials("postgres.backup")).To(MatchError(ContainSubstring("exclude each other")))
 	b = BackupConfig{}
-	g.Expect(b.LoadCredentials()).To(Succeed())
+	g.Expect(b.LoadCredentials("postgres.backup")).To(Succeed())
 	g.Expect(b.Credentials).To(BeNil())
 }
 

@@ -88,6 +88,14 @@ type Config struct {
 	ServerCertificates provisioners.CertificatesConfig `json:"serverCertificates"`
 	// PodMonitor creates a prometheus-operator PodMonitor for the exporter.
 	PodMonitor bool `json:"podMonitor"`
+	// Backup is where the off-cluster RDB snapshots of the plans with a
+	// snapshot schedule (standard, ha) go, and restores read them from;
+	// configured like postgres.backup.
+	Backup provisioners.BackupConfig `json:"backup"`
+	// SnapshotImage runs the snapshot CronJobs and the restore init
+	// containers: the broker's own image (its redis-snapshot
+	// subcommand); the chart sets it to the image it deploys.
+	SnapshotImage string `json:"snapshotImage"`
 }
 
 // DefaultConfig is used for every field the broker configuration leaves out.
@@ -128,6 +136,10 @@ type Names struct {
 	// RoleAgent names the role agent's ServiceAccount, Role and
 	// RoleBinding; Shutdown the ConfigMap of the Redis preStop hook.
 	RoleAgent, Shutdown string
+	// SnapshotJob is the CronJob copying snapshots off the cluster,
+	// SnapshotAccount its (and a restore's) service account,
+	// SnapshotCredentials the Secret with the static S3 keys.
+	SnapshotJob, SnapshotAccount, SnapshotCredentials string
 }
 
 // NamesOf returns the object names of an instance.
@@ -144,6 +156,10 @@ func NamesOf(inst provisioners.Instance) Names {
 		SentinelPolicy:  inst.Name + "-sentinel",
 		RoleAgent:       inst.Name + "-role",
 		Shutdown:        inst.Name + "-shutdown",
+
+		SnapshotJob:         inst.Name + "-snapshot",
+		SnapshotAccount:     inst.Name + "-snapshot",
+		SnapshotCredentials: inst.Name + "-snapshot-s3",
 	}
 }
 
@@ -172,13 +188,23 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if len(inst.Name) > MaxNameLength {
 		return nil, fmt.Errorf("instance name %q is longer than the redis-operator's %d characters", inst.Name, MaxNameLength)
 	}
-	n := NamesOf(inst)
-	objs := []*unstructured.Unstructured{
-		p.certificate(inst, n),
+	if err := p.checkSnapshots(inst, s); err != nil {
+		return nil, err
 	}
+	n := NamesOf(inst)
+	// The snapshot objects first: a restoring pod needs the S3 keys when
+	// it starts.
+	objs := p.snapshotObjects(inst, s, n)
+	objs = append(objs, p.certificate(inst, n))
 	// The pods' ServiceAccount, its rights and the preStop hook exist
 	// before the operator makes the pods.
-	objs = append(objs, roleAgentAccess(inst, s, n)...)
+	access := roleAgentAccess(inst, s, n)
+	if arn := p.Config.Backup.IAMRoleARN; arn != "" && s.Restore != nil {
+		// The pods' init container fetches the snapshot with the pods'
+		// account (EKS projects the role's web identity token).
+		access[0].SetAnnotations(map[string]string{"eks.amazonaws.com/role-arn": arn})
+	}
+	objs = append(objs, access...)
 	objs = append(objs, shutdownConfigMap(inst, n),
 		p.failover(inst, s, n),
 		tlsService(inst, n),
@@ -341,6 +367,12 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 	if spread := zoneSpread(inst, n, "redis"); spread != nil {
 		redis["topologySpreadConstraints"] = spread
 	}
+	if s.Restore != nil {
+		// The Redis pods keep the role agent's account (the agent labels
+		// the master with its token); on AWS that account carries the IAM
+		// role the restore's fetch step assumes (roleAgentAccess).
+		redis["initContainers"] = p.restoreInitContainers(inst, s, n)
+	}
 	sentinel := map[string]any{
 		"image":           p.Config.RedisImage,
 		"imagePullPolicy": imagePullPolicy,
@@ -459,17 +491,26 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 	// shutdown hook asks the Sentinels for a failover.
 	instancePods := map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{labelName: n.Failover, labelPartOf: partOf}}}
 	operator := provisioners.FromNamespace(p.Config.OperatorNamespace)
+	redisRules := []any{
+		provisioners.AllowFrom(provisioners.SameNamespace(), TLSPort),
+		provisioners.AllowFrom(instancePods, RedisPort),
+		provisioners.AllowFrom(operator, RedisPort),
+		provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), ExporterPort),
+	}
+	sentinelRules := []any{
+		provisioners.AllowFrom(instancePods, SentinelPort),
+		provisioners.AllowFrom(operator, SentinelPort),
+	}
+	if p.takesSnapshots(inst) {
+		// The snapshot job asks a Sentinel for a replica and copies
+		// from it over replication's plaintext port.
+		job := map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{labelSnapshotOf: n.Failover}}}
+		redisRules = append(redisRules, provisioners.AllowFrom(job, RedisPort))
+		sentinelRules = append(sentinelRules, provisioners.AllowFrom(job, SentinelPort))
+	}
 	return []*unstructured.Unstructured{
-		provisioners.IngressPolicy(inst, n.RedisPolicy, podSelector(n, "redis"),
-			provisioners.AllowFrom(provisioners.SameNamespace(), TLSPort),
-			provisioners.AllowFrom(instancePods, RedisPort),
-			provisioners.AllowFrom(operator, RedisPort),
-			provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), ExporterPort),
-		),
-		provisioners.IngressPolicy(inst, n.SentinelPolicy, podSelector(n, "sentinel"),
-			provisioners.AllowFrom(instancePods, SentinelPort),
-			provisioners.AllowFrom(operator, SentinelPort),
-		),
+		provisioners.IngressPolicy(inst, n.RedisPolicy, podSelector(n, "redis"), redisRules...),
+		provisioners.IngressPolicy(inst, n.SentinelPolicy, podSelector(n, "sentinel"), sentinelRules...),
 	}
 }
 

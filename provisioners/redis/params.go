@@ -31,6 +31,9 @@ type Settings struct {
 	// catalog.RedisPlan); the role agent applies the second.
 	MinReplicasToWrite   int
 	WritesWithoutReplica bool
+	// Restore fills the new instance from an off-cluster snapshot; nil:
+	// it starts empty.
+	Restore *Restore
 }
 
 // MaxmemoryPercent is the share of the memory limit Redis may fill with data.
@@ -45,6 +48,10 @@ type rawParams struct {
 		Memory *string `json:"memory"`
 	} `json:"resources"`
 	MaxmemoryPolicy *string `json:"maxmemory_policy"`
+	Restore         *struct {
+		FromInstance string  `json:"from_instance"`
+		Snapshot     *string `json:"snapshot"`
+	} `json:"restore"`
 }
 
 // Resolve applies the plan's defaults to schema-valid parameters and checks
@@ -55,7 +62,8 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		return Settings{}, fmt.Errorf("plan %q is not a Redis plan", plan.Name)
 	}
 	var p rawParams
-	if err := provisioners.DecodeParams(params, &p); err != nil {
+	err := provisioners.DecodeParams(params, &p)
+	if err != nil {
 		return Settings{}, err
 	}
 	s := Settings{
@@ -87,6 +95,11 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	}
 	if err := provisioners.AtMost("parameters.resources.memory", s.Memory, r.MaxMemory); err != nil {
 		return Settings{}, err
+	}
+	if p.Restore != nil {
+		if s.Restore, err = resolveRestore(p.Restore.FromInstance, p.Restore.Snapshot); err != nil {
+			return Settings{}, err
+		}
 	}
 	mem := resource.MustParse(s.Memory)
 	s.MaxmemoryBytes = mem.Value() * MaxmemoryPercent / 100

@@ -23,6 +23,8 @@ func allRenderings(t *testing.T) map[string][]*unstructured.Unstructured {
 				name += "-meshed"
 			}
 			out[name] = build(t, baseConfig(), inst)
+			// With off-cluster snapshots (a bucket and static keys).
+			out[name+"-snapshots"] = build(t, staticKeysConfig(), inst)
 		}
 	}
 	return out
@@ -134,7 +136,7 @@ func TestNetworkPoliciesAdmitPlaintextOnlyFromInstancePodsAndOperator(t *testing
 				switch {
 				case slices.Contains(ports, RedisPort) || slices.Contains(ports, SentinelPort):
 					if ps, ok := peer["podSelector"].(map[string]any); ok {
-						g.Expect(ps["matchLabels"]).To(HaveKey(labelName), "%s: plaintext from the instance's own pods only", name)
+						g.Expect(ps["matchLabels"]).To(Or(HaveKey(labelName), HaveKey(labelSnapshotOf)), "%s: plaintext from the instance's own pods (and its snapshot job) only", name)
 					} else {
 						g.Expect(peer["namespaceSelector"]).To(Equal(provisioners.FromNamespace("redis-operator")["namespaceSelector"]), name)
 					}

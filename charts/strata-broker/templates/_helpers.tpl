@@ -106,8 +106,10 @@ Container image reference; a digest wins over the tag.
 The broker configuration file (config.yaml): .Values.config, with
 brokerNamespace defaulted to the release namespace. The broker decodes it
 strictly (an unknown key stops it at start-up), so rendering fails first,
-naming the key. The key lists mirror Config in broker/config.go, binding.OpenBaoConfig in binding/openbao.go
-and postgres.Config in provisioners/postgres/builders.go.
+naming the key. The key lists mirror Config in broker/config.go, binding.OpenBaoConfig in binding/openbao.go,
+postgres.Config in provisioners/postgres/builders.go, redis.Config in
+provisioners/redis/builders.go and provisioners.BackupConfig (both engines'
+backup).
 */}}
 {{- define "strata-broker.config" -}}
 {{- $config := deepCopy (default (dict) .Values.config) }}
@@ -119,9 +121,16 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- with $config.kubernetes }}
 {{- include "strata-broker.checkKeys" (list "config.kubernetes" . (list "qps" "burst")) }}
 {{- end }}
-{{- with $config.redis }}
-{{- include "strata-broker.checkKeys" (list "config.redis" . (list "redisImage" "exporterImage" "roleAgentImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor")) }}
+{{- $redis := default (dict) $config.redis }}
+{{- include "strata-broker.checkKeys" (list "config.redis" $redis (list "redisImage" "exporterImage" "roleAgentImage" "storageClass" "operatorNamespace" "monitoringNamespace" "serverCertificates" "podMonitor" "backup" "snapshotImage")) }}
+{{- with $redis.backup }}
+{{- include "strata-broker.checkKeys" (list "config.redis.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL" "credentialsDir")) }}
 {{- end }}
+{{- /* The snapshot jobs and restores run the broker's own image. */}}
+{{- if not $redis.snapshotImage }}
+{{- $_ := set $redis "snapshotImage" (include "strata-broker.image" .) }}
+{{- end }}
+{{- $_ := set $config "redis" $redis }}
 {{- with $config.kafka }}
 {{- include "strata-broker.checkKeys" (list "config.kafka" . (list "shared" "kafkaVersion" "metadataVersion" "storageClass" "podMonitor" "monitoringNamespace" "disasterRecovery")) }}
 {{- with .shared }}
@@ -148,6 +157,13 @@ and postgres.Config in provisioners/postgres/builders.go.
 {{- end }}
 {{- $_ := set $postgres "backup" $backup }}
 {{- $_ := set $config "postgres" $postgres }}
+{{- /* One Secret of static keys serves both engines' buckets (unless
+Redis's snapshots use an IAM role, which excludes them). */}}
+{{- $redisBackup := default (dict) $redis.backup }}
+{{- if not (or $redisBackup.credentialsDir $redisBackup.iamRoleArn) }}
+{{- $_ := set $redisBackup "credentialsDir" "/etc/strata/backup" }}
+{{- end }}
+{{- $_ := set $redis "backup" $redisBackup }}
 {{- end }}
 {{- with $config.tenancy }}
 {{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "deniedNamespaces" "allowedNamespaceSelector" "limits")) }}
