@@ -347,10 +347,15 @@ func TestSentinelFailoverKeepsAcknowledgedData(t *testing.T) {
 func reloadArgs(t *testing.T, rf *unstructured.Unstructured, certDir string) []any {
 	t.Helper()
 	cs, _, _ := unstructured.NestedSlice(rf.Object, "spec", "redis", "extraContainers")
-	if len(cs) != 1 {
-		t.Fatalf("want one extra container, got %d", len(cs))
+	var script string
+	for _, c := range cs {
+		if c := c.(map[string]any); c["name"] == "strata-tls-reload" {
+			script = c["command"].([]any)[2].(string)
+		}
 	}
-	script := cs[0].(map[string]any)["command"].([]any)[2].(string)
+	if script == "" {
+		t.Fatalf("no strata-tls-reload container among the %d extra containers", len(cs))
+	}
 	want := strings.Join(rd.CertReloadArgs(), " ")
 	if !strings.Contains(script, want) {
 		t.Fatalf("the sidecar's script %q does not run %q", script, want)
@@ -388,4 +393,32 @@ func TestRenewedCertificateIsServedAfterReload(t *testing.T) {
 	tc := s.TLS(certs, testPassword)
 	defer tc.Close()
 	g.Expect(tc.Ping(ctx).Err()).To(Succeed())
+}
+
+// The rendered command alone (no role agent): on standard and ha a master
+// without a replica refuses writes (min-replicas-to-write 1), so a master
+// whose replica was promoted cannot acknowledge writes the new master never
+// sees; with a replica attached it accepts them. dev-lite has no replica
+// and no such rule.
+func TestLoneMasterRefusesWritesAsRendered(t *testing.T) {
+	ctx := context.Background()
+	for _, plan := range []string{"dev-lite", "standard", "ha"} {
+		t.Run(plan, func(t *testing.T) {
+			g := NewWithT(t)
+			dir := t.TempDir()
+			certs := NewCerts(t, filepath.Join(dir, "tls"))
+			cmd := CommandOf(t, rendered(t, plan, nil, nil))
+			master := StartServer(t, ServerOptions{Command: cmd, Certs: certs, Password: testPassword, Dir: filepath.Join(dir, "pod-0"), KeepMinReplicasToWrite: true})
+			c := master.TLS(certs, testPassword)
+			defer c.Close()
+			err := c.Set(ctx, "k", "v", 0).Err()
+			if plan == "dev-lite" {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			g.Expect(err).To(MatchError(ContainSubstring("NOREPLICAS")), "a lone %s master must refuse writes", plan)
+			StartServer(t, ServerOptions{Command: cmd, Certs: certs, Password: testPassword, Dir: filepath.Join(dir, "pod-1"), ReplicaOf: master.Port, KeepMinReplicasToWrite: true})
+			g.Eventually(func() error { return c.Set(ctx, "k", "v", 0).Err() }, 20*time.Second, 200*time.Millisecond).Should(Succeed(), "with a replica attached")
+		})
+	}
 }

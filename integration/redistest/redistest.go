@@ -144,6 +144,8 @@ type Server struct {
 	Args     []string // the command line as run
 	cmd      *exec.Cmd
 	log      *os.File
+	// keepMinReplicas: see ServerOptions.KeepMinReplicasToWrite.
+	keepMinReplicas bool
 }
 
 // CommandOf returns the Redis container command of a rendered RedisFailover.
@@ -168,6 +170,15 @@ type ServerOptions struct {
 	ReplicaOf int
 	// Port and TLSPort are chosen when 0.
 	Port, TLSPort int
+	// KeepMinReplicasToWrite leaves the rendered min-replicas-to-write in
+	// effect. By default StartServer sets it to 0: on standard and ha it
+	// makes a master without a replica refuse writes, and in the pods the
+	// role agent (cmd/strata-redis-role) decides when to relax or raise it
+	// from what the Sentinels say; none runs here, and these tests are
+	// about persistence, TLS and authentication of the Redis processes.
+	// The rule itself: TestLoneMasterRefusesWritesAsRendered here, and
+	// TestRedisFailoverLosesNoAcknowledgedWrite on the real platform.
+	KeepMinReplicasToWrite bool
 }
 
 // StartServer starts redis-server as the pod would run it and waits until
@@ -207,8 +218,23 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 		t.Fatal(err)
 	}
 	s.Args = MapCommand(t, o.Command, bin, confPath, o.Certs.Dir, o.TLSPort)
+	s.keepMinReplicas = o.KeepMinReplicasToWrite
 	s.start()
 	return s
+}
+
+// standIn does what the role agent would for a master the Sentinels name
+// (ServerOptions.KeepMinReplicasToWrite).
+func (s *Server) standIn() {
+	s.t.Helper()
+	if s.keepMinReplicas {
+		return
+	}
+	c := s.Plain()
+	defer c.Close()
+	if err := c.ConfigSet(context.Background(), "min-replicas-to-write", "0").Err(); err != nil {
+		s.t.Fatalf("CONFIG SET min-replicas-to-write 0: %v", err)
+	}
 }
 
 // MapCommand maps a rendered command to this machine: the binary, the
@@ -256,6 +282,7 @@ func (s *Server) start() {
 		}
 	})
 	s.waitReady()
+	s.standIn()
 }
 
 func (s *Server) waitReady() {
