@@ -94,7 +94,11 @@ func (w *world) startBrokerBinary(t testing.TB, name string) *brokerProcess {
 	for _, o := range objs {
 		switch o["kind"] {
 		case "ConfigMap":
-			config, _ = o["data"].(map[string]any)["config.yaml"].(string)
+			// The chart's other ConfigMaps (Grafana dashboards) have no
+			// config.yaml.
+			if c, ok := o["data"].(map[string]any)["config.yaml"].(string); ok {
+				config = c
+			}
 		case "Deployment":
 			spec := o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
 			c := spec["containers"].([]any)[0].(map[string]any)
