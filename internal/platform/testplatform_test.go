@@ -4,10 +4,19 @@ package platform
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 )
+
+// testOctets are the second octets of the platform tests' address ranges
+// (10.N.0.0/30 link, 10.N.1.0/24 pods, 10.N.16.0/20 Services), one per
+// state directory, inside the default block (200–249).
+var testOctets = map[string]int{
+	"test-state": 231, "test-bao": 232, "test-plans": 233, "test-restore": 234, "test-redis": 235,
+	"test-obs": 236, "test-dash": 237, "redisfo": 238, "multinode": 239,
+}
 
 // startTestPlatform brings a platform up in .cache/platform/<name> (a
 // fixed state directory per test: a run killed by -timeout leaves its
@@ -26,13 +35,23 @@ func startTestPlatformNodes(t *testing.T, name string, budget time.Duration, nod
 	root := repoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	t.Cleanup(cancel)
-	p, err := New(Config{
+	cfg := Config{
 		StateDir:  filepath.Join(root, ".cache", "platform", name),
 		CacheDir:  filepath.Join(root, ".cache", "platform"),
 		SourceDir: root,
 		Nodes:     nodes,
 		Log:       t.Logf,
-	})
+	}
+	// The tests run at once, so each gets address ranges of its own: the
+	// default, a hash of the state directory's path into 50 ranges, made
+	// two pairs of nine tests collide in a CI checkout (the second of a
+	// pair refused to start on the first's host routes).
+	if octet, ok := testOctets[name]; ok {
+		cfg.LinkCIDR = fmt.Sprintf("10.%d.0.0/30", octet)
+		cfg.PodCIDR = fmt.Sprintf("10.%d.1.0/24", octet)
+		cfg.ServiceCIDR = fmt.Sprintf("10.%d.16.0/20", octet)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
