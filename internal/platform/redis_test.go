@@ -364,21 +364,9 @@ func TestRedisOnRealPlatform(t *testing.T) {
 	t.Logf("TIMING cert-manager installed: %s", time.Since(step).Round(time.Second))
 
 	step = time.Now()
-	image, err := p.BuildBrokerImage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	password := randomHex(t, 24)
 	// Redis's server certificates come from the issuer of
 	// config.postgres.serverCertificates, cert-manager's PlatformIssuer.
-	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: "strata-system", Image: image, Password: password})
-	if err != nil {
-		t.Fatal(err)
-	}
-	osb, err := newOSBClient(ctx, b, password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	osb, _ := installTestBroker(ctx, t, p, nil)
 	t.Logf("TIMING broker installed with its Helm chart (Redis image %s): %s", imgs.Redis, time.Since(step).Round(time.Second))
 
 	const tenant = "apps"

@@ -50,19 +50,7 @@ func TestRedisFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 	if err := p.InstallCertManager(ctx); err != nil {
 		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
 	}
-	image, err := p.BuildBrokerImage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	password := randomHex(t, 24)
-	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: "strata-system", Image: image, Password: password})
-	if err != nil {
-		t.Fatal(err)
-	}
-	osb, err := newOSBClient(ctx, b, password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	osb, _ := installTestBroker(ctx, t, p, nil)
 	const tenant = "apps"
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenant}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -108,18 +108,26 @@ func installBackupStack(ctx context.Context, t *testing.T, p *Platform, extra ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	const brokerNS = "strata-system"
-	image, err := p.BuildBrokerImage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	values, err := p.BrokerBackupValues(ctx, store, brokerNS)
+	values, err := p.BrokerBackupValues(ctx, store, brokerNamespace)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mergeValues(values, extra)
+	osb, b := installTestBroker(ctx, t, p, values)
+	return osb, b, store
+}
+
+// installTestBroker builds the broker's image from cmd/, installs it with
+// its chart (values merged over InstallBroker's) and a random password,
+// and returns an OSB client of it and the installed broker.
+func installTestBroker(ctx context.Context, t *testing.T, p *Platform, values map[string]any) (*osbClient, *Broker) {
+	t.Helper()
+	image, err := p.BuildBrokerImage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	password := randomHex(t, 24)
-	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNS, Image: image, Password: password, Values: values})
+	b, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNamespace, Image: image, Password: password, Values: values})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,5 +135,5 @@ func installBackupStack(ctx context.Context, t *testing.T, p *Platform, extra ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	return osb, b, store
+	return osb, b
 }
