@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -24,8 +23,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/strata-dev/strata/broker/advisor"
 	"github.com/strata-dev/strata/catalog"
@@ -87,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	b, err := readBinding(ctx, *bindingDir, *secret, *kubeconfig)
+	b, err := load.LoadBinding(ctx, *bindingDir, *secret, *kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -115,32 +112,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteText(stdout)
-}
-
-func readBinding(ctx context.Context, dir, secret, kubeconfig string) (load.Binding, error) {
-	switch {
-	case dir != "" && secret != "":
-		return nil, errors.New("give --binding or --secret, not both")
-	case dir != "":
-		return load.ReadBindingDir(dir)
-	case secret != "":
-		ns, name, ok := strings.Cut(secret, "/")
-		if !ok || ns == "" || name == "" {
-			return nil, fmt.Errorf("--secret is namespace/name, not %q", secret)
-		}
-		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		rules.ExplicitPath = kubeconfig
-		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("the kubeconfig: %w", err)
-		}
-		kube, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			return nil, err
-		}
-		return load.ReadBindingSecret(ctx, kube, ns, name)
-	}
-	return nil, errors.New("give the binding: --binding DIR or --secret NAMESPACE/NAME")
 }
 
 // memoryLimit is --memory, else the plan's default memory, else 0

@@ -173,7 +173,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	b, err := loadBinding(ctx, *bindingDir, *secret, *kubeconfig)
+	b, err := LoadBinding(ctx, *bindingDir, *secret, *kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-func loadBinding(ctx context.Context, dir, secret, kubeconfig string) (Binding, error) {
+// LoadBinding reads a binding from its directory (dir) or from its Secret
+// (secret, "namespace/name", through kubeconfig or the default rules), as
+// the command-line tools take it (--binding, --secret).
+func LoadBinding(ctx context.Context, dir, secret, kubeconfig string) (Binding, error) {
 	switch {
 	case dir != "" && secret != "":
 		return nil, errors.New("give --binding or --secret, not both")
