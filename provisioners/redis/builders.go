@@ -478,6 +478,13 @@ func tlsService(inst provisioners.Instance, n Names) *unstructured.Unstructured 
 	return provisioners.NewObject(inst, "v1", "Service", n.TLSService, map[string]any{
 		"type":     "ClusterIP",
 		"selector": sel,
+		// The role label is this Service's readiness: the agent sets it
+		// only on the Redis whose ROLE is master and that the Sentinels
+		// name, and removes it as soon as that Redis stops answering. The
+		// operator's readiness probe (30 s initial delay) would otherwise
+		// keep clients off a master whose container just restarted and took
+		// its role back after a crash (34.6 s without writes, docs/redis.md).
+		"publishNotReadyAddresses": true,
 		"ports": []any{map[string]any{
 			// tcp-: Istio treats the traffic as opaque TCP.
 			"name": "tcp-redis-tls", "protocol": "TCP", "port": int64(TLSPort), "targetPort": int64(TLSPort),
