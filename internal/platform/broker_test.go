@@ -179,6 +179,11 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 	}
 	t.Logf("TIMING second (idempotent) run of make run's demo: %s", time.Since(step).Round(time.Second))
 
+	// Seeding and a masked copy (docs/postgres.md), on the same broker.
+	t.Run("SeededInstanceAndMaskedCopy", func(t *testing.T) {
+		testSeedAndMaskedCopy(ctx, t, p, again, cfg.Tenant)
+	})
+
 	// Unbind, then deprovision as a platform that never polls: only the
 	// broker's own reconcile loop (one replica, elected through its Lease
 	// with the chart's RBAC) can finish the deprovision while the real
