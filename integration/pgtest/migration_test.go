@@ -3,6 +3,7 @@
 package pgtest_test
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,7 +88,8 @@ func TestMigrationRehearsalOnRealPostgreSQL(t *testing.T) {
 		begin := time.Now()
 		out, err := cmd.CombinedOutput()
 		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		} else if err != nil {
 			t.Fatalf("running %s: %v", script, err)

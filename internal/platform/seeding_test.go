@@ -4,7 +4,6 @@ package platform
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -21,15 +20,15 @@ import (
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
 
-// testSeedAndMaskedCopy runs on the broker `make run` installed (OpenBao
-// issues the credentials): over OSB, a dev-lite instance seeded from a
+// testSeedAndMaskedCopy runs over OSB on the broker osb calls (its
+// bindings are DatabaseRole logins): a dev-lite instance seeded from a
 // Secret of the tenant (seed), then a masked copy of it (copy_of, through
 // CloudNativePG's logical import). The seeded instance has the seed's
 // rows; the copy has no original value of a masked column, equal
 // unmasked columns and matching joins (pgtest.CheckMaskedCopy, the
 // checks the harness test makes on a local PostgreSQL); the copy's login
 // on the source can read and not write. Both are deprovisioned.
-func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, res *DemoResult, tenant string) {
+func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, tenant string) {
 	step := time.Now()
 	timing := func(what string) {
 		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
@@ -44,13 +43,13 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, res *
 	}
 	seededID := "5eed0000-1e0f-4a9b-8c7d-" + randomHex(t, 6)
 	copyID := "c0b70000-1e0f-4a9b-8c7d-" + randomHex(t, 6)
-	// The node has 2 CPUs shared with the demo's instance, OpenBao and
-	// the operators: the instances ask for little.
+	// The node has 2 CPUs shared with OpenBao, cert-manager and the
+	// operators: the instances ask for little.
 	small := map[string]any{"cpu": "100m", "memory": "512Mi"}
 	provision := func(id string, params map[string]any) {
 		t.Helper()
 		params["version"], params["resources"] = PostgreSQLMajor, small
-		code, body, err := res.osb.do(ctx, http.MethodPut, instancePathOf(id)+"?accepts_incomplete=true", map[string]any{
+		code, body, err := osb.do(ctx, http.MethodPut, instancePathOf(id)+"?accepts_incomplete=true", map[string]any{
 			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
 			"context":    map[string]any{"platform": "kubernetes", "namespace": tenant},
 			"parameters": params,
@@ -58,14 +57,14 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, res *
 		if err != nil || code != http.StatusAccepted {
 			t.Fatalf("provision %s: %d %s %v", id, code, body, err)
 		}
-		if err := res.osb.waitSucceeded(ctx, instancePathOf(id)+"/last_operation", 15*time.Minute); err != nil {
+		if err := osb.waitSucceeded(ctx, instancePathOf(id)+"/last_operation", 15*time.Minute); err != nil {
 			t.Fatalf("provision %s: %v; pods: %s; events: %s", id, err, p.podSummary(ctx, tenant), warningEvents(ctx, p, tenant))
 		}
 	}
 
 	provision(seededID, map[string]any{"seed": map[string]any{"secret": fixtures}})
 	timing("dev-lite seeded from a Secret, provisioned over OSB → succeeded")
-	seededCreds, err := res.osb.bind(ctx, seededID, "b5eed000-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresDevLiteID, "readwrite")
+	seededCreds, err := osb.bind(ctx, seededID, "b5eed000-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresDevLiteID, "readwrite")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +76,7 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, res *
 	if err := seeded.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'customers'").Scan(&owner); err != nil || owner != postgres.OwnerRole {
 		t.Errorf("the seed's table belongs to %q (%v), want %s: the seed runs as the owner group", owner, err, postgres.OwnerRole)
 	}
-	timing("bound (readwrite, OpenBao), the seed's rows are there")
+	timing("bound (readwrite), the seed's rows are there")
 
 	mask := map[string]any{}
 	for k, v := range pgtest.OrdersMask {
@@ -85,7 +84,7 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, res *
 	}
 	provision(copyID, map[string]any{"copy_of": map[string]any{"instance": seededID, "mask": mask}})
 	timing("masked copy (logical import + masking) provisioned over OSB → succeeded")
-	copyCreds, err := res.osb.bind(ctx, copyID, "bc0b7000-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresDevLiteID, "owner")
+	copyCreds, err := osb.bind(ctx, copyID, "bc0b7000-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresDevLiteID, "owner")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,11 +125,11 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, res *
 	// Deprovision the copy (its login leaves the source), then the source.
 	for _, id := range []string{copyID, seededID} {
 		ids := "service_id=" + catalog.PostgresServiceID + "&plan_id=" + catalog.PostgresDevLiteID
-		if code, body, err := res.osb.do(ctx, http.MethodDelete, instancePathOf(id)+"?accepts_incomplete=true&"+ids, nil); err != nil || (code != http.StatusAccepted && code != http.StatusOK) {
+		if code, body, err := osb.do(ctx, http.MethodDelete, instancePathOf(id)+"?accepts_incomplete=true&"+ids, nil); err != nil || (code != http.StatusAccepted && code != http.StatusOK) {
 			t.Fatalf("deprovision %s: %d %s %v", id, code, body, err)
 		}
 		if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-			code, _, err := res.osb.do(ctx, http.MethodGet, instancePathOf(id), nil)
+			code, _, err := osb.do(ctx, http.MethodGet, instancePathOf(id), nil)
 			return err == nil && code == http.StatusNotFound, nil
 		}); err != nil {
 			t.Fatalf("deprovision %s did not finish: %v", id, err)
@@ -164,7 +163,7 @@ func bindingConn(ctx context.Context, t *testing.T, p *Platform, creds map[strin
 		conn, lastErr = pgx.ConnectConfig(ctx, cfg)
 		return lastErr == nil, nil
 	}); err != nil {
-		t.Fatal(fmt.Errorf("connecting as %s to %s: %w (last error: %v)", creds["username"], creds["host"], err, lastErr))
+		t.Fatalf("connecting as %s to %s: %v (last error: %v)", creds["username"], creds["host"], err, lastErr)
 	}
 	return conn
 }

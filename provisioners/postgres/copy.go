@@ -70,6 +70,15 @@ func (p *Provisioner) checkCopy(inst provisioners.Instance) error {
 	if !asked {
 		return nil
 	}
+	if p.Config.CredentialManager != nil {
+		// OpenBao logs in with a management role created by the initdb
+		// SQL of the bootstrap Secret; CloudNativePG's import bootstrap
+		// does not run it (measured on the platform: the copy came up
+		// without the role and OpenBao could not log in), and the role's
+		// verifier cannot go inline into the Cluster, which is rendered
+		// without the broker's I/O.
+		return provisioners.ParamErrorf("parameters.copy_of", "masked copies are not available while OpenBao issues the credentials (CloudNativePG's import bootstrap does not create the management role OpenBao logs in as); seed a dev-lite instance instead, or copy with pg_dump and pg_restore through bindings")
+	}
 	if inst.Plan.Postgres.Backup != nil {
 		// The copy's WAL from the import holds the rows as they were
 		// before masking; a plan with backups would archive it to S3,

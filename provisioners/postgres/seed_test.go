@@ -168,6 +168,13 @@ func TestBuildSeedsAndCopies(t *testing.T) {
 	_, err = (&Provisioner{Config: baseConfig()}).Build(inst)
 	g.Expect(err).To(MatchError(HavePrefix("parameters.copy_of: plan standard keeps backups")))
 
+	// OpenBao's management role is made by initdb SQL the import does
+	// not run.
+	inst = testInstance(t, "dev-lite", copyParams(map[string]any{}))
+	inst.Copy = src
+	_, err = (&Provisioner{Config: openBaoConfig()}).Build(inst)
+	g.Expect(err).To(MatchError(HavePrefix("parameters.copy_of: masked copies are not available while OpenBao issues the credentials")))
+
 	// A copy's login Secret and a seed's Secret go with the instance.
 	inst = testInstance(t, "dev-lite", copyParams(map[string]any{}))
 	inst.Copy = src
