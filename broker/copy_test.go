@@ -66,6 +66,9 @@ func TestCopyProvisionsAMaskedCopyOfTheSource(t *testing.T) {
 	g.Expect(res.State).To(Equal(provisioners.Succeeded))
 	_, err = e.b.Update(e.ctx, copyID, pgUpdate("", `{"copy_of": {"instance": "`+instanceID+`", "mask": {}}}`), true)
 	expectFailure(g, err, http.StatusUnprocessableEntity, "", "parameters.copy_of: an instance is copied once")
+	// A copy stays on a plan without backups.
+	_, err = e.b.Update(e.ctx, copyID, pgUpdate(catalog.PostgresStandardID, ""), true)
+	expectFailure(g, err, http.StatusBadRequest, "", "parameters.copy_of: plan standard keeps backups")
 }
 
 func TestCopyIsRefusedSayingWhatToChange(t *testing.T) {
