@@ -2,16 +2,24 @@ package charts_test
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/prometheus/promql/parser"
+	apiext "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
+	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
+	"k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/charts/dashboards"
+	"github.com/strata-dev/strata/internal/controlplane"
 	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
@@ -42,15 +50,10 @@ func selectorsOf(t *testing.T, expr string) []*parser.VectorSelector {
 	return out
 }
 
-// TestMeshMetricsAreScraped: Istio cannot run here (Envoy cannot be
-// built on the test machine, docs/platform.md), so, like Kafka's, the
-// mesh series are checked by name: every istio_* metric a dashboard
-// query or an alert rule uses is one of Istio's standard TCP metrics and
-// one the mesh PodMonitor the broker renders for a meshed PostgreSQL
-// instance keeps; the dashboards select that PodMonitor's job and the
-// rules the label it puts on every series.
-func TestMeshMetricsAreScraped(t *testing.T) {
-	g := NewWithT(t)
+// meshMonitorOf renders a meshed standard PostgreSQL instance and returns
+// its mesh PodMonitor.
+func meshMonitorOf(t *testing.T, g Gomega) (provisioners.Instance, map[string]any) {
+	t.Helper()
 	svc, plan, err := catalog.Default().Find(catalog.PostgresServiceID, catalog.PostgresStandardID)
 	g.Expect(err).NotTo(HaveOccurred())
 	id := "5f0c6d8e-3b1a-4c2e-9f4d-2a7b8c9d0e1f"
@@ -66,6 +69,75 @@ func TestMeshMetricsAreScraped(t *testing.T) {
 		}
 	}
 	g.Expect(monitor).NotTo(BeNil(), "no mesh PodMonitor for a meshed instance")
+	return inst, monitor
+}
+
+// TestMeshPodMonitorMatchesTheCRD: the mesh PodMonitor is valid against
+// prometheus-operator's PodMonitor CRD (v0.85.0, the platform's, read
+// from the Go module cache) and the API server would prune none of its
+// fields (a misspelt relabelling field would vanish, and with it the
+// cardinality bound); the check catches both mistakes.
+func TestMeshPodMonitorMatchesTheCRD(t *testing.T) {
+	g := NewWithT(t)
+	dirs, err := controlplane.ModuleCRDDirs()
+	g.Expect(err).NotTo(HaveOccurred())
+	var raw []byte
+	for _, d := range dirs {
+		if b, err := os.ReadFile(filepath.Join(d, "monitoring.coreos.com_podmonitors.yaml")); err == nil {
+			raw = b
+		}
+	}
+	g.Expect(raw).NotTo(BeEmpty(), "no PodMonitor CRD in %v", dirs)
+	var crd apiextv1.CustomResourceDefinition
+	g.Expect(yaml.Unmarshal(raw, &crd)).To(Succeed())
+	var schema *apiext.JSONSchemaProps
+	for _, v := range crd.Spec.Versions {
+		if v.Name == "v1" {
+			schema = &apiext.JSONSchemaProps{}
+			g.Expect(apiextv1.Convert_v1_JSONSchemaProps_To_apiextensions_JSONSchemaProps(v.Schema.OpenAPIV3Schema, schema, nil)).To(Succeed())
+		}
+	}
+	g.Expect(schema).NotTo(BeNil())
+	validator, _, err := validation.NewSchemaValidator(schema)
+	g.Expect(err).NotTo(HaveOccurred())
+	structural, err := structuralschema.NewStructural(schema)
+	g.Expect(err).NotTo(HaveOccurred())
+	check := func(obj map[string]any) (invalid field.ErrorList, pruned []string) {
+		invalid = validation.ValidateCustomResource(field.NewPath(""), obj, validator)
+		copied := map[string]any{}
+		b, _ := yaml.Marshal(obj)
+		g.Expect(yaml.Unmarshal(b, &copied)).To(Succeed())
+		pruned = pruning.PruneWithOptions(copied, structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
+		return invalid, pruned
+	}
+
+	_, monitor := meshMonitorOf(t, g)
+	invalid, pruned := check(monitor)
+	g.Expect(invalid).To(BeEmpty())
+	g.Expect(pruned).To(BeEmpty(), "fields the API server would drop")
+
+	// The check can fail.
+	bad := map[string]any{}
+	b, _ := yaml.Marshal(monitor)
+	g.Expect(yaml.Unmarshal(b, &bad)).To(Succeed())
+	ep := bad["spec"].(map[string]any)["podMetricsEndpoints"].([]any)[0].(map[string]any)
+	ep["metricRelabelConfigs"] = ep["metricRelabelings"] // Prometheus's spelling, not the CRD's
+	ep["metricRelabelings"].([]any)[0].(map[string]any)["action"] = "keepall"
+	invalid, pruned = check(bad)
+	g.Expect(invalid).NotTo(BeEmpty())
+	g.Expect(pruned).To(ContainElement(ContainSubstring("metricRelabelConfigs")))
+}
+
+// TestMeshMetricsAreScraped: Istio cannot run here (Envoy cannot be
+// built on the test machine, docs/platform.md), so, like Kafka's, the
+// mesh series are checked by name: every istio_* metric a dashboard
+// query or an alert rule uses is one of Istio's standard TCP metrics and
+// one the mesh PodMonitor the broker renders for a meshed PostgreSQL
+// instance keeps; the dashboards select that PodMonitor's job and the
+// rules the label it puts on every series.
+func TestMeshMetricsAreScraped(t *testing.T) {
+	g := NewWithT(t)
+	inst, monitor := meshMonitorOf(t, g)
 	// The dashboards select job "<namespace>/<instance>-mesh", where the
 	// instance variable is the Cluster's name (its PodMonitor's job).
 	g.Expect(get(t, monitor, "metadata", "name")).To(Equal(postgres.NamesOf(inst).Cluster + "-mesh"))
