@@ -45,7 +45,8 @@ import (
 // counted and left out, and their metric names are checked against the
 // Kafka objects the broker renders by charts' TestKafkaDashboardMetricsAreConfigured
 // (the tenants' topic and partition gauges by the broker's
-// TestDashboardsUseTheBrokersMetrics).
+// TestDashboardsUseTheBrokersMetrics). Then it fills the Redis past its
+// maxmemory through the binding and StrataRedisEvictingKeys must fire.
 func TestDashboardsOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	start := time.Now()
