@@ -49,7 +49,9 @@ import (
 // Envoy can be built on this machine): the PostgreSQL dashboard's mesh
 // panels (istio_tcp_*) are counted and left out the same way, and their
 // metric names checked against the mesh PodMonitor the broker renders for
-// a meshed instance by charts' TestMeshMetricsAreScraped.
+// a meshed instance by charts' TestMeshMetricsAreScraped. Then it fills
+// the Redis past its maxmemory through the binding and
+// StrataRedisEvictingKeys must fire.
 func TestDashboardsOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	start := time.Now()
