@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"sigs.k8s.io/yaml"
 )
 
 // Cluster is a multi-broker Kafka cluster on loopback: one dedicated KRaft
@@ -49,8 +50,12 @@ type Node struct {
 	ID int
 	// Addr is the client listener (brokers only).
 	Addr string
+	// MetricsAddr is host:port of the JMX exporter agent's /metrics when
+	// the cluster was started with a JMX exporter configuration.
+	MetricsAddr string
 
 	dir, cfg string
+	jvm      []string
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -72,22 +77,44 @@ var fastFailover = []string{
 // brokerConfig (key=value lines, typically the Kafka resource's
 // spec.kafka.config as Strata renders it) to the listener setup.
 func StartCluster(n int, brokerConfig []string) (*Cluster, error) {
+	return StartClusterWith(n, brokerConfig, ClusterOptions{})
+}
+
+// ClusterOptions are a cluster's optional parts.
+type ClusterOptions struct {
+	// JMXExporterConfig, when not empty, is a Prometheus JMX exporter
+	// configuration (YAML, as in the ConfigMap a Kafka resource's
+	// metricsConfig names): every node, controller and brokers, then
+	// loads the JMX exporter Java agent with it, as Strimzi's Kafka pods
+	// do, serving /metrics on its Node.MetricsAddr.
+	JMXExporterConfig string
+}
+
+// StartClusterWith is StartCluster with options.
+func StartClusterWith(n int, brokerConfig []string, opts ClusterOptions) (*Cluster, error) {
 	if _, err := EnsureJars(); err != nil {
 		return nil, err
+	}
+	var agent string
+	if opts.JMXExporterConfig != "" {
+		var err error
+		if agent, err = EnsureJMXAgent(); err != nil {
+			return nil, err
+		}
 	}
 	dir, err := os.MkdirTemp("", "strata-kafka-cluster-")
 	if err != nil {
 		return nil, err
 	}
 	c := &Cluster{dir: dir, AdminPassword: randomToken(24)}
-	if err := c.start(n, brokerConfig); err != nil {
+	if err := c.start(n, brokerConfig, agent, opts); err != nil {
 		c.Stop()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Cluster) start(n int, brokerConfig []string) error {
+func (c *Cluster) start(n int, brokerConfig []string, agent string, opts ClusterOptions) error {
 	caPEM, serverPEM, err := makePKI()
 	if err != nil {
 		return err
@@ -100,9 +127,29 @@ func (c *Cluster) start(n int, brokerConfig []string) error {
 	if err := os.WriteFile(filepath.Join(c.dir, "log4j2.properties"), []byte(log4jConfig), 0o600); err != nil {
 		return err
 	}
-	ports, err := freePorts(1 + 2*n)
+	ports, err := freePorts(1 + 2*n + n + 1)
 	if err != nil {
 		return err
+	}
+	metricsPorts := ports[1+2*n:]
+	// metrics makes node i (0 the controller) load the JMX exporter agent.
+	metrics := func(node *Node, i int) error {
+		if agent == "" {
+			return nil
+		}
+		// Strimzi hands the agent the ConfigMap's rules converted to
+		// JSON (metrics-config.json in the pods' shared ConfigMap).
+		js, err := yaml.YAMLToJSON([]byte(opts.JMXExporterConfig))
+		if err != nil {
+			return fmt.Errorf("the JMX exporter configuration is not YAML: %w", err)
+		}
+		file := filepath.Join(c.dir, "metrics-config.json")
+		if err := os.WriteFile(file, js, 0o600); err != nil {
+			return err
+		}
+		node.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", metricsPorts[i])
+		node.jvm = []string{"-javaagent:" + agent + "=" + node.MetricsAddr + ":" + file}
+		return nil
 	}
 	voters := fmt.Sprintf("100@127.0.0.1:%d", ports[0])
 	common := []string{
@@ -116,6 +163,9 @@ func (c *Cluster) start(n int, brokerConfig []string) error {
 	}
 	id := clusterID()
 	c.Controller = &Node{ID: 100, dir: filepath.Join(c.dir, "controller")}
+	if err := metrics(c.Controller, 0); err != nil {
+		return err
+	}
 	ctrlProps := append([]string{
 		"process.roles=controller", "node.id=100",
 		fmt.Sprintf("listeners=CONTROLLER://127.0.0.1:%d", ports[0]),
@@ -135,6 +185,9 @@ func (c *Cluster) start(n int, brokerConfig []string) error {
 	for i := 1; i <= n; i++ {
 		client, repl := ports[2*i-1], ports[2*i]
 		b := &Node{ID: i, Addr: fmt.Sprintf("127.0.0.1:%d", client), dir: filepath.Join(c.dir, fmt.Sprintf("broker-%d", i))}
+		if err := metrics(b, i); err != nil {
+			return err
+		}
 		props := append([]string{
 			"process.roles=broker", fmt.Sprintf("node.id=%d", i),
 			fmt.Sprintf("listeners=CLIENT://127.0.0.1:%d,REPLICATION://127.0.0.1:%d", client, repl),
@@ -238,7 +291,7 @@ func (n *Node) format(root string, props []string, clusterID string, extra ...st
 		return err
 	}
 	args := append([]string{"format", "--config", n.cfg, "--cluster-id", clusterID}, extra...)
-	out, err := javaCmd(root, "256m", "kafka.tools.StorageTool", args...).CombinedOutput()
+	out, err := javaCmd(root, "256m", nil, "kafka.tools.StorageTool", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("formatting node %d: %w\n%s", n.ID, err, tail(string(out), 30))
 	}
@@ -261,7 +314,7 @@ func (n *Node) Start() error {
 	if n.Addr == "" {
 		heap = "192m"
 	}
-	n.cmd = javaCmd(filepath.Dir(n.dir), heap, "kafka.Kafka", n.cfg)
+	n.cmd = javaCmd(filepath.Dir(n.dir), heap, n.jvm, "kafka.Kafka", n.cfg)
 	stdout, err := n.cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -329,13 +382,15 @@ func (n *Node) Log() string {
 }
 
 // javaCmd runs a Kafka main class from the cached jars with the harness's
-// log configuration in dir (log4j2.properties).
-func javaCmd(dir, heap, main string, args ...string) *exec.Cmd {
+// log configuration in dir (log4j2.properties), with the extra JVM
+// options jvm (a Java agent).
+func javaCmd(dir, heap string, jvm []string, main string, args ...string) *exec.Cmd {
 	all := append([]string{
 		"-Xmx" + heap, "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
 		"-Dlog4j2.configurationFile=" + filepath.Join(dir, "log4j2.properties"),
-		"-cp", filepath.Join(JarDir(), "*"), main,
-	}, args...)
+	}, jvm...)
+	all = append(all, "-cp", filepath.Join(JarDir(), "*"), main)
+	all = append(all, args...)
 	cmd := exec.Command("java", all...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	return cmd

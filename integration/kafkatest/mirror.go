@@ -214,7 +214,7 @@ func StartConnect(m *Mirror, dir string) (*Connect, error) {
 	if err := os.WriteFile(filepath.Join(dir, "log4j2.properties"), []byte(log4jConfig), 0o600); err != nil {
 		return nil, err
 	}
-	c.cmd = javaCmd(dir, "512m", "org.apache.kafka.connect.cli.ConnectDistributed", cfg)
+	c.cmd = javaCmd(dir, "512m", nil, "org.apache.kafka.connect.cli.ConnectDistributed", cfg)
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
