@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -47,7 +46,7 @@ import (
 // Each sub-benchmark initialises both with the same pgbench scale, runs an
 // untimed warm-up on each, then alternates them (tuned, stock, tuned,
 // stock …) so the machine's load, which other work shares, weighs on both
-// alike. Each run is pgbench -c 8 -j 2 -T 10 -M prepared -n over the unix
+// alike. Each run is pgbench -c 8 -j 2 -T 8 -M prepared -n over the unix
 // socket (the client's TLS cost is not what is compared). Reported: the
 // mean tps and latency of each and the tps ratio (tuned / stock), and each
 // server's shared-buffer hit ratio over the runs.
@@ -60,26 +59,45 @@ func BenchmarkPlanTunedVsStockPostgres(b *testing.B) {
 	pgbench := pgbenchPath(b)
 	tuned, stock := tunedAndStock(b, tunedBenchPlan)
 	checkMemory(b, tuned)
-	for _, scale := range []int{1, 20} {
-		b.Run(fmt.Sprintf("scale=%d", scale), func(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		scale  int
+		script []string // pgbench's options for the script
+	}{
+		{"scale=1", 1, nil},
+		{"scale=20", 20, nil},
+		// The built-in select-only script: one primary-key lookup per
+		// transaction, where a buffer miss is a larger share of the work.
+		{"scale=20-select-only", 20, []string{"-S"}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			ts := pgtest.Start(b, tuned)
 			ss := pgtest.Start(b, stock)
 			checkServersDiffer(b, ts, ss)
 			servers := []*benchServer{{name: "tuned", srv: ts}, {name: "stock", srv: ss}}
 			for _, s := range servers {
-				s.init(b, pgbench, scale)
+				s.init(b, pgbench, c.scale)
 			}
 			for _, s := range servers { // warm-up, not counted
-				s.pgbench(b, pgbench, "5")
+				s.pgbench(b, pgbench, "5", c.script)
 				s.resetStats(b)
 			}
 			for range b.N {
-				for range tunedBenchRounds {
-					for _, s := range servers {
-						tps, lat := s.pgbench(b, pgbench, "10")
-						s.tps += tps
-						s.latency += lat
-						b.Logf("%s: %.1f tps, latency %.3f ms", s.name, tps, lat)
+				for r := range tunedBenchRounds {
+					// tuned, stock, stock, tuned, …: neither always runs
+					// first after the other.
+					order := []*benchServer{servers[0], servers[1]}
+					if r%2 == 1 {
+						order[0], order[1] = order[1], order[0]
+					}
+					for _, s := range order {
+						cpu, children := s.serverCPU(b)
+						res := s.pgbench(b, pgbench, tunedBenchSeconds, c.script)
+						s.cpu += s.cpuAfter(b, children) - cpu
+						s.tps += res.tps
+						s.latency += res.latency
+						s.txs += res.txs
+						b.Logf("%s: %.1f tps, latency %.3f ms", s.name, res.tps, res.latency)
 					}
 				}
 			}
@@ -90,11 +108,23 @@ func BenchmarkPlanTunedVsStockPostgres(b *testing.B) {
 			b.ReportMetric(t.tps/s.tps, "ratio-tps")
 			b.ReportMetric(t.latency/n, "tuned-latency-ms")
 			b.ReportMetric(s.latency/n, "stock-latency-ms")
+			// The server's CPU per transaction depends far less on what
+			// else the machine runs than its throughput does.
+			tc, sc := float64(t.cpu.Microseconds())/float64(t.txs), float64(s.cpu.Microseconds())/float64(s.txs)
+			b.ReportMetric(tc, "tuned-server-cpu-µs/tx")
+			b.ReportMetric(sc, "stock-server-cpu-µs/tx")
+			for _, srv := range servers {
+				bytes, fpi, timed, req := srv.walStats(b)
+				tx := float64(srv.txs)
+				b.ReportMetric(bytes/tx, srv.name+"-wal-B/tx")
+				b.Logf("%s: %.0f bytes of WAL and %.2f full-page images per transaction; %d timed and %d requested checkpoints during the runs",
+					srv.name, bytes/tx, fpi/tx, timed, req)
+			}
 			th, sh := t.hitRatio(b), s.hitRatio(b)
 			b.ReportMetric(th*100, "tuned-hit-%")
 			b.ReportMetric(sh*100, "stock-hit-%")
-			b.Logf("scale %d, database %s: tuned %.1f tps %.3f ms (hit %.2f%%), stock %.1f tps %.3f ms (hit %.2f%%): ratio %.3f; load average %s",
-				scale, t.size(b), t.tps/n, t.latency/n, th*100, s.tps/n, s.latency/n, sh*100, t.tps/s.tps, loadAvg())
+			b.Logf("%s, database %s: tuned %.1f tps %.3f ms %.0f µs CPU/tx (hit %.2f%%), stock %.1f tps %.3f ms %.0f µs CPU/tx (hit %.2f%%): ratio %.3f; load average %s",
+				c.name, t.size(b), t.tps/n, t.latency/n, tc, th*100, s.tps/n, s.latency/n, sc, sh*100, t.tps/s.tps, loadAvg())
 		})
 	}
 }
@@ -104,7 +134,11 @@ func BenchmarkPlanTunedVsStockPostgres(b *testing.B) {
 // 2-core, 24GiB machine can give a server (checkMemory).
 const tunedBenchPlan = "standard"
 
-const tunedBenchRounds = 3
+// tunedBenchRounds runs of tunedBenchSeconds each per server.
+const (
+	tunedBenchRounds  = 4
+	tunedBenchSeconds = "8"
+)
 
 // tunedAndStock renders plan's Cluster with the real builder (pgtest.
 // RenderCluster: the provisioner's Build) and derives the stock Cluster
@@ -214,7 +248,8 @@ func settings(b *testing.B, srv *pgtest.Server) map[string]string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	names := slices.Collect(maps.Keys(planTuning(b, tunedBenchPlan)))
-	rows, err := conn.Query(ctx, "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY($1)", names)
+	rows, err := conn.Query(ctx, `SELECT name, CASE unit WHEN '8kB' THEN (setting::bigint * 8)::text || 'kB' ELSE setting || coalesce(unit, '') END
+		FROM pg_settings WHERE name = ANY($1)`, names)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -236,6 +271,8 @@ type benchServer struct {
 	name         string
 	srv          *pgtest.Server
 	tps, latency float64
+	txs          int64
+	cpu          time.Duration
 }
 
 func pgbenchPath(b *testing.B) string {
@@ -275,6 +312,12 @@ func (s *benchServer) init(b *testing.B, pgbench string, scale int) {
 	b.Helper()
 	start := time.Now()
 	s.run(b, pgbench, "-i", "-q", "-s", strconv.Itoa(scale))
+	// pgbench -i loads and vacuums through small ring buffers, which
+	// leaves most of the data out of shared_buffers: pg_prewarm reads the
+	// tables and indexes into them, as far as they hold, so the runs start
+	// near the steady state a longer run would reach.
+	s.exec(b, "CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+	s.exec(b, "SELECT pg_prewarm(c.oid) FROM pg_class c WHERE c.relname LIKE 'pgbench_%' AND c.relkind IN ('r', 'i')")
 	s.exec(b, "CHECKPOINT")
 	b.Logf("%s: pgbench -i -s %d took %s; database %s", s.name, scale, time.Since(start).Round(time.Millisecond), s.size(b))
 }
@@ -282,20 +325,87 @@ func (s *benchServer) init(b *testing.B, pgbench string, scale int) {
 var (
 	pgbenchTPS     = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 	pgbenchLatency = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+	pgbenchTxs     = regexp.MustCompile(`number of transactions actually processed: (\d+)`)
 )
 
-// pgbench runs the TPC-B-like script for seconds and returns its tps and
-// mean latency (ms).
-func (s *benchServer) pgbench(b *testing.B, pgbench, seconds string) (float64, float64) {
+type pgbenchResult struct {
+	tps, latency float64 // latency in ms
+	txs          int64
+}
+
+// pgbench runs a script (the TPC-B-like one unless script says otherwise)
+// for seconds with 8 clients.
+func (s *benchServer) pgbench(b *testing.B, pgbench, seconds string, script []string) pgbenchResult {
 	b.Helper()
-	out := s.run(b, pgbench, "-c", "8", "-j", "2", "-T", seconds, "-M", "prepared", "-n")
-	tps, lat := pgbenchTPS.FindStringSubmatch(out), pgbenchLatency.FindStringSubmatch(out)
-	if tps == nil || lat == nil {
-		b.Fatalf("no tps or latency in pgbench's output (%s server):\n%s", s.name, out)
+	args := append([]string{"-c", "8", "-j", "2", "-T", seconds, "-M", "prepared", "-n"}, script...)
+	out := s.run(b, pgbench, args...)
+	tps, lat, txs := pgbenchTPS.FindStringSubmatch(out), pgbenchLatency.FindStringSubmatch(out), pgbenchTxs.FindStringSubmatch(out)
+	if tps == nil || lat == nil || txs == nil {
+		b.Fatalf("no tps, latency or transaction count in pgbench's output (%s server):\n%s", s.name, out)
 	}
-	t, _ := strconv.ParseFloat(tps[1], 64)
-	l, _ := strconv.ParseFloat(lat[1], 64)
-	return t, l
+	var r pgbenchResult
+	r.tps, _ = strconv.ParseFloat(tps[1], 64)
+	r.latency, _ = strconv.ParseFloat(lat[1], 64)
+	r.txs, _ = strconv.ParseInt(txs[1], 10, 64)
+	return r
+}
+
+// serverCPU is the CPU time (user and system) the server has used so far:
+// the postmaster's, its running children's (checkpointer, WAL writer, …)
+// and that of the children it has reaped (the backends of finished
+// pgbench runs), and how many children it has. Clock ticks are 1/100 s on
+// Linux.
+func (s *benchServer) serverCPU(b *testing.B) (time.Duration, int) {
+	b.Helper()
+	raw, err := os.ReadFile(filepath.Join(s.srv.DataDir, "postmaster.pid"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pm := strings.SplitN(string(raw), "\n", 2)[0]
+	procs, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ticks int64
+	children := 0
+	for _, p := range procs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid … utime(14) stime(15) cutime(16) cstime(17)
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		pid := strings.TrimSuffix(strings.TrimPrefix(p, "/proc/"), "/stat")
+		if len(f) < 15 || (pid != pm && f[1] != pm) {
+			continue
+		}
+		fields := f[11:13] // utime, stime
+		if pid != pm {
+			children++
+		} else {
+			fields = f[11:15] // and the reaped children's
+		}
+		for _, v := range fields {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, children
+}
+
+// cpuAfter is serverCPU once a run's backends, which end after pgbench
+// has exited, are gone (reaped, so their CPU is in the postmaster's
+// children's time): back to the children the server had before the run.
+func (s *benchServer) cpuAfter(b *testing.B, children int) time.Duration {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cpu, n := s.serverCPU(b)
+		if n <= children || time.Now().After(deadline) {
+			return cpu
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (s *benchServer) exec(b *testing.B, sql string) {
@@ -310,6 +420,22 @@ func (s *benchServer) exec(b *testing.B, sql string) {
 func (s *benchServer) resetStats(b *testing.B) {
 	b.Helper()
 	s.exec(b, "SELECT pg_stat_reset()")
+	s.exec(b, "SELECT pg_stat_reset_shared('wal')")
+	s.exec(b, "SELECT pg_stat_reset_shared('bgwriter')")
+}
+
+// walStats is the WAL written since the warm-up (bytes and full-page
+// images) and the checkpoints made meanwhile (timed and requested: a
+// requested one is forced by max_wal_size here).
+func (s *benchServer) walStats(b *testing.B) (bytes, fpi float64, timed, requested int64) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.srv.Superuser(b).QueryRow(ctx,
+		"SELECT wal_bytes::float8, wal_fpi::float8, checkpoints_timed, checkpoints_req FROM pg_stat_wal, pg_stat_bgwriter").Scan(&bytes, &fpi, &timed, &requested); err != nil {
+		b.Fatal(err)
+	}
+	return bytes, fpi, timed, requested
 }
 
 // hitRatio is the share of the database's block reads served from
