@@ -170,6 +170,12 @@ type Names struct {
 	// reads the backups of a source in another namespace (restores
 	// across namespaces only).
 	RestoreSource string
+	// Seed is the Secret with the wrapped seed SQL (seed.go), written
+	// once by the broker at provision.
+	Seed string
+	// CopyLogin is the DatabaseRole, on the source cluster, a copy reads
+	// the source as, and the Secret with its password.
+	CopyLogin string
 }
 
 // NamesOf returns the object names of an instance.
@@ -183,17 +189,35 @@ func NamesOf(inst provisioners.Instance) Names {
 		ServerCertificate: inst.Name + "-server-tls",
 		Bootstrap:         inst.Name + "-bootstrap",
 		RestoreSource:     inst.Name + "-restore-source",
+		Seed:              inst.Name + "-seed",
+		CopyLogin:         inst.Name + "-copy-source",
 	}
 }
 
 // Leftovers is cert-manager's Secret of the server certificate, which
 // holds its private key: cert-manager keeps it when the Certificate goes
 // (unless it runs with --enable-certificate-owner-ref).
+// The seed Secret and a copy's login Secret are written by the broker
+// once (PrepareSecrets), not rendered, and go with the instance too.
 func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
-	if p.Config.ServerCertificates.IssuerName == "" || inst.Plan.Postgres.Shared {
+	if inst.Plan.Postgres.Shared {
 		return nil
 	}
-	return []provisioners.Ref{{GVK: schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: inst.Namespace, Name: NamesOf(inst).ServerCertificate}}
+	n := NamesOf(inst)
+	secret := func(name string) provisioners.Ref {
+		return provisioners.Ref{GVK: schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: inst.Namespace, Name: name}
+	}
+	var refs []provisioners.Ref
+	if p.Config.ServerCertificates.IssuerName != "" {
+		refs = append(refs, secret(n.ServerCertificate))
+	}
+	if s, err := Resolve(inst.Plan, inst.Params); err == nil && s.Seed != nil {
+		refs = append(refs, secret(n.Seed))
+	}
+	if inst.Copy != nil {
+		refs = append(refs, secret(n.CopyLogin))
+	}
+	return refs
 }
 
 // ServerCASecret names the Secret whose ca.crt signs the instance's
@@ -243,6 +267,9 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if err := p.checkRestore(inst); err != nil {
 		return nil, err
 	}
+	if err := p.checkCopy(inst); err != nil {
+		return nil, err
+	}
 	n := NamesOf(inst)
 	var objs []*unstructured.Unstructured
 	if p.Config.ServerCertificates.IssuerName != "" {
@@ -256,6 +283,9 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 		if r := inst.Restore; r != nil && r.Namespace != inst.Namespace {
 			objs = append(objs, p.restoreSourceStore(inst, n))
 		}
+	}
+	if inst.Copy != nil {
+		objs = append(objs, copyLogin(inst, n))
 	}
 	objs = append(objs, p.cluster(inst, s, n, image, tuning))
 	for _, db := range s.Databases {
@@ -420,14 +450,24 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		// verifying the host name (sslmode=verify-full) need its names in it.
 		spec["certificates"] = map[string]any{"serverAltDNSNames": provisioners.ServiceNames(n.Pooler, inst.Namespace)}
 	}
+	initdb := spec["bootstrap"].(map[string]any)["initdb"].(map[string]any)
+	var initSQL []any
 	if p.Config.CredentialManager != nil {
 		// The management role OpenBao logs in as is created at initdb, by
 		// SQL in a Secret the broker writes once (ManagementRoleSecret):
 		// its password is random, so it cannot be part of this pure build.
-		initdb := spec["bootstrap"].(map[string]any)["initdb"].(map[string]any)
-		initdb["postInitApplicationSQLRefs"] = map[string]any{"secretRefs": []any{
-			map[string]any{"name": n.Bootstrap, "key": BootstrapSQLKey},
-		}}
+		initSQL = append(initSQL, map[string]any{"name": n.Bootstrap, "key": BootstrapSQLKey})
+	}
+	if s.Seed != nil {
+		// After the management role: the seed runs as strata_owner
+		// (seed.go), which exists by then (initdb's owner).
+		initSQL = append(initSQL, map[string]any{"name": n.Seed, "key": SeedSQLKey})
+	}
+	if len(initSQL) > 0 {
+		initdb["postInitApplicationSQLRefs"] = map[string]any{"secretRefs": initSQL}
+	}
+	if inst.Copy != nil {
+		copyBootstrap(spec, inst, s, n)
 	}
 	if r := inst.Restore; r != nil {
 		restoreBootstrap(spec, inst, s, n)
