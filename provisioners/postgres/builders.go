@@ -5,6 +5,7 @@ package postgres
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -248,6 +249,10 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if err != nil {
 		return nil, err
 	}
+	tuning, err := Tuning(s, inst.Plan.Postgres.MaxConnections)
+	if err != nil {
+		return nil, err
+	}
 	image, ok := p.Config.Images[s.Version]
 	if !ok {
 		return nil, provisioners.ParamErrorf("parameters.version", "no image is configured for PostgreSQL %s; the platform team sets postgres.images in the broker configuration", s.Version)
@@ -282,7 +287,7 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if inst.Copy != nil {
 		objs = append(objs, copyLogin(inst, n))
 	}
-	objs = append(objs, p.cluster(inst, s, n, image))
+	objs = append(objs, p.cluster(inst, s, n, image, tuning))
 	for _, db := range s.Databases {
 		objs = append(objs, database(inst, s, db))
 	}
@@ -318,9 +323,10 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 // pod's containers, which call the API server at start-up.
 const holdUntilProxyStarts = `{"holdApplicationUntilProxyStarts": true}`
 
-func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, image string) *unstructured.Unstructured {
+func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, image string, tuning map[string]string) *unstructured.Unstructured {
 	pg := inst.Plan.Postgres
-	params := map[string]any{
+	params := provisioners.StringMap(tuning) // sized from the resources (tuning.go)
+	maps.Copy(params, map[string]any{
 		"max_connections": strconv.Itoa(pg.MaxConnections),
 		// TLS 1.2 is the floor every supported pgjdbc/JDK pair speaks;
 		// CloudNativePG's default floor (1.3) locks out older JDKs.
@@ -340,7 +346,7 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		// it and create the extension: per-query statistics for tuning.
 		"pg_stat_statements.max":   "10000",
 		"pg_stat_statements.track": "top",
-	}
+	})
 	if pg.Backup != nil {
 		// Set, not left to CloudNativePG's default: the restorable window
 		// ends this far behind now (restore.go), so both come from one
