@@ -72,6 +72,10 @@ type Config struct {
 	// the management role OpenBao logs in as, and OpenBao's pods are let
 	// through the NetworkPolicy on 5432.
 	CredentialManager *CredentialManager `json:"-"`
+	// DrillClientNamespace is set by the broker when it runs restore
+	// drills (broker configuration drills): the broker's namespace, let in
+	// on 5432 to write each drill's marker into the instance.
+	DrillClientNamespace string `json:"-"`
 }
 
 // CertificatesConfig names the cert-manager issuer of the server
@@ -188,11 +192,25 @@ func NamesOf(inst provisioners.Instance) Names {
 // Leftovers is cert-manager's Secret of the server certificate, which
 // holds its private key: cert-manager keeps it when the Certificate goes
 // (unless it runs with --enable-certificate-owner-ref).
+//
+// With restore drills, the drill login the broker made (drill.go): its
+// DatabaseRole is deleted before its Secret (leftovers go in reverse).
 func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
-	if p.Config.ServerCertificates.IssuerName == "" || inst.Plan.Postgres.Shared {
+	if inst.Plan.Postgres.Shared {
 		return nil
 	}
-	return []provisioners.Ref{{GVK: schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: inst.Namespace, Name: NamesOf(inst).ServerCertificate}}
+	secret := schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
+	var refs []provisioners.Ref
+	if p.Config.ServerCertificates.IssuerName != "" {
+		refs = append(refs, provisioners.Ref{GVK: secret, Namespace: inst.Namespace, Name: NamesOf(inst).ServerCertificate})
+	}
+	if p.Config.DrillClientNamespace != "" && inst.Plan.Postgres.Backup != nil {
+		name := DrillLoginName(inst)
+		refs = append(refs,
+			provisioners.Ref{GVK: secret, Namespace: inst.Namespace, Name: name},
+			provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: name})
+	}
+	return refs
 }
 
 // ServerCASecret names the Secret whose ca.crt signs the instance's
@@ -638,6 +656,10 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 	if cm := p.Config.CredentialManager; cm != nil {
 		// OpenBao creates and drops the bindings' roles.
 		clusterRules = append(clusterRules, provisioners.AllowFrom(provisioners.FromNamespace(cm.Namespace), postgresPort))
+	}
+	if ns := p.Config.DrillClientNamespace; ns != "" && inst.Plan.Postgres.Backup != nil {
+		// The broker writes each restore drill's marker (drill.go).
+		clusterRules = append(clusterRules, provisioners.AllowFrom(provisioners.FromNamespace(ns), postgresPort))
 	}
 	out := []*unstructured.Unstructured{provisioners.IngressPolicy(inst, n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster}, clusterRules...)}
 	if inst.Plan.Postgres.Pooler != nil {
