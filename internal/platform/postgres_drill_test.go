@@ -68,8 +68,11 @@ type drillSeries map[string]float64
 
 func scrapeDrill(ctx context.Context, osb *osbClient, id string) (drillSeries, []string, error) {
 	code, body, err := osb.do(ctx, http.MethodGet, "/metrics", nil)
-	if err != nil || code != http.StatusOK {
-		return nil, nil, fmt.Errorf("GET /metrics: %d %v", code, err)
+	if err != nil {
+		return nil, nil, fmt.Errorf("GET /metrics: %w", err)
+	}
+	if code != http.StatusOK {
+		return nil, nil, fmt.Errorf("GET /metrics: %d", code)
 	}
 	out := drillSeries{}
 	var lines []string
