@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -95,9 +96,12 @@ type DrillResult struct {
 	Namespace  string    `json:"namespace"`
 	Started    time.Time `json:"started"`
 	Finished   time.Time `json:"finished"`
-	// Target is the point in time restored to.
-	Target    time.Time `json:"target,omitzero"`
-	Succeeded bool      `json:"succeeded"`
+	// Target is the point in time restored to: a random point of the
+	// window (PointInTime), or else the newest restorable point when the
+	// drill chose it (the recovery replays all archived WAL, at or past it).
+	Target      time.Time `json:"target,omitzero"`
+	PointInTime bool      `json:"pointInTime,omitempty"`
+	Succeeded   bool      `json:"succeeded"`
 	// RPOSeconds: when the drill chose its target, now minus the newest
 	// restorable point (the commits a loss at that moment would lose).
 	RPOSeconds float64 `json:"rpoSeconds"`
@@ -188,8 +192,58 @@ type DrillDB interface {
 	// WriteMarker inserts token into the marker table (creating it the
 	// first time) and returns its commit time as the server saw it.
 	WriteMarker(ctx context.Context, c DrillConn, token string) (time.Time, error)
-	// HasMarker says whether token is in the marker table.
-	HasMarker(ctx context.Context, c DrillConn, token string) (bool, error)
+	// Markers are the markers in the table and when each was written
+	// (none when the table does not exist: a copy from before the first
+	// drill).
+	Markers(ctx context.Context, c DrillConn) (map[string]time.Time, error)
+}
+
+// markerMargin keeps markers this close to a target time out of the
+// check: a marker's time is taken just before its commit, and recovery
+// stops by commit time.
+const markerMargin = 2 * time.Second
+
+// drillTarget is the point a drill restores to: every second drill of an
+// instance (the n-th, counting from 1) a random point of the window,
+// chosen by u in [0, 1), before the drill's own marker (written at
+// markedAt), so that a commit follows it (PostgreSQL fails a recovery
+// that ends before its target); the others, and a window too short for
+// that, the newest point ("latest": zero).
+func drillTarget(n int, first, markedAt time.Time, u float64) time.Time {
+	if n%2 == 1 {
+		return time.Time{}
+	}
+	end := markedAt.Add(-markerMargin)
+	if !end.After(first) {
+		return time.Time{}
+	}
+	return first.Add(time.Duration(u * float64(end.Sub(first)))).Truncate(time.Second)
+}
+
+// checkMarkers compares the copy's markers with the source's, read just
+// after the drill wrote token: restored to the newest point (zero target)
+// the copy has every one of them; restored to a target, it has those
+// written before it and none written after it (token among them).
+func checkMarkers(source, restored map[string]time.Time, token string, target time.Time) error {
+	if _, ok := source[token]; !ok {
+		return fmt.Errorf("the source has no marker %s", token)
+	}
+	var missing, extra []string
+	for tok, at := range source {
+		_, in := restored[tok]
+		switch {
+		case (target.IsZero() || !at.After(target.Add(-markerMargin))) && !in:
+			missing = append(missing, tok+" ("+at.UTC().Format(time.RFC3339Nano)+")")
+		case !target.IsZero() && !at.Before(target.Add(markerMargin)) && in:
+			extra = append(extra, tok+" ("+at.UTC().Format(time.RFC3339Nano)+")")
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 || len(extra) > 0 {
+		return fmt.Errorf("the restored copy lacks markers written before its target %v and has %v written after it", missing, extra)
+	}
+	return nil
 }
 
 // DrillConn is where and as whom a drill connects; the password is never
@@ -257,7 +311,14 @@ func (d *Drills) RunDue(ctx context.Context) {
 				continue
 			}
 		}
-		d.record(ctx, d.drill(ctx, c, last[c.rec.ID]))
+		res := d.drill(ctx, c, last[c.rec.ID])
+		if ctx.Err() != nil {
+			// This replica stopped leading (a rollout, say): the drill was
+			// cut short, not failed; the next leader runs it again.
+			d.B.Log.Info("drill interrupted; not recorded", zap.String("instance_id", c.rec.ID))
+			return
+		}
+		d.record(ctx, res)
 		return
 	}
 }
@@ -295,7 +356,15 @@ func (d *Drills) drill(ctx context.Context, c drillCandidate, prev DrillResult) 
 	log := d.B.Log.With(zap.String("component", "drills"), zap.String("instance_id", c.rec.ID), zap.String("plan", c.inst.Plan.Name))
 	ctx, cancel := context.WithTimeout(ctx, d.Opts.Timeout)
 	defer cancel()
+	// A deprovision of the instance ends its drill (which would otherwise
+	// wait for a window that no longer moves) without a result.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	go d.watchGone(ctx, c.rec.ID, stop)
 	err := d.steps(ctx, log, c, &res)
+	if errors.Is(context.Cause(ctx), errInstanceGone) {
+		err = failAt("instance", errInstanceGone)
+	}
 	res.Finished = d.B.now()
 	if err != nil {
 		res.Failures++
@@ -311,6 +380,21 @@ func (d *Drills) drill(ctx context.Context, c drillCandidate, prev DrillResult) 
 	res.LastSuccess, res.LastRPO, res.LastRTO = res.Finished, res.RPOSeconds, res.RTOSeconds
 	log.Info("drill succeeded", zap.Time("target", res.Target), zap.Float64("rpo_seconds", res.RPOSeconds), zap.Float64("rto_seconds", res.RTOSeconds))
 	return res
+}
+
+var errInstanceGone = errors.New("the instance is being deprovisioned")
+
+// watchGone cancels the drill once the instance's record says it is
+// deprovisioned (or is gone).
+func (d *Drills) watchGone(ctx context.Context, id string, stop context.CancelCauseFunc) {
+	_ = wait.PollUntilContextCancel(ctx, d.poll(), false, func(ctx context.Context) (bool, error) {
+		r, err := d.B.Store.GetInstance(ctx, id)
+		if errors.Is(err, ErrNotFound) || (err == nil && (r.Deleted || r.Operation.Type == OpDeprovision)) {
+			stop(errInstanceGone)
+			return true, nil
+		}
+		return false, nil
+	})
 }
 
 func (d *Drills) poll() time.Duration {
@@ -367,15 +451,21 @@ func (d *Drills) steps(ctx context.Context, log *zap.Logger, c drillCandidate, r
 		return failAt("archived", fmt.Errorf("the marker written at %s never became restorable (window ends %s): %w", markedAt.UTC().Format(time.RFC3339), w.Last.UTC().Format(time.RFC3339), err))
 	}
 	now := d.B.now()
-	res.Target = w.Last
 	res.RPOSeconds = now.Sub(w.Last).Seconds()
+	sourceMarkers, err := d.DB.Markers(ctx, src)
+	if err != nil {
+		return failAt("marker", err)
+	}
 
-	// "latest": the end of the archived WAL, which is at or past w.Last.
-	// A target time would fail the recovery whenever no commit followed
-	// it (PostgreSQL ends a recovery that never reached its target with
-	// an error), which an idle instance's newest point never has.
+	// "latest" (zero) is the end of the archived WAL, at or past w.Last;
+	// every second drill a random point of the window instead.
+	target := drillTarget(res.Drills, w.First, markedAt, randomFraction())
+	res.Target, res.PointInTime = w.Last, !target.IsZero()
+	if res.PointInTime {
+		res.Target = target
+	}
 	drill := postgres.DrillInstance(c.inst, d.Opts.Namespace, provisioners.RestoreSource{
-		InstanceID: c.rec.ID, Name: c.inst.Name, Namespace: c.inst.Namespace,
+		InstanceID: c.rec.ID, Name: c.inst.Name, Namespace: c.inst.Namespace, TargetTime: target,
 	})
 	objs, err := pg.BuildDrill(drill, d.B.Store.namespace)
 	if err != nil {
@@ -397,7 +487,8 @@ func (d *Drills) steps(ctx context.Context, log *zap.Logger, c drillCandidate, r
 		}
 	}()
 
-	step("restore", zap.String("cluster", drill.Name), zap.String("drill_namespace", drill.Namespace), zap.Time("restorable_until", w.Last))
+	step("restore", zap.String("cluster", drill.Name), zap.String("drill_namespace", drill.Namespace),
+		zap.Bool("point_in_time", res.PointInTime), zap.Time("target", res.Target), zap.Time("window_first", w.First), zap.Time("window_last", w.Last))
 	start := d.B.now()
 	if err := d.B.Kube.Apply(ctx, objs); err != nil {
 		return failAt("restore", err)
@@ -414,22 +505,26 @@ func (d *Drills) steps(ctx context.Context, log *zap.Logger, c drillCandidate, r
 	copyConn := src
 	copyConn.Host, copyConn.ServerName, copyConn.CAPEM = postgres.ServerName(drill), postgres.ServerName(drill), ca
 	err = wait.PollUntilContextCancel(ctx, d.poll(), true, func(ctx context.Context) (bool, error) {
-		found, qerr := d.DB.HasMarker(ctx, copyConn, token)
+		restored, qerr := d.DB.Markers(ctx, copyConn)
 		if qerr != nil {
 			// The Service may lag the Ready condition by a moment.
 			log.Debug("drill: the restored copy does not answer yet", zap.Error(qerr))
 			return false, nil
 		}
-		if !found {
-			return false, fmt.Errorf("the restored copy answers but has no marker %s (written at %s, target %s)", token, markedAt.UTC().Format(time.RFC3339Nano), w.Last.UTC().Format(time.RFC3339))
-		}
-		return true, nil
+		return true, checkMarkers(sourceMarkers, restored, token, target)
 	})
 	if err != nil {
 		return failAt("verify", err)
 	}
 	res.RTOSeconds = d.B.now().Sub(start).Seconds()
 	return nil
+}
+
+// randomFraction is in [0, 1), from crypto/rand (no seeding to get wrong).
+func randomFraction() float64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return float64(binary.BigEndian.Uint64(b[:])>>11) / (1 << 53)
 }
 
 func newDrillToken() string {

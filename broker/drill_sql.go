@@ -86,16 +86,35 @@ func (db PgxDrillDB) WriteMarker(ctx context.Context, c DrillConn, token string)
 	return at, nil
 }
 
-// HasMarker looks for token in the restored copy.
-func (db PgxDrillDB) HasMarker(ctx context.Context, c DrillConn, token string) (bool, error) {
+// Markers reads the marker table (empty when it does not exist yet).
+func (db PgxDrillDB) Markers(ctx context.Context, c DrillConn) (map[string]time.Time, error) {
 	conn, err := db.connect(ctx, c)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+postgres.DrillSchema+".markers WHERE token = $1", token).Scan(&n); err != nil {
-		return false, err
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", postgres.DrillSchema+".markers").Scan(&exists); err != nil {
+		return nil, err
 	}
-	return n == 1, nil
+	out := map[string]time.Time{}
+	if !exists {
+		return out, nil
+	}
+	rows, err := conn.Query(ctx, "SELECT token, written_at FROM "+postgres.DrillSchema+".markers")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			tok string
+			at  time.Time
+		)
+		if err := rows.Scan(&tok, &at); err != nil {
+			return nil, err
+		}
+		out[tok] = at
+	}
+	return out, rows.Err()
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
@@ -194,3 +196,101 @@ func collectorFunc(f func(chan<- prometheus.Metric), c *drillCollector) promethe
 
 func (f collectorFn) Describe(ch chan<- *prometheus.Desc) { f.c.Describe(ch) }
 func (f collectorFn) Collect(ch chan<- prometheus.Metric) { f.collect(ch) }
+
+// Results are kept per instance in one ConfigMap of the broker's
+// namespace; an instance deprovisioned meanwhile loses its entry.
+func TestDrillResultsKeptPerLiveInstance(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	client := fake.NewClientset()
+	b := &Broker{Store: NewStore(client, "strata-system"), Log: zap.NewNop()}
+	d := &Drills{B: b, Core: client}
+	done := Operation{Type: OpProvision, State: provisioners.Succeeded}
+	for _, r := range []*InstanceRecord{
+		drillRecord("a", catalog.PostgresStandardID, done, false),
+		drillRecord("b", catalog.PostgresStandardID, done, false),
+	} {
+		g.Expect(b.Store.CreateInstance(ctx, r)).To(Succeed())
+	}
+	g.Expect(d.save(ctx, DrillResult{InstanceID: "a", Succeeded: true, Drills: 1})).To(Succeed())
+	g.Expect(d.save(ctx, DrillResult{InstanceID: "b", Failures: 1, Drills: 1})).To(Succeed())
+	got, err := d.Results(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(HaveLen(2))
+	g.Expect(got["a"].Succeeded).To(BeTrue())
+	g.Expect(got["b"].Failures).To(Equal(1))
+
+	// b is deprovisioned; a drill of it that ends now is not kept, and
+	// the next save drops its entry.
+	rec, err := b.Store.GetInstance(ctx, "b")
+	g.Expect(err).NotTo(HaveOccurred())
+	rec.Operation = Operation{Type: OpDeprovision, State: provisioners.InProgress}
+	g.Expect(b.Store.UpdateInstance(ctx, rec)).To(Succeed())
+	g.Expect(d.save(ctx, DrillResult{InstanceID: "b", Failures: 2, Drills: 2})).To(Succeed())
+	got, err = d.Results(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(HaveKey("a"))
+	g.Expect(got).NotTo(HaveKey("b"))
+}
+
+func TestDrillTarget(t *testing.T) {
+	first := drillEpoch.Add(-24 * time.Hour)
+	marked := drillEpoch
+	for _, tc := range []struct {
+		name   string
+		n      int
+		first  time.Time
+		u      float64
+		want   time.Time
+		latest bool
+	}{
+		{name: "the first drill restores the newest point", n: 1, first: first, u: 0.5, latest: true},
+		{name: "odd drills too", n: 7, first: first, u: 0.5, latest: true},
+		{name: "the second, a random point: the window's start", n: 2, first: first, u: 0, want: first},
+		{name: "the middle", n: 2, first: first, u: 0.5, want: first.Add(12*time.Hour - time.Second)},
+		{name: "never after the marker less the margin", n: 4, first: first, u: 0.99999999999, want: marked.Add(-markerMargin - time.Second)},
+		{name: "a window too short for a point before the marker", n: 2, first: marked.Add(-time.Second), u: 0.5, latest: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			got := drillTarget(tc.n, tc.first, marked, tc.u)
+			if tc.latest {
+				g.Expect(got.IsZero()).To(BeTrue())
+				return
+			}
+			g.Expect(got).To(Equal(tc.want))
+			g.Expect(got.Before(marked.Add(-markerMargin))).To(BeTrue())
+			g.Expect(got.Before(tc.first)).To(BeFalse())
+		})
+	}
+}
+
+func TestCheckMarkers(t *testing.T) {
+	at := func(m int) time.Time { return drillEpoch.Add(time.Duration(m) * time.Minute) }
+	source := map[string]time.Time{"old": at(-60), "mid": at(-30), "new": at(0)}
+	for _, tc := range []struct {
+		name     string
+		restored map[string]time.Time
+		target   time.Time
+		wantErr  string
+	}{
+		{name: "newest point: every marker", restored: source},
+		{name: "newest point: the drill's own missing", restored: map[string]time.Time{"old": at(-60), "mid": at(-30)}, wantErr: "lacks markers written before its target [new"},
+		{name: "a point: those before it", restored: map[string]time.Time{"old": at(-60)}, target: at(-45)},
+		{name: "a point: one written after it", restored: map[string]time.Time{"old": at(-60), "mid": at(-30)}, target: at(-45), wantErr: "has [mid"},
+		{name: "a point: one before it missing", restored: map[string]time.Time{}, target: at(-45), wantErr: "lacks markers written before its target [old"},
+		{name: "a point before the table existed", restored: map[string]time.Time{}, target: at(-90)},
+		{name: "a marker within the margin of the target is not judged", restored: map[string]time.Time{"old": at(-60)}, target: at(-30).Add(time.Second)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			err := checkMarkers(source, tc.restored, "new", tc.target)
+			if tc.wantErr == "" {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			g.Expect(err).To(MatchError(ContainSubstring(tc.wantErr)))
+		})
+	}
+	NewWithT(t).Expect(checkMarkers(source, source, "absent", time.Time{})).To(MatchError(ContainSubstring("the source has no marker absent")))
+}

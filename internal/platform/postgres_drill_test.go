@@ -4,6 +4,7 @@ package platform
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -154,6 +155,29 @@ func checkDrillNamespaceEmpty(ctx context.Context, t *testing.T, p *Platform, dy
 	}
 }
 
+// drillResult is the part of an instance's entry in the drills' results
+// ConfigMap the test reads.
+type drillResult struct {
+	Started     time.Time `json:"started"`
+	Target      time.Time `json:"target"`
+	PointInTime bool      `json:"pointInTime"`
+	FailedStep  string    `json:"failedStep"`
+	Error       string    `json:"error"`
+}
+
+func drillResultOf(ctx context.Context, t *testing.T, p *Platform, id string) drillResult {
+	t.Helper()
+	cm, err := p.Client.CoreV1().ConfigMaps(brokerNamespace).Get(ctx, "strata-drill-results", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r drillResult
+	if err := json.Unmarshal([]byte(cm.Data[id]), &r); err != nil {
+		t.Fatalf("the drill result of %s: %v (%q)", id, err, cm.Data[id])
+	}
+	return r
+}
+
 func s3Client(store *S3) *s3.Client {
 	return s3.New(s3.Options{
 		BaseEndpoint: aws.String(fmt.Sprintf("http://%s:%d", store.ServiceIP, S3Port)),
@@ -188,7 +212,23 @@ func testDrillSucceeds(ctx context.Context, t *testing.T, p *Platform, osb *osbC
 		t.Errorf("the first drill of the source succeeded, yet strata_drill_failures_total is %v", s["strata_drill_failures_total"])
 	}
 	checkDrillNamespaceEmpty(ctx, t, p, dyn)
-	// Nothing of the source's backups went, and the drill wrote nothing
+	first := drillResultOf(ctx, t, p, sourceID)
+	if first.PointInTime {
+		t.Errorf("the first drill restored a point in time (%s), want the newest point", first.Target)
+	}
+
+	// The second drill, an interval after the first began, restores a
+	// random point of the window, with exactly the markers written before.
+	step := time.Now()
+	s2, _ := waitDrill(ctx, t, p, osb, sourceID, s["strata_drills_total"], true, drillTimeout+drillInterval)
+	second := drillResultOf(ctx, t, p, sourceID)
+	if !second.PointInTime || second.Target.IsZero() || !second.Target.Before(second.Started) {
+		t.Errorf("the second drill did not restore a point of the window: %+v", second)
+	}
+	t.Logf("TIMING second drill (a random point, %s) succeeded: %s (RPO %.0f s, RTO %.0f s as measured by the drill)",
+		second.Target.UTC().Format(time.RFC3339), time.Since(step).Round(time.Second), s2["strata_drill_last_rpo_seconds"], s2["strata_drill_last_rto_seconds"])
+	checkDrillNamespaceEmpty(ctx, t, p, dyn)
+	// Nothing of the source's backups went, and the drills wrote nothing
 	// anywhere in the bucket (no archiving, no backup of the copy).
 	after := listBucket(ctx, t, store, prefix)
 	for _, k := range before {
@@ -236,6 +276,8 @@ func testDrillFails(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 		t.Errorf("the drill failed but strata_drill_failures_total is %v", s["strata_drill_failures_total"])
 	}
 	checkDrillNamespaceEmpty(ctx, t, p, dyn)
+	failed := drillResultOf(ctx, t, p, id)
+	t.Logf("the failed drill: step %s: %s", failed.FailedStep, failed.Error)
 	evalDrillFailedAlert(t, id, lines)
 }
 

@@ -47,9 +47,10 @@ const restoreArchiveTimeout = 20 * time.Second
 //
 // It also proves the scheduled restore drills (postgres_drill_test.go) on
 // the same platform and backups: turned on through the chart's values at
-// a 2-minute interval, the broker drills the live source by itself (RPO,
-// RTO and success on /metrics, the drill namespace empty afterwards, the
-// bucket unchanged), and later the restored instance, whose next drill
+// a 2-minute interval, the broker drills the live source by itself, first
+// its newest point, then a random point of its window (RPO, RTO and
+// success on /metrics, the drill namespace empty afterwards, the bucket
+// unchanged), and later the restored instance, whose next drill
 // fails once its base backups are removed from the bucket: the failure
 // is on /metrics and the chart's alert rule fires on it.
 func TestPostgresRestoreOnRealPlatform(t *testing.T) {
