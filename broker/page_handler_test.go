@@ -254,3 +254,36 @@ func TestInstancePageUnreadableRecordIs500WithoutDetail(t *testing.T) {
 	g.Expect(string(body)).NotTo(ContainSubstring("corrupt"))
 	g.Expect(e.logs.FilterMessage("instance page").FilterField(zap.Int("status", 500)).Len()).To(Equal(1))
 }
+
+// Changing dashboard_url_generation on an update replaces the page's
+// token: the update answers with the new dashboard_url, GET instance
+// agrees, the old link is a 404 and the new one opens the page. Sending the
+// same parameters again is a no-op that keeps the link.
+func TestInstancePageLinkRotatesOnANewGeneration(t *testing.T) {
+	g := NewWithT(t)
+	e := newPageEnv(t, nil)
+	old := e.provisionThroughOSB(t, instanceID, catalog.PostgresDevLiteID, `{}`)
+	g.Expect(e.page(t, pathOf(t, old)).Code).To(Equal(http.StatusOK))
+
+	update := fmt.Sprintf(`{"service_id":%q,"plan_id":%q,"parameters":{%q:1}}`, catalog.PostgresServiceID, catalog.PostgresDevLiteID, catalog.DashboardURLGeneration)
+	status, res := e.osb(t, "PATCH", "/v2/service_instances/"+instanceID+"?accepts_incomplete=true", update)
+	g.Expect(status).To(Equal(http.StatusAccepted), "%v", res)
+	rotated, _ := res["dashboard_url"].(string)
+	g.Expect(rotated).To(HavePrefix("https://broker.example.com/strata/instances/"+instanceID+"/page/"), "the update answers with the new link")
+	g.Expect(tokenOf(rotated)).NotTo(Equal(tokenOf(old)))
+	e.operatorsAct(t, instanceID)
+	status, res = e.osb(t, "GET", "/v2/service_instances/"+instanceID+"/last_operation", "")
+	g.Expect(status).To(Equal(http.StatusOK))
+	g.Expect(res["state"]).To(Equal("succeeded"), "%v", res)
+	status, got := e.osb(t, "GET", "/v2/service_instances/"+instanceID, "")
+	g.Expect(status).To(Equal(http.StatusOK), "%v", got)
+	g.Expect(got["dashboard_url"]).To(Equal(rotated))
+	g.Expect(e.page(t, pathOf(t, old)).Code).To(Equal(http.StatusNotFound), "the old link no longer opens the page")
+	g.Expect(e.page(t, pathOf(t, rotated)).Code).To(Equal(http.StatusOK))
+
+	// A platform re-sending the same parameters changes nothing.
+	status, res = e.osb(t, "PATCH", "/v2/service_instances/"+instanceID+"?accepts_incomplete=true", update)
+	g.Expect(status).To(Equal(http.StatusOK), "%v", res)
+	g.Expect(e.record(t, instanceID).DashboardURL).To(Equal(rotated))
+	g.Expect(e.page(t, pathOf(t, rotated)).Code).To(Equal(http.StatusOK))
+}

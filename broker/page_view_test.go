@@ -97,12 +97,15 @@ func TestAlertsOf(t *testing.T) {
 		alert("NamespaceWide", "namespace", "team-a"),
 		alert("NoNamespace", "pod", "pg-aaa-1"),
 		alert("ByCluster", "namespace", "team-a", "cluster", "pg-aaa"),
+		// The mesh alerts name the instance's mesh PodMonitor's job.
+		alert("MeshByJob", "namespace", "team-a", "job", "team-a/pg-aaa-mesh", "destination_service", "pg-aaa-rw.team-a.svc.cluster.local"),
+		alert("OtherMesh", "namespace", "team-a", "job", "team-a/pg-bbb-mesh", "destination_service", "pg-bbb-rw.team-a.svc.cluster.local"),
 	}
 	var got []string
 	for _, a := range alertsOf(in, rec) {
 		got = append(got, a.Labels["alertname"])
 	}
-	NewWithT(t).Expect(got).To(Equal([]string{"ByCluster", "Mine", "NamespaceWide"}))
+	NewWithT(t).Expect(got).To(Equal([]string{"ByCluster", "MeshByJob", "Mine", "NamespaceWide"}))
 }
 
 func TestSparkline(t *testing.T) {

@@ -136,6 +136,13 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 	rec.PlanID, rec.Parameters = newPlan.ID, params
 	rec.MaintenanceInfo = b.Catalog.MaintenanceVersion
 	prevObjects, prevHash, prevApplied := slices.Clone(rec.Objects), rec.AppliedHash, rec.AppliedAt
+	prevToken, prevDashboard := rec.PageToken, rec.DashboardURL
+	if b.Page != nil && fmt.Sprint(params[catalog.DashboardURLGeneration]) != fmt.Sprint(prevParams[catalog.DashboardURLGeneration]) {
+		// A new generation replaces the page's token: a leaked link
+		// stops working, and the platform gets the new one below.
+		rec.PageToken = ""
+		rec.DashboardURL = b.dashboardURL(rec)
+	}
 	rec.Operation = newOperation(OpUpdate, b.now(), newPlan)
 	rec.Operation.PreviousPlanID = prevPlan
 	b.claim(&rec.Operation)
@@ -152,6 +159,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 			// change counted).
 			rec.PlanID, rec.Parameters, rec.MaintenanceInfo, rec.Operation = prevPlan, prevParams, prevMaintenance, prevOperation
 			rec.Objects, rec.AppliedHash, rec.AppliedAt = prevObjects, prevHash, prevApplied
+			rec.PageToken, rec.DashboardURL = prevToken, prevDashboard
 			if rerr := b.Store.UpdateInstance(ctx, rec); rerr != nil {
 				b.logger(ctx).Error("restore the record of an update withdrawn for the tenant's limits", zap.String("instance", id), zap.Error(rerr))
 			}
@@ -166,6 +174,7 @@ func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, 
 			_ = b.Kube.Apply(ctx, oldObjs)
 		}
 		rec.PlanID, rec.Parameters, rec.MaintenanceInfo = prevPlan, prevParams, prevMaintenance
+		rec.PageToken, rec.DashboardURL = prevToken, prevDashboard
 		rec.Operation.State = provisioners.Failed
 		rec.Operation.Description = "the update could not be applied and was rolled back: " + err.Error()
 		rec.Operation.ClaimedBy, rec.Operation.ClaimedUntil = "", time.Time{}

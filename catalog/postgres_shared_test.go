@@ -26,14 +26,16 @@ func TestSharedPlan(t *testing.T) {
 	}
 }
 
-// The shared plan takes extensions and nothing that sizes a cluster.
+// The shared plan takes extensions and nothing that sizes a cluster (and,
+// as every plan, the instance page's link generation).
 func TestSharedPlanSchemas(t *testing.T) {
 	p := catalog.Default().Services[0].PlanByName("shared")
 	s := catalog.SchemasFor(p)
 	for _, doc := range []catalog.Schema{s.Provision, s.Update} {
 		props := doc["properties"].(catalog.Schema)
-		NewWithT(t).Expect(props).To(HaveLen(1))
+		NewWithT(t).Expect(props).To(HaveLen(2))
 		NewWithT(t).Expect(props).To(HaveKey("extensions"))
+		NewWithT(t).Expect(props).To(HaveKey(catalog.DashboardURLGeneration))
 	}
 	NewWithT(t).Expect(s.Bind["properties"]).NotTo(HaveKey("database"), "a shared instance is one database")
 	NewWithT(t).Expect(s.Bind["properties"]).To(HaveKey("access"))
@@ -49,7 +51,7 @@ func TestSharedPlanSchemas(t *testing.T) {
 		{"update extensions", catalog.KindUpdate, `{"extensions": ["citext"]}`, ""},
 		{"unknown extension", catalog.KindProvision, `{"extensions": ["plpython3u"]}`, "parameters.extensions.0"},
 		{"duplicate extension", catalog.KindProvision, `{"extensions": ["citext", "citext"]}`, "parameters.extensions"},
-		{"storage refused", catalog.KindProvision, `{"storage_gb": 10}`, "parameters.storage_gb: unknown parameter; accepted here: extensions"},
+		{"storage refused", catalog.KindProvision, `{"storage_gb": 10}`, "parameters.storage_gb: unknown parameter; accepted here: dashboard_url_generation, extensions"},
 		{"replicas refused", catalog.KindUpdate, `{"replicas": 1}`, "parameters.replicas: unknown parameter"},
 		{"backup refused", catalog.KindProvision, `{"backup": {"retention_days": 3}}`, "parameters.backup: unknown parameter"},
 		{"databases refused", catalog.KindProvision, `{"databases": ["orders"]}`, "parameters.databases: unknown parameter"},

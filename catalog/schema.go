@@ -177,6 +177,10 @@ func resourcesSchema(description, cpu, memory string) Schema {
 // send the plan's defaults (version, storage) for an instance that differs,
 // and the update would be refused: an update says only what changes.
 func instanceSchema(engine string, props Schema, update bool) Schema {
+	props[DashboardURLGeneration] = Schema{
+		"type": "integer", "minimum": 0,
+		"description": "Change it (to any other number) to replace the instance page's link: the update answers with the new dashboard_url and the old one stops working. Has no effect when the broker serves no instance page.",
+	}
 	title := engine + " instance parameters"
 	if update {
 		title = engine + " update parameters"
@@ -184,6 +188,12 @@ func instanceSchema(engine string, props Schema, update bool) Schema {
 	}
 	return objectSchema(title, props)
 }
+
+// DashboardURLGeneration is the parameter of every instance plan whose
+// change rotates the instance page's capability token (docs/instance-page.md):
+// a number rather than a one-shot flag because declarative platforms
+// re-send the whole parameter set, and re-sending must not rotate again.
+const DashboardURLGeneration = "dashboard_url_generation"
 
 // objectSchema is a top-level parameters schema: an object with exactly
 // these properties.

@@ -101,8 +101,9 @@ func TestConnectivity(t *testing.T) {
 		}
 		for i, e := range engines {
 			id := fmt.Sprintf("%s-%d", tenant, i)
+			// team-a's namespace has Istio sidecars, team-b's not.
 			built, err := e.p.Build(provisioners.Instance{ID: id, Name: provisioners.ResourceName(e.prefix, id), Namespace: tenant,
-				Service: e.svc, Plan: e.svc.PlanByName(e.plan), Params: e.params})
+				Service: e.svc, Plan: e.svc.PlanByName(e.plan), Params: e.params, Meshed: tenant == "team-a"})
 			if err != nil {
 				t.Fatalf("%s %s: %v", e.svc.Name, e.plan, err)
 			}
@@ -210,6 +211,14 @@ func TestConnectivity(t *testing.T) {
 		{"OpenBao → PostgreSQL", "openbao/openbao", pod("team-a", name(0, "team-a")), 5432, true},
 		{"OpenBao → PgBouncer", "openbao/openbao", pod("team-a", name(0, "team-a")+"-pooler"), 5432, false},
 		{"other tenant's operator port", "team-b/app", pod("team-a", name(0, "team-a")), 8000, false},
+		// The Istio sidecars' stats port (team-a is meshed), which no
+		// PeerAuthentication or AuthorizationPolicy covers.
+		{"Prometheus → meshed PostgreSQL's sidecar stats", "monitoring/prometheus", pod("team-a", name(0, "team-a")), provisioners.MeshMetricsPort, true},
+		{"Prometheus → meshed PgBouncer's sidecar stats", "monitoring/prometheus", pod("team-a", name(0, "team-a")+"-pooler"), provisioners.MeshMetricsPort, true},
+		{"own app → meshed PostgreSQL's sidecar stats", "team-a/app", pod("team-a", name(0, "team-a")), provisioners.MeshMetricsPort, false},
+		{"other tenant → meshed PostgreSQL's sidecar stats", "team-b/app", pod("team-a", name(0, "team-a")), provisioners.MeshMetricsPort, false},
+		{"Prometheus → PostgreSQL without sidecars, stats port", "monitoring/prometheus", pod("team-b", name(0, "team-b")), provisioners.MeshMetricsPort, false},
+		{"Prometheus → meshed Redis (no sidecar), stats port", "monitoring/prometheus", pod("team-a", name(1, "team-a")+"-redis"), provisioners.MeshMetricsPort, false},
 		// Redis.
 		{"own app → Redis TLS", "team-a/app", pod("team-a", name(1, "team-a")+"-redis"), 6380, true},
 		{"own app → Redis plaintext", "team-a/app", pod("team-a", name(1, "team-a")+"-redis"), 6379, false},

@@ -14,6 +14,11 @@ func All() []Dashboard {
 const (
 	pgSel     = `namespace="$namespace", job="$namespace/$instance"`
 	poolerSel = `namespace="$namespace", job="$namespace/$instance-pooler"`
+	// meshSel is the instance's mesh PodMonitor (pg-<id>-mesh): its
+	// pods' Istio sidecars, in meshed namespaces only; inbound is what
+	// the receiving sidecar (the data pod's) reported.
+	meshSel   = `namespace="$namespace", job="$namespace/$instance-mesh"`
+	inbound   = meshSel + `, reporter="destination"`
 	redisSel  = `namespace="$namespace", job="$namespace/$instance"`
 	kafkaSel  = `namespace="$namespace", job="$namespace/$instance-metrics"`
 	brokerSel = `namespace="$namespace", pod=~"$instance"`
@@ -113,6 +118,22 @@ func PostgreSQL() Dashboard {
 				}},
 			{Title: "Average wait for a server connection", Unit: "µs",
 				Targets: []Target{{Expr: `max by (database) (cnpg_pgbouncer_stats_avg_wait_time{` + poolerSel + `})`, Legend: "{{database}}"}}},
+			{Row: "Mesh (meshed namespaces: the pods' Istio sidecars, empty elsewhere)"},
+			{Title: "Connections opened by client workload", Unit: "cps",
+				Description: "New connections to the instance's pods, by the workload that opened them (unknown: a caller outside the mesh, such as the operator or Prometheus).",
+				Targets:     []Target{{Expr: `sum by (source_workload_namespace, source_workload) (rate(istio_tcp_connections_opened_total{` + inbound + `}[$__rate_interval]))`, Legend: "{{source_workload_namespace}}/{{source_workload}}"}}},
+			{Title: "Connections by security policy", Unit: "cps",
+				Description: "mutual_tls: Istio mTLS; none: plaintext to the sidecar, expected only on the ports of the operator and Prometheus (passthrough), never on a Service's (StrataMeshPlaintextConnections).",
+				Targets:     []Target{{Expr: `sum by (connection_security_policy, destination_service) (rate(istio_tcp_connections_opened_total{` + inbound + `}[$__rate_interval]))`, Legend: "{{connection_security_policy}} {{destination_service}}"}}},
+			{Title: "Connections closed with an error flag", Unit: "cps",
+				Description: "Envoy's response flags of connections the sidecar could not hand to PostgreSQL or PgBouncer (UF: nothing listens; UO: overflow; NR: no route); see StrataMeshConnectionErrors.",
+				Targets:     []Target{{Expr: `sum by (pod, response_flags) (rate(istio_tcp_connections_closed_total{` + inbound + `, response_flags!="-"}[$__rate_interval]))`, Legend: "{{pod}} {{response_flags}}"}}},
+			{Title: "Bytes through the sidecars", Unit: "Bps",
+				Description: "Received from and sent to the clients of the instance's pods.",
+				Targets: []Target{
+					{Expr: `sum by (pod) (rate(istio_tcp_received_bytes_total{` + inbound + `}[$__rate_interval]))`, Legend: "{{pod}} received"},
+					{Expr: `sum by (pod) (rate(istio_tcp_sent_bytes_total{` + inbound + `}[$__rate_interval]))`, Legend: "{{pod}} sent"},
+				}},
 		},
 	}
 }

@@ -626,6 +626,11 @@ func UpstreamCRDDirs() ([]string, error) {
 	return append(dirs, filepath.Join(shared, "strimzi"), filepath.Join(shared, "spotahome")), nil
 }
 
+// ModuleCRDDirs returns the directories (and Istio's single file) of the
+// CRDs that are Go modules (crdModules) alone, for tests that need no
+// CRD outside the module cache.
+func ModuleCRDDirs() ([]string, error) { return moduleCRDPaths() }
+
 // RedisForkCRDDir returns the directory of the RedisFailover CRD of the
 // freshworks redis-operator fork. It defines the same CRD name as the
 // spotahome one in UpstreamCRDDirs, so install one or the other.

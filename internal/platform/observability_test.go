@@ -184,21 +184,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the instance's pod: %v", err)
 	}
-	alertState := func(ctx context.Context) (string, error) {
-		alerts, err := prom.alerts(ctx)
-		if err != nil {
-			return "", err
-		}
-		state := ""
-		for _, a := range alerts {
-			if a.Labels["alertname"] == alert && a.Labels["namespace"] == cfg.Tenant {
-				if state != "firing" {
-					state = a.State
-				}
-			}
-		}
-		return state, nil
-	}
+	alertState := func(ctx context.Context) (string, error) { return prom.alertState(ctx, alert, cfg.Tenant) }
 	if state, err := alertState(ctx); err != nil || state != "" {
 		t.Fatalf("%s is %q before PostgreSQL was stopped (%v)", alert, state, err)
 	}
@@ -412,6 +398,22 @@ func (a *promAPI) targets(ctx context.Context) ([]promTarget, error) {
 	}
 	err := a.get(ctx, "/api/v1/targets?state=active", &data)
 	return data.ActiveTargets, err
+}
+
+// alertState is the state of an alert in a namespace: "firing" when any of
+// its series fires, else "pending" or "" (inactive).
+func (a *promAPI) alertState(ctx context.Context, alert, namespace string) (string, error) {
+	alerts, err := a.alerts(ctx)
+	if err != nil {
+		return "", err
+	}
+	state := ""
+	for _, al := range alerts {
+		if al.Labels["alertname"] == alert && al.Labels["namespace"] == namespace && state != "firing" {
+			state = al.State
+		}
+	}
+	return state, nil
 }
 
 func (a *promAPI) alerts(ctx context.Context) ([]promAlert, error) {

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -170,6 +171,14 @@ func TestMeshedKeepsKafkaOutOfTheMesh(t *testing.T) {
 	for _, path := range [][]string{{"spec", "entityOperator"}, {"spec", "kafkaExporter"}} {
 		l, _, _ := unstructured.NestedStringMap(k.Object, append(path, "template", "pod", "metadata", "labels")...)
 		g.Expect(l).To(label, "%v", path)
+	}
+	// No sidecar, so nothing for a mesh PodMonitor to scrape, and the
+	// NetworkPolicies keep the sidecar's stats port closed.
+	for _, pm := range byKind(objs, "PodMonitor") {
+		g.Expect(pm.GetName()).NotTo(HaveSuffix(provisioners.MeshMonitorSuffix))
+	}
+	for _, np := range byKind(objs, "NetworkPolicy") {
+		g.Expect(fmt.Sprint(np.Object["spec"])).NotTo(ContainSubstring(strconv.Itoa(provisioners.MeshMetricsPort)), np.GetName())
 	}
 	inst.Meshed = false
 	for _, p := range byKind(build(t, baseConfig(), inst), "KafkaNodePool") {

@@ -286,6 +286,12 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 		if pg.Pooler != nil {
 			objs = append(objs, podMonitor(inst, n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler}))
 		}
+		if inst.Meshed {
+			// The instances' and PgBouncer's sidecars: connections by
+			// source, mTLS or not, and Envoy's error flags
+			// (provisioners/mesh.go).
+			objs = append(objs, provisioners.MeshPodMonitor(inst, inst.Name))
+		}
 	}
 	if inst.Meshed {
 		objs = append(objs, peerAuthentication(inst, n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster}, statusPort, metricsPort))
@@ -651,7 +657,7 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 		// (replication) are in this namespace.
 		provisioners.AllowFrom(provisioners.SameNamespace(), postgresPort),
 		provisioners.AllowFrom(provisioners.FromNamespace(p.Config.OperatorNamespace), statusPort, postgresPort),
-		provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), metricsPort),
+		provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), monitoredPorts(inst, metricsPort)...),
 	}
 	if cm := p.Config.CredentialManager; cm != nil {
 		// OpenBao creates and drops the bindings' roles.
@@ -665,7 +671,7 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 	if inst.Plan.Postgres.Pooler != nil {
 		out = append(out, provisioners.IngressPolicy(inst, n.Pooler, map[string]any{"cnpg.io/poolerName": n.Pooler},
 			provisioners.AllowFrom(provisioners.SameNamespace(), postgresPort),
-			provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), poolerMetrics),
+			provisioners.AllowFrom(provisioners.FromNamespace(p.Config.MonitoringNamespace), monitoredPorts(inst, poolerMetrics)...),
 		))
 	}
 	return out

@@ -3,6 +3,7 @@ package postgres
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -442,6 +443,91 @@ func TestMeshedNamespaces(t *testing.T) {
 		g.Expect(ports).To(HaveKeyWithValue("9187", map[string]any{"mode": "PERMISSIVE"}))
 		g.Expect(ports).NotTo(HaveKey("5432"), "clients stay on mesh mTLS")
 	})
+}
+
+// meshMonitors are the PodMonitors of the sidecars among objs.
+func meshMonitors(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, pm := range byKind(objs, "PodMonitor") {
+		if strings.HasSuffix(pm.GetName(), provisioners.MeshMonitorSuffix) {
+			out = append(out, pm)
+		}
+	}
+	return out
+}
+
+// TestMeshMetrics: in a meshed namespace with PodMonitors on, one more
+// PodMonitor scrapes the Istio sidecars of exactly the instance's pods
+// (instances and PgBouncer) on Envoy's Prometheus port and keeps only the
+// istio_tcp_* series, and the NetworkPolicies admit the monitoring
+// namespace to that port; otherwise neither exists.
+func TestMeshMetrics(t *testing.T) {
+	forEachRendering(t, func(t *testing.T, g Gomega, inst provisioners.Instance, objs []*unstructured.Unstructured) {
+		monitors := meshMonitors(objs)
+		podMonitors := len(byKind(objs, "PodMonitor")) > 0
+		for _, np := range byKind(objs, "NetworkPolicy") {
+			for _, rule := range nestedSlice(t, np, "spec", "ingress") {
+				r := rule.(map[string]any)
+				for _, port := range r["ports"].([]any) {
+					if port.(map[string]any)["port"] != int64(provisioners.MeshMetricsPort) {
+						continue
+					}
+					g.Expect(inst.Meshed).To(BeTrue(), "%s admits the sidecar's port in a namespace without sidecars", np.GetName())
+					g.Expect(r["from"]).To(Equal([]any{provisioners.FromNamespace("monitoring")}), "%s: only Prometheus reaches the sidecar's port", np.GetName())
+				}
+			}
+			if inst.Meshed {
+				var monitoring []any
+				for _, rule := range nestedSlice(t, np, "spec", "ingress") {
+					r := rule.(map[string]any)
+					if reflect.DeepEqual(r["from"], []any{provisioners.FromNamespace("monitoring")}) {
+						monitoring = append(monitoring, r["ports"].([]any)...)
+					}
+				}
+				g.Expect(monitoring).To(ContainElement(map[string]any{"protocol": "TCP", "port": int64(provisioners.MeshMetricsPort)}), "%s", np.GetName())
+			}
+		}
+		if !inst.Meshed || !podMonitors {
+			g.Expect(monitors).To(BeEmpty())
+			return
+		}
+		g.Expect(monitors).To(HaveLen(1))
+		pm := monitors[0]
+		g.Expect(pm.GetName()).To(Equal(inst.Name + "-mesh"))
+		g.Expect(nestedMap(t, pm, "spec", "selector")).To(Equal(map[string]any{
+			"matchLabels": map[string]any{provisioners.LabelInstanceID: testInstanceID},
+		}), "every pod of the instance, and only its pods")
+		// The instances and the pooler carry that label.
+		inherited := nestedMap(t, one(t, objs, "Cluster"), "spec", "inheritedMetadata", "labels")
+		g.Expect(inherited).To(HaveKeyWithValue(provisioners.LabelInstanceID, testInstanceID))
+		if inst.Plan.Postgres.Pooler != nil {
+			g.Expect(nestedMap(t, one(t, objs, "Pooler"), "spec", "template", "metadata", "labels")).To(HaveKeyWithValue(provisioners.LabelInstanceID, testInstanceID))
+		}
+		eps := nestedSlice(t, pm, "spec", "podMetricsEndpoints")
+		g.Expect(eps).To(HaveLen(1))
+		ep := eps[0].(map[string]any)
+		g.Expect(ep).To(HaveKeyWithValue("port", "http-envoy-prom"))
+		g.Expect(ep).To(HaveKeyWithValue("path", "/stats/prometheus"))
+		g.Expect(ep["metricRelabelings"]).To(Equal([]any{map[string]any{
+			"action": "keep", "sourceLabels": []any{"__name__"}, "regex": "istio_tcp_.+",
+		}}))
+		g.Expect(ep["relabelings"]).To(ContainElement(map[string]any{
+			"action": "replace", "targetLabel": "strata_instance_id", "replacement": testInstanceID,
+		}))
+	})
+}
+
+// The sidecar's stats port is outside Envoy's inbound capture, so the
+// PeerAuthentications and the baseline's AuthorizationPolicy have no say
+// on it and do not list it.
+func TestMeshMetricsPortIsNotAPlaintextPort(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(MeshPlaintextPorts()).NotTo(ContainElement(provisioners.MeshMetricsPort))
+	inst := testInstance(t, "standard", nil)
+	inst.Meshed = true
+	for _, pa := range byKind(build(t, baseConfig(), inst), "PeerAuthentication") {
+		g.Expect(nestedMap(t, pa, "spec", "portLevelMtls")).NotTo(HaveKey(strconv.Itoa(provisioners.MeshMetricsPort)))
+	}
 }
 
 func TestNetworkPolicies(t *testing.T) {

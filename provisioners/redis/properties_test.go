@@ -1,7 +1,9 @@
 package redis
 
 import (
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -186,6 +188,13 @@ func TestMeshedInstancesStayOutOfTheMesh(t *testing.T) {
 		g.Expect(ann).To(HaveKeyWithValue("sidecar.istio.io/inject", "false"))
 	}
 	g.Expect(byKind(objs, "DestinationRule")).To(HaveLen(2))
+	// No sidecar, so nothing for a mesh PodMonitor to scrape, and the
+	// NetworkPolicies keep the sidecar's stats port closed.
+	g.Expect(byKind(objs, "PodMonitor")).To(HaveLen(1))
+	g.Expect(one(t, objs, "PodMonitor").GetName()).NotTo(HaveSuffix(provisioners.MeshMonitorSuffix))
+	for _, np := range byKind(objs, "NetworkPolicy") {
+		g.Expect(fmt.Sprint(np.Object["spec"])).NotTo(ContainSubstring(strconv.Itoa(provisioners.MeshMetricsPort)), np.GetName())
+	}
 	inst.Meshed = false
 	g.Expect(byKind(build(t, baseConfig(), inst), "DestinationRule")).To(BeEmpty())
 }
