@@ -193,8 +193,9 @@ func NamesOf(inst provisioners.Instance) Names {
 // holds its private key: cert-manager keeps it when the Certificate goes
 // (unless it runs with --enable-certificate-owner-ref).
 //
-// With restore drills, the drill login the broker made (drill.go): its
-// DatabaseRole is deleted before its Secret (leftovers go in reverse).
+// And on plans with backups the drill login the restore drills made
+// (drill.go), whether or not drills are on now (they may have been once):
+// its DatabaseRole is deleted before its Secret (leftovers go in reverse).
 func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 	if inst.Plan.Postgres.Shared {
 		return nil
@@ -204,7 +205,7 @@ func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 	if p.Config.ServerCertificates.IssuerName != "" {
 		refs = append(refs, provisioners.Ref{GVK: secret, Namespace: inst.Namespace, Name: NamesOf(inst).ServerCertificate})
 	}
-	if p.Config.DrillClientNamespace != "" && inst.Plan.Postgres.Backup != nil {
+	if inst.Plan.Postgres.Backup != nil {
 		name := DrillLoginName(inst)
 		refs = append(refs,
 			provisioners.Ref{GVK: secret, Namespace: inst.Namespace, Name: name},

@@ -159,4 +159,7 @@ func TestDrillClientNamespace(t *testing.T) {
 
 	dev := testInstance(t, "dev-lite", nil)
 	g.Expect(p.Leftovers(dev)).To(BeEmpty())
+	// Drills turned off since: the login they made still goes.
+	p.Config.DrillClientNamespace = ""
+	g.Expect(p.Leftovers(src)).To(HaveLen(2))
 }
