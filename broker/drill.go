@@ -204,20 +204,41 @@ type DrillDB interface {
 const markerMargin = 2 * time.Second
 
 // drillTarget is the point a drill restores to: every second drill of an
-// instance (the n-th, counting from 1) a random point of the window,
-// chosen by u in [0, 1), before the drill's own marker (written at
-// markedAt), so that a commit follows it (PostgreSQL fails a recovery
-// that ends before its target); the others, and a window too short for
-// that, the newest point ("latest": zero).
-func drillTarget(n int, first, markedAt time.Time, u float64) time.Time {
+// instance (the n-th, counting from 1) a random point, chosen by u in
+// [0, 1), between the later of the window's start and the oldest marker
+// (the drill login that checks the copy exists only from shortly before
+// it, so a copy of an earlier point could not be logged in to) and the
+// drill's own marker (written at markedAt: a commit must follow the
+// target, or PostgreSQL fails the recovery); the others, and a span too
+// short for that, the newest point ("latest": zero).
+func drillTarget(n int, first, oldestMarker, markedAt time.Time, u float64) time.Time {
 	if n%2 == 1 {
 		return time.Time{}
+	}
+	if start := oldestMarker.Add(markerMargin); start.After(first) {
+		first = start
 	}
 	end := markedAt.Add(-markerMargin)
 	if !end.After(first) {
 		return time.Time{}
 	}
-	return first.Add(time.Duration(u * float64(end.Sub(first)))).Truncate(time.Second)
+	t := first.Add(time.Duration(u * float64(end.Sub(first))))
+	if tr := t.Truncate(time.Second); !tr.Before(first) {
+		t = tr
+	}
+	return t
+}
+
+// oldestMarker is when the oldest marker was written (markedAt when there
+// is no other).
+func oldestMarker(markers map[string]time.Time, markedAt time.Time) time.Time {
+	oldest := markedAt
+	for _, at := range markers {
+		if at.Before(oldest) {
+			oldest = at
+		}
+	}
+	return oldest
 }
 
 // checkMarkers compares the copy's markers with the source's, read just
@@ -459,7 +480,7 @@ func (d *Drills) steps(ctx context.Context, log *zap.Logger, c drillCandidate, r
 
 	// "latest" (zero) is the end of the archived WAL, at or past w.Last;
 	// every second drill a random point of the window instead.
-	target := drillTarget(res.Drills, w.First, markedAt, randomFraction())
+	target := drillTarget(res.Drills, w.First, oldestMarker(sourceMarkers, markedAt), markedAt, randomFraction())
 	res.Target, res.PointInTime = w.Last, !target.IsZero()
 	if res.PointInTime {
 		res.Target = target
@@ -504,15 +525,20 @@ func (d *Drills) steps(ctx context.Context, log *zap.Logger, c drillCandidate, r
 	}
 	copyConn := src
 	copyConn.Host, copyConn.ServerName, copyConn.CAPEM = postgres.ServerName(drill), postgres.ServerName(drill), ca
+	var lastErr error
 	err = wait.PollUntilContextCancel(ctx, d.poll(), true, func(ctx context.Context) (bool, error) {
 		restored, qerr := d.DB.Markers(ctx, copyConn)
 		if qerr != nil {
 			// The Service may lag the Ready condition by a moment.
+			lastErr = qerr
 			log.Debug("drill: the restored copy does not answer yet", zap.Error(qerr))
 			return false, nil
 		}
 		return true, checkMarkers(sourceMarkers, restored, token, target)
 	})
+	if err != nil && lastErr != nil {
+		err = fmt.Errorf("%w (last answer of the copy: %v)", err, lastErr)
+	}
 	if err != nil {
 		return failAt("verify", err)
 	}

@@ -240,20 +240,23 @@ func TestDrillTarget(t *testing.T) {
 		name   string
 		n      int
 		first  time.Time
+		oldest time.Time
 		u      float64
 		want   time.Time
 		latest bool
 	}{
-		{name: "the first drill restores the newest point", n: 1, first: first, u: 0.5, latest: true},
-		{name: "odd drills too", n: 7, first: first, u: 0.5, latest: true},
-		{name: "the second, a random point: the window's start", n: 2, first: first, u: 0, want: first},
-		{name: "the middle", n: 2, first: first, u: 0.5, want: first.Add(12*time.Hour - time.Second)},
-		{name: "never after the marker less the margin", n: 4, first: first, u: 0.99999999999, want: marked.Add(-markerMargin - time.Second)},
-		{name: "a window too short for a point before the marker", n: 2, first: marked.Add(-time.Second), u: 0.5, latest: true},
+		{name: "the first drill restores the newest point", n: 1, first: first, oldest: first, u: 0.5, latest: true},
+		{name: "odd drills too", n: 7, first: first, oldest: first, u: 0.5, latest: true},
+		{name: "the second, a random point: the window's start", n: 2, first: first, oldest: first.Add(-time.Hour), u: 0, want: first},
+		{name: "the middle", n: 2, first: first, oldest: first.Add(-time.Hour), u: 0.5, want: first.Add(12*time.Hour - time.Second)},
+		{name: "never after the marker less the margin", n: 4, first: first, oldest: first, u: 0.99999999999, want: marked.Add(-markerMargin - time.Second)},
+		{name: "never before the drill login existed (the oldest marker)", n: 2, first: first, oldest: marked.Add(-time.Hour), u: 0, want: marked.Add(-time.Hour + markerMargin)},
+		{name: "a window too short for a point before the marker", n: 2, first: marked.Add(-time.Second), oldest: first, u: 0.5, latest: true},
+		{name: "only this drill's marker: the newest point", n: 2, first: first, oldest: marked, u: 0.5, latest: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			got := drillTarget(tc.n, tc.first, marked, tc.u)
+			got := drillTarget(tc.n, tc.first, tc.oldest, marked, tc.u)
 			if tc.latest {
 				g.Expect(got.IsZero()).To(BeTrue())
 				return
@@ -261,8 +264,15 @@ func TestDrillTarget(t *testing.T) {
 			g.Expect(got).To(Equal(tc.want))
 			g.Expect(got.Before(marked.Add(-markerMargin))).To(BeTrue())
 			g.Expect(got.Before(tc.first)).To(BeFalse())
+			g.Expect(got.Before(tc.oldest.Add(markerMargin))).To(BeFalse())
 		})
 	}
+}
+
+func TestOldestMarker(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(oldestMarker(nil, drillEpoch)).To(Equal(drillEpoch))
+	g.Expect(oldestMarker(map[string]time.Time{"a": drillEpoch.Add(-time.Hour), "b": drillEpoch.Add(-2 * time.Hour)}, drillEpoch)).To(Equal(drillEpoch.Add(-2 * time.Hour)))
 }
 
 func TestCheckMarkers(t *testing.T) {
