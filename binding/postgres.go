@@ -147,13 +147,67 @@ type PostgresBinder struct {
 	Shared postgres.SharedConfig
 }
 
-// Prepare, Configure and Teardown are the credential source's, if it keeps
-// per-instance state.
+// Prepare writes what a new instance's objects need and only I/O can
+// make: a copy's login Secret on its source (a random password) and the
+// wrapped seed SQL (read from the developer's ConfigMap or Secret); then
+// the credential source's per-instance setup. It runs before the objects
+// are applied, and again on a retried provision: what exists is kept.
 func (b *PostgresBinder) Prepare(ctx context.Context, inst provisioners.Instance) error {
+	if !inst.Plan.Postgres.Shared {
+		if err := b.prepareStartingData(ctx, inst); err != nil {
+			return err
+		}
+	}
 	if s, ok := b.Logins.(InstanceSetup); ok {
 		return s.Prepare(ctx, inst)
 	}
 	return nil
+}
+
+var configMapGVK = schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
+
+func (b *PostgresBinder) prepareStartingData(ctx context.Context, inst provisioners.Instance) error {
+	n := postgres.NamesOf(inst)
+	if inst.Copy != nil {
+		if _, err := b.Kube.Create(ctx, postgres.CopyLoginSecret(inst, newPassword())); err != nil {
+			return fmt.Errorf("writing the copy's login Secret %s: %w", n.CopyLogin, err)
+		}
+	}
+	s, err := postgres.Resolve(inst.Plan, inst.Params)
+	if err != nil || s.Seed == nil {
+		return err
+	}
+	// Read once: the Secret is created once, so a later change of the
+	// developer's ConfigMap does not reach an instance already seeded.
+	if existing, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: n.Seed}); err != nil || existing != nil {
+		return err
+	}
+	gvk, field := configMapGVK, "parameters.seed.config_map"
+	if s.Seed.Kind == "Secret" {
+		gvk, field = secretGVK, "parameters.seed.secret"
+	}
+	o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: gvk, Namespace: inst.Namespace, Name: s.Seed.Name})
+	if err != nil {
+		return fmt.Errorf("reading the seed %s %s: %w", s.Seed.Kind, s.Seed.Name, err)
+	}
+	if o == nil {
+		return provisioners.ParamErrorf(field, "there is no %s %s in namespace %s; create it (key %q: the SQL) before provisioning", s.Seed.Kind, s.Seed.Name, inst.Namespace, s.Seed.Key)
+	}
+	var sql string
+	if gvk == secretGVK {
+		sql = secretValue(o, s.Seed.Key)
+	} else {
+		sql, _, _ = unstructured.NestedString(o.Object, "data", s.Seed.Key)
+	}
+	if sql == "" {
+		return provisioners.ParamErrorf("parameters.seed.key", "%s %s has no key %q, or it is empty; put the seed SQL under that key or name the key that holds it", s.Seed.Kind, s.Seed.Name, s.Seed.Key)
+	}
+	sec, err := postgres.SeedSecret(inst, sql)
+	if err != nil {
+		return provisioners.ParamErrorf(field, "%v", err)
+	}
+	_, err = b.Kube.Create(ctx, sec)
+	return err
 }
 
 func (b *PostgresBinder) Configure(ctx context.Context, inst provisioners.Instance) error {

@@ -119,7 +119,7 @@ func (b *Broker) instanceOf(r *InstanceRecord) (provisioners.Instance, Engine, e
 	}
 	inst := provisioners.Instance{
 		ID: r.ID, Name: r.Name, Namespace: r.Namespace, Service: svc, Plan: plan,
-		Params: r.Parameters, Meshed: r.Meshed, Restore: r.Restore,
+		Params: r.Parameters, Meshed: r.Meshed, Restore: r.Restore, Copy: r.Copy,
 	}
 	if r.Operation.Type == OpUpdate && r.Operation.State == provisioners.InProgress {
 		inst.UpdatedAt = r.Operation.Started

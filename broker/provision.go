@@ -52,11 +52,15 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, err
 	}
+	copyOf, err := b.copySource(ctx, id, svc, eng, tenant.Namespace, params)
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
 	rec := &InstanceRecord{
 		ID: id, ServiceID: svc.ID, PlanID: plan.ID, Parameters: params, Context: d.RawContext,
 		Namespace: tenant.Namespace, Name: provisioners.ResourceName(eng.Prefix, id), Meshed: tenant.Meshed,
 		MaintenanceInfo: b.Catalog.MaintenanceVersion, Created: b.now(),
-		Operation: newOperation(OpProvision, b.now(), plan), Restore: restore,
+		Operation: newOperation(OpProvision, b.now(), plan), Restore: restore, Copy: copyOf,
 	}
 	rec.DashboardURL = b.dashboardURL(rec)
 	inst, _, _ := b.instanceOf(rec)
@@ -141,6 +145,16 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 // recorded on the operation and answered as an internal error.
 func (b *Broker) startInstance(ctx context.Context, rec *InstanceRecord, inst provisioners.Instance, eng Engine, want desired) error {
 	if err := eng.Binder.Prepare(ctx, inst); err != nil {
+		var pe *provisioners.ParameterError
+		if errors.As(err, &pe) {
+			// A parameter only I/O could check (the seed's ConfigMap is
+			// missing): refused with 400, and a 4xx changes nothing, so
+			// the record is taken back, as for a refused namespace.
+			if derr := b.Store.DeleteInstance(ctx, rec); derr != nil {
+				b.logger(ctx).Warn("withdraw the record of a refused provision", zap.String("instance", rec.ID), zap.Error(derr))
+			}
+			return paramError(err)
+		}
 		b.failOperation(ctx, rec, "could not prepare the instance's credentials: "+err.Error())
 		return internal("could not prepare the instance's credentials: " + err.Error())
 	}

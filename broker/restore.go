@@ -41,29 +41,16 @@ func (b *Broker) restoreSource(ctx context.Context, id string, svc *catalog.Serv
 		return existing.Restore, nil
 	}
 	field := "parameters.restore.from_instance"
-	if req.FromInstance == id {
-		return nil, invalidParameters(fmt.Errorf("%s: an instance cannot be restored from itself; name another instance", field))
-	}
-	src, err := b.Store.GetInstance(ctx, req.FromInstance)
-	if errors.Is(err, ErrNotFound) {
-		return nil, invalidParameters(fmt.Errorf("%s: this broker knows no instance %s; name the id of a PostgreSQL instance it provisioned", field, req.FromInstance))
-	}
+	src, srcInst, err := b.sourceInstance(ctx, id, svc, field, req.FromInstance, "restored from")
 	if err != nil {
-		return nil, internal("reading the source instance: " + err.Error())
+		return nil, err
 	}
-	srcSvc, srcPlan, err := b.Catalog.Find(src.ServiceID, src.PlanID)
-	if err != nil || srcSvc.ID != svc.ID {
-		return nil, invalidParameters(fmt.Errorf("%s: instance %s is not a %s instance; restore from an instance of the same service", field, req.FromInstance, svc.Name))
-	}
+	srcPlan := srcInst.Plan
 	if srcPlan.Postgres == nil || srcPlan.Postgres.Backup == nil || srcPlan.Postgres.Shared {
 		return nil, invalidParameters(fmt.Errorf("%s: instance %s is on plan %s, which keeps no backups of its own; only instances of a plan with backups (standard, ha) can be restored from", field, req.FromInstance, srcPlan.Name))
 	}
 	if src.Operation.Type == OpProvision && src.Operation.State != provisioners.Succeeded {
 		return nil, unprocessable(restoreOutsideWindow, fmt.Errorf("%s: instance %s has not finished provisioning, so it has no backups yet; retry once it has and its first backup completed", field, req.FromInstance))
-	}
-	srcInst, _, err := b.instanceOf(src)
-	if err != nil {
-		return nil, internal(err.Error())
 	}
 	w, ok, err := b.restorableWindow(ctx, src, srcInst, r)
 	if err != nil {
@@ -82,6 +69,77 @@ func (b *Broker) restoreSource(ctx context.Context, id string, svc *catalog.Serv
 	}
 	return &provisioners.RestoreSource{InstanceID: src.ID, Name: src.Name, Namespace: src.Namespace, TargetTime: req.ToTime}, nil
 }
+
+// sourceInstance finds the instance a provision names as where its data
+// comes from (restore.from_instance, copy_of.instance): one this broker
+// provisioned (a deprovisioned one's record is kept), of the same
+// service, not the new instance itself. verb says what is done from it.
+func (b *Broker) sourceInstance(ctx context.Context, id string, svc *catalog.Service, field, from, verb string) (*InstanceRecord, provisioners.Instance, error) {
+	if from == id {
+		return nil, provisioners.Instance{}, invalidParameters(fmt.Errorf("%s: an instance cannot be %s itself; name another instance", field, verb))
+	}
+	src, err := b.Store.GetInstance(ctx, from)
+	if errors.Is(err, ErrNotFound) {
+		return nil, provisioners.Instance{}, invalidParameters(fmt.Errorf("%s: this broker knows no instance %s; name the id of a PostgreSQL instance it provisioned", field, from))
+	}
+	if err != nil {
+		return nil, provisioners.Instance{}, internal("reading the source instance: " + err.Error())
+	}
+	srcSvc, _, err := b.Catalog.Find(src.ServiceID, src.PlanID)
+	if err != nil || srcSvc.ID != svc.ID {
+		return nil, provisioners.Instance{}, invalidParameters(fmt.Errorf("%s: instance %s is not a %s instance; name an instance of the same service", field, from, svc.Name))
+	}
+	srcInst, _, err := b.instanceOf(src)
+	if err != nil {
+		return nil, provisioners.Instance{}, internal(err.Error())
+	}
+	return src, srcInst, nil
+}
+
+// copySource resolves the copy_of parameter of a provision (nil when
+// there is none): a live instance of the same namespace whose provision
+// succeeded. The copy reads it over the network at bootstrap, so unlike a
+// restore it cannot come from a deprovisioned instance, and an instance
+// id (no secret) must not open another tenant's data.
+func (b *Broker) copySource(ctx context.Context, id string, svc *catalog.Service, eng Engine, namespace string, params map[string]any) (*provisioners.CopySource, error) {
+	c, ok := eng.Provisioner.(provisioners.Copier)
+	if !ok {
+		return nil, nil
+	}
+	req, err := c.CopyRequest(params)
+	if err != nil || req == nil {
+		return nil, paramErrorOrNil(err)
+	}
+	if existing, err := b.Store.GetInstance(ctx, id); err == nil && !existing.Deleted && existing.Copy != nil &&
+		existing.Copy.InstanceID == req.FromInstance {
+		// A repeated provision (or the retry of a failed one) copies
+		// what the first resolved.
+		return existing.Copy, nil
+	}
+	field := "parameters.copy_of.instance"
+	src, srcInst, err := b.sourceInstance(ctx, id, svc, field, req.FromInstance, "a copy of")
+	if err != nil {
+		return nil, err
+	}
+	if src.Namespace != namespace {
+		return nil, invalidParameters(fmt.Errorf("%s: instance %s is in namespace %s and the copy would be in %s; a copy reads only an instance of its own namespace", field, req.FromInstance, src.Namespace, namespace))
+	}
+	if src.Deleted || src.Operation.Type == OpDeprovision {
+		return nil, invalidParameters(fmt.Errorf("%s: instance %s is deprovisioned; a copy reads a live instance (to start from a deprovisioned one's backups, use restore)", field, req.FromInstance))
+	}
+	if src.Operation.Type == OpProvision && src.Operation.State != provisioners.Succeeded {
+		return nil, unprocessable(sourceNotReady, fmt.Errorf("%s: instance %s has not finished provisioning; retry once its last_operation has succeeded", field, req.FromInstance))
+	}
+	cs, err := c.CopySource(req, srcInst)
+	if err != nil {
+		return nil, paramError(err)
+	}
+	return cs, nil
+}
+
+// sourceNotReady is the error code of a copy whose source is not ready
+// yet (422: retry later).
+const sourceNotReady = "SourceNotReady"
 
 func paramErrorOrNil(err error) error {
 	if err == nil {

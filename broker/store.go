@@ -119,6 +119,9 @@ type InstanceRecord struct {
 	// resolved once from the restore parameter: the Cluster renders the
 	// same recovery bootstrap after the source is gone.
 	Restore *provisioners.RestoreSource `json:"restore,omitempty"`
+	// Copy is the instance a copy was provisioned from (copy_of),
+	// resolved once like Restore.
+	Copy *provisioners.CopySource `json:"copy,omitempty"`
 
 	resourceVersion string
 }

@@ -111,7 +111,71 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 		}
 	}
 	props["restore"] = restoreSchema(pg)
+	props["seed"] = seedSchema()
+	props["copy_of"] = copyOfSchema(pg)
 	return instanceSchema("PostgreSQL", props, update)
+}
+
+// k8sNamePattern is a ConfigMap's or Secret's name (a DNS subdomain).
+const k8sNamePattern = `^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`
+
+// seedSchema is the seed parameter: SQL from a ConfigMap or Secret of the
+// tenant's namespace, run once when the instance is created.
+func seedSchema() Schema {
+	return Schema{
+		"type": "object", "additionalProperties": false,
+		"description": "Run SQL once when the instance is created, with the rights of an owner binding, from a ConfigMap or Secret " +
+			"in the instance's namespace (exactly one of config_map and secret). Only when provisioning.",
+		"properties": Schema{
+			"config_map": Schema{"type": "string", "pattern": k8sNamePattern, "description": "Name of the ConfigMap holding the SQL."},
+			"secret":     Schema{"type": "string", "pattern": k8sNamePattern, "description": "Name of the Secret holding the SQL."},
+			"key": Schema{
+				"type": "string", "pattern": `^[-._a-zA-Z0-9]{1,253}$`, "default": "seed.sql",
+				"description": "Key of the ConfigMap or Secret whose value is the SQL (plain statements; no psql meta-commands, no COPY FROM STDIN).",
+			},
+		},
+	}
+}
+
+// MaskStrategies are the masking strategies of copy_of.mask (the
+// provisioner's, provisioners/postgres/mask.go, which generates the SQL).
+var MaskStrategies = []string{"hash", "email", "redact", "null"}
+
+// MaskColumnPattern is a masking rule's key: schema.table.column.
+const MaskColumnPattern = `^[a-z_][a-z0-9_$]{0,62}\.[a-z_][a-z0-9_$]{0,62}\.[a-z_][a-z0-9_$]{0,62}$`
+
+// copyOfSchema is the masked-copy parameter. Like restore, it is declared
+// on every dedicated plan, and refused by the broker where it cannot be
+// honoured, saying where it can.
+func copyOfSchema(pg *PostgresPlan) Schema {
+	description := "Provision this instance as a logical copy (pg_dump/pg_restore) of one database of another instance of the same namespace, " +
+		"with the masking rules applied before anyone can connect. Only when provisioning."
+	if pg.Backup != nil {
+		description += " Not on this plan, whose WAL archive would keep the unmasked rows: copy into dev-lite."
+	}
+	return Schema{
+		"type": "object", "additionalProperties": false, "required": []string{"instance", "mask"},
+		"description": description,
+		"properties": Schema{
+			"instance": Schema{
+				"type": "string", "minLength": 1, "maxLength": 255,
+				"description": "Instance id of the source: a live PostgreSQL instance of the same namespace.",
+			},
+			"database": Schema{
+				"type": "string", "pattern": `^[a-z][a-z0-9_]{0,62}$`,
+				"description": "The source's database to copy (default: its first); it becomes this instance's first database.",
+			},
+			"mask": Schema{
+				"type": "object", "additionalProperties": false,
+				"description": "Masking rules: schema.table.column (lowercase) to a strategy. hash: 'h' and 16 hex digits of the value's SHA-256; " +
+					"email: a hash-derived address at example.invalid; redact: 'redacted'; null: NULL. Deterministic: a value masks the same everywhere. " +
+					"Key columns (primary or foreign keys) are refused. {} copies without masking.",
+				"patternProperties": Schema{
+					MaskColumnPattern: Schema{"type": "string", "enum": MaskStrategies},
+				},
+			},
+		},
+	}
 }
 
 // RestoreTimePattern is an RFC 3339 time or "latest" (the exact time is

@@ -55,6 +55,41 @@ type Instance struct {
 	// broker's record, so rendering stays pure and the same after the
 	// source is gone.
 	Restore *RestoreSource
+	// Copy is the instance this one is a (masked) logical copy of,
+	// resolved by the broker from the copy_of parameter at provision and
+	// kept in its record, like Restore.
+	Copy *CopySource
+}
+
+// CopySource is the instance a copy's data is read from, over its
+// read-write Service, when the copy is bootstrapped.
+type CopySource struct {
+	InstanceID string `json:"instanceId"`
+	// Name is the source's object base name; the source is always in the
+	// copy's namespace.
+	Name string `json:"name"`
+	// Database is the source's database the copy imports.
+	Database string `json:"database"`
+	// CASecret names the Secret whose ca.crt signs the source's server
+	// certificate: the copy verifies the source (verify-full).
+	CASecret string `json:"caSecret"`
+}
+
+// CopyRequest is what a copy_of parameter asks for.
+type CopyRequest struct {
+	FromInstance string
+	// Database is the source's database to copy; empty for its first.
+	Database string
+}
+
+// Copier is implemented by engines whose instances can be provisioned as
+// a logical copy of another instance of the same namespace.
+type Copier interface {
+	// CopyRequest reads the copy parameter; nil when there is none.
+	CopyRequest(params map[string]any) (*CopyRequest, error)
+	// CopySource completes the request from the source instance, as
+	// the broker found it: which database, which CA.
+	CopySource(req *CopyRequest, source Instance) (*CopySource, error)
 }
 
 // RestoreSource is where a restored instance's data comes from: another

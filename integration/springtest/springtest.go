@@ -166,26 +166,35 @@ func ProjectDir() string {
 }
 
 var (
-	buildMu  sync.Mutex
-	builtJar string
+	buildMu sync.Mutex
+	built   = map[string]string{}
 )
 
 // Jar returns the application's jar, building it with Maven if it is
 // missing or older than the project's sources (once per test process).
 func Jar(t testing.TB) string {
 	t.Helper()
+	return BuildJar(t, ProjectDir(), JarName)
+}
+
+// BuildJar returns target/<jarName> of the test-only Maven project in dir
+// (the Spring Boot application, the Flyway runner of
+// integration/migrationapp), building it with `mvn package` if it is
+// missing or older than the project's pom.xml and sources (once per test
+// process).
+func BuildJar(t testing.TB, dir, jarName string) string {
+	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if builtJar != "" {
-		return builtJar
+	jar := filepath.Join(dir, "target", jarName)
+	if built[jar] != "" {
+		return built[jar]
 	}
 	for _, tool := range []string{"java", "mvn"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not on PATH (%v): %s", tool, err, InstallHint)
 		}
 	}
-	dir := ProjectDir()
-	jar := filepath.Join(dir, "target", JarName)
 
 	// Another test process (go test runs packages in parallel) may build
 	// the same project: one at a time.
@@ -216,7 +225,7 @@ func Jar(t testing.TB) string {
 			if ctx.Err() != nil {
 				err = fmt.Errorf("%w (timed out after %s)", err, buildTimeout)
 			}
-			t.Fatalf("building the Spring Boot test application (mvn -q -B package -DskipTests in %s) failed: %v\n%s\n(%s)",
+			t.Fatalf("building the test-only Maven project (mvn -q -B package -DskipTests in %s) failed: %v\n%s\n(%s)",
 				dir, err, tail(string(out), 60), InstallHint)
 		}
 		if _, err := os.Stat(jar); err != nil {
@@ -224,7 +233,7 @@ func Jar(t testing.TB) string {
 		}
 		t.Logf("built %s (%s) in %s", jar, why, time.Since(start).Round(time.Millisecond))
 	}
-	builtJar = jar
+	built[jar] = jar
 	return jar
 }
 
@@ -243,7 +252,7 @@ func jarStale(dir, jar string) (bool, string, error) {
 	}
 	pom, err := os.Stat(filepath.Join(dir, "pom.xml"))
 	if err != nil {
-		return false, "", fmt.Errorf("the Spring Boot test application's pom.xml: %w", err)
+		return false, "", fmt.Errorf("%s: %w", filepath.Join(dir, "pom.xml"), err)
 	}
 	consider("pom.xml", pom)
 	err = filepath.WalkDir(filepath.Join(dir, "src"), func(p string, d fs.DirEntry, err error) error {

@@ -124,6 +124,14 @@ spec:
 	t.Run("BrokerProvisionsDevLite", func(t *testing.T) {
 		testBrokerProvisionsDevLite(ctx, t, p)
 	})
+	// Seeding and a masked copy over OSB (docs/postgres.md). make run's
+	// broker issues credentials with OpenBao, under which copies are
+	// refused: the broker is installed again with the chart's defaults
+	// (DatabaseRole logins), on the same platform.
+	t.Run("SeededInstanceAndMaskedCopy", func(t *testing.T) {
+		osb, _ := installTestBroker(ctx, t, p, nil)
+		testSeedAndMaskedCopy(ctx, t, p, osb, "dev")
+	})
 
 	step = time.Now()
 	*stopped = true

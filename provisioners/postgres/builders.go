@@ -5,6 +5,7 @@ package postgres
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -173,6 +174,12 @@ type Names struct {
 	// reads the backups of a source in another namespace (restores
 	// across namespaces only).
 	RestoreSource string
+	// Seed is the Secret with the wrapped seed SQL (seed.go), written
+	// once by the broker at provision.
+	Seed string
+	// CopyLogin is the DatabaseRole, on the source cluster, a copy reads
+	// the source as, and the Secret with its password.
+	CopyLogin string
 }
 
 // NamesOf returns the object names of an instance.
@@ -186,12 +193,16 @@ func NamesOf(inst provisioners.Instance) Names {
 		ServerCertificate: inst.Name + "-server-tls",
 		Bootstrap:         inst.Name + "-bootstrap",
 		RestoreSource:     inst.Name + "-restore-source",
+		Seed:              inst.Name + "-seed",
+		CopyLogin:         inst.Name + "-copy-source",
 	}
 }
 
 // Leftovers is cert-manager's Secret of the server certificate, which
 // holds its private key: cert-manager keeps it when the Certificate goes
 // (unless it runs with --enable-certificate-owner-ref).
+// The seed Secret and a copy's login Secret are written by the broker
+// once (PrepareSecrets), not rendered, and go with the instance too.
 //
 // And on plans with backups the drill login the restore drills made
 // (drill.go), whether or not drills are on now (they may have been once):
@@ -200,16 +211,23 @@ func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 	if inst.Plan.Postgres.Shared {
 		return nil
 	}
-	secret := schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
+	n := NamesOf(inst)
+	secret := func(name string) provisioners.Ref {
+		return provisioners.Ref{GVK: schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: inst.Namespace, Name: name}
+	}
 	var refs []provisioners.Ref
 	if p.Config.ServerCertificates.IssuerName != "" {
-		refs = append(refs, provisioners.Ref{GVK: secret, Namespace: inst.Namespace, Name: NamesOf(inst).ServerCertificate})
+		refs = append(refs, secret(n.ServerCertificate))
+	}
+	if s, err := Resolve(inst.Plan, inst.Params); err == nil && s.Seed != nil {
+		refs = append(refs, secret(n.Seed))
+	}
+	if inst.Copy != nil {
+		refs = append(refs, secret(n.CopyLogin))
 	}
 	if inst.Plan.Postgres.Backup != nil {
 		name := DrillLoginName(inst)
-		refs = append(refs,
-			provisioners.Ref{GVK: secret, Namespace: inst.Namespace, Name: name},
-			provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: name})
+		refs = append(refs, secret(name), provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: name})
 	}
 	return refs
 }
@@ -243,6 +261,10 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 	if err != nil {
 		return nil, err
 	}
+	tuning, err := Tuning(s, inst.Plan.Postgres.MaxConnections)
+	if err != nil {
+		return nil, err
+	}
 	image, ok := p.Config.Images[s.Version]
 	if !ok {
 		return nil, provisioners.ParamErrorf("parameters.version", "no image is configured for PostgreSQL %s; the platform team sets postgres.images in the broker configuration", s.Version)
@@ -255,6 +277,9 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 		return nil, fmt.Errorf("OpenBao verifies PostgreSQL against one CA: set postgres.serverCertificates.issuerName in the broker configuration to the cert-manager issuer of that CA")
 	}
 	if err := p.checkRestore(inst); err != nil {
+		return nil, err
+	}
+	if err := p.checkCopy(inst); err != nil {
 		return nil, err
 	}
 	n := NamesOf(inst)
@@ -271,7 +296,10 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 			objs = append(objs, p.restoreSourceStore(inst, n))
 		}
 	}
-	objs = append(objs, p.cluster(inst, s, n, image))
+	if inst.Copy != nil {
+		objs = append(objs, copyLogin(inst, n))
+	}
+	objs = append(objs, p.cluster(inst, s, n, image, tuning))
 	for _, db := range s.Databases {
 		objs = append(objs, database(inst, s, db))
 	}
@@ -307,9 +335,10 @@ func (p *Provisioner) Build(inst provisioners.Instance) ([]*unstructured.Unstruc
 // pod's containers, which call the API server at start-up.
 const holdUntilProxyStarts = `{"holdApplicationUntilProxyStarts": true}`
 
-func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, image string) *unstructured.Unstructured {
+func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, image string, tuning map[string]string) *unstructured.Unstructured {
 	pg := inst.Plan.Postgres
-	params := map[string]any{
+	params := provisioners.StringMap(tuning) // sized from the resources (tuning.go)
+	maps.Copy(params, map[string]any{
 		"max_connections": strconv.Itoa(pg.MaxConnections),
 		// TLS 1.2 is the floor every supported pgjdbc/JDK pair speaks;
 		// CloudNativePG's default floor (1.3) locks out older JDKs.
@@ -329,7 +358,7 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		// it and create the extension: per-query statistics for tuning.
 		"pg_stat_statements.max":   "10000",
 		"pg_stat_statements.track": "top",
-	}
+	})
 	if pg.Backup != nil {
 		// Set, not left to CloudNativePG's default: the restorable window
 		// ends this far behind now (restore.go), so both come from one
@@ -433,14 +462,24 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		// verifying the host name (sslmode=verify-full) need its names in it.
 		spec["certificates"] = map[string]any{"serverAltDNSNames": provisioners.ServiceNames(n.Pooler, inst.Namespace)}
 	}
+	initdb := spec["bootstrap"].(map[string]any)["initdb"].(map[string]any)
+	var initSQL []any
 	if p.Config.CredentialManager != nil {
 		// The management role OpenBao logs in as is created at initdb, by
 		// SQL in a Secret the broker writes once (ManagementRoleSecret):
 		// its password is random, so it cannot be part of this pure build.
-		initdb := spec["bootstrap"].(map[string]any)["initdb"].(map[string]any)
-		initdb["postInitApplicationSQLRefs"] = map[string]any{"secretRefs": []any{
-			map[string]any{"name": n.Bootstrap, "key": BootstrapSQLKey},
-		}}
+		initSQL = append(initSQL, map[string]any{"name": n.Bootstrap, "key": BootstrapSQLKey})
+	}
+	if s.Seed != nil {
+		// After the management role: the seed runs as strata_owner
+		// (seed.go), which exists by then (initdb's owner).
+		initSQL = append(initSQL, map[string]any{"name": n.Seed, "key": SeedSQLKey})
+	}
+	if len(initSQL) > 0 {
+		initdb["postInitApplicationSQLRefs"] = map[string]any{"secretRefs": initSQL}
+	}
+	if inst.Copy != nil {
+		copyBootstrap(spec, inst, s, n)
 	}
 	if r := inst.Restore; r != nil {
 		restoreBootstrap(spec, inst, s, n)

@@ -40,7 +40,8 @@ func DrillInstance(source provisioners.Instance, drillNamespace string, r provis
 	d.Name = "drill-" + source.Name
 	d.Namespace = drillNamespace
 	d.Meshed = false
-	d.UpdatedAt = source.UpdatedAt
+	// Restored from backups only: a copy's source is not read again.
+	d.Copy = nil
 	d.Restore = &r
 	return d
 }
@@ -97,6 +98,11 @@ func (p *Provisioner) BuildDrill(drill provisioners.Instance, clientNamespace st
 	if !ok {
 		return nil, fmt.Errorf("no image is configured for PostgreSQL %s (postgres.images)", s.Version)
 	}
+	// The source's own settings: the restored data runs as it did there.
+	tuning, err := Tuning(s, pg.MaxConnections)
+	if err != nil {
+		return nil, err
+	}
 	n := NamesOf(drill)
 	var objs []*unstructured.Unstructured
 	if p.Config.Backup.Credentials != nil {
@@ -105,7 +111,7 @@ func (p *Provisioner) BuildDrill(drill provisioners.Instance, clientNamespace st
 	if drill.Restore.Namespace != drill.Namespace {
 		objs = append(objs, p.restoreSourceStore(drill, n))
 	}
-	cluster := p.cluster(drill, s, n, image)
+	cluster := p.cluster(drill, s, n, image, tuning)
 	spec := cluster.Object["spec"].(map[string]any)
 	// No WAL archiver, so nothing of the drill reaches any object store
 	// (and the source's serverName is never written to).

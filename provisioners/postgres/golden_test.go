@@ -22,6 +22,8 @@ var goldenCases = []struct {
 	meshed bool
 	// restore, when set, is the source the broker resolved.
 	restore *provisioners.RestoreSource
+	// copyOf, when set, is the copy's source the broker resolved.
+	copyOf *provisioners.CopySource
 }{
 	{name: "dev-lite", plan: "dev-lite", config: DefaultConfig},
 	{name: "standard", plan: "standard", config: baseConfig},
@@ -54,6 +56,21 @@ var goldenCases = []struct {
 		restore: &provisioners.RestoreSource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Namespace: "team-billing"},
 	},
 	{
+		name: "dev-lite-seed", plan: "dev-lite", config: DefaultConfig,
+		params: map[string]any{"seed": map[string]any{"config_map": "orders-seed", "key": "seed.sql"}},
+	},
+	{
+		name: "dev-lite-seed-openbao", plan: "dev-lite", config: openBaoConfig,
+		params: map[string]any{"seed": map[string]any{"secret": "orders-fixtures"}},
+	},
+	{
+		name: "dev-lite-masked-copy", plan: "dev-lite", config: DefaultConfig,
+		params: map[string]any{"copy_of": map[string]any{"instance": testSourceID, "mask": map[string]any{
+			"public.customers.email": "email", "public.customers.name": "hash", "public.customers.phone": "null", "billing.invoices.note": "redact",
+		}}},
+		copyOf: &provisioners.CopySource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Database: "orders", CASecret: "pg-" + testSourceID + "-ca"},
+	},
+	{
 		name: "standard-backup-config", plan: "standard", config: fullBackupConfig,
 		params: map[string]any{
 			"storage_gb": float64(100),
@@ -70,6 +87,7 @@ func TestBuildGolden(t *testing.T) {
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
 			inst.Restore = tc.restore
+			inst.Copy = tc.copyOf
 			got, err := renderYAML(build(t, tc.config(), inst))
 			g.Expect(err).NotTo(HaveOccurred())
 			provtest.ExpectGolden(g, tc.name, got)
@@ -85,6 +103,7 @@ func TestBuildIsDeterministic(t *testing.T) {
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
 			inst.Restore = tc.restore
+			inst.Copy = tc.copyOf
 			provtest.ExpectDeterministic(g, func() ([]byte, error) { return renderYAML(build(t, tc.config(), inst)) })
 		})
 	}
@@ -99,6 +118,7 @@ func TestGoldenFilesParseInBuildOrder(t *testing.T) {
 			inst := testInstance(t, tc.plan, tc.params)
 			inst.Meshed = tc.meshed
 			inst.Restore = tc.restore
+			inst.Copy = tc.copyOf
 			provtest.ExpectGoldenInBuildOrder(g, tc.name, build(t, tc.config(), inst), "")
 		})
 	}

@@ -21,6 +21,10 @@ type Settings struct {
 	XA            bool
 	BackupCron    string // empty when the plan has no backups
 	RetentionDays int
+	// Seed is the developer's SQL run once at provision; nil without.
+	Seed *SeedSource
+	// Mask are a copy's masking rules, sorted by column (copy_of.mask).
+	Mask []MaskRule
 }
 
 // Instances is the number of PostgreSQL instances.
@@ -51,6 +55,18 @@ type rawParams struct {
 		FromInstance string `json:"from_instance"`
 		ToTime       string `json:"to_time"`
 	} `json:"restore"`
+	// Seed and CopyOf are chosen at provision only (like Restore): what
+	// the new instance starts with.
+	Seed *struct {
+		ConfigMap string  `json:"config_map"`
+		Secret    string  `json:"secret"`
+		Key       *string `json:"key"`
+	} `json:"seed"`
+	CopyOf *struct {
+		Instance string            `json:"instance"`
+		Database string            `json:"database"`
+		Mask     map[string]string `json:"mask"`
+	} `json:"copy_of"`
 }
 
 // cronSeconds parses CloudNativePG's six-field schedules (seconds first).
@@ -85,6 +101,9 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 	if p.Audit != nil && len(p.Audit.Classes) > 0 {
 		s.AuditClasses = p.Audit.Classes
 	}
+	if err := resolveStartingData(&s, p); err != nil {
+		return Settings{}, err
+	}
 	if err := provisioners.AtMost("parameters.resources.cpu", s.CPU, pg.MaxCPU); err != nil {
 		return Settings{}, err
 	}
@@ -103,6 +122,38 @@ func Resolve(plan *catalog.Plan, params map[string]any) (Settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// resolveStartingData checks what the new instance starts with: empty, a
+// seed, a restore or a copy, never two of them (each replaces or races
+// the other's data).
+func resolveStartingData(s *Settings, p rawParams) error {
+	if p.Seed != nil {
+		if p.Restore != nil || p.CopyOf != nil {
+			return provisioners.ParamErrorf("parameters.seed", "a seed fills a new, empty instance and cannot be combined with restore or copy_of; seed the source, or run the seed against the restored or copied instance through an owner binding (psql -f)")
+		}
+		seed := &SeedSource{Key: provisioners.Deref(p.Seed.Key, DefaultSeedKey)}
+		switch {
+		case p.Seed.ConfigMap != "" && p.Seed.Secret == "":
+			seed.Kind, seed.Name = "ConfigMap", p.Seed.ConfigMap
+		case p.Seed.Secret != "" && p.Seed.ConfigMap == "":
+			seed.Kind, seed.Name = "Secret", p.Seed.Secret
+		default:
+			return provisioners.ParamErrorf("parameters.seed", "name exactly one of config_map or secret: the ConfigMap or Secret, in the instance's namespace, whose key %q holds the SQL", seed.Key)
+		}
+		s.Seed = seed
+	}
+	if p.CopyOf != nil {
+		if p.Restore != nil {
+			return provisioners.ParamErrorf("parameters.copy_of", "a copy and a restore cannot be combined; provision the restore, then a copy of it")
+		}
+		rules, err := parseMask(p.CopyOf.Mask)
+		if err != nil {
+			return err
+		}
+		s.Mask = rules
+	}
+	return nil
 }
 
 // Size is what the instance requests: each PostgreSQL instance's CPU,

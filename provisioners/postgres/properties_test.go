@@ -172,6 +172,22 @@ func TestClusterSecurityDefaults(t *testing.T) {
 	})
 }
 
+// TestClusterIsTunedForItsResources: every dedicated Cluster carries the
+// settings Tuning derives from its own resolved resources, whatever the
+// parameters resized.
+func TestClusterIsTunedForItsResources(t *testing.T) {
+	forEachRendering(t, func(t *testing.T, g Gomega, inst provisioners.Instance, objs []*unstructured.Unstructured) {
+		s, err := Resolve(inst.Plan, inst.Params)
+		g.Expect(err).NotTo(HaveOccurred())
+		tuning, err := Tuning(s, inst.Plan.Postgres.MaxConnections)
+		g.Expect(err).NotTo(HaveOccurred())
+		params := nestedMap(t, one(t, objs, "Cluster"), "spec", "postgresql", "parameters")
+		for k, v := range tuning {
+			g.Expect(params).To(HaveKeyWithValue(k, v), "%s for %s/%s", k, s.CPU, s.Memory)
+		}
+	})
+}
+
 func TestHAHasQuorumAndZoneSpread(t *testing.T) {
 	forEachRendering(t, func(t *testing.T, g Gomega, inst provisioners.Instance, objs []*unstructured.Unstructured) {
 		cluster := one(t, objs, "Cluster")

@@ -19,8 +19,10 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 	if err != nil {
 		return err
 	}
-	if err := checkRestoreUnchanged(old.Params, updated.Params); err != nil {
-		return err
+	for _, key := range []string{"restore", "seed", "copy_of"} {
+		if err := checkStartUnchanged(key, old.Params, updated.Params); err != nil {
+			return err
+		}
 	}
 	if before.Version != after.Version {
 		return provisioners.ParamErrorf("parameters.version", "PostgreSQL %s cannot become %s in place; provision a new instance with version %s and migrate the data (pg_dump or logical replication)",
@@ -40,14 +42,16 @@ func (p *Provisioner) CheckUpdate(old, updated provisioners.Instance) error {
 	return nil
 }
 
-// checkRestoreUnchanged refuses a restore parameter other than the one
-// the instance was provisioned with: a restore happens once, at
-// provision. Leaving it out is fine (a Kubernetes platform may send the
-// parameters without it); the instance stays what it was restored as.
-func checkRestoreUnchanged(old, updated map[string]any) error {
-	sent, ok := updated["restore"]
-	if !ok || reflect.DeepEqual(sent, old["restore"]) {
+// checkStartUnchanged refuses a restore, seed or copy_of parameter other
+// than the one the instance was provisioned with: each says what a new
+// instance starts with, once, at provision. Leaving it out is fine (a
+// Kubernetes platform may send the parameters without it); the instance
+// stays what it was made as.
+func checkStartUnchanged(key string, old, updated map[string]any) error {
+	sent, ok := updated[key]
+	if !ok || reflect.DeepEqual(sent, old[key]) {
 		return nil
 	}
-	return provisioners.ParamErrorf("parameters.restore", "an instance is restored once, when it is provisioned; to restore again, provision a new instance with the restore parameter")
+	what := map[string]string{"restore": "restored", "seed": "seeded", "copy_of": "copied"}[key]
+	return provisioners.ParamErrorf("parameters."+key, "an instance is %s once, when it is provisioned; to do it again, provision a new instance with the %s parameter", what, key)
 }
