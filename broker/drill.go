@@ -537,7 +537,7 @@ func (d *Drills) steps(ctx context.Context, log *zap.Logger, c drillCandidate, r
 		return true, checkMarkers(sourceMarkers, restored, token, target)
 	})
 	if err != nil && lastErr != nil {
-		err = fmt.Errorf("%w (last answer of the copy: %v)", err, lastErr)
+		err = fmt.Errorf("%w (last answer of the copy: %w)", err, lastErr)
 	}
 	if err != nil {
 		return failAt("verify", err)
