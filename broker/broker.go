@@ -77,6 +77,9 @@ type Broker struct {
 	// applied again while an operation is in progress (healing hand-made
 	// changes); zero means defaultResync.
 	Resync time.Duration
+	// Drills, when set, runs the scheduled restore drills beside the
+	// reconcile loop (drill.go).
+	Drills *Drills
 }
 
 const defaultResync = 5 * time.Minute

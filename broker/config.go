@@ -57,6 +57,9 @@ type Config struct {
 	// OpenBao issues the bindings' credentials when its address is set;
 	// without it bindings get CloudNativePG-managed logins (development).
 	OpenBao binding.OpenBaoConfig `json:"openBao"`
+	// Drills are the scheduled restore drills of the PostgreSQL plans
+	// with backups (docs/disaster-recovery.md); on by default.
+	Drills DrillsConfig `json:"drills"`
 }
 
 // LoadConfig reads the file (if any) over the defaults.
@@ -110,6 +113,9 @@ func ParseConfig(raw []byte) (Config, error) {
 		return c, err
 	}
 	if err := c.InstancePage.validate(c.DashboardURLTemplate); err != nil {
+		return c, err
+	}
+	if _, err := c.Drills.Options(); err != nil {
 		return c, err
 	}
 	// Filled after decoding: a burst left out follows the qps given.

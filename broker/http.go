@@ -59,6 +59,9 @@ func NewHandler(b *Broker, o HandlerOptions) http.Handler {
 	m := newHTTPMetrics(o.Registry)
 	if o.Registry != nil {
 		o.Registry.MustRegister(newUsageCollector(b), newOperationsCollector(b), newRestoreCollector(b))
+		if b.Drills != nil {
+			o.Registry.MustRegister(newDrillCollector(b.Drills.Core, b.Store.namespace, b.Log))
+		}
 	}
 
 	// Every /v2 route: the request's logger (and the echo of its identity),

@@ -10,6 +10,8 @@ func (c Config) Options(namespace string, log *zap.Logger) Options {
 	if c.BrokerNamespace != "" {
 		namespace = c.BrokerNamespace
 	}
+	// Valid: ParseConfig checked it.
+	drills, _ := c.Drills.Options()
 	return Options{
 		Namespace:                namespace,
 		Postgres:                 c.Postgres,
@@ -24,5 +26,6 @@ func (c Config) Options(namespace string, log *zap.Logger) Options {
 		InstancePage:             c.InstancePage,
 		Kubernetes:               c.Kubernetes,
 		Log:                      log,
+		Drills:                   drills,
 	}
 }

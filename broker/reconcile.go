@@ -63,6 +63,10 @@ func (b *Broker) RunReconciler(ctx context.Context, o ReconcileOptions) {
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(ctx context.Context) {
 					b.Log.Info("running the reconcile loop", zap.String("replica", b.Replica))
+					if b.Drills != nil {
+						// The drills need one runner too: the loop's.
+						go b.Drills.Run(ctx)
+					}
 					b.reconcileUntil(ctx, o)
 				},
 				OnStoppedLeading: func() {},

@@ -44,8 +44,11 @@ type Options struct {
 	// Kubernetes sets the client-side rate limits of every client New
 	// makes (zero fields: the shipped defaults).
 	Kubernetes KubernetesConfig
-	Log        *zap.Logger
-	Now        func() time.Time
+	// Drills configure the scheduled restore drills; a zero Namespace
+	// runs none.
+	Drills DrillOptions
+	Log    *zap.Logger
+	Now    func() time.Time
 	// PostgresAddress overrides host:port of an instance's primary as
 	// OpenBao reaches it (tests run OpenBao and PostgreSQL on loopback).
 	PostgresAddress func(provisioners.Instance) string
@@ -86,6 +89,10 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		}
 	}
 	pg := &postgres.Provisioner{Config: o.Postgres}
+	if o.Drills.Namespace != "" {
+		// The broker writes each drill's marker into the instances.
+		pg.Config.DrillClientNamespace = o.Namespace
+	}
 	if reflect.ValueOf(o.Kafka).IsZero() {
 		o.Kafka = kafka.DefaultConfig()
 	}
@@ -131,7 +138,7 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 		// the mesh then; docs/openbao.md).
 		baseline.MeshIdentityNamespaces = []string{o.OpenBao.Namespace}
 	}
-	return &Broker{
+	b := &Broker{
 		Replica:   replicaName(),
 		Baseline:  baseline,
 		Catalog:   catalog.Default(),
@@ -168,7 +175,11 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			}
 			return l.Items, nil
 		},
-	}, nil
+	}
+	if o.Drills.Namespace != "" {
+		b.Drills = &Drills{B: b, Opts: o.Drills, Core: core, DB: PgxDrillDB{}}
+	}
+	return b, nil
 }
 
 // replicaName is the pod's name (the hostname) and a random suffix, so a
@@ -196,6 +207,7 @@ func reservedNamespaces(o Options) map[string]string {
 	add(o.Postgres.OperatorNamespace, "it runs the CloudNativePG operator")
 	add(o.Redis.OperatorNamespace, "it runs the Redis operator")
 	add(o.OpenBao.Namespace, "it runs OpenBao")
+	add(o.Drills.Namespace, "it holds the restore drills' throwaway clusters")
 	add(o.Postgres.MonitoringNamespace, "it runs the platform's monitoring")
 	add(o.Redis.MonitoringNamespace, "it runs the platform's monitoring")
 	add(o.Kafka.MonitoringNamespace, "it runs the platform's monitoring")

@@ -219,6 +219,16 @@ func TestPlanSizingIsCoherent(t *testing.T) {
 				g.Expect(pg.Backup.RetentionDays).To(BeNumerically(">=", 1))
 				g.Expect(pg.Backup.RetentionDays).To(BeNumerically("<=", pg.Backup.MaxRetentionDays))
 			}
+			// Every plan with backups of its own is drilled, and only those
+			// (the shared plan's backups are the platform's cluster's).
+			if pg.Backup != nil && !pg.Shared {
+				g.Expect(pg.Drill).NotTo(BeNil(), "plan %s keeps backups but has no restore drill", p.Name)
+				g.Expect(pg.Drill.Interval).To(BeNumerically(">", 0))
+				g.Expect(pg.Drill.RPOObjective).To(BeNumerically(">", 0))
+				g.Expect(pg.Drill.RTOObjective).To(BeNumerically(">", 0))
+			} else {
+				g.Expect(pg.Drill).To(BeNil(), "plan %s has nothing of its own to restore", p.Name)
+			}
 			g.Expect(p.Metadata.DisplayName).NotTo(BeEmpty())
 			g.Expect(p.Metadata.Bullets).NotTo(BeEmpty())
 		})

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/pivotal-cf/brokerapi/v12/domain"
 )
@@ -49,6 +50,10 @@ type PostgresPlan struct {
 	Pooler *PoolerPlan
 	// Backup is nil when the plan keeps no backups (dev-lite).
 	Backup *BackupPlan
+	// Drill is the plan's scheduled restore drill (docs/disaster-recovery.md,
+	// Restore drills); nil on plans without backups, which have nothing to
+	// restore.
+	Drill *DrillPlan
 	// SynchronousStandbys is the number of standbys that must confirm a
 	// commit (quorum, method "any"); 0 means asynchronous replication.
 	SynchronousStandbys int
@@ -70,6 +75,21 @@ type PoolerPlan struct {
 	// namespace with a ResourceQuota on cpu or memory admits only pods
 	// that ask for them.
 	CPU, Memory string
+}
+
+// DrillPlan is how often the broker proves an instance of the plan can
+// be restored, and the objectives a drill's measured RPO and RTO are held
+// to (the alerts compare with them; the figures themselves are only
+// measured).
+type DrillPlan struct {
+	// Interval is the time between two drills of one instance.
+	Interval time.Duration
+	// RPOObjective bounds the drill's RPO: the drill's start minus the
+	// newest restorable point.
+	RPOObjective time.Duration
+	// RTOObjective bounds the drill's RTO: from applying the throwaway
+	// Cluster to PostgreSQL answering with the drill's marker.
+	RTOObjective time.Duration
 }
 
 // BackupPlan is the plan's default backup policy.
@@ -137,7 +157,11 @@ func postgresService() Service {
 			MaxConnections: 200,
 			Pooler:         &PoolerPlan{Instances: 2, Mode: "transaction", DefaultPoolSize: 20, MaxClientConn: 1000, CPU: "250m", Memory: "256Mi"},
 			Backup:         &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 7, MaxRetentionDays: 35, SidecarCPU: "250m", SidecarMemory: "512Mi"},
-			ZoneSpread:     "preferred",
+			// Daily; the RPO objective is archive_timeout's default (300 s)
+			// with a margin, the RTO objective what a restore of the
+			// plan's default size takes with room for a loaded node.
+			Drill:      &DrillPlan{Interval: 24 * time.Hour, RPOObjective: 10 * time.Minute, RTOObjective: 30 * time.Minute},
+			ZoneSpread: "preferred",
 		},
 	}
 	ha := Plan{
@@ -153,6 +177,7 @@ func postgresService() Service {
 			MaxConnections:      400,
 			Pooler:              &PoolerPlan{Instances: 3, Mode: "transaction", DefaultPoolSize: 40, MaxClientConn: 2000, CPU: "500m", Memory: "512Mi"},
 			Backup:              &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 30, MaxRetentionDays: 90, SidecarCPU: "500m", SidecarMemory: "512Mi"},
+			Drill:               &DrillPlan{Interval: 24 * time.Hour, RPOObjective: 10 * time.Minute, RTOObjective: time.Hour},
 			SynchronousStandbys: 1,
 			ZoneSpread:          "required",
 		},

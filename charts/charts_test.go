@@ -135,8 +135,13 @@ func TestDefaultRender(t *testing.T) {
 		g := NewWithT(t)
 		for _, o := range objs {
 			ns := get(t, o, "metadata", "namespace")
-			if k := o["kind"]; k == "ClusterRole" || k == "ClusterRoleBinding" {
+			if k := o["kind"]; k == "ClusterRole" || k == "ClusterRoleBinding" || k == "Namespace" {
 				g.Expect(ns).To(BeNil(), "%s is cluster-scoped", k)
+				continue
+			}
+			if get(t, o, "metadata", "name") == "strata-broker-drills" {
+				// The restore drills' Role and RoleBinding.
+				g.Expect(ns).To(Equal("strata-drills"), "%s %s", o["kind"], get(t, o, "metadata", "name"))
 				continue
 			}
 			g.Expect(ns).To(Equal(namespace), "%s %s", o["kind"], get(t, o, "metadata", "name"))
@@ -283,8 +288,9 @@ func TestDefaultRender(t *testing.T) {
 				egress = append(egress, fmt.Sprintf("%s/%v", get(t, p, "protocol"), get(t, p, "port")))
 			}
 		}
-		// No OpenBao rule: this release's broker does not call it.
-		g.Expect(egress).To(ConsistOf("TCP/443", "TCP/6443", "UDP/53", "TCP/53"))
+		// No OpenBao rule: this release's broker does not call it. 5432:
+		// the restore drills' markers.
+		g.Expect(egress).To(ConsistOf("TCP/443", "TCP/6443", "UDP/53", "TCP/53", "TCP/5432"))
 	})
 
 	t.Run("cluster role is least privilege", func(t *testing.T) {
@@ -358,8 +364,14 @@ func TestDefaultRender(t *testing.T) {
 
 	t.Run("role grants the records in the release namespace", func(t *testing.T) {
 		g := NewWithT(t)
-		role := one(t, objs, "Role")
-		g.Expect(get(t, role, "metadata", "namespace")).To(Equal(namespace))
+		var role map[string]any
+		for _, r := range find(objs, "Role") {
+			if get(t, r, "metadata", "namespace") == namespace {
+				g.Expect(role).To(BeNil(), "one Role in the release namespace")
+				role = r
+			}
+		}
+		g.Expect(role).NotTo(BeNil())
 		// broker/store.go: Get, List (by label), Create, Update (with the
 		// resourceVersion read), Delete (with a precondition); the
 		// reconcile loop's Lease (broker/reconcile.go): created once, then
@@ -367,14 +379,26 @@ func TestDefaultRender(t *testing.T) {
 		g.Expect(grantTable(rules(t, role))).To(Equal(map[string][]string{
 			"secrets":                    {"create", "delete", "get", "list", "update"},
 			"leases.coordination.k8s.io": {"create", "get", "update"},
+			// The restore drills' results (broker/drill.go).
+			"configmaps": {"create", "get", "update"},
 		}))
+		for _, r := range rules(t, role) {
+			if slices.Contains(r.verbs, "update") && slices.Contains(r.resources, "configmaps") {
+				g.Expect(r.names).To(Equal([]string{"strata-drill-results"}), "only the drill results may be updated")
+			}
+		}
 		for _, r := range rules(t, role) {
 			if slices.Contains(r.verbs, "update") && slices.Contains(r.resources, "leases") {
 				g.Expect(r.names).To(Equal([]string{"strata-broker-reconciler"}), "only the reconciler's Lease may be renewed")
 			}
 		}
-		rb := one(t, objs, "RoleBinding")
-		g.Expect(get(t, rb, "metadata", "namespace")).To(Equal(namespace))
+		var rb map[string]any
+		for _, r := range find(objs, "RoleBinding") {
+			if get(t, r, "metadata", "namespace") == namespace {
+				rb = r
+			}
+		}
+		g.Expect(rb).NotTo(BeNil())
 		g.Expect(get(t, rb, "roleRef", "kind")).To(Equal("Role"))
 		g.Expect(get(t, rb, "subjects", 0, "name")).To(Equal("strata-broker"))
 		sa := one(t, objs, "ServiceAccount")
@@ -662,4 +686,45 @@ func TestInstancePageConfig(t *testing.T) {
 	values["config"] = map[string]any{"instancePage": map[string]any{"externalUrl": "https://strata-broker.example.com"}}
 	_, err := charts.RenderBroker(values, namespace)
 	g.Expect(err).To(MatchError(ContainSubstring("config.instancePage.externalUrl is not a broker configuration key")))
+}
+
+// TestDrillsRBAC: with drills on (the default) the chart makes the drill
+// namespace and grants exactly what broker/drill.go does there; off, none
+// of it is rendered.
+func TestDrillsRBAC(t *testing.T) {
+	g := NewWithT(t)
+	objs := render(t, withPassword())
+	ns := one(t, objs, "Namespace")
+	g.Expect(get(t, ns, "metadata", "name")).To(Equal("strata-drills"))
+	var drills map[string]any
+	for _, r := range find(objs, "Role") {
+		if get(t, r, "metadata", "namespace") == "strata-drills" {
+			drills = r
+		}
+	}
+	g.Expect(drills).NotTo(BeNil())
+	g.Expect(grantTable(rules(t, drills))).To(Equal(map[string][]string{
+		"clusters.postgresql.cnpg.io":       {"create", "delete", "get", "patch"},
+		"objectstores.barmancloud.cnpg.io":  {"create", "delete", "get", "patch"},
+		"secrets":                           {"create", "delete", "get", "patch"},
+		"networkpolicies.networking.k8s.io": {"create", "delete", "get", "patch"},
+		"jobs.batch":                        {"get"},
+		"persistentvolumeclaims":            {"deletecollection", "list"},
+		"pods":                              {"list"},
+	}))
+	for _, r := range find(objs, "RoleBinding") {
+		if get(t, r, "metadata", "namespace") == "strata-drills" {
+			g.Expect(get(t, r, "roleRef", "name")).To(Equal(get(t, drills, "metadata", "name")))
+		}
+	}
+
+	values := withPassword()
+	values["config"] = map[string]any{"drills": map[string]any{"enabled": false}}
+	off := render(t, values)
+	g.Expect(find(off, "Namespace")).To(BeEmpty())
+	for _, r := range find(off, "Role") {
+		g.Expect(get(t, r, "metadata", "namespace")).To(Equal(namespace))
+		g.Expect(grantTable(rules(t, r))).NotTo(HaveKey("configmaps"))
+	}
+	g.Expect(fmt.Sprint(one(t, off, "NetworkPolicy"))).NotTo(ContainSubstring("5432"))
 }

@@ -79,6 +79,17 @@ func TestChartRBAC(t *testing.T) {
 		{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", false},
 		{"impersonate", "", "serviceaccounts", "", false},
 		{"update", "", "configmaps", brokerNS, false},
+		// The restore drills (broker/drill.go): their throwaway Clusters
+		// and ObjectStores are deleted in the drill namespace only, their
+		// volumes too, and nothing there reads Secrets by list or runs
+		// commands in pods.
+		{"delete", "postgresql.cnpg.io", "clusters", "strata-drills", true},
+		{"delete", "barmancloud.cnpg.io", "objectstores", "strata-drills", true},
+		{"deletecollection", "", "persistentvolumeclaims", "strata-drills", true},
+		{"deletecollection", "", "persistentvolumeclaims", "team-a", false},
+		{"list", "", "secrets", "strata-drills", false},
+		{"create", "", "pods/exec", "strata-drills", false},
+		{"delete", "", "pods", "strata-drills", false},
 	}
 	for _, c := range cases {
 		t.Run(c.verb+" "+c.resource+"."+c.group+" in "+c.ns, func(t *testing.T) {

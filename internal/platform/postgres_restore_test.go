@@ -44,21 +44,30 @@ const restoreArchiveTimeout = 20 * time.Second
 // provisioned and has exactly the rows committed before T, and a binding
 // to it works; a time outside the window is refused with 422; the source
 // is deprovisioned and restored again to T from its kept backups.
+//
+// It also proves the scheduled restore drills (postgres_drill_test.go) on
+// the same platform and backups: turned on through the chart's values at
+// a 2-minute interval, the broker drills the live source by itself, first
+// its newest point, then a random point of its window (RPO, RTO and
+// success on /metrics, the drill namespace empty afterwards, the bucket
+// unchanged), and later the restored instance, whose next drill
+// fails once its base backups are removed from the bucket: the failure
+// is on /metrics and the chart's alert rule fires on it.
 func TestPostgresRestoreOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
-	ctx, p, stopped := startTestPlatform(t, "test-restore", 60*time.Minute)
+	ctx, p, stopped := startTestPlatform(t, "test-restore-drills", 78*time.Minute)
 	step := time.Now()
 	timing := func(what string) {
 		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
 		step = time.Now()
 	}
-	osb, b, _ := installBackupStack(ctx, t, p, map[string]any{"config": map[string]any{"postgres": map[string]any{"backup": map[string]any{
-		"archiveTimeoutSeconds": int(restoreArchiveTimeout.Seconds()),
-	}}}})
+	// Drills off until the restore steps are done: the node has room for
+	// one instance and a drill's copy at a time.
+	osb, b, store := installBackupStack(ctx, t, p, drillsValues(false))
 	timing("platform, cert-manager, CloudNativePG, plugin, versitygw and broker ready")
 
-	testRestore(ctx, t, p, osb, b)
+	testRestore(ctx, t, p, osb, b, store)
 
 	step = time.Now()
 	*stopped = true
@@ -72,7 +81,7 @@ func TestPostgresRestoreOnRealPlatform(t *testing.T) {
 	t.Logf("TIMING the whole test: %s", time.Since(begin).Round(time.Second))
 }
 
-func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, b *Broker) {
+func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, b *Broker, store *S3) {
 	dyn := dynamic.NewForConfigOrDie(p.AdminConfig)
 	step := time.Now()
 	timing := func(what string) {
@@ -195,10 +204,17 @@ func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient,
 	restoreAndCheck(ctx, t, p, osb, b, dyn, restoredID, sourceID, toTime, want)
 	timing("restore to T from the live source over OSB → succeeded, rows compared, bound")
 
-	// Room for the second restore.
+	// Room for the drills and the second restore.
 	deprovisionPG(ctx, t, osb, restoredID)
+	timing("restored instance deprovisioned")
+
+	osb, b = enableDrills(ctx, t, p, store)
+	timing("broker upgraded with drills on through the chart's values")
+	testDrillSucceeds(ctx, t, p, osb, store, dyn, sourceID)
+	timing("a drill of the live source ran on its schedule and succeeded")
+
 	deprovisionPG(ctx, t, osb, sourceID)
-	timing("restored instance and source deprovisioned")
+	timing("source deprovisioned")
 
 	t.Run("DeprovisionedSourceWindow", func(t *testing.T) {
 		// A deprovisioned source's window ends at its deprovision.
@@ -213,6 +229,11 @@ func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient,
 	again := "9c1e7a52-3333-4f60-8a71-" + randomHex(t, 6)
 	restoreAndCheck(ctx, t, p, osb, b, dyn, again, sourceID, toTime, want)
 	timing("restore to T from the deprovisioned source's kept backups → succeeded, rows compared, bound")
+
+	// Room for its drills.
+	shrinkSource(ctx, t, p, dyn, "pg-"+again)
+	testDrillFails(ctx, t, p, osb, store, dyn, again)
+	timing("the restored instance drilled, its base backups removed, its next drill failed and the alert fires")
 }
 
 type restorableWindow struct {

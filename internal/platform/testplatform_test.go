@@ -14,7 +14,7 @@ import (
 // (10.N.0.0/30 link, 10.N.1.0/24 pods, 10.N.16.0/20 Services), one per
 // state directory, inside the default block (200–249).
 var testOctets = map[string]int{
-	"test-state": 231, "test-bao": 232, "test-plans": 233, "test-restore": 234, "test-redis": 235,
+	"test-state": 231, "test-bao": 232, "test-plans": 233, "test-restore-drills": 246, "test-redis": 235,
 	"test-obs": 236, "test-dash": 237, "redisfo": 238, "multinode": 239,
 }
 

@@ -73,6 +73,10 @@ type Config struct {
 	// the management role OpenBao logs in as, and OpenBao's pods are let
 	// through the NetworkPolicy on 5432.
 	CredentialManager *CredentialManager `json:"-"`
+	// DrillClientNamespace is set by the broker when it runs restore
+	// drills (broker configuration drills): the broker's namespace, let in
+	// on 5432 to write each drill's marker into the instance.
+	DrillClientNamespace string `json:"-"`
 }
 
 // CertificatesConfig names the cert-manager issuer of the server
@@ -199,6 +203,10 @@ func NamesOf(inst provisioners.Instance) Names {
 // (unless it runs with --enable-certificate-owner-ref).
 // The seed Secret and a copy's login Secret are written by the broker
 // once (PrepareSecrets), not rendered, and go with the instance too.
+//
+// And on plans with backups the drill login the restore drills made
+// (drill.go), whether or not drills are on now (they may have been once):
+// its DatabaseRole is deleted before its Secret (leftovers go in reverse).
 func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 	if inst.Plan.Postgres.Shared {
 		return nil
@@ -216,6 +224,10 @@ func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 	}
 	if inst.Copy != nil {
 		refs = append(refs, secret(n.CopyLogin))
+	}
+	if inst.Plan.Postgres.Backup != nil {
+		name := DrillLoginName(inst)
+		refs = append(refs, secret(name), provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: name})
 	}
 	return refs
 }
@@ -690,6 +702,10 @@ func (p *Provisioner) networkPolicies(inst provisioners.Instance, n Names) []*un
 	if cm := p.Config.CredentialManager; cm != nil {
 		// OpenBao creates and drops the bindings' roles.
 		clusterRules = append(clusterRules, provisioners.AllowFrom(provisioners.FromNamespace(cm.Namespace), postgresPort))
+	}
+	if ns := p.Config.DrillClientNamespace; ns != "" && inst.Plan.Postgres.Backup != nil {
+		// The broker writes each restore drill's marker (drill.go).
+		clusterRules = append(clusterRules, provisioners.AllowFrom(provisioners.FromNamespace(ns), postgresPort))
 	}
 	out := []*unstructured.Unstructured{provisioners.IngressPolicy(inst, n.Cluster, map[string]any{"cnpg.io/cluster": n.Cluster}, clusterRules...)}
 	if inst.Plan.Postgres.Pooler != nil {

@@ -79,6 +79,17 @@ tls.existingSecret is set).
 Namespace holding the broker's records: config.brokerNamespace, or the
 release namespace.
 */}}
+{{/*
+Namespace of the restore drills' throwaway clusters; empty when drills are
+off (config.drills.enabled false). The broker's default is strata-drills.
+*/}}
+{{- define "strata-broker.drillsNamespace" -}}
+{{- $d := default (dict) .Values.config.drills }}
+{{- if or (not (hasKey $d "enabled")) (eq (toString $d.enabled) "<nil>") $d.enabled }}
+{{- default "strata-drills" $d.namespace }}
+{{- end }}
+{{- end }}
+
 {{- define "strata-broker.recordsNamespace" -}}
 {{- default .Release.Namespace .Values.config.brokerNamespace }}
 {{- end }}
@@ -114,7 +125,10 @@ backup).
 {{- define "strata-broker.config" -}}
 {{- $config := deepCopy (default (dict) .Values.config) }}
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
-{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "instancePage" "pollIntervalSeconds" "reconcileIntervalSeconds" "kubernetes" "tenancy" "postgres" "openBao" "redis" "kafka")) }}
+{{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "instancePage" "pollIntervalSeconds" "reconcileIntervalSeconds" "kubernetes" "tenancy" "postgres" "openBao" "redis" "kafka" "drills")) }}
+{{- with $config.drills }}
+{{- include "strata-broker.checkKeys" (list "config.drills" . (list "enabled" "namespace" "intervalSeconds" "timeoutSeconds")) }}
+{{- end }}
 {{- with $config.instancePage }}
 {{- include "strata-broker.checkKeys" (list "config.instancePage" . (list "externalURL" "prometheusURL")) }}
 {{- end }}
