@@ -6,16 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +24,8 @@ import (
 
 	"github.com/strata-dev/strata/charts/dashboards"
 	"github.com/strata-dev/strata/provisioners/kafka"
+
+	"github.com/strata-dev/strata/internal/promtest"
 )
 
 // Kafka Exporter series: Strimzi's Kafka Exporter (a separate Go program,
@@ -60,10 +59,7 @@ var kafkaExporterSeries = map[string]bool{"kafka_consumergroup_lag": true, "kafk
 func TestKafkaAlertFiresForReal(t *testing.T) {
 	g := NewWithT(t)
 	total := time.Now()
-	promBin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatal("prometheus is not installed: run integration/scripts/install-deps.sh (apt-get install prometheus)")
-	}
+	promtest.Binary(t) // before the brokers start: a missing Prometheus fails at once
 	rulesFile := filepath.Join(RepoRoot(), "charts", "strata-broker", "rules", "kafka.rules.yaml")
 	ruleSeries := seriesOfRules(t, rulesFile)
 
@@ -100,7 +96,7 @@ func TestKafkaAlertFiresForReal(t *testing.T) {
 	for _, b := range c.Brokers {
 		pods[b.MetricsAddr] = names.Cluster + "-" + names.BrokerPool + "-" + fmt.Sprint(b.ID)
 	}
-	prom := startKafkaPrometheus(t, promBin, rulesFile, inst.Namespace, job, pods)
+	prom := startKafkaPrometheus(t, rulesFile, inst.Namespace, job, pods)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
@@ -401,15 +397,8 @@ func dashboardQueries(ctx context.Context, t *testing.T, prom *promClient, names
 // chart's rules file as it is and one static target per JMX exporter
 // agent (pods: address to pod name), labelled as the PodMonitor's scrape
 // labels a Strimzi pod: namespace, pod, and job <namespace>/<monitor>.
-func startKafkaPrometheus(t *testing.T, bin, rulesFile, namespace, job string, pods map[string]string) *promClient {
+func startKafkaPrometheus(t *testing.T, rulesFile, namespace, job string, pods map[string]string) *promClient {
 	t.Helper()
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	var targets strings.Builder
 	var addrs []string
 	for a := range pods {
@@ -429,31 +418,7 @@ scrape_configs:
   - target_label: job
     replacement: %q
 `, rulesFile, targets.String(), job)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		if t.Failed() {
-			out, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
-			t.Logf("prometheus config:\n%s\nprometheus log:\n%s", cfg, tail(string(out), 60))
-		}
-	})
-	u, _ := url.Parse("http://" + addr)
-	return &promClient{base: u, http: &http.Client{Timeout: 10 * time.Second}}
+	return &promClient{base: promtest.Start(t, cfg), http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 type promClient struct {
