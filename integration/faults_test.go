@@ -22,6 +22,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/strata-dev/strata/catalog"
 )
@@ -277,14 +280,25 @@ func (p *retryingPlatform) lifecycle(ctx context.Context, w *world, ns, id, bid 
 	// Exactly the binding's two logins (the application's and the
 	// migrations' owner) exist, and the password answered is the one the
 	// database will have: no second set of credentials from a repeat.
-	roles, err := w.dyn.Resource(databaseRoleGVR).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: "strata.dev/binding-id=" + bid})
+	// The test's own reads go to the API server the chaos restarts: they
+	// wait through its restart as a client would (the broker's answer is
+	// what is being checked, not the test's luck).
+	var roles *unstructured.UnstructuredList
+	err = throughAPIServerRestart(ctx, func() (err error) {
+		roles, err = w.dyn.Resource(databaseRoleGVR).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: "strata.dev/binding-id=" + bid})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("list the binding's DatabaseRoles: %w", err)
 	}
 	if n := len(live(roles.Items)); n != 2 {
 		return fmt.Errorf("bind: %d DatabaseRoles for the binding, want 2", n)
 	}
-	secret, err := w.core.CoreV1().Secrets(ns).Get(ctx, "binding-"+bid, metav1.GetOptions{})
+	var secret *corev1.Secret
+	err = throughAPIServerRestart(ctx, func() (err error) {
+		secret, err = w.core.CoreV1().Secrets(ns).Get(ctx, "binding-"+bid, metav1.GetOptions{})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("bind: the binding Secret: %w", err)
 	}
@@ -303,6 +317,15 @@ func (p *retryingPlatform) lifecycle(ctx context.Context, w *world, ns, id, bid 
 	}
 	code, body, err = poll("deprovision")
 	return want("deprovision poll", code, body, err, http.StatusGone)
+}
+
+// throughAPIServerRestart runs read until it does not fail to connect,
+// for as long as an API server restart takes (well under 30 s here).
+func throughAPIServerRestart(ctx context.Context, read func() error) error {
+	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 1.5, Steps: 20, Cap: 3 * time.Second}
+	return retry.OnError(backoff, func(err error) bool {
+		return ctx.Err() == nil && (utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err))
+	}, read)
 }
 
 // standInOperators plays, until ctx ends, the part of CloudNativePG
