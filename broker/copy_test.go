@@ -112,14 +112,7 @@ func TestCopyIsRefusedSayingWhatToChange(t *testing.T) {
 			if plan == "" {
 				plan = catalog.PostgresDevLiteID
 			}
-			d := pgDetails(plan, tc.params)
-			if tc.namespace != "" {
-				d.RawContext = k8sContext(tc.namespace)
-			}
-			_, err := e.b.Provision(e.ctx, copyID, d, true)
-			expectFailure(g, err, tc.status, tc.code, tc.mention)
-			_, err = e.b.Store.GetInstance(e.ctx, copyID)
-			g.Expect(errors.Is(err, ErrNotFound)).To(BeTrue(), "a refused copy leaves no record")
+			e.expectProvisionRefused(g, copyID, plan, tc.params, tc.namespace, tc.status, tc.code, tc.mention)
 		})
 	}
 }

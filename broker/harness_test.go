@@ -399,3 +399,17 @@ func (e *testEnv) conflictOn(name string, n int) {
 		return true, nil, apierrors.NewConflict(corev1.Resource("secrets"), name, errors.New("written by another replica"))
 	})
 }
+
+// expectProvisionRefused provisions a PostgreSQL instance of plan with
+// params (in namespace, when given) and expects the refusal described,
+// with no record left behind.
+func (e *testEnv) expectProvisionRefused(g Gomega, id, plan, params, namespace string, status int, code, mention string) {
+	d := pgDetails(plan, params)
+	if namespace != "" {
+		d.RawContext = k8sContext(namespace)
+	}
+	_, err := e.b.Provision(e.ctx, id, d, true)
+	expectFailure(g, err, status, code, mention)
+	_, err = e.b.Store.GetInstance(e.ctx, id)
+	g.Expect(errors.Is(err, ErrNotFound)).To(BeTrue(), "a refused provision leaves no record")
+}

@@ -152,14 +152,7 @@ func TestRestoreIsRefusedSayingWhatToChange(t *testing.T) {
 			if plan == "" {
 				plan = catalog.PostgresStandardID
 			}
-			d := pgDetails(plan, tc.params)
-			if tc.namespace != "" {
-				d.RawContext = k8sContext(tc.namespace)
-			}
-			_, err := e.b.Provision(e.ctx, restoredID, d, true)
-			expectFailure(g, err, tc.status, tc.code, tc.mention)
-			_, err = e.b.Store.GetInstance(e.ctx, restoredID)
-			g.Expect(err).To(MatchError(ErrNotFound), "a refusal records nothing")
+			e.expectProvisionRefused(g, restoredID, plan, tc.params, tc.namespace, tc.status, tc.code, tc.mention)
 		})
 	}
 }
