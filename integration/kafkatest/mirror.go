@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -350,4 +353,149 @@ func (c *Connect) Stop() {
 		case <-time.After(10 * time.Second):
 		}
 	}
+}
+
+// Offsets is a connector's committed source offsets as Connect's REST API
+// lists them (GET /connectors/<name>/offsets, KIP-875): for a
+// MirrorSourceConnector, per source partition the offset of the last
+// record it copied.
+func (c *Connect) Offsets(ctx context.Context, name string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.REST+"/connectors/"+url.PathEscape(name)+"/offsets", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, body)
+	}
+	return string(body), nil
+}
+
+// Connectors lists the connectors the worker runs (GET /connectors).
+func (c *Connect) Connectors(ctx context.Context) ([]string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.REST+"/connectors", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, msg)
+	}
+	var names []string
+	err = json.NewDecoder(resp.Body).Decode(&names)
+	sort.Strings(names)
+	return names, err
+}
+
+// SetMirrorSourceOffsets makes a stopped MirrorSourceConnector resume
+// topic at next[partition] when its worker starts again: it appends, to
+// the worker's offsets topic (Connect's offset.storage.topic), a record
+// per partition with the key the connector itself wrote for it
+// (["<connector>",{"cluster":…,"partition":…,"topic":…}], byte for byte,
+// so it lands in the same partition and is read after the old one) and
+// the offset of the last record copied, next-1 (MirrorMaker 2 resumes
+// after it). The worker must not be running (it would overwrite them);
+// every partition must have an offset already (a connector that never
+// copied a partition starts it from the beginning anyway).
+func SetMirrorSourceOffsets(ctx context.Context, cl *kgo.Client, offsetsTopic, connector, topic string, next map[int32]int64) error {
+	recs, err := ReadTopic(ctx, cl, offsetsTopic)
+	if err != nil {
+		return err
+	}
+	type at struct {
+		key       []byte
+		partition int32
+	}
+	found := map[int32]at{}
+	for _, r := range recs {
+		var key []json.RawMessage
+		if json.Unmarshal(r.Key, &key) != nil || len(key) != 2 {
+			continue
+		}
+		var name string
+		var part struct {
+			Topic     string `json:"topic"`
+			Partition int32  `json:"partition"`
+		}
+		if json.Unmarshal(key[0], &name) != nil || json.Unmarshal(key[1], &part) != nil {
+			continue
+		}
+		if name == connector && part.Topic == topic {
+			found[part.Partition] = at{r.Key, r.Partition}
+		}
+	}
+	for p, n := range next {
+		f, ok := found[p]
+		if !ok {
+			return fmt.Errorf("no offset of %s partition %d for connector %s in %s", topic, p, connector, offsetsTopic)
+		}
+		value := fmt.Sprintf(`{"offset":%d}`, n-1)
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: offsetsTopic, Partition: f.partition, Key: f.key, Value: []byte(value)}).FirstErr(); err != nil {
+			return fmt.Errorf("writing the offset of %s partition %d: %w", topic, p, err)
+		}
+	}
+	return nil
+}
+
+// ReadTopic reads every record of a topic, all partitions, from their log
+// start to the end offsets at the time of the call.
+func ReadTopic(ctx context.Context, cl *kgo.Client, topic string) ([]*kgo.Record, error) {
+	adm := kadm.NewClient(cl)
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	want := map[int32]int64{}
+	assign := map[int32]kgo.Offset{}
+	var ferr error
+	starts.Each(func(o kadm.ListedOffset) {
+		e, _ := ends.Lookup(topic, o.Partition)
+		if o.Err != nil || e.Err != nil {
+			ferr = fmt.Errorf("offsets of %s partition %d: %w", topic, o.Partition, errors.Join(o.Err, e.Err))
+		}
+		if e.Offset > o.Offset {
+			want[o.Partition] = e.Offset
+			assign[o.Partition] = kgo.NewOffset().At(o.Offset)
+		}
+	})
+	if ferr != nil || len(want) == 0 {
+		return nil, ferr
+	}
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: assign})
+	parts := make([]int32, 0, len(assign))
+	for p := range assign {
+		parts = append(parts, p)
+	}
+	defer cl.RemoveConsumePartitions(map[string][]int32{topic: parts})
+	var out []*kgo.Record
+	for len(want) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		fs := cl.PollFetches(pctx)
+		cancel()
+		if err := fs.Err0(); err != nil {
+			return nil, fmt.Errorf("reading %s: %w (%d partitions left)", topic, err, len(want))
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := want[r.Partition]
+			if r.Topic != topic || !ok || r.Offset >= end {
+				return
+			}
+			out = append(out, r)
+			if r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
+		})
+	}
+	return out, nil
 }

@@ -339,6 +339,11 @@ func TestDisasterRecoveryMirrorAndFailover(t *testing.T) {
 		})
 	}
 	g.Expect(resume.CommitUncommittedOffsets(ctx)).To(Succeed())
+	resume.Close()
+	dprod.Close()
 
+	t.Run("failback", func(t *testing.T) {
+		failback(t, ctx, src, dst, kube, mm, b, drBinding, topic, group)
+	})
 	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
 }

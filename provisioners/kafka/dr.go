@@ -126,6 +126,25 @@ func prefixPattern(inst provisioners.Instance) string {
 	return regexp.QuoteMeta(TopicPrefix(inst)) + ".*"
 }
 
+// InternalTopicsPattern is a Java regex matching every topic under the
+// instance's prefix that ends in ".internal": the mirror's Connect
+// topics (<prefix>mirror.configs.internal, ...), a failback mirror's
+// (<prefix>failback.*.internal) and the checkpoints topic. No topic
+// parameter has a '.', so no tenant topic matches.
+//
+// The mirror must exclude them itself: MirrorMaker 2 4.x leaves out only
+// its own topics (mm2*.internal, *.checkpoints.internal, __*, .*), not a
+// Connect worker's. Without this, a reverse mirror (failback) copied the
+// forward mirror's Connect topics from the DR cluster into the
+// same-named topics of its own worker on the old cluster; that worker then
+// loaded the forward connector's configuration and ran it with its own
+// producer, which writes to the old cluster: the old cluster's topics were
+// copied onto themselves (1700 records became 67 000 in under three
+// minutes, TestDisasterRecoveryMirrorAndFailover/failback before this).
+func InternalTopicsPattern(inst provisioners.Instance) string {
+	return regexp.QuoteMeta(TopicPrefix(inst)) + `.*\.internal`
+}
+
 // mirrorUser is the KafkaUser MirrorMaker 2 logs in to the instance's
 // cluster with: read and describe the instance's topics and groups (the
 // checkpoint connector lists the groups and their offsets), and its own
@@ -223,10 +242,14 @@ func (p *Provisioner) mirror(inst provisioners.Instance, t Target, dr DRTarget) 
 			}),
 			"autoRestart": map[string]any{"enabled": true},
 		},
-		// Only the instance's topics and groups; MirrorMaker 2's default
-		// exclusions (internal topics, __consumer_offsets) still apply.
-		"topicsPattern": prefixPattern(inst),
-		"groupsPattern": prefixPattern(inst),
+		// Only the instance's topics and groups. Its own Connect topics and
+		// a failback mirror's are under the prefix too: excluded
+		// (InternalTopicsPattern says why). MirrorMaker 2's own exclusions
+		// (mm2*.internal, checkpoints, __consumer_offsets) still apply:
+		// its replication policy drops those whatever the patterns say.
+		"topicsPattern":        prefixPattern(inst),
+		"topicsExcludePattern": InternalTopicsPattern(inst),
+		"groupsPattern":        prefixPattern(inst),
 	}
 	username := strings.ReplaceAll(dr.Username, "{namespace}", inst.Namespace)
 	spec := map[string]any{
@@ -235,8 +258,9 @@ func (p *Provisioner) mirror(inst provisioners.Instance, t Target, dr DRTarget) 
 		// The Connect worker runs against the target, as Strimzi's
 		// KafkaMirrorMaker2 always does; its group and internal topics are
 		// under the instance's prefix there, named with a '.' no topic
-		// parameter can have, and ending in .internal so a reversed mirror
-		// (failback) leaves them out.
+		// parameter can have, and ending in .internal so that
+		// topicsExcludePattern leaves them out, of this mirror and of a
+		// reversed one at failback.
 		"target": map[string]any{
 			"alias":              target,
 			"bootstrapServers":   dr.BootstrapServers,

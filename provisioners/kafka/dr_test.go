@@ -80,6 +80,21 @@ func TestDisasterRecoveryMirror(t *testing.T) {
 		g.Expect(re.MatchString("other-team."+inst.Name+".orders")).To(BeFalse(), k)
 		g.Expect(re.MatchString("__consumer_offsets")).To(BeFalse(), k)
 	}
+	// The exclusion leaves out every Connect topic a mirror keeps under the
+	// prefix (this one's on the DR cluster, a failback mirror's on the
+	// instance's cluster) and the checkpoints topic, and no tenant topic:
+	// without it a reversed mirror copies the forward worker's connector
+	// configs into its own and runs them (docs/kafka.md, Failback).
+	ex := regexp.MustCompile("^(?:" + m["topicsExcludePattern"].(string) + ")$")
+	for _, tp := range []string{"mirror.configs.internal", "mirror.offsets.internal", "mirror.status.internal",
+		"failback.configs.internal", "failback.offsets.internal", "failback.status.internal", "checkpoints.internal"} {
+		g.Expect(ex.MatchString(prefix+tp)).To(BeTrue(), tp)
+	}
+	for _, tp := range []string{"orders", "internal", "orders-internal", "x-internal"} {
+		g.Expect(ex.MatchString(prefix+tp)).To(BeFalse(), tp)
+	}
+	g.Expect(ex.MatchString("other-team." + inst.Name + ".mirror.configs.internal")).To(BeFalse())
+	g.Expect(target["configStorageTopic"]).To(MatchRegexp(m["topicsExcludePattern"].(string)))
 	sc, _, _ := unstructured.NestedMap(m, "sourceConnector", "config")
 	cc, _, _ := unstructured.NestedMap(m, "checkpointConnector", "config")
 	for _, c := range []map[string]any{sc, cc} {
