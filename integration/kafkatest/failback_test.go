@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -333,10 +337,9 @@ func failback(t *testing.T, ctx context.Context, src *Cluster, dst *Broker, kube
 	offsetsTopic, _, _ := unstructured.NestedString(forward.Object, "spec", "target", "offsetStorageTopic")
 	drUserName, _, _ := unstructured.NestedString(forward.Object, "spec", "target", "authentication", "username")
 	drSecret, _, _ := unstructured.NestedString(forward.Object, "spec", "target", "authentication", "passwordSecret", "secretName")
-	tenantDR, err := dst.NewClient(drUserName, kube.SecretData(ns, drSecret)["password"], kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	g.Expect(err).NotTo(HaveOccurred())
-	defer tenantDR.Close()
-	g.Expect(SetMirrorSourceOffsets(ctx, tenantDR, offsetsTopic, forwardSource, topic, switchEnds)).To(Succeed())
+	out, err := runMirrorResume(t, dst.Addr, dst.CAPEM, drUserName, kube.SecretData(ns, drSecret)["password"], offsetsTopic, forwardSource, topic, switchEnds)
+	g.Expect(err).NotTo(HaveOccurred(), "scripts/strata-kafka-mirror-resume.sh:\n%s", out)
+	t.Logf("scripts/strata-kafka-mirror-resume.sh:\n%s", out)
 	fstarted := time.Now()
 	fconnect, err := StartConnect(fm, t.TempDir())
 	g.Expect(err).NotTo(HaveOccurred())
@@ -356,4 +359,57 @@ func failback(t *testing.T, ctx context.Context, src *Cluster, dst *Broker, kube
 	g.Expect(drVals).To(Equal(oldVals), "both clusters hold the same records per partition")
 	fconnect.Stop()
 	t.Logf("failback total %s", time.Since(start).Round(time.Millisecond))
+}
+
+// runMirrorResume runs scripts/strata-kafka-mirror-resume.sh (failback
+// step 6) against the DR cluster as the tenant's DR user, with Kafka's
+// console consumer and producer from the test's jars standing in for the
+// distribution's bin/ scripts, and ends as kafka-get-offsets.sh prints them.
+func runMirrorResume(t *testing.T, addr, caPEM, user, password, offsetsTopic, connector, topic string, ends map[int32]int64) (string, error) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "log4j2.properties"), []byte(log4jConfig), 0o600); err != nil {
+		return "", err
+	}
+	for name, class := range map[string]string{
+		"kafka-console-consumer.sh": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+		"kafka-console-producer.sh": "org.apache.kafka.tools.ConsoleProducer",
+	} {
+		shim := fmt.Sprintf("#!/bin/sh\nexec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile=%s -cp '%s' %s \"$@\"\n",
+			filepath.Join(dir, "log4j2.properties"), filepath.Join(JarDir(), "*"), class)
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(shim), 0o755); err != nil {
+			return "", err
+		}
+	}
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte(caPEM), 0o600); err != nil {
+		return "", err
+	}
+	cfg := filepath.Join(dir, "dr.properties")
+	props := strings.Join([]string{
+		"security.protocol=SASL_SSL", "sasl.mechanism=SCRAM-SHA-512",
+		fmt.Sprintf(`sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="%s" password="%s";`, user, password),
+		"ssl.truststore.type=PEM", "ssl.truststore.location=" + ca, "",
+	}, "\n")
+	if err := os.WriteFile(cfg, []byte(props), 0o600); err != nil {
+		return "", err
+	}
+	var lines []string
+	for p, o := range ends {
+		lines = append(lines, fmt.Sprintf("%s:%d:%d", topic, p, o))
+	}
+	sort.Strings(lines)
+	endsFile := filepath.Join(dir, "switch-ends.txt")
+	if err := os.WriteFile(endsFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	cmd := exec.Command("bash", filepath.Join(RepoRoot(), "scripts", "strata-kafka-mirror-resume.sh"),
+		"--bootstrap-server", addr, "--command-config", cfg, "--offsets-topic", offsetsTopic,
+		"--connector", connector, "--ends", endsFile)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

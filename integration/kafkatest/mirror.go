@@ -394,56 +394,6 @@ func (c *Connect) Connectors(ctx context.Context) ([]string, error) {
 	return names, err
 }
 
-// SetMirrorSourceOffsets makes a stopped MirrorSourceConnector resume
-// topic at next[partition] when its worker starts again: it appends, to
-// the worker's offsets topic (Connect's offset.storage.topic), a record
-// per partition with the key the connector itself wrote for it
-// (["<connector>",{"cluster":…,"partition":…,"topic":…}], byte for byte,
-// so it lands in the same partition and is read after the old one) and
-// the offset of the last record copied, next-1 (MirrorMaker 2 resumes
-// after it). The worker must not be running (it would overwrite them);
-// every partition must have an offset already (a connector that never
-// copied a partition starts it from the beginning anyway).
-func SetMirrorSourceOffsets(ctx context.Context, cl *kgo.Client, offsetsTopic, connector, topic string, next map[int32]int64) error {
-	recs, err := ReadTopic(ctx, cl, offsetsTopic)
-	if err != nil {
-		return err
-	}
-	type at struct {
-		key       []byte
-		partition int32
-	}
-	found := map[int32]at{}
-	for _, r := range recs {
-		var key []json.RawMessage
-		if json.Unmarshal(r.Key, &key) != nil || len(key) != 2 {
-			continue
-		}
-		var name string
-		var part struct {
-			Topic     string `json:"topic"`
-			Partition int32  `json:"partition"`
-		}
-		if json.Unmarshal(key[0], &name) != nil || json.Unmarshal(key[1], &part) != nil {
-			continue
-		}
-		if name == connector && part.Topic == topic {
-			found[part.Partition] = at{r.Key, r.Partition}
-		}
-	}
-	for p, n := range next {
-		f, ok := found[p]
-		if !ok {
-			return fmt.Errorf("no offset of %s partition %d for connector %s in %s", topic, p, connector, offsetsTopic)
-		}
-		value := fmt.Sprintf(`{"offset":%d}`, n-1)
-		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: offsetsTopic, Partition: f.partition, Key: f.key, Value: []byte(value)}).FirstErr(); err != nil {
-			return fmt.Errorf("writing the offset of %s partition %d: %w", topic, p, err)
-		}
-	}
-	return nil
-}
-
 // ReadTopic reads every record of a topic, all partitions, from their log
 // start to the end offsets at the time of the call.
 func ReadTopic(ctx context.Context, cl *kgo.Client, topic string) ([]*kgo.Record, error) {
