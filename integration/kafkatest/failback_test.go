@@ -256,6 +256,13 @@ func failback(t *testing.T, ctx context.Context, src *Cluster, dst *Broker, kube
 	rconnect.Stop()
 	switchEnds, err := endOffsets(ctx, src.Admin, topic)
 	g.Expect(err).NotTo(HaveOccurred())
+	// What the application resumes from: the group's offsets as the last
+	// checkpoint left them (a later one may have rounded less).
+	oldPos = groupOffsets(ctx, src.Admin, group, topic)
+	for p, d := range drPos {
+		g.Expect(oldPos[p]).To(BeNumerically(">=", truncatedAt[p]), "partition %d translated", p)
+		g.Expect(oldPos[p]).To(BeNumerically("<=", truncatedAt[p]+d), "partition %d: a translated offset past the committed one would skip records", p)
+	}
 	stable(t, ctx, g, 20*time.Second, topic, both)
 	// Content: per partition the old cluster has exactly the DR
 	// cluster's records, in the same order, none twice, none of the
