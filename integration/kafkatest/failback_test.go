@@ -256,6 +256,11 @@ func failback(t *testing.T, ctx context.Context, src *Cluster, dst *Broker, kube
 	rconnect.Stop()
 	switchEnds, err := endOffsets(ctx, src.Admin, topic)
 	g.Expect(err).NotTo(HaveOccurred())
+	// The reverse worker's Connect topics go with it, so a later failback
+	// starts clean (documented step 3).
+	dt, err := src.Admin.DeleteTopics(ctx, prefix+"failback.configs.internal", prefix+"failback.offsets.internal", prefix+"failback.status.internal")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(dt.Error()).NotTo(HaveOccurred())
 	// What the application resumes from: the group's offsets as the last
 	// checkpoint left them (a later one may have rounded less).
 	oldPos = groupOffsets(ctx, src.Admin, group, topic)

@@ -78,7 +78,8 @@ func sum(m map[int32]int64) int64 {
 // reaches 0, the mirror stops, the binding's users are replayed on the DR
 // cluster, and the application, with only the bootstrap address and CA
 // changed, resumes its group where it was without losing a record and
-// re-reading at most offset.lag.max records per partition.
+// re-reading at most offset.lag.max records per partition. The failback
+// subtest (failback_test.go) continues on the same clusters.
 func TestDisasterRecoveryMirrorAndFailover(t *testing.T) {
 	g := NewWithT(t)
 	start := time.Now()
