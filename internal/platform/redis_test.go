@@ -343,7 +343,10 @@ func checkRedisMonitors(ctx context.Context, t *testing.T, p *Platform, instance
 // append-only file survives a crash of redis-server; the ha master is
 // deleted under a write load and the outage and lost writes are measured;
 // the PodMonitor the provisioner renders is checked against the running
-// pods; deprovision removes every object.
+// pods; deprovision removes every object. With the platform's S3 as the
+// broker's redis.backup, a standard instance's snapshot job copies an RDB
+// to it and a restore provision holds exactly the keys of that snapshot
+// (redissnap_test.go).
 func TestRedisOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	ctx, p, stopped := startTestPlatform(t, "test-redis", 65*time.Minute)
