@@ -129,4 +129,3 @@ func envOf(t *testing.T, job *unstructured.Unstructured, list string) map[string
 	}
 	return out
 }
-

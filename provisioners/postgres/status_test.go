@@ -462,11 +462,17 @@ func TestAssessFailedBootstrap(t *testing.T) {
 		{name: "seed: Job not created yet", params: seed, state: provisioners.InProgress, want: []string{"Setting up primary"},
 			world: func(w *observedWorld) { settingUp(w); w.drop("Job") }},
 		{name: "seed: one failed pod, retrying", params: seed, state: provisioners.InProgress, want: []string{"Setting up primary"},
-			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(1), "active": int64(1)}, "status") }},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.set("Job", map[string]any{"failed": int64(1), "active": int64(1)}, "status")
+			}},
 		{name: "seed: failed twice", params: seed, state: provisioners.Failed,
 			want: []string{"parameters.seed: the seed SQL (ConfigMap orders-fixtures, key orders.sql) failed", "failed 2 times",
 				"deprovision this instance and provision it again", "kubectl -n " + testNamespace + " logs job/"},
-			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(2), "active": int64(1)}, "status") }},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.set("Job", map[string]any{"failed": int64(2), "active": int64(1)}, "status")
+			}},
 		{name: "seed: back-off limit reached", params: seed, state: provisioners.Failed, want: []string{"parameters.seed:"},
 			world: func(w *observedWorld) {
 				settingUp(w)
@@ -480,9 +486,11 @@ func TestAssessFailedBootstrap(t *testing.T) {
 				w.setCluster("Instance creation failed for the following jobs: "+w.inst.Name+"-1-initdb. Check the job logs to investigate the cause of the failure.", "status", "phaseReason")
 			}},
 		{name: "seed: a failed pod before a Ready Cluster is history", params: seed, state: provisioners.Succeeded, want: []string{"PostgreSQL ready"},
-			world: func(w *observedWorld) { w.set("Job", map[string]any{"failed": int64(2), "succeeded": int64(1)}, "status") }},
+			world: func(w *observedWorld) {
+				w.set("Job", map[string]any{"failed": int64(2), "succeeded": int64(1)}, "status")
+			}},
 		{name: "copy: import failed twice", params: copyOf, state: provisioners.Failed,
-			want: []string{"parameters.copy_of.mask: CloudNativePG's import of instance " + testSourceID, "-1-import failed 2 times", "Fix copy_of.mask"},
+			want:  []string{"parameters.copy_of.mask: CloudNativePG's import of instance " + testSourceID, "-1-import failed 2 times", "Fix copy_of.mask"},
 			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(2)}, "status") }},
 	}
 	for _, tc := range tests {
