@@ -257,8 +257,8 @@ func bootstrapFailure(inst provisioners.Instance, job *unstructured.Unstructured
 	if job != nil {
 		failed, _, _ = unstructured.NestedInt64(job.Object, "status", "failed")
 	}
-	if failed < bootstrapFailures && !jobConditionTrue(job, "Failed") &&
-		!(phase == "Cluster is unrecoverable and needs manual intervention" && strings.Contains(reason, name)) {
+	gaveUp := phase == "Cluster is unrecoverable and needs manual intervention" && strings.Contains(reason, name)
+	if failed < bootstrapFailures && !jobConditionTrue(job, "Failed") && !gaveUp {
 		return ""
 	}
 	logs := fmt.Sprintf("PostgreSQL's error is in the log of the job's pod: kubectl -n %s logs job/%s", inst.Namespace, name)

@@ -33,7 +33,7 @@ import (
 
 // Usage is the command's synopsis.
 const Usage = "usage: postgres-seed-fetch --bucket B --key K [--endpoint-url https://…] [--region R] --dir D [--max-bytes N] [--termination-log F]\n" +
-	"Credentials come from the AWS SDK's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a web identity token (IRSA, EKS Pod Identity)."
+	"Credentials come from the AWS SDK's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a web identity token (IRSA, EKS Pod Identity)"
 
 // File names in the directory: the restore step picks its tool by name.
 const (
@@ -160,7 +160,8 @@ func checkEndpoint(c Config) error {
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("parameters.seed.s3.endpoint: %q is not a URL such as https://s3.example.com", c.EndpointURL)
 	}
-	if u.Scheme != "https" && !(c.AllowHTTP && u.Scheme == "http") {
+	plainAllowed := c.AllowHTTP && u.Scheme == "http"
+	if u.Scheme != "https" && !plainAllowed {
 		return fmt.Errorf("parameters.seed.s3.endpoint: %q is not https://: the dump is fetched over TLS only", c.EndpointURL)
 	}
 	return nil
