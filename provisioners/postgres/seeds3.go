@@ -89,15 +89,24 @@ func S3SeedRestoreScript() string {
 err=/tmp/restore.err
 if [ -f ` + seedDir + `/` + seedfetch.ArchiveFile + ` ]; then
   tool=pg_restore
-  pg_restore --no-owner --no-privileges --role=` + OwnerRole + ` --exit-on-error --single-transaction -d "$PGDATABASE" ` + seedDir + `/` + seedfetch.ArchiveFile + ` 2>"$err"
+  # The instance's extensions are the plan's and the parameters', created
+  # by the platform; a dump of another instance carries its own CREATE
+  # EXTENSION and COMMENT ON EXTENSION, which only their owner may run.
+  pg_restore -l ` + seedDir + `/` + seedfetch.ArchiveFile + ` >/tmp/toc.all 2>"$err"
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    grep -v -E ' (EXTENSION|COMMENT - EXTENSION) ' /tmp/toc.all >/tmp/toc
+    pg_restore --no-owner --no-privileges --role=` + OwnerRole + ` --exit-on-error --single-transaction -L /tmp/toc -d "$PGDATABASE" ` + seedDir + `/` + seedfetch.ArchiveFile + ` 2>>"$err"
+    rc=$?
+  fi
 else
   tool=psql
   psql -X -q -v ON_ERROR_STOP=1 --single-transaction -c 'SET ROLE ` + OwnerRole + `' -f ` + seedDir + `/` + seedfetch.SQLFile + ` 2>"$err" >/dev/null
+  rc=$?
 fi
-rc=$?
 cat "$err" >&2
 if [ "$rc" -ne 0 ]; then
-  first=$(grep -v -E '^(DETAIL|CONTEXT|LINE [0-9]+|HINT|QUERY):|^ ' "$err" | grep -E 'ERROR|error' | head -n 1 | sed -E 's/: "[^"]*"/: "…"/g' | cut -c1-300)
+  first=$(grep -v -E '^(DETAIL|CONTEXT|LINE [0-9]+|HINT|QUERY|Command was):|^ ' "$err" | grep -E 'ERROR|error' | head -n 1 | sed -E 's/: "[^"]*"/: "…"/g' | cut -c1-300)
   printf 'parameters.seed.s3.key: %s exited %s restoring the dump: %s (the whole error is in the log of the Job pod'"'"'s restore container)' "$tool" "$rc" "$first" >/dev/termination-log
   exit "$rc"
 fi
