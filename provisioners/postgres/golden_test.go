@@ -77,7 +77,7 @@ var goldenCases = []struct {
 	},
 	{
 		name: "dev-lite-masked-copy-openbao", plan: "dev-lite", config: openBaoConfig,
-		params:  map[string]any{"copy_of": map[string]any{"instance": testSourceID, "mask": map[string]any{"public.customers.email": "email"}}},
+		params: map[string]any{"copy_of": map[string]any{"instance": testSourceID, "mask": map[string]any{"public.customers.email": "email"}}},
 		copyOf: &provisioners.CopySource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Database: "orders", CASecret: "pg-" + testSourceID + "-server-tls"},
 	},
 	{
