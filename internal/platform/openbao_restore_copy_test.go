@@ -204,20 +204,22 @@ func testOpenBaoRestore(ctx context.Context, t *testing.T, p *Platform, osb *osb
 	}
 	timing("first backup completed: restorable window shown")
 
-	owner, err := bindAndConnect(ctx, p, osb, b, catalog.PostgresStandardID, sourceID, "e1f2b0b0-0000-4000-8000-"+randomHex(t, 6), "owner")
+	// An OpenBao owner login acts as strata_owner (current_user), so it
+	// is checked by session_user.
+	owner, err := osb.bind(ctx, sourceID, "e1f2b0b0-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresStandardID, "owner")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("owner binding of the standard source: %v", err)
 	}
-	if !strings.HasPrefix(owner.Binding["username"], "v-token-st-") {
-		t.Errorf("the source's owner binding %q is not an OpenBao login", owner.Binding["username"])
+	if !strings.HasPrefix(owner["username"], "v-token-st-") {
+		t.Errorf("the source's owner binding %q is not an OpenBao login", owner["username"])
 	}
-	cfg, err := owner.connConfig()
+	conn, err := pgConnAs(ctx, p, owner)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("connect to the source as its owner login: %v", err)
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
+	var sessionUser string
+	if err := conn.QueryRow(ctx, "SELECT session_user").Scan(&sessionUser); err != nil || sessionUser != owner["username"] {
+		t.Fatalf("connected as %q (%v), want the binding's login %q", sessionUser, err, owner["username"])
 	}
 	if _, err := conn.Exec(ctx, "CREATE TABLE pitr_rows (id int PRIMARY KEY, note text NOT NULL); INSERT INTO pitr_rows SELECT g, 'before-' || g FROM generate_series(1, 100) g"); err != nil {
 		t.Fatal(err)
