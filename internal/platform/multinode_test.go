@@ -39,11 +39,8 @@ func TestHAPostgresOnMultiNodePlatform(t *testing.T) {
 	begin := time.Now()
 	const nodes = 3
 	ctx, p, stopped := startTestPlatformNodes(t, "multinode", 75*time.Minute, nodes)
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 
 	t.Run("Nodes", func(t *testing.T) { checkNodes(ctx, t, p, nodes) })
 
@@ -52,7 +49,7 @@ func TestHAPostgresOnMultiNodePlatform(t *testing.T) {
 
 	t.Run("HA", func(t *testing.T) { testHAPlan(ctx, t, p, osb, b) })
 
-	step = time.Now()
+	clock.restart()
 	*stopped = true
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -114,11 +111,8 @@ func checkNodes(ctx context.Context, t *testing.T, p *Platform, want int) {
 
 func testHAPlan(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, b *Broker) {
 	dyn := dynamic.NewForConfigOrDie(p.AdminConfig)
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 	if err := p.Apply(ctx, []byte(fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", haTenant))); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +163,7 @@ func testHAPlan(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, 
 	checkSpread(ctx, t, p, "cnpg.io/cluster="+name+",cnpg.io/podRole=instance", 3)
 	checkSpread(ctx, t, p, "cnpg.io/poolerName="+name+"-pooler", 3)
 
-	step = time.Now()
+	clock.restart()
 	owner, err := bindAndConnect(ctx, p, osb, b, catalog.PostgresHAID, instanceID, "c0a1c2d3-0000-4000-8000-"+randomHex(t, 6), "owner")
 	if err != nil {
 		t.Fatal(err)

@@ -72,11 +72,8 @@ func checkHandedOver(ctx context.Context, t *testing.T, p *Platform, ns, instanc
 // column, binds the copy (an OpenBao login), reads the copied, masked rows
 // and writes one, unbinds and deprovisions the copy.
 func testOpenBaoCopy(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, bao *OpenBao, ns, sourceID string) {
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 	src, err := osb.bind(ctx, sourceID, "b0c0b0c0-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresDevLiteID, "owner")
 	if err != nil {
 		t.Fatalf("owner binding of the source: %v", err)
@@ -177,11 +174,8 @@ func deprovisionIn(ctx context.Context, t *testing.T, osb *osbClient, id, planID
 // restored instance's OpenBao login reads the rows and writes.
 func testOpenBaoRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, b *Broker) {
 	dyn := dynamic.NewForConfigOrDie(p.AdminConfig)
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: restoreTenant}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -236,7 +235,7 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	if err := p.Client.AppsV1().Deployments(tenant).Delete(ctx, "springapp", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := connectAs(ctx, p, creds, platformCA); err == nil {
+	if err := connectAs(ctx, p, creds); err == nil {
 		t.Errorf("the binding's login %s still connects after the unbind", creds["username"])
 	} else {
 		t.Logf("after the unbind, the login is refused: %v", err)
@@ -422,34 +421,25 @@ func clusterLookup(p *Platform) func(context.Context, string) ([]string, error) 
 	}
 }
 
-// connectAs connects with a binding's values from the host (verify-full
-// against the platform CA; the binding's host resolved by the cluster DNS)
-// and returns current_user.
-func connectAs(ctx context.Context, p *Platform, creds map[string]string, platformCA []byte) error {
-	_, err := queryAs(ctx, p, creds, platformCA)
+// connectAs connects with a binding's values from the host (pgConnAs:
+// verify-full against the binding's ca.crt, its host resolved by the
+// cluster DNS).
+func connectAs(ctx context.Context, p *Platform, creds map[string]string) error {
+	_, err := queryAs(ctx, p, creds)
 	return err
 }
 
-func queryAs(ctx context.Context, p *Platform, creds map[string]string, platformCA []byte) (string, error) {
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s:%s/%s?sslmode=verify-full", creds["host"], creds["port"], creds["database"]))
-	if err != nil {
-		return "", err
-	}
-	cfg.User, cfg.Password = creds["username"], creds["password"]
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM([]byte(creds["ca.crt"]))
-	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: creds["host"], MinVersion: tls.VersionTLS12}
-	cfg.Fallbacks = nil
-	cfg.LookupFunc = clusterLookup(p)
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	c, err := pgx.ConnectConfig(cctx, cfg)
+// queryAs connects as connectAs does and returns current_user.
+func queryAs(ctx context.Context, p *Platform, creds map[string]string) (string, error) {
+	c, err := pgConnAs(ctx, p, creds)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close(ctx)
+	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	var user string
-	err = c.QueryRow(cctx, "select current_user").Scan(&user)
+	err = c.QueryRow(qctx, "select current_user").Scan(&user)
 	return user, err
 }
 
@@ -460,7 +450,7 @@ func checkBindingConnects(ctx context.Context, t *testing.T, p *Platform, creds 
 	if strings.TrimSpace(creds["ca.crt"]) != strings.TrimSpace(string(platformCA)) {
 		t.Errorf("the binding's ca.crt is not the platform CA")
 	}
-	user, err := queryAs(ctx, p, creds, platformCA)
+	user, err := queryAs(ctx, p, creds)
 	if err != nil {
 		t.Fatalf("connecting with the binding's values: %v", err)
 	}

@@ -49,11 +49,8 @@ func TestPostgresPlansOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
 	ctx, p, stopped := startTestPlatform(t, "test-plans", 60*time.Minute)
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 	osb, b, store := installBackupStack(ctx, t, p, nil)
 	// Upstream's Certificates issued the plugin's TLS Secrets.
 	for _, name := range []string{"barman-cloud-client", "barman-cloud-server"} {
@@ -67,7 +64,7 @@ func TestPostgresPlansOnRealPlatform(t *testing.T) {
 
 	t.Run("Standard", func(t *testing.T) { testStandardPlan(ctx, t, p, osb, b, store) })
 
-	step = time.Now()
+	clock.restart()
 	*stopped = true
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -88,11 +85,8 @@ const planTenant = "team-quota"
 
 func testStandardPlan(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, b *Broker, store *S3) {
 	dyn := dynamic.NewForConfigOrDie(p.AdminConfig)
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 
 	// 6. Quotas: every container of every pod must ask for CPU and memory,
 	// requests and limits, or the namespace refuses the pod.
@@ -151,14 +145,14 @@ spec:
 		t.Fatalf("Cluster %s not Ready with ContinuousArchiving=True: %v; conditions %v", name, err, conditions(cluster))
 	}
 	if !strings.Contains(desc, "WAL archiving working") {
-		t.Logf("succeeded before CloudNativePG confirmed WAL archiving (%q); it did %s later", desc, time.Since(step).Round(time.Second))
+		t.Logf("succeeded before CloudNativePG confirmed WAL archiving (%q); it did %s later", desc, clock.elapsed().Round(time.Second))
 	}
 	timing("ContinuousArchiving=True")
 
 	t.Run("QuotaHolds", func(t *testing.T) { checkPodsUnderQuota(ctx, t, p, name, 2, 2) })
 
 	t.Run("BackupCompletesIntoS3", func(t *testing.T) {
-		step = time.Now()
+		clock.restart()
 		backup := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup",
 			"metadata": map[string]any{"name": name + "-test", "namespace": planTenant},
@@ -208,7 +202,7 @@ spec:
 	})
 
 	// Bind and connect with nothing but the binding's values.
-	step = time.Now()
+	clock.restart()
 	owner, err := bindAndConnect(ctx, p, osb, b, plan, instanceID, "b0a1c2d3-0000-4000-8000-"+randomHex(t, 6), "owner")
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +219,7 @@ spec:
 	})
 
 	t.Run("Update", func(t *testing.T) {
-		step = time.Now()
+		clock.restart()
 		code, body, err := osb.do(ctx, http.MethodPatch, instancePath+"?accepts_incomplete=true", map[string]any{
 			"service_id": catalog.PostgresServiceID,
 			"plan_id":    plan,
@@ -271,7 +265,7 @@ spec:
 	})
 
 	t.Run("Deprovision", func(t *testing.T) {
-		step = time.Now()
+		clock.restart()
 		before := listBucket(ctx, t, store, planTenant+"/"+name+"/")
 		for _, bid := range []string{owner.bindingID, writer.bindingID} {
 			if code, body, err := osb.do(ctx, http.MethodDelete, instancePath+"/service_bindings/"+bid+"?"+ids, nil); err != nil || code != http.StatusOK {

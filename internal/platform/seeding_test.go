@@ -30,11 +30,8 @@ import (
 // checks the harness test makes on a local PostgreSQL); the copy's login
 // on the source can read and not write. Both are deprovisioned.
 func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, tenant string) {
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 	const fixtures = "orders-fixtures"
 	if _, err := p.Client.CoreV1().Secrets(tenant).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: fixtures},
