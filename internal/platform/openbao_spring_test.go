@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -37,7 +36,7 @@ import (
 func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
-	ctx, p, stopped := startTestPlatform(t, "test-bao", 45*time.Minute)
+	ctx, p, stopped := startTestPlatform(t, "test-bao", 60*time.Minute)
 
 	step := time.Now()
 	if err := p.InstallCNPG(ctx); err != nil {
@@ -64,6 +63,22 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING second (idempotent) InstallOpenBao: %s", time.Since(step).Round(time.Second))
 
+	// The barman-cloud plugin and the S3 store: the restore of an
+	// OpenBao-provisioned instance (testOpenBaoRestore) needs backups.
+	step = time.Now()
+	if err := p.InstallBarmanCloud(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	store, err := p.InstallS3(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backupValues, err := p.BrokerBackupValues(ctx, store, brokerNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING barman-cloud plugin and S3 store: %s", time.Since(step).Round(time.Second))
+
 	// The Spring Boot image builds while nothing else needs the machine.
 	step = time.Now()
 	springImage, err := p.BuildSpringAppImage(ctx)
@@ -83,6 +98,8 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mergeValues(values, backupValues)
+	mergeValues(values, drillsValues(false))
 	password := randomHex(t, 24)
 	broker, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNamespace, Image: image, Password: password, Values: values})
 	if err != nil {
@@ -218,7 +235,7 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	if err := p.Client.AppsV1().Deployments(tenant).Delete(ctx, "springapp", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := connectAs(ctx, p, creds, platformCA); err == nil {
+	if err := connectAs(ctx, p, creds); err == nil {
 		t.Errorf("the binding's login %s still connects after the unbind", creds["username"])
 	} else {
 		t.Logf("after the unbind, the login is refused: %v", err)
@@ -231,6 +248,10 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	checkOpenBaoAudit(ctx, t, p, creds, flywayUser)
 	checkNoPasswordInPostgresLog(ctx, t, p, tenant, cluster, creds["password"], string(secret.Data["spring.flyway.password"]))
+
+	// A masked copy of this OpenBao-provisioned instance, bound through
+	// OpenBao (the copy's management role handed over by a DatabaseRole).
+	testOpenBaoCopy(ctx, t, p, osb, bao, tenant, instanceID)
 
 	// Deprovision: OpenBao's connection and roles, the certificate and the
 	// Cluster go.
@@ -247,6 +268,11 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING deprovision → gone: %s", time.Since(step).Round(time.Second))
 	checkDeprovisioned(ctx, t, p, bao, tenant, cluster, conn)
+
+	// A restore of an OpenBao-provisioned standard instance (backups),
+	// bound through OpenBao; the dev-lite instance is gone, so the node
+	// has room.
+	testOpenBaoRestore(ctx, t, p, osb, broker)
 
 	step = time.Now()
 	*stopped = true
@@ -395,34 +421,25 @@ func clusterLookup(p *Platform) func(context.Context, string) ([]string, error) 
 	}
 }
 
-// connectAs connects with a binding's values from the host (verify-full
-// against the platform CA; the binding's host resolved by the cluster DNS)
-// and returns current_user.
-func connectAs(ctx context.Context, p *Platform, creds map[string]string, platformCA []byte) error {
-	_, err := queryAs(ctx, p, creds, platformCA)
+// connectAs connects with a binding's values from the host (pgConnAs:
+// verify-full against the binding's ca.crt, its host resolved by the
+// cluster DNS).
+func connectAs(ctx context.Context, p *Platform, creds map[string]string) error {
+	_, err := queryAs(ctx, p, creds)
 	return err
 }
 
-func queryAs(ctx context.Context, p *Platform, creds map[string]string, platformCA []byte) (string, error) {
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s:%s/%s?sslmode=verify-full", creds["host"], creds["port"], creds["database"]))
-	if err != nil {
-		return "", err
-	}
-	cfg.User, cfg.Password = creds["username"], creds["password"]
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM([]byte(creds["ca.crt"]))
-	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: creds["host"], MinVersion: tls.VersionTLS12}
-	cfg.Fallbacks = nil
-	cfg.LookupFunc = clusterLookup(p)
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	c, err := pgx.ConnectConfig(cctx, cfg)
+// queryAs connects as connectAs does and returns current_user.
+func queryAs(ctx context.Context, p *Platform, creds map[string]string) (string, error) {
+	c, err := pgConnAs(ctx, p, creds)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close(ctx)
+	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	var user string
-	err = c.QueryRow(cctx, "select current_user").Scan(&user)
+	err = c.QueryRow(qctx, "select current_user").Scan(&user)
 	return user, err
 }
 
@@ -433,7 +450,7 @@ func checkBindingConnects(ctx context.Context, t *testing.T, p *Platform, creds 
 	if strings.TrimSpace(creds["ca.crt"]) != strings.TrimSpace(string(platformCA)) {
 		t.Errorf("the binding's ca.crt is not the platform CA")
 	}
-	user, err := queryAs(ctx, p, creds, platformCA)
+	user, err := queryAs(ctx, p, creds)
 	if err != nil {
 		t.Fatalf("connecting with the binding's values: %v", err)
 	}

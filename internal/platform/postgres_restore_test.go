@@ -57,11 +57,8 @@ func TestPostgresRestoreOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
 	ctx, p, stopped := startTestPlatform(t, "test-restore-drills", 78*time.Minute)
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 	// Drills off until the restore steps are done: the node has room for
 	// one instance and a drill's copy at a time.
 	osb, b, store := installBackupStack(ctx, t, p, drillsValues(false))
@@ -69,7 +66,7 @@ func TestPostgresRestoreOnRealPlatform(t *testing.T) {
 
 	testRestore(ctx, t, p, osb, b, store)
 
-	step = time.Now()
+	clock.restart()
 	*stopped = true
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -83,11 +80,8 @@ func TestPostgresRestoreOnRealPlatform(t *testing.T) {
 
 func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, b *Broker, store *S3) {
 	dyn := dynamic.NewForConfigOrDie(p.AdminConfig)
-	step := time.Now()
-	timing := func(what string) {
-		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
-		step = time.Now()
-	}
+	clock := newStepClock(t)
+	timing := clock.done
 	if _, err := p.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: restoreTenant}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -137,3 +137,24 @@ func installTestBroker(ctx context.Context, t *testing.T, p *Platform, values ma
 	}
 	return osb, b
 }
+
+// stepClock times a test's steps for its TIMING lines.
+type stepClock struct {
+	t     testing.TB
+	start time.Time
+}
+
+func newStepClock(t testing.TB) *stepClock { return &stepClock{t: t, start: time.Now()} }
+
+// done logs "TIMING what: <the step's duration>" and starts the next step.
+func (c *stepClock) done(what string) {
+	c.t.Logf("TIMING %s: %s", what, c.elapsed().Round(time.Second))
+	c.restart()
+}
+
+// restart starts the next step now: the time since the last one was no
+// step's (a subtest's own setup, say).
+func (c *stepClock) restart() { c.start = time.Now() }
+
+// elapsed is the time since the step started.
+func (c *stepClock) elapsed() time.Duration { return time.Since(c.start) }
