@@ -586,17 +586,28 @@ func (d *Drills) login(ctx context.Context, pg *postgres.Provisioner, inst provi
 	if err := d.B.Kube.Apply(ctx, []*unstructured.Unstructured{postgres.DrillLoginRole(inst)}); err != nil {
 		return DrillConn{}, err
 	}
-	err = wait.PollUntilContextCancel(ctx, d.poll(), true, func(ctx context.Context) (bool, error) {
-		o, err := d.B.Kube.Get(ctx, roleRef)
-		if err != nil || o == nil {
-			return false, nil
-		}
-		applied, _, _ := unstructured.NestedBool(o.Object, "status", "applied")
-		gen, _, _ := unstructured.NestedInt64(o.Object, "status", "observedGeneration")
-		return applied && gen >= o.GetGeneration(), nil
-	})
+	if err := d.waitApplied(ctx, roleRef); err != nil {
+		return DrillConn{}, fmt.Errorf("CloudNativePG did not create the role %s (or revoke its memberships): %w", postgres.DrillRole, err)
+	}
+	// The marker schema, declared on the first database's Database object
+	// once the role that owns it exists.
+	schemaDB, err := postgres.DrillSchemaDatabase(inst)
 	if err != nil {
-		return DrillConn{}, fmt.Errorf("CloudNativePG did not create the role %s: %w", postgres.DrillRole, err)
+		return DrillConn{}, err
+	}
+	applier, ok := d.B.Kube.(fieldManagerApplier)
+	if !ok {
+		return DrillConn{}, fmt.Errorf("the broker's Kubernetes client cannot apply as field manager %s", postgres.DrillFieldManager)
+	}
+	if err := applier.ApplyAs(ctx, postgres.DrillFieldManager, []*unstructured.Unstructured{schemaDB}); err != nil {
+		return DrillConn{}, err
+	}
+	dbRef, err := postgres.DrillSchemaDatabaseRef(inst)
+	if err != nil {
+		return DrillConn{}, err
+	}
+	if err := d.waitApplied(ctx, dbRef); err != nil {
+		return DrillConn{}, fmt.Errorf("CloudNativePG did not create the schema %s owned by %s (Database %s): %w", postgres.DrillSchema, postgres.DrillRole, dbRef.Name, err)
 	}
 	db, err := postgres.FirstDatabase(inst)
 	if err != nil {
@@ -607,6 +618,33 @@ func (d *Drills) login(ctx context.Context, pg *postgres.Provisioner, inst provi
 		return DrillConn{}, err
 	}
 	return DrillConn{Host: postgres.ServerName(inst), ServerName: postgres.ServerName(inst), Database: db, User: postgres.DrillRole, Password: password, CAPEM: ca}, nil
+}
+
+// fieldManagerApplier is the Kube that applies as another field manager
+// (provisioners.Kube): the drill's part of the Database object is its own.
+type fieldManagerApplier interface {
+	ApplyAs(ctx context.Context, manager string, objs []*unstructured.Unstructured) error
+}
+
+// waitApplied waits until CloudNativePG applied the object's current
+// generation (a DatabaseRole or Database), and says its last message if
+// it never does.
+func (d *Drills) waitApplied(ctx context.Context, ref provisioners.Ref) error {
+	var msg string
+	err := wait.PollUntilContextCancel(ctx, d.poll(), true, func(ctx context.Context) (bool, error) {
+		o, err := d.B.Kube.Get(ctx, ref)
+		if err != nil || o == nil {
+			return false, nil
+		}
+		applied, _, _ := unstructured.NestedBool(o.Object, "status", "applied")
+		gen, _, _ := unstructured.NestedInt64(o.Object, "status", "observedGeneration")
+		msg, _, _ = unstructured.NestedString(o.Object, "status", "message")
+		return applied && gen >= o.GetGeneration(), nil
+	})
+	if err != nil && msg != "" {
+		return fmt.Errorf("%w (CloudNativePG: %s)", err, msg)
+	}
+	return err
 }
 
 func newDrillPassword() string {
