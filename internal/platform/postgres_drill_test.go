@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/strata-dev/strata/internal/promtest"
 )
 
 // The restore drills' part of TestPostgresRestoreOnRealPlatform: on the
@@ -248,10 +252,9 @@ func testDrillSucceeds(ctx context.Context, t *testing.T, p *Platform, osb *osbC
 // testDrillFails: once an instance has been drilled, its base backups are
 // removed from the bucket (nothing else of the test needs them); its next
 // drill fails, /metrics says so, and the chart's own
-// StrataPostgreSQLDrillFailed rule fires on the scraped series (promtool
-// evaluates the rule file as shipped: this platform test runs no
-// Prometheus of its own).
-func testDrillFails(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, store *S3, dyn dynamic.Interface, id string) {
+// StrataPostgreSQLDrillFailed rule fires: on the scraped series under
+// promtool, and in a live Prometheus on the host scraping the broker.
+func testDrillFails(ctx context.Context, t *testing.T, p *Platform, b *Broker, osb *osbClient, store *S3, dyn dynamic.Interface, id string) {
 	t.Helper()
 	begin := time.Now()
 	ok, _ := waitDrill(ctx, t, p, osb, id, 0, true, drillTimeout+2*drillInterval)
@@ -281,6 +284,73 @@ func testDrillFails(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 	failed := drillResultOf(ctx, t, p, id)
 	t.Logf("the failed drill: step %s: %s", failed.FailedStep, failed.Error)
 	evalDrillFailedAlert(t, id, lines)
+	liveDrillFailedAlert(ctx, t, b, id)
+}
+
+// liveDrillFailedAlert runs a real Prometheus (internal/promtest) on the
+// host that scrapes the broker's /metrics (no basic auth, as a
+// Prometheus of the cluster scrapes it) through its Service, TLS verified
+// against the platform CA, with the chart's rule file, and waits until
+// StrataPostgreSQLDrillFailed is firing for the instance.
+func liveDrillFailedAlert(ctx context.Context, t *testing.T, b *Broker, id string) {
+	t.Helper()
+	dir := t.TempDir()
+	rules, err := filepath.Abs(filepath.Join(repoRoot(t), "charts", "strata-broker", "rules", "postgresql.rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(ca, b.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	prom := promtest.Start(t, fmt.Sprintf(`global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: [%q]
+scrape_configs:
+- job_name: strata-broker
+  scheme: https
+  tls_config: {ca_file: %q, server_name: %q}
+  static_configs: [{targets: [%q]}]
+`, rules, ca, u.Hostname(), net.JoinHostPort(b.ServiceIP, "443")))
+	client := &http.Client{Timeout: 10 * time.Second}
+	var seen string
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, prom.String()+"/api/v1/alerts", nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Data struct {
+				Alerts []struct {
+					Labels map[string]string `json:"labels"`
+					State  string            `json:"state"`
+				} `json:"alerts"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return false, nil
+		}
+		seen = fmt.Sprint(body.Data.Alerts)
+		for _, a := range body.Data.Alerts {
+			if a.Labels["alertname"] == "StrataPostgreSQLDrillFailed" && a.Labels["instance_id"] == id && a.State == "firing" {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("StrataPostgreSQLDrillFailed never fired for %s in a live Prometheus scraping the broker (alerts seen: %s)", id, seen)
+	}
+	t.Logf("TIMING a live Prometheus (scrape and evaluation every 5 s) scraping the broker: StrataPostgreSQLDrillFailed firing for %s %s after it started",
+		id, time.Since(begin).Round(time.Second))
 }
 
 // evalDrillFailedAlert runs `promtool test rules` with the chart's
