@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -193,8 +192,8 @@ func (c InstancePageConfig) page() *InstancePage {
 	u, _ := url.Parse(strings.TrimSuffix(c.ExternalURL, "/"))
 	p := &InstancePage{ExternalURL: u}
 	if c.PrometheusURL != "" {
-		pu, _ := url.Parse(c.PrometheusURL)
-		p.Prometheus = &Prometheus{URL: pu, Client: &http.Client{Timeout: 10 * time.Second}}
+		// The URL was validated with the configuration.
+		p.Prometheus, _ = NewPrometheus(c.PrometheusURL, 10*time.Second)
 	}
 	return p
 }

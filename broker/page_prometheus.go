@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,18 +12,34 @@ import (
 	"strings"
 	"time"
 
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners/kafka"
 	"github.com/strata-dev/strata/provisioners/postgres"
 	"github.com/strata-dev/strata/provisioners/redis"
 )
 
-// Prometheus reads the instance page's metrics and alerts over the
-// Prometheus HTTP API (/api/v1/query_range, /api/v1/alerts).
+// Prometheus reads the instance page's metrics and alerts with
+// client_golang's Prometheus HTTP API client (query_range, alerts).
 type Prometheus struct {
-	// URL is Prometheus's base URL ("http://prometheus.monitoring:9090").
-	URL    *url.URL
-	Client *http.Client
+	api promv1.API
+}
+
+// NewPrometheus makes the page's client of the Prometheus at base
+// ("http://prometheus.monitoring:9090"). Every request gives up after
+// timeout, and an answer is read up to maxPromResponse only.
+func NewPrometheus(base string, timeout time.Duration) (*Prometheus, error) {
+	c, err := promapi.NewClient(promapi.Config{
+		Address: base,
+		Client:  &http.Client{Timeout: timeout, Transport: boundedBody{next: promapi.DefaultRoundTripper}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Prometheus{api: promv1.NewAPI(c)}, nil
 }
 
 // promPoint is one sample of a range query.
@@ -33,98 +48,78 @@ type promPoint struct {
 	V float64
 }
 
-// promAlert is one alert of /api/v1/alerts.
+// promAlert is one pending or firing alert.
 type promAlert struct {
-	Labels      map[string]string `json:"labels"`
-	Annotations map[string]string `json:"annotations"`
-	State       string            `json:"state"`
-	ActiveAt    time.Time         `json:"activeAt"`
+	Labels      map[string]string
+	Annotations map[string]string
+	State       string
+	ActiveAt    time.Time
 }
 
 // maxPromResponse bounds what is read from Prometheus: a page needs a
 // few series of an hour at a minute's step.
 const maxPromResponse = 4 << 20
 
-func (p *Prometheus) get(ctx context.Context, path string, q url.Values, into any) error {
-	u := p.URL.JoinPath(path)
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+// boundedBody cuts every response body at maxPromResponse (the client
+// reads bodies whole, with no limit of its own): a runaway or hostile
+// answer then fails to decode instead of filling the broker's memory.
+type boundedBody struct{ next http.RoundTripper }
+
+func (b boundedBody) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := b.next.RoundTrip(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := p.Client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPromResponse))
-	if err != nil {
-		return err
-	}
-	var env struct {
-		Status string          `json:"status"`
-		Data   json.RawMessage `json:"data"`
-		Error  string          `json:"error"`
-	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		return fmt.Errorf("prometheus answered %s with no API response", resp.Status)
-	}
-	if env.Status != "success" {
-		return fmt.Errorf("prometheus: %s", env.Error)
-	}
-	return json.Unmarshal(env.Data, into)
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(resp.Body, maxPromResponse), resp.Body}
+	return resp, nil
 }
 
 // QueryRange runs a range query and returns the first series' points
 // (the page's queries aggregate to one series).
 func (p *Prometheus) QueryRange(ctx context.Context, query string, start, end time.Time, step time.Duration) ([]promPoint, error) {
-	var data struct {
-		ResultType string `json:"resultType"`
-		Result     []struct {
-			Values [][2]any `json:"values"`
-		} `json:"result"`
-	}
-	err := p.get(ctx, "api/v1/query_range", url.Values{
-		"query": {query},
-		"start": {strconv.FormatInt(start.Unix(), 10)},
-		"end":   {strconv.FormatInt(end.Unix(), 10)},
-		"step":  {strconv.Itoa(int(step.Seconds()))},
-	}, &data)
+	v, _, err := p.api.QueryRange(ctx, query, promv1.Range{Start: start, End: end, Step: step})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("prometheus: %w", err)
 	}
-	if data.ResultType != "matrix" {
-		return nil, fmt.Errorf("prometheus: a range query answered %q", data.ResultType)
+	m, ok := v.(model.Matrix)
+	if !ok {
+		return nil, fmt.Errorf("prometheus: a range query answered %s", v.Type())
 	}
-	if len(data.Result) == 0 {
+	if len(m) == 0 {
 		return nil, nil
 	}
-	var out []promPoint
-	for _, v := range data.Result[0].Values {
-		ts, ok1 := v[0].(float64)
-		s, ok2 := v[1].(string)
-		if !ok1 || !ok2 {
-			return nil, errors.New("prometheus: a sample is not [time, \"value\"]")
-		}
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return nil, fmt.Errorf("prometheus: sample %q: %w", s, err)
-		}
-		sec := int64(ts)
-		out = append(out, promPoint{T: time.Unix(sec, int64((ts-float64(sec))*1e9)).UTC(), V: f})
+	out := make([]promPoint, 0, len(m[0].Values))
+	for _, s := range m[0].Values {
+		out = append(out, promPoint{T: s.Timestamp.Time().UTC(), V: float64(s.Value)})
 	}
 	return out, nil
 }
 
 // Alerts returns every alert Prometheus has pending or firing.
 func (p *Prometheus) Alerts(ctx context.Context) ([]promAlert, error) {
-	var data struct {
-		Alerts []promAlert `json:"alerts"`
+	res, err := p.api.Alerts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus: %w", err)
 	}
-	if err := p.get(ctx, "api/v1/alerts", nil, &data); err != nil {
-		return nil, err
+	out := make([]promAlert, 0, len(res.Alerts))
+	for _, a := range res.Alerts {
+		out = append(out, promAlert{
+			Labels: labelMap(a.Labels), Annotations: labelMap(a.Annotations),
+			State: string(a.State), ActiveAt: a.ActiveAt,
+		})
 	}
-	return data.Alerts, nil
+	return out, nil
+}
+
+func labelMap(ls model.LabelSet) map[string]string {
+	out := make(map[string]string, len(ls))
+	for k, v := range ls {
+		out[string(k)] = string(v)
+	}
+	return out
 }
 
 // pageQuery is one chart of the page.

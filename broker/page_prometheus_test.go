@@ -59,7 +59,8 @@ func TestInstancePageMetricsAndAlertsFromPrometheus(t *testing.T) {
     annotations: {summary: "{{ $labels.pod }} has many connections"}
 `
 	promURL := startPrometheus(t, strings.TrimPrefix(exporter.URL, "http://"), rules)
-	prom := &Prometheus{URL: promURL, Client: &http.Client{Timeout: 10 * time.Second}}
+	prom, err := NewPrometheus(promURL.String(), 10*time.Second)
+	g.Expect(err).NotTo(HaveOccurred())
 
 	e := newPageEnv(t, prom)
 	dash := e.provisionThroughOSB(t, instanceID, catalog.PostgresStandardID, `{}`)
@@ -84,8 +85,8 @@ func TestInstancePageMetricsAndAlertsFromPrometheus(t *testing.T) {
 	g.Expect(html).NotTo(ContainSubstring(promURL.Host), "Prometheus's address stays in the broker")
 
 	// Prometheus gone: the page still answers, and says so per chart.
-	dead, _ := url.Parse("http://127.0.0.1:1")
-	e.b.Page.Prometheus = &Prometheus{URL: dead, Client: &http.Client{Timeout: 2 * time.Second}}
+	e.b.Page.Prometheus, err = NewPrometheus("http://127.0.0.1:1", 2*time.Second)
+	g.Expect(err).NotTo(HaveOccurred())
 	w := e.page(t, pathOf(t, dash))
 	g.Expect(w.Code).To(Equal(http.StatusOK))
 	g.Expect(w.Body.String()).To(ContainSubstring("Prometheus could not be reached"))

@@ -4,10 +4,7 @@ package kafkatest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -101,7 +98,7 @@ func TestKafkaAlertFiresForReal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	step = time.Now()
-	g.Expect(prom.waitTargetsUp(ctx, len(pods), 3*time.Minute)).To(Succeed())
+	g.Expect(waitTargetsUp(ctx, prom, len(pods), 3*time.Minute)).To(Succeed())
 	t.Logf("TIMING Prometheus scraping all %d agents after %s", len(pods), time.Since(step).Round(time.Millisecond))
 
 	// The ha plan's topic (replicas on all three brokers) with traffic,
@@ -129,17 +126,17 @@ func TestKafkaAlertFiresForReal(t *testing.T) {
 		checked = append(checked, s)
 	}
 	g.Expect(checked).To(ContainElements("kafka_server_replicamanager_underreplicatedpartitions", "kafka_controller_kafkacontroller_offlinepartitionscount"))
-	missing := prom.waitSeries(ctx, checked, fmt.Sprintf(`{namespace=%q, job=%q}`, inst.Namespace, job), 2*time.Minute)
+	missing := waitSeries(ctx, prom, checked, fmt.Sprintf(`{namespace=%q, job=%q}`, inst.Namespace, job), 2*time.Minute)
 	g.Expect(missing).To(BeEmpty(), "series the rules use that no Kafka node serves")
 	t.Logf("TIMING all %d series the rules use (%s) served, %s", len(checked), strings.Join(checked, ", "), time.Since(step).Round(time.Millisecond))
 
 	// Healthy: one active controller, so StrataKafkaNoActiveController's
 	// sum is 1, and no Kafka alert is pending or firing.
-	v, err := prom.query(ctx, `sum by (namespace) (kafka_controller_kafkacontroller_activecontrollercount)`)
+	v, err := prom.Query(ctx, `sum by (namespace) (kafka_controller_kafkacontroller_activecontrollercount)`)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(v).To(HaveLen(1))
-	g.Expect(v[0].Value[1]).To(Equal("1"), "active controllers")
-	alerts, err := prom.alerts(ctx)
+	g.Expect(v[0].Value).To(Equal("1"), "active controllers")
+	alerts, err := prom.Alerts(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(alerts).To(BeEmpty(), "alerts on a healthy cluster")
 
@@ -163,17 +160,17 @@ func TestKafkaAlertFiresForReal(t *testing.T) {
 	// longer than this test); it is allowed, not required.
 	const shrinking = "StrataKafkaISRShrinking"
 	seen := map[string]map[string]time.Duration{offline: {}, urp: {}, shrinking: {}}
-	var firing map[string]promAlert
+	var firing map[string]promtest.Alert
 	// Every change of an alert's state (per pod) is logged: a pending
 	// alert whose expression stops matching for one evaluation (a scrape
 	// that failed under load, say) starts its for: again.
 	states := map[string]string{}
 	err = poll(ctx, 12*time.Minute, 2*time.Second, func() (bool, error) {
-		as, err := prom.alerts(ctx)
+		as, err := prom.Alerts(ctx)
 		if err != nil {
 			return false, nil
 		}
-		firing = map[string]promAlert{}
+		firing = map[string]promtest.Alert{}
 		now := map[string]string{}
 		for _, a := range as {
 			name := a.Labels["alertname"]
@@ -203,10 +200,10 @@ func TestKafkaAlertFiresForReal(t *testing.T) {
 	})
 	// Failed scrapes since the crash, per pod (the crashed broker's are
 	// expected): a survivor's explain a pending alert that started again.
-	if v, err := prom.query(ctx, fmt.Sprintf(`sum by (pod) (count_over_time(up[%ds]) - sum_over_time(up[%ds]))`,
+	if v, err := prom.Query(ctx, fmt.Sprintf(`sum by (pod) (count_over_time(up[%ds]) - sum_over_time(up[%ds]))`,
 		int(time.Since(killed).Seconds()), int(time.Since(killed).Seconds()))); err == nil {
 		for _, s := range v {
-			t.Logf("failed scrapes since the crash: %s %s", s.Metric["pod"], s.Value[1])
+			t.Logf("failed scrapes since the crash: %s %s", s.Metric["pod"], s.Value)
 		}
 	}
 	g.Expect(err).NotTo(HaveOccurred(), "alerts seen %v\n%s", seen, c.Log())
@@ -220,7 +217,7 @@ func TestKafkaAlertFiresForReal(t *testing.T) {
 	g.Expect(crashed.Start()).To(Succeed())
 	restarted := time.Now()
 	err = poll(ctx, 6*time.Minute, 2*time.Second, func() (bool, error) {
-		as, err := prom.alerts(ctx)
+		as, err := prom.Alerts(ctx)
 		if err != nil {
 			return false, nil
 		}
@@ -299,7 +296,7 @@ func createAssigned(ctx context.Context, c *Cluster, topic string, id int32) err
 // dashboardQueries runs the Kafka dashboard's variables and queries,
 // substituted for this instance, and fails on each that returns no data
 // (but the Kafka Exporter's).
-func dashboardQueries(ctx context.Context, t *testing.T, prom *promClient, namespace, cluster string) {
+func dashboardQueries(ctx context.Context, t *testing.T, prom *promtest.API, namespace, cluster string) {
 	t.Helper()
 	b, err := dashboards.Kafka().JSON()
 	if err != nil {
@@ -324,7 +321,7 @@ func dashboardQueries(ctx context.Context, t *testing.T, prom *promClient, names
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := prom.query(ctx, fmt.Sprintf("group by (%s) (%s)", label, selector))
+		res, err := prom.Query(ctx, fmt.Sprintf("group by (%s) (%s)", label, selector))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,7 +374,7 @@ func dashboardQueries(ctx context.Context, t *testing.T, prom *promClient, names
 	_ = poll(ctx, 2*time.Minute, 5*time.Second, func() (bool, error) {
 		missing = nil
 		for _, q := range queries {
-			if got, err := prom.query(ctx, q.expr); err != nil || len(got) == 0 {
+			if got, err := prom.Query(ctx, q.expr); err != nil || len(got) == 0 {
 				missing = append(missing, q)
 			}
 		}
@@ -397,7 +394,7 @@ func dashboardQueries(ctx context.Context, t *testing.T, prom *promClient, names
 // chart's rules file as it is and one static target per JMX exporter
 // agent (pods: address to pod name), labelled as the PodMonitor's scrape
 // labels a Strimzi pod: namespace, pod, and job <namespace>/<monitor>.
-func startKafkaPrometheus(t *testing.T, rulesFile, namespace, job string, pods map[string]string) *promClient {
+func startKafkaPrometheus(t *testing.T, rulesFile, namespace, job string, pods map[string]string) *promtest.API {
 	t.Helper()
 	var targets strings.Builder
 	var addrs []string
@@ -418,106 +415,32 @@ scrape_configs:
   - target_label: job
     replacement: %q
 `, rulesFile, targets.String(), job)
-	return &promClient{base: promtest.Start(t, cfg), http: &http.Client{Timeout: 10 * time.Second}}
-}
-
-type promClient struct {
-	base *url.URL
-	http *http.Client
-}
-
-type promAlert struct {
-	Labels   map[string]string `json:"labels"`
-	State    string            `json:"state"`
-	ActiveAt time.Time         `json:"activeAt"`
-}
-
-func (p *promClient) get(ctx context.Context, path string, q url.Values, out any) error {
-	u := *p.base
-	u.Path = path
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	prom, err := promtest.NewAPI(promtest.Start(t, cfg).String())
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	var env struct {
-		Status string          `json:"status"`
-		Error  string          `json:"error"`
-		Data   json.RawMessage `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
-		return fmt.Errorf("%s: %s: %w", path, resp.Status, err)
-	}
-	if env.Status != "success" {
-		return fmt.Errorf("%s: %s %s", path, env.Status, env.Error)
-	}
-	return json.Unmarshal(env.Data, out)
-}
-
-// query is an instant query's vector; Value[1] is the sample as text.
-func (p *promClient) query(ctx context.Context, expr string) ([]struct {
-	Metric map[string]string
-	Value  [2]string
-}, error) {
-	var data struct {
-		Result []struct {
-			Metric map[string]string `json:"metric"`
-			Value  [2]any            `json:"value"`
-		} `json:"result"`
-	}
-	if err := p.get(ctx, "/api/v1/query", url.Values{"query": {expr}}, &data); err != nil {
-		return nil, err
-	}
-	out := make([]struct {
-		Metric map[string]string
-		Value  [2]string
-	}, len(data.Result))
-	for i, r := range data.Result {
-		out[i].Metric = r.Metric
-		out[i].Value = [2]string{fmt.Sprint(r.Value[0]), fmt.Sprint(r.Value[1])}
-	}
-	return out, nil
-}
-
-// alerts are the pending and firing alerts.
-func (p *promClient) alerts(ctx context.Context) ([]promAlert, error) {
-	var data struct {
-		Alerts []promAlert `json:"alerts"`
-	}
-	err := p.get(ctx, "/api/v1/alerts", nil, &data)
-	return data.Alerts, err
+	return prom
 }
 
 // waitTargetsUp waits until n targets are up.
-func (p *promClient) waitTargetsUp(ctx context.Context, n int, timeout time.Duration) error {
+func waitTargetsUp(ctx context.Context, prom *promtest.API, n int, timeout time.Duration) error {
 	var last string
 	err := poll(ctx, timeout, 2*time.Second, func() (bool, error) {
-		var data struct {
-			ActiveTargets []struct {
-				ScrapeURL string `json:"scrapeUrl"`
-				Health    string `json:"health"`
-				LastError string `json:"lastError"`
-			} `json:"activeTargets"`
-		}
-		if err := p.get(ctx, "/api/v1/targets", nil, &data); err != nil {
+		targets, err := prom.ActiveTargets(ctx)
+		if err != nil {
 			last = err.Error()
 			return false, nil
 		}
 		up := 0
 		last = ""
-		for _, tg := range data.ActiveTargets {
+		for _, tg := range targets {
 			if tg.Health == "up" {
 				up++
 			} else {
 				last += fmt.Sprintf(" %s: %s %s;", tg.ScrapeURL, tg.Health, tg.LastError)
 			}
 		}
-		return up == n && len(data.ActiveTargets) == n, nil
+		return up == n && len(targets) == n, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%w: targets not up:%s", err, last)
@@ -527,12 +450,12 @@ func (p *promClient) waitTargetsUp(ctx context.Context, n int, timeout time.Dura
 
 // waitSeries waits until each metric has a series matching selector
 // (label matchers in braces) and returns those that never had.
-func (p *promClient) waitSeries(ctx context.Context, metrics []string, selector string, timeout time.Duration) []string {
+func waitSeries(ctx context.Context, prom *promtest.API, metrics []string, selector string, timeout time.Duration) []string {
 	missing := metrics
 	_ = poll(ctx, timeout, 5*time.Second, func() (bool, error) {
 		var still []string
 		for _, m := range missing {
-			if got, err := p.query(ctx, m+selector); err != nil || len(got) == 0 {
+			if got, err := prom.Query(ctx, m+selector); err != nil || len(got) == 0 {
 				still = append(still, m)
 			}
 		}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/charts/dashboards"
+	"github.com/strata-dev/strata/internal/promtest"
 	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
@@ -167,7 +168,10 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prom := &promAPI{url: promURL}
+	prom, err := promtest.NewAPI(promURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	step = time.Now()
 	for _, pool := range []string{
 		"podMonitor/" + tenant + "/" + cluster + "/",
@@ -267,7 +271,7 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 	_ = wait.PollUntilContextTimeout(ctx, 5*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		var still []query
 		for _, q := range missing {
-			got, err := prom.query(ctx, q.expr)
+			got, err := prom.Query(ctx, q.expr)
 			lastErr[q.expr] = err
 			if err != nil || len(got) == 0 {
 				still = append(still, q)
@@ -295,7 +299,7 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 	// fires at the rule evaluation after the exporter's next scrape.
 	step = time.Now()
 	const redisAlert = "StrataRedisEvictingKeys"
-	if state, err := prom.alertState(ctx, redisAlert, tenant); err != nil || state != "" {
+	if state, err := prom.AlertState(ctx, redisAlert, map[string]string{"namespace": tenant}); err != nil || state != "" {
 		t.Fatalf("%s is %q before Redis was filled (%v)", redisAlert, state, err)
 	}
 	evicted, err := fillRedisUntilEviction(ctx, rc)
@@ -304,10 +308,10 @@ func TestDashboardsOnRealPlatform(t *testing.T) {
 	}
 	var state string
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		state, err = prom.alertState(ctx, redisAlert, tenant)
+		state, err = prom.AlertState(ctx, redisAlert, map[string]string{"namespace": tenant})
 		return err == nil && state == "firing", nil
 	}); err != nil {
-		got, _ := prom.query(ctx, fmt.Sprintf(`redis_evicted_keys_total{namespace=%q}`, tenant))
+		got, _ := prom.Query(ctx, fmt.Sprintf(`redis_evicted_keys_total{namespace=%q}`, tenant))
 		t.Fatalf("%s did not fire within 3 minutes of Redis evicting %d keys: state %q (%v); redis_evicted_keys_total %v", redisAlert, evicted, state, err, got)
 	}
 	t.Logf("TIMING %s firing %s after Redis evicted %d keys (scrape and evaluation every %s)", redisAlert, time.Since(step).Round(time.Second), evicted, PrometheusInterval)
@@ -396,7 +400,7 @@ func containsString(list []string, s string) bool {
 // variableOptions evaluates a query variable as Grafana does: the values
 // of its label among the series its selector matches, through its regex's
 // first group when it has one.
-func variableOptions(ctx context.Context, t *testing.T, prom *promAPI, v dashboards.ModelVariable, values map[string]string) []string {
+func variableOptions(ctx context.Context, t *testing.T, prom *promtest.API, v dashboards.ModelVariable, values map[string]string) []string {
 	t.Helper()
 	selector, label, ok := dashboards.LabelValues(v.Query)
 	if !ok {
@@ -411,7 +415,7 @@ func variableOptions(ctx context.Context, t *testing.T, prom *promAPI, v dashboa
 		re = regexp.MustCompile(strings.TrimSuffix(strings.TrimPrefix(v.Regex, "/"), "/"))
 	}
 	var out []string
-	for _, s := range prom.waitForSeries(ctx, t, fmt.Sprintf("group by (%s) (%s)", label, selector), 2*time.Minute) {
+	for _, s := range waitForSeries(ctx, t, prom, fmt.Sprintf("group by (%s) (%s)", label, selector), 2*time.Minute) {
 		value := s.Metric[label]
 		if re != nil {
 			m := re.FindStringSubmatch(value)
@@ -429,11 +433,11 @@ func variableOptions(ctx context.Context, t *testing.T, prom *promAPI, v dashboa
 }
 
 // waitForTargetsUp waits until every target of a scrape pool is up.
-func waitForTargetsUp(ctx context.Context, t *testing.T, prom *promAPI, pool string) {
+func waitForTargetsUp(ctx context.Context, t *testing.T, prom *promtest.API, pool string) {
 	t.Helper()
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 3*time.Second, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
-		targets, err := prom.targets(ctx)
+		targets, err := prom.ActiveTargets(ctx)
 		if err != nil {
 			last = err.Error()
 			return false, nil

@@ -4,11 +4,7 @@ package platform
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
+
+	"github.com/strata-dev/strata/internal/promtest"
 )
 
 // TestObservabilityOnRealPlatform runs the real Prometheus Operator and
@@ -85,7 +83,10 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prom := &promAPI{url: promURL}
+	prom, err := promtest.NewAPI(promURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// The targets: the instance's pod through its PodMonitor, the broker
 	// through its ServiceMonitor over HTTPS (a failed verification shows
@@ -97,7 +98,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	} {
 		var last string
 		err := wait.PollUntilContextTimeout(ctx, 3*time.Second, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
-			targets, err := prom.targets(ctx)
+			targets, err := prom.ActiveTargets(ctx)
 			if err != nil {
 				last = err.Error()
 				return false, nil
@@ -128,7 +129,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 		fmt.Sprintf(`up{namespace="strata-system", service=%q} == 1`, BrokerRelease),
 		`strata_operations_in_progress{namespace="strata-system"}`,
 	} {
-		if got := prom.waitForSeries(ctx, t, q, 2*time.Minute); len(got) == 0 {
+		if got := waitForSeries(ctx, t, prom, q, 2*time.Minute); len(got) == 0 {
 			t.Errorf("%s: no series", q)
 		}
 	}
@@ -138,7 +139,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	step = time.Now()
 	for _, name := range ruleMetrics(t, "postgresql.rules.yaml", "cnpg_", "cnpg_pgbouncer_") {
 		q := fmt.Sprintf(`%s{namespace=%q}`, name, cfg.Tenant)
-		if got := prom.waitForSeries(ctx, t, q, time.Minute); len(got) == 0 {
+		if got := waitForSeries(ctx, t, prom, q, time.Minute); len(got) == 0 {
 			t.Errorf("Prometheus has no %s: an alert on it could never fire", q)
 		}
 	}
@@ -148,7 +149,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	wantGroups := chartRuleGroups(t)
 	var loaded map[string]string
 	if err := wait.PollUntilContextTimeout(ctx, 3*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		loaded, err = prom.ruleGroups(ctx)
+		loaded, err = prom.RuleGroupFiles(ctx)
 		if err != nil {
 			return false, nil
 		}
@@ -184,7 +185,9 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the instance's pod: %v", err)
 	}
-	alertState := func(ctx context.Context) (string, error) { return prom.alertState(ctx, alert, cfg.Tenant) }
+	alertState := func(ctx context.Context) (string, error) {
+		return prom.AlertState(ctx, alert, map[string]string{"namespace": cfg.Tenant})
+	}
 	if state, err := alertState(ctx); err != nil || state != "" {
 		t.Fatalf("%s is %q before PostgreSQL was stopped (%v)", alert, state, err)
 	}
@@ -202,7 +205,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 		}
 		return state == "firing", nil
 	}); err != nil {
-		up, _ := prom.query(ctx, fmt.Sprintf(`up{namespace=%q, container="postgres"}`, cfg.Tenant))
+		up, _ := prom.Query(ctx, fmt.Sprintf(`up{namespace=%q, container="postgres"}`, cfg.Tenant))
 		t.Fatalf("%s did not fire within 6 minutes of stopping PostgreSQL in pod %s: state %q; up %v; pods: %s", alert, pod.Name, state, up, p.podSummary(ctx, cfg.Tenant))
 	}
 	t.Logf("TIMING %s pending %s after PostgreSQL hung (%d processes stopped), firing %s after (for: 2m, scrape and evaluation every %s)", alert, pendingAfter.Round(time.Second), len(stopped), time.Since(hung).Round(time.Second), PrometheusInterval)
@@ -219,7 +222,7 @@ func TestObservabilityOnRealPlatform(t *testing.T) {
 		t.Fatalf("%s still %q 5 minutes after PostgreSQL resumed; pods: %s", alert, state, p.podSummary(ctx, cfg.Tenant))
 	}
 	t.Logf("TIMING %s resolved %s after PostgreSQL resumed", alert, time.Since(resumed).Round(time.Second))
-	if got := prom.waitForSeries(ctx, t, fmt.Sprintf(`cnpg_collector_up{namespace=%q} == 1`, cfg.Tenant), 2*time.Minute); len(got) == 0 {
+	if got := waitForSeries(ctx, t, prom, fmt.Sprintf(`cnpg_collector_up{namespace=%q} == 1`, cfg.Tenant), 2*time.Minute); len(got) == 0 {
 		t.Errorf("cnpg_collector_up is not back to 1 after PostgreSQL resumed")
 	}
 	// The instance serves the binding again.
@@ -342,122 +345,14 @@ func chartRuleGroups(t *testing.T) []string {
 	return names
 }
 
-// promAPI reads Prometheus's HTTP API from the host.
-type promAPI struct{ url string }
-
-type promTarget struct {
-	ScrapePool string `json:"scrapePool"`
-	ScrapeURL  string `json:"scrapeUrl"`
-	Health     string `json:"health"`
-	LastError  string `json:"lastError"`
-}
-
-type promAlert struct {
-	Labels map[string]string `json:"labels"`
-	State  string            `json:"state"`
-}
-
-type promSample struct {
-	Metric map[string]string `json:"metric"`
-	Value  []any             `json:"value"`
-}
-
-func (a *promAPI) get(ctx context.Context, path string, data any) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	var envelope struct {
-		Status string          `json:"status"`
-		Error  string          `json:"error"`
-		Data   json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(body, &envelope); err != nil {
-		return fmt.Errorf("GET %s: %s: %w", path, resp.Status, err)
-	}
-	if envelope.Status != "success" {
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, envelope.Error)
-	}
-	return json.Unmarshal(envelope.Data, data)
-}
-
-func (a *promAPI) targets(ctx context.Context) ([]promTarget, error) {
-	var data struct {
-		ActiveTargets []promTarget `json:"activeTargets"`
-	}
-	err := a.get(ctx, "/api/v1/targets?state=active", &data)
-	return data.ActiveTargets, err
-}
-
-// alertState is the state of an alert in a namespace: "firing" when any of
-// its series fires, else "pending" or "" (inactive).
-func (a *promAPI) alertState(ctx context.Context, alert, namespace string) (string, error) {
-	alerts, err := a.alerts(ctx)
-	if err != nil {
-		return "", err
-	}
-	state := ""
-	for _, al := range alerts {
-		if al.Labels["alertname"] == alert && al.Labels["namespace"] == namespace && state != "firing" {
-			state = al.State
-		}
-	}
-	return state, nil
-}
-
-func (a *promAPI) alerts(ctx context.Context) ([]promAlert, error) {
-	var data struct {
-		Alerts []promAlert `json:"alerts"`
-	}
-	err := a.get(ctx, "/api/v1/alerts", &data)
-	return data.Alerts, err
-}
-
-// ruleGroups are the loaded rule groups' names with their files.
-func (a *promAPI) ruleGroups(ctx context.Context) (map[string]string, error) {
-	var data struct {
-		Groups []struct {
-			Name string `json:"name"`
-			File string `json:"file"`
-		} `json:"groups"`
-	}
-	if err := a.get(ctx, "/api/v1/rules", &data); err != nil {
-		return nil, err
-	}
-	groups := map[string]string{}
-	for _, g := range data.Groups {
-		groups[g.Name] = g.File
-	}
-	return groups, nil
-}
-
-func (a *promAPI) query(ctx context.Context, expr string) ([]promSample, error) {
-	var data struct {
-		Result []promSample `json:"result"`
-	}
-	err := a.get(ctx, "/api/v1/query?query="+url.QueryEscape(expr), &data)
-	return data.Result, err
-}
-
 // waitForSeries polls an instant query until it returns data (nil after
 // timeout: the caller reports).
-func (a *promAPI) waitForSeries(ctx context.Context, t *testing.T, expr string, timeout time.Duration) []promSample {
+func waitForSeries(ctx context.Context, t *testing.T, prom *promtest.API, expr string, timeout time.Duration) []promtest.Sample {
 	t.Helper()
-	var got []promSample
+	var got []promtest.Sample
 	var lastErr error
 	_ = wait.PollUntilContextTimeout(ctx, 3*time.Second, timeout, true, func(ctx context.Context) (bool, error) {
-		got, lastErr = a.query(ctx, expr)
+		got, lastErr = prom.Query(ctx, expr)
 		return lastErr == nil && len(got) > 0, nil
 	})
 	if lastErr != nil {
