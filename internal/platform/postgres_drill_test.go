@@ -316,38 +316,19 @@ scrape_configs:
   tls_config: {ca_file: %q, server_name: %q}
   static_configs: [{targets: [%q]}]
 `, rules, ca, u.Hostname(), net.JoinHostPort(b.ServiceIP, "443")))
-	client := &http.Client{Timeout: 10 * time.Second}
-	var seen string
+	api, err := promtest.NewAPI(prom.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		state string
+		qerr  error
+	)
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, prom.String()+"/api/v1/alerts", nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		defer resp.Body.Close()
-		var body struct {
-			Data struct {
-				Alerts []struct {
-					Labels map[string]string `json:"labels"`
-					State  string            `json:"state"`
-				} `json:"alerts"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			return false, nil
-		}
-		seen = fmt.Sprint(body.Data.Alerts)
-		for _, a := range body.Data.Alerts {
-			if a.Labels["alertname"] == "StrataPostgreSQLDrillFailed" && a.Labels["instance_id"] == id && a.State == "firing" {
-				return true, nil
-			}
-		}
-		return false, nil
+		state, qerr = api.AlertState(ctx, "StrataPostgreSQLDrillFailed", map[string]string{"instance_id": id})
+		return qerr == nil && state == "firing", nil
 	}); err != nil {
-		t.Fatalf("StrataPostgreSQLDrillFailed never fired for %s in a live Prometheus scraping the broker (alerts seen: %s)", id, seen)
+		t.Fatalf("StrataPostgreSQLDrillFailed never fired for %s in a live Prometheus scraping the broker: %v (state %q, last error %v)", id, err, state, qerr)
 	}
 	t.Logf("TIMING a live Prometheus (scrape and evaluation every 5 s) scraping the broker: StrataPostgreSQLDrillFailed firing for %s %s after it started",
 		id, time.Since(begin).Round(time.Second))
