@@ -238,7 +238,7 @@ func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient,
 
 	// Room for its drills.
 	shrinkSource(ctx, t, p, dyn, "pg-"+again)
-	testDrillFails(ctx, t, p, b, osb, store, dyn, again)
+	testDrillFails(ctx, t, p, osb, store, dyn, again)
 	timing("the restored instance drilled, its base backups removed, its next drill failed and the alert fires")
 }
 
