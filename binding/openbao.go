@@ -436,12 +436,83 @@ func (s *OpenBaoSource) Prepare(ctx context.Context, inst provisioners.Instance)
 		// OpenBao has rotated it already: the bootstrap Secret exists.
 		return nil
 	}
+	if postgres.ManagementHandOver(inst) {
+		// A restore or copy runs no initdb SQL: CloudNativePG sets the
+		// role up from a DatabaseRole, whose Secret holds the verifier
+		// (never the password) of the same first password. Both before
+		// the bootstrap Secret, which marks Prepare as done.
+		login, err := postgres.ManagementLoginSecret(inst, password)
+		if err != nil {
+			return err
+		}
+		if _, err := s.kube.Create(ctx, login); err != nil {
+			return err
+		}
+		if _, err := s.kube.Create(ctx, postgres.ManagementDatabaseRole(inst)); err != nil {
+			return err
+		}
+	}
 	sec, err := postgres.ManagementRoleSecret(inst, password)
 	if err != nil {
 		return err
 	}
 	_, err = s.kube.Create(ctx, sec)
 	return err
+}
+
+// managementLoginRefs are the DatabaseRole and Secret that set up the
+// management role of a restore or copy (postgres.ManagementHandOver).
+func managementLoginRefs(inst provisioners.Instance) (role, secret provisioners.Ref) {
+	name := postgres.NamesOf(inst).ManagementLogin
+	return provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: name},
+		provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: name}
+}
+
+// managementRoleApplied says why OpenBao cannot log in yet on a restore or
+// copy: CloudNativePG has not applied the management DatabaseRole.
+func (s *OpenBaoSource) managementRoleApplied(ctx context.Context, inst provisioners.Instance) error {
+	ref, _ := managementLoginRefs(inst)
+	dr, err := s.kube.Get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if dr == nil {
+		return fmt.Errorf("DatabaseRole %s/%s, which sets up the management role of a restore or copy, is missing: "+
+			"deprovision the instance and provision it again", ref.Namespace, ref.Name)
+	}
+	if applied, _, _ := unstructured.NestedBool(dr.Object, "status", "applied"); applied {
+		return nil
+	}
+	msg, _, _ := unstructured.NestedString(dr.Object, "status", "message")
+	if msg == "" {
+		msg = "not reconciled yet"
+	}
+	return fmt.Errorf("waiting for CloudNativePG to apply DatabaseRole %s/%s (the management role): %s", ref.Namespace, ref.Name, msg)
+}
+
+// handOverManagementRole deletes the management DatabaseRole (retained:
+// the role stays) and its verifier Secret before OpenBao rotates the
+// password. Left in place, the DatabaseRole would set the verifier again
+// when reconciled (undoing the rotation) and would revoke the ADMIN
+// memberships PostgreSQL gives the management role on each login it
+// creates (so that OpenBao could no longer drop them). It answers an
+// error while CloudNativePG still holds the DatabaseRole (its finalizer).
+func (s *OpenBaoSource) handOverManagementRole(ctx context.Context, inst provisioners.Instance) error {
+	role, secret := managementLoginRefs(inst)
+	if err := s.kube.Delete(ctx, role); err != nil {
+		return fmt.Errorf("delete the management DatabaseRole before the rotation: %w", err)
+	}
+	left, err := s.kube.Get(ctx, role)
+	if err != nil {
+		return err
+	}
+	if left != nil {
+		return fmt.Errorf("waiting for CloudNativePG to release DatabaseRole %s/%s before OpenBao rotates the management role's password", role.Namespace, role.Name)
+	}
+	if err := s.kube.Delete(ctx, secret); err != nil {
+		return fmt.Errorf("delete the management role's verifier Secret: %w", err)
+	}
+	return nil
 }
 
 // Configure points OpenBao at a ready instance: the connection (written
@@ -472,6 +543,11 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 			return fmt.Errorf("the management role's first password (Secret %s/%s) is gone and OpenBao has no connection %s: "+
 				"re-create the connection by hand (docs/openbao.md, recovering a connection)", s.BrokerNamespace, s.firstPasswordRef(inst).Name, conn)
 		}
+		if postgres.ManagementHandOver(inst) {
+			if err := s.managementRoleApplied(ctx, inst); err != nil {
+				return err
+			}
+		}
 		s, err := s.connectionConfig(inst, password)
 		if err != nil {
 			return err
@@ -488,6 +564,13 @@ func (s *OpenBaoSource) configure(ctx context.Context, vc *vault.Client, inst pr
 		}
 	}
 	if password != "" {
+		if postgres.ManagementHandOver(inst) {
+			// OpenBao has logged in (verify_connection): the role is its
+			// own from now on.
+			if err := s.handOverManagementRole(ctx, inst); err != nil {
+				return err
+			}
+		}
 		// Rotate, then forget the first password. A crash in between only
 		// means one more rotation on the next poll.
 		if _, err := vc.Logical().WriteWithContext(ctx, mount+"/rotate-root/"+conn, nil); err != nil {
@@ -582,7 +665,10 @@ func (s *OpenBaoSource) Teardown(ctx context.Context, inst provisioners.Instance
 	if inst.Plan.Postgres.Shared {
 		return nil // no connection, bootstrap or first password of its own
 	}
+	role, login := managementLoginRefs(inst)
 	return errors.Join(
+		s.kube.Delete(ctx, role),
+		s.kube.Delete(ctx, login),
 		s.kube.Delete(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: postgres.NamesOf(inst).Bootstrap}),
 		s.kube.Delete(ctx, s.firstPasswordRef(inst)),
 	)

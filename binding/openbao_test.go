@@ -16,6 +16,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	. "github.com/onsi/gomega/gstruct"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
@@ -161,4 +163,69 @@ func testOpenBaoSource(t *testing.T, kube Kube) *OpenBaoSource {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A restore or copy runs no initdb SQL: Prepare also writes the
+// management DatabaseRole and its basic-auth Secret with the verifier
+// (never the password); Configure waits for CloudNativePG to apply it and
+// hands it over (deletes both) before the rotation.
+func TestOpenBaoPrepareHandsOverRestoresAndCopies(t *testing.T) {
+	g := NewWithT(t)
+	kube := newMemKube()
+	s := testOpenBaoSource(t, kube)
+	s.BrokerNamespace = "strata-system"
+	cat := catalog.Default()
+	inst := provisioners.Instance{ID: "i-2", Name: "pg-i-2", Namespace: "team-a", Service: &cat.Services[0], Plan: &cat.Services[0].Plans[0],
+		Copy: &provisioners.CopySource{InstanceID: "i-1", Name: "pg-i-1", Database: "app", CASecret: "pg-i-1-server-tls"}}
+	ctx := context.Background()
+	g.Expect(s.Prepare(ctx, inst)).To(Succeed())
+
+	first, _ := kube.Get(ctx, s.firstPasswordRef(inst))
+	password := secretValue(first, firstPasswordKey)
+	g.Expect(password).NotTo(BeEmpty())
+	roleRef, secretRef := managementLoginRefs(inst)
+	login, _ := kube.Get(ctx, secretRef)
+	g.Expect(login).NotTo(BeNil())
+	g.Expect(login.Object["type"]).To(Equal("kubernetes.io/basic-auth"))
+	g.Expect(secretValue(login, "username")).To(Equal(postgres.ManagementRole))
+	verifier := secretValue(login, "password")
+	g.Expect(verifier).To(HavePrefix("SCRAM-SHA-256$4096:"))
+	g.Expect(verifier).NotTo(ContainSubstring(password), "the tenant's namespace never sees the password")
+	g.Expect(login.GetAnnotations()).To(HaveKeyWithValue("cnpg.io/passwordPassthrough", "enabled"))
+
+	role, _ := kube.Get(ctx, roleRef)
+	g.Expect(role).NotTo(BeNil())
+	g.Expect(role.Object["spec"]).To(MatchKeys(IgnoreExtras, Keys{
+		"cluster": Equal(map[string]any{"name": "pg-i-2"}), "name": Equal(postgres.ManagementRole),
+		"login": Equal(true), "createrole": Equal(true), "inherit": Equal(false), "connectionLimit": BeNumerically("==", 10),
+		"inRoles":                   ConsistOf(postgres.OwnerRole, postgres.ReadWriteRole, postgres.ReadOnlyRole, "pg_signal_backend"),
+		"passwordSecret":            Equal(map[string]any{"name": secretRef.Name}),
+		"databaseRoleReclaimPolicy": Equal("retain"),
+	}))
+
+	// A repeat after a crash keeps what was written.
+	g.Expect(s.Prepare(ctx, inst)).To(Succeed())
+	again, _ := kube.Get(ctx, secretRef)
+	g.Expect(secretValue(again, "password")).To(Equal(verifier))
+
+	// Not applied yet: Configure waits, naming the DatabaseRole.
+	g.Expect(s.managementRoleApplied(ctx, inst)).To(MatchError(ContainSubstring("waiting for CloudNativePG to apply DatabaseRole team-a/pg-i-2-openbao-login")))
+	g.Expect(unstructured.SetNestedField(role.Object, true, "status", "applied")).To(Succeed())
+	g.Expect(kube.Apply(ctx, []*unstructured.Unstructured{role})).To(Succeed())
+	g.Expect(s.managementRoleApplied(ctx, inst)).To(Succeed())
+
+	g.Expect(s.handOverManagementRole(ctx, inst)).To(Succeed())
+	for _, ref := range []provisioners.Ref{roleRef, secretRef} {
+		gone, _ := kube.Get(ctx, ref)
+		g.Expect(gone).To(BeNil(), ref.Name)
+	}
+	g.Expect(s.managementRoleApplied(ctx, inst)).To(MatchError(ContainSubstring("is missing")))
+
+	// An instance provisioned from scratch has no DatabaseRole.
+	plain := inst
+	plain.ID, plain.Name, plain.Copy = "i-3", "pg-i-3", nil
+	g.Expect(s.Prepare(ctx, plain)).To(Succeed())
+	r, _ := managementLoginRefs(plain)
+	none, _ := kube.Get(ctx, r)
+	g.Expect(none).To(BeNil())
 }

@@ -317,13 +317,15 @@ func TestDefaultRender(t *testing.T) {
 			// The Redis role agent's ServiceAccount, Role and RoleBinding,
 			// and the pod rights that Role grants (a Role grants only what
 			// its creator holds).
-			"serviceaccounts":                         apply,
-			"roles.rbac.authorization.k8s.io":         apply,
-			"rolebindings.rbac.authorization.k8s.io":  apply,
-			"pods":                                    {"get", "patch"},
-			"services":                                apply,
-			"redisfailovers.databases.spotahome.com":  apply,
-			"cronjobs.batch":                          apply,
+			"serviceaccounts":                        apply,
+			"roles.rbac.authorization.k8s.io":        apply,
+			"rolebindings.rbac.authorization.k8s.io": apply,
+			"pods":                                   {"get", "patch"},
+			"services":                               apply,
+			"redisfailovers.databases.spotahome.com": apply,
+			"cronjobs.batch":                         apply,
+			// CloudNativePG's bootstrap Job of a seed or a copy: status.
+			"jobs.batch":                              {"get"},
 			"destinationrules.networking.istio.io":    apply,
 			"statefulsets.apps":                       {"get"},
 			"deployments.apps":                        {"get"},

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/strata-dev/strata/broker"
+	"github.com/strata-dev/strata/provisioners/postgres/seedfetch"
 	"github.com/strata-dev/strata/provisioners/redis/snapshot"
 )
 
@@ -73,6 +74,18 @@ func main() {
 		stop()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "redis-snapshot:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	// The seed-from-S3 Job's fetch step (provisioners/postgres/seeds3.go)
+	// runs this binary for the same reason.
+	if len(os.Args) > 1 && os.Args[1] == "postgres-seed-fetch" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		err := seedfetch.Main(ctx, os.Args[2:], os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "postgres-seed-fetch:", err)
 			os.Exit(1)
 		}
 		return

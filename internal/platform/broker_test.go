@@ -179,17 +179,6 @@ func testBrokerProvisionsDevLite(ctx context.Context, t *testing.T, p *Platform)
 	}
 	t.Logf("TIMING second (idempotent) run of make run's demo: %s", time.Since(step).Round(time.Second))
 
-	// A masked copy is refused while OpenBao issues the credentials
-	// (docs/postgres.md, Masked copies), before anything is created.
-	code, body, err := again.osb.do(ctx, http.MethodPut, "/v2/service_instances/c0b70000-0000-4a9b-8c7d-"+randomHex(t, 6)+"?accepts_incomplete=true", map[string]any{
-		"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
-		"context":    map[string]any{"platform": "kubernetes", "namespace": cfg.Tenant},
-		"parameters": map[string]any{"version": PostgreSQLMajor, "copy_of": map[string]any{"instance": cfg.InstanceID, "mask": map[string]any{}}},
-	})
-	if err != nil || code != http.StatusBadRequest || !strings.Contains(string(body), "masked copies are not available while OpenBao issues the credentials") {
-		t.Errorf("copy_of under OpenBao: %d %s %v; want 400 naming OpenBao", code, body, err)
-	}
-
 	// Unbind, then deprovision as a platform that never polls: only the
 	// broker's own reconcile loop (one replica, elected through its Lease
 	// with the chart's RBAC) can finish the deprovision while the real

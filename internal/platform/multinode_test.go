@@ -38,7 +38,7 @@ func TestHAPostgresOnMultiNodePlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
 	const nodes = 3
-	ctx, p, stopped := startTestPlatformNodes(t, "multinode", 60*time.Minute, nodes)
+	ctx, p, stopped := startTestPlatformNodes(t, "multinode", 75*time.Minute, nodes)
 	step := time.Now()
 	timing := func(what string) {
 		t.Logf("TIMING %s: %s", what, time.Since(step).Round(time.Second))
@@ -181,12 +181,27 @@ func testHAPlan(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, 
 	timing("bind (owner, readwrite) and connect through PgBouncer over TLS verify-full")
 
 	t.Run("Failover", func(t *testing.T) {
-		f := testFailover(ctx, t, p, dyn, haTenant, name, 3, owner, writer)
+		f := testFailover(ctx, t, p, dyn, haTenant, name, 3, owner, writer, "failover_probe", deletePrimary(p))
 		t.Logf("ha failover figures: %d writes acknowledged, %d lost, %d failed after the deletion; new primary after %s, first acknowledged write after the deletion %s later",
 			f.acked, f.lost, f.failedOps, f.promoted.Round(100*time.Millisecond), f.resumed.Round(100*time.Millisecond))
 		// Healed: the deleted pod came back on its node (its volume is
 		// that node's), the three still on three nodes and zones.
 		checkSpread(ctx, t, p, "cnpg.io/cluster="+name+",cnpg.io/podRole=instance", 3)
+	})
+
+	// A zone lost: the primary's node cut off from the rest under the same
+	// write load. The quorum makes the failover lose nothing; the
+	// outage is the node's grace period, the promotion, and PgBouncer's
+	// endpoints in the lost zone going.
+	t.Run("ZoneLoss", func(t *testing.T) {
+		node := prepareZoneLoss(ctx, t, p, dyn, haTenant, name)
+		f := testFailover(ctx, t, p, dyn, haTenant, name, 3, owner, writer, "zone_loss_probe", loseZone(p))
+		t.Logf("ha zone loss figures (%s cut off): %d writes acknowledged, %d lost, %d failed after the cut; new primary after %s, first acknowledged write after the cut %s later",
+			node, f.acked, f.lost, f.failedOps, f.promoted.Round(100*time.Millisecond), f.resumed.Round(100*time.Millisecond))
+		// Back: the zone's instance rejoined as a standby, three on three
+		// nodes and zones, and its PgBouncer ready.
+		checkSpread(ctx, t, p, "cnpg.io/cluster="+name+",cnpg.io/podRole=instance", 3)
+		checkSpread(ctx, t, p, "cnpg.io/poolerName="+name+"-pooler", 3)
 	})
 }
 

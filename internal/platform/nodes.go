@@ -162,6 +162,12 @@ func checkRangesDisjoint(ranges []*net.IPNet) error {
 	return nil
 }
 
+// workerLink names the hub's and the worker's ends of worker n's veth
+// pair: the worker's only link to the rest of the platform.
+func (p *Platform) workerLink(n nodeSpec) (hubVeth, nodeVeth string) {
+	return fmt.Sprintf("st%sa%d", p.id, n.index+1), fmt.Sprintf("st%sb%d", p.id, n.index+1)
+}
+
 // setUpWorkerNetwork creates a worker's namespace and links it to the
 // first node's namespace, which routes between the nodes and the host.
 //
@@ -178,7 +184,7 @@ func (p *Platform) setUpWorkerNetwork(ctx context.Context, n nodeSpec, all []nod
 		return nil
 	}
 	p.cfg.Log("platform: network namespace %s (node %s %s, pods %s, linked to %s)", n.netnsName, n.name, n.nodeIP, n.podNet, all[0].netnsName)
-	hubVeth, nodeVeth := fmt.Sprintf("st%sa%d", p.id, n.index+1), fmt.Sprintf("st%sb%d", p.id, n.index+1)
+	hubVeth, nodeVeth := p.workerLink(n)
 	hub := all[0]
 	ones, _ := n.linkNet.Mask.Size()
 	steps := [][]string{

@@ -37,7 +37,7 @@ import (
 func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
 	begin := time.Now()
-	ctx, p, stopped := startTestPlatform(t, "test-bao", 45*time.Minute)
+	ctx, p, stopped := startTestPlatform(t, "test-bao", 60*time.Minute)
 
 	step := time.Now()
 	if err := p.InstallCNPG(ctx); err != nil {
@@ -64,6 +64,22 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING second (idempotent) InstallOpenBao: %s", time.Since(step).Round(time.Second))
 
+	// The barman-cloud plugin and the S3 store: the restore of an
+	// OpenBao-provisioned instance (testOpenBaoRestore) needs backups.
+	step = time.Now()
+	if err := p.InstallBarmanCloud(ctx); err != nil {
+		t.Fatalf("%v\n(component logs in %s)", err, p.LogDir())
+	}
+	store, err := p.InstallS3(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backupValues, err := p.BrokerBackupValues(ctx, store, brokerNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING barman-cloud plugin and S3 store: %s", time.Since(step).Round(time.Second))
+
 	// The Spring Boot image builds while nothing else needs the machine.
 	step = time.Now()
 	springImage, err := p.BuildSpringAppImage(ctx)
@@ -83,6 +99,8 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mergeValues(values, backupValues)
+	mergeValues(values, drillsValues(false))
 	password := randomHex(t, 24)
 	broker, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNamespace, Image: image, Password: password, Values: values})
 	if err != nil {
@@ -232,6 +250,10 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	checkOpenBaoAudit(ctx, t, p, creds, flywayUser)
 	checkNoPasswordInPostgresLog(ctx, t, p, tenant, cluster, creds["password"], string(secret.Data["spring.flyway.password"]))
 
+	// A masked copy of this OpenBao-provisioned instance, bound through
+	// OpenBao (the copy's management role handed over by a DatabaseRole).
+	testOpenBaoCopy(ctx, t, p, osb, bao, tenant, instanceID)
+
 	// Deprovision: OpenBao's connection and roles, the certificate and the
 	// Cluster go.
 	step = time.Now()
@@ -247,6 +269,11 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	t.Logf("TIMING deprovision → gone: %s", time.Since(step).Round(time.Second))
 	checkDeprovisioned(ctx, t, p, bao, tenant, cluster, conn)
+
+	// A restore of an OpenBao-provisioned standard instance (backups),
+	// bound through OpenBao; the dev-lite instance is gone, so the node
+	// has room.
+	testOpenBaoRestore(ctx, t, p, osb, broker)
 
 	step = time.Now()
 	*stopped = true

@@ -220,7 +220,9 @@ spec:
 	timing("bind (owner, readwrite) and connect over TLS verify-full")
 	t.Logf("owner binding host %s, readwrite binding host %s", owner.Binding["host"], writer.Binding["host"])
 
-	t.Run("Failover", func(t *testing.T) { testFailover(ctx, t, p, dyn, planTenant, name, 2, owner, writer) })
+	t.Run("Failover", func(t *testing.T) {
+		testFailover(ctx, t, p, dyn, planTenant, name, 2, owner, writer, "failover_probe", deletePrimary(p))
+	})
 
 	t.Run("Update", func(t *testing.T) {
 		step = time.Now()
@@ -439,7 +441,28 @@ type pgFailover struct {
 	acked, lost, failedOps int
 }
 
-func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.Interface, ns, name string, instances int64, owner, writer *boundInstance) pgFailover {
+// pgFault takes an instance's primary down (pod primary of namespace ns)
+// and returns how to undo what it did, once the instance has failed over
+// (nil: nothing to undo; the instance heals by itself).
+type pgFault struct {
+	// what names the fault in the logs ("deleted the primary").
+	what   string
+	inject func(ctx context.Context, ns, primary string) (heal func(context.Context) error, err error)
+}
+
+// deletePrimary deletes the primary's pod, as a node drain or a mistaken
+// kubectl delete would.
+func deletePrimary(p *Platform) pgFault {
+	return pgFault{what: "primary deleted", inject: func(ctx context.Context, ns, primary string) (func(context.Context) error, error) {
+		return nil, p.Client.CoreV1().Pods(ns).Delete(ctx, primary, metav1.DeleteOptions{})
+	}}
+}
+
+// testFailover writes through the writer binding every 150 ms, injects
+// the fault into the primary, waits for a new primary and for writes to
+// resume, and checks that every acknowledged write is in the table probe
+// (created as owner): none may be lost. It returns the figures.
+func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.Interface, ns, name string, instances int64, owner, writer *boundInstance, probe string, fault pgFault) pgFailover {
 	ownerCfg, err := owner.connConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -448,7 +471,7 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Exec(ctx, "CREATE TABLE failover_probe (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE TABLE "+probe+" (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close(ctx)
@@ -500,7 +523,7 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 				}
 				cctx, cancel := context.WithTimeout(loadCtx, 3*time.Second)
 				defer cancel()
-				_, err := c.Exec(cctx, "INSERT INTO failover_probe (id) VALUES ($1)", id)
+				_, err := c.Exec(cctx, "INSERT INTO "+probe+" (id) VALUES ($1)", id)
 				return err
 			}()
 			mu.Lock()
@@ -533,10 +556,19 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 		t.Fatalf("no write succeeded through the binding before the failover: %v", lastEr)
 	}
 	deleted := time.Now()
-	if err := p.Client.CoreV1().Pods(ns).Delete(ctx, primary, metav1.DeleteOptions{}); err != nil {
+	heal, err := fault.inject(ctx, ns, primary)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("deleted the primary %s after %d acknowledged writes", primary, before)
+	if heal != nil {
+		// Undone however the test ends: the platform must stop cleanly.
+		defer func() {
+			if heal != nil {
+				_ = heal(context.Background())
+			}
+		}()
+	}
+	t.Logf("%s: %s after %d acknowledged writes", fault.what, primary, before)
 
 	// Wait for a new primary, then for 10 s of writes succeeding again.
 	// CloudNativePG stops the deleted primary with a smart shutdown first
@@ -603,7 +635,7 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT id FROM failover_probe")
+	rows, err := conn.Query(ctx, "SELECT id FROM "+probe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,16 +656,22 @@ func testFailover(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.In
 			lost++
 		}
 	}
-	t.Logf("TIMING failover (%d instances, primary %s deleted, %s promoted): new primary in the Cluster status after %s; first write acknowledged after the deletion %s later (%d writes failed, first failure %s after the deletion); longest gap between two acknowledged writes %s",
-		instances, primary, newPrimary, promoted.Round(100*time.Millisecond), resumed.Sub(deleted).Round(100*time.Millisecond), failedWrites,
+	t.Logf("TIMING failover (%d instances, %s: %s, %s promoted): new primary in the Cluster status after %s; first write acknowledged after the fault %s later (%d writes failed, first failure %s after the fault); longest gap between two acknowledged writes %s",
+		instances, fault.what, primary, newPrimary, promoted.Round(100*time.Millisecond), resumed.Sub(deleted).Round(100*time.Millisecond), failedWrites,
 		sinceOrNever(firstFail, deleted), longestGap.Round(100*time.Millisecond))
 	t.Logf("failover: %d writes acknowledged, %d lost (acknowledged but not in the table), last error during the outage: %v", len(acked), lost, lastEr)
 	if lost != 0 {
 		t.Errorf("%d acknowledged writes were lost in the failover", lost)
 	}
 
-	// The instance heals: every instance ready again (the deleted pod
-	// rejoins as a standby) before the next step.
+	// The fault is undone, and the instance heals: every instance ready
+	// again (the old primary rejoins as a standby) before the next step.
+	if heal != nil {
+		if err := heal(ctx); err != nil {
+			t.Fatalf("undo the fault (%s): %v", fault.what, err)
+		}
+		heal = nil
+	}
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		c, err := dyn.Resource(clustersGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {

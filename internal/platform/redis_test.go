@@ -343,10 +343,13 @@ func checkRedisMonitors(ctx context.Context, t *testing.T, p *Platform, instance
 // append-only file survives a crash of redis-server; the ha master is
 // deleted under a write load and the outage and lost writes are measured;
 // the PodMonitor the provisioner renders is checked against the running
-// pods; deprovision removes every object.
+// pods; deprovision removes every object. With the platform's S3 as the
+// broker's redis.backup, a standard instance's snapshot job copies an RDB
+// to it and a restore provision holds exactly the keys of that snapshot
+// (redissnap_test.go).
 func TestRedisOnRealPlatform(t *testing.T) {
 	t.Parallel() // each on a platform of its own (docs/platform.md, Tests)
-	ctx, p, stopped := startTestPlatform(t, "test-redis", 55*time.Minute)
+	ctx, p, stopped := startTestPlatform(t, "test-redis", 65*time.Minute)
 	imgs, err := p.BuildImages(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -364,9 +367,17 @@ func TestRedisOnRealPlatform(t *testing.T) {
 	t.Logf("TIMING cert-manager installed: %s", time.Since(step).Round(time.Second))
 
 	step = time.Now()
+	store, err := p.InstallS3(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING versitygw (S3) installed: %s", time.Since(step).Round(time.Second))
+
+	step = time.Now()
 	// Redis's server certificates come from the issuer of
-	// config.postgres.serverCertificates, cert-manager's PlatformIssuer.
-	osb, _ := installTestBroker(ctx, t, p, nil)
+	// config.postgres.serverCertificates, cert-manager's PlatformIssuer;
+	// its snapshots go to the platform's S3.
+	osb, _ := installTestBroker(ctx, t, p, redisSnapshotValues(ctx, t, p, store))
 	t.Logf("TIMING broker installed with its Helm chart (Redis image %s): %s", imgs.Redis, time.Since(step).Round(time.Second))
 
 	const tenant = "apps"
@@ -409,6 +420,10 @@ func TestRedisOnRealPlatform(t *testing.T) {
 		checkRedisMonitors(ctx, t, p, inst.id, tenant, catalog.RedisHAID, replicas)
 		r.failover(ctx, t, inst, c)
 		r.deprovision(ctx, t, inst, c)
+	})
+
+	t.Run("Snapshots", func(t *testing.T) {
+		r.snapshots(ctx, t, store)
 	})
 
 	step = time.Now()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -123,7 +124,8 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *
 	}
 
 	// Deprovision the copy (its login leaves the source), then the source.
-	for _, id := range []string{copyID, seededID} {
+	deprovision := func(id string) {
+		t.Helper()
 		ids := "service_id=" + catalog.PostgresServiceID + "&plan_id=" + catalog.PostgresDevLiteID
 		if code, body, err := osb.do(ctx, http.MethodDelete, instancePathOf(id)+"?accepts_incomplete=true&"+ids, nil); err != nil || (code != http.StatusAccepted && code != http.StatusOK) {
 			t.Fatalf("deprovision %s: %d %s %v", id, code, body, err)
@@ -135,12 +137,94 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *
 			t.Fatalf("deprovision %s did not finish: %v", id, err)
 		}
 	}
+	for _, id := range []string{copyID, seededID} {
+		deprovision(id)
+	}
 	for _, name := range []string{postgres.NamesOf(copyInst).CopyLogin} {
 		if _, err := p.Client.CoreV1().Secrets(tenant).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			t.Errorf("Secret %s left after the copy's deprovision", name)
 		}
 	}
 	timing("copy and source deprovisioned")
+
+	testFailingSeed(ctx, t, p, osb, tenant, provisionParams(small), deprovision)
+	timing("a seed whose SQL fails: provision failed, deprovisioned")
+}
+
+// provisionParams are the parameters every instance of this test starts
+// from.
+func provisionParams(resources map[string]any) map[string]any {
+	return map[string]any{"version": PostgreSQLMajor, "resources": resources}
+}
+
+// testFailingSeed provisions an instance whose seed SQL fails (a primary
+// key violation, at the second row): the provision fails as soon as
+// CloudNativePG's initdb Job has failed twice, long before the Job's
+// back-off limit (6) would make CloudNativePG give up, with a description
+// naming parameters.seed and the Secret, and never the seed's SQL or
+// rows; deprovisioning removes the Cluster, its Job and the seed Secret.
+func testFailingSeed(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, tenant string, params map[string]any, deprovision func(string)) {
+	const broken, rowValue = "broken-fixtures", "strata-row-value-7f3a"
+	if _, err := p.Client.CoreV1().Secrets(tenant).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: broken},
+		StringData: map[string]string{postgres.DefaultSeedKey: "CREATE TABLE public.t (id int PRIMARY KEY, note text);\n" +
+			"INSERT INTO public.t VALUES (1, '" + rowValue + "'), (1, '" + rowValue + "');\n"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	id := "bad5eed0-1e0f-4a9b-8c7d-" + randomHex(t, 6)
+	inst := provisioners.Instance{Name: provisioners.ResourceName("pg-", id), Namespace: tenant}
+	params["seed"] = map[string]any{"secret": broken}
+	start := time.Now()
+	code, body, err := osb.do(ctx, http.MethodPut, instancePathOf(id)+"?accepts_incomplete=true", map[string]any{
+		"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
+		"context":    map[string]any{"platform": "kubernetes", "namespace": tenant},
+		"parameters": params,
+	})
+	if err != nil || code != http.StatusAccepted {
+		t.Fatalf("provision %s: %d %s %v", id, code, body, err)
+	}
+	// The bound is the test's patience, not a speed assertion: without the
+	// Job's status the provision stayed in progress ("Setting up primary")
+	// until CloudNativePG gave up after the back-off limit (about 10 min).
+	err = osb.waitSucceeded(ctx, instancePathOf(id)+"/last_operation", 15*time.Minute)
+	elapsed := time.Since(start).Round(time.Second)
+	if err == nil || !strings.Contains(err.Error(), "failed: ") {
+		t.Fatalf("a seed whose SQL fails: want last_operation failed, got %v; pods: %s", err, p.podSummary(ctx, tenant))
+	}
+	t.Logf("TIMING a seed whose SQL fails, provision → last_operation failed: %s (%v)", elapsed, err)
+	for _, want := range []string{"parameters.seed: the seed SQL (Secret " + broken + ", key seed.sql) failed", "kubectl -n " + tenant + " logs job/" + inst.Name + "-1-initdb"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the failure's description does not say %q: %v", want, err)
+		}
+	}
+	for _, leak := range []string{"INSERT", rowValue, "duplicate key"} {
+		if strings.Contains(err.Error(), leak) {
+			t.Errorf("the failure's description shows the seed's SQL or rows (%q): %v", leak, err)
+		}
+	}
+	job, err := p.Client.BatchV1().Jobs(tenant).Get(ctx, inst.Name+"-1-initdb", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the initdb Job: %v", err)
+	}
+	limit := int32(6)
+	if job.Spec.BackoffLimit != nil {
+		limit = *job.Spec.BackoffLimit
+	}
+	t.Logf("the initdb Job had %d failed pods (back-off limit %d) when the provision failed", job.Status.Failed, limit)
+	if job.Status.Failed > limit {
+		t.Errorf("the provision failed only after the Job's back-off limit (%d failed pods, limit %d): the broker waited for CloudNativePG to give up", job.Status.Failed, limit)
+	}
+
+	deprovision(id)
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, errJob := p.Client.BatchV1().Jobs(tenant).Get(ctx, inst.Name+"-1-initdb", metav1.GetOptions{})
+		_, errSeed := p.Client.CoreV1().Secrets(tenant).Get(ctx, postgres.NamesOf(inst).Seed, metav1.GetOptions{})
+		return apierrors.IsNotFound(errJob) && apierrors.IsNotFound(errSeed), nil
+	}); err != nil {
+		t.Errorf("the failed instance's initdb Job or seed Secret is left after its deprovision: %v", err)
+	}
+	_ = p.Client.CoreV1().Secrets(tenant).Delete(ctx, broken, metav1.DeleteOptions{})
 }
 
 // bindingConn connects from the host with a binding's values (TLS

@@ -180,6 +180,10 @@ type Names struct {
 	// CopyLogin is the DatabaseRole, on the source cluster, a copy reads
 	// the source as, and the Secret with its password.
 	CopyLogin string
+	// ManagementLogin is the DatabaseRole that sets the management role's
+	// first verifier on a restored or copied instance, and its
+	// basic-auth Secret (ManagementHandOver).
+	ManagementLogin string
 }
 
 // NamesOf returns the object names of an instance.
@@ -195,6 +199,7 @@ func NamesOf(inst provisioners.Instance) Names {
 		RestoreSource:     inst.Name + "-restore-source",
 		Seed:              inst.Name + "-seed",
 		CopyLogin:         inst.Name + "-copy-source",
+		ManagementLogin:   inst.Name + "-openbao-login",
 	}
 }
 
@@ -224,6 +229,11 @@ func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 	}
 	if inst.Copy != nil {
 		refs = append(refs, secret(n.CopyLogin))
+	}
+	if p.Config.CredentialManager != nil && ManagementHandOver(inst) {
+		// Normally gone once OpenBao took the role over (the broker's
+		// Configure); still there if the instance never became ready.
+		refs = append(refs, secret(n.ManagementLogin), provisioners.Ref{GVK: databaseRoleGVK, Namespace: inst.Namespace, Name: n.ManagementLogin})
 	}
 	if inst.Plan.Postgres.Backup != nil {
 		name := DrillLoginName(inst)
@@ -479,7 +489,7 @@ func (p *Provisioner) cluster(inst provisioners.Instance, s Settings, n Names, i
 		initdb["postInitApplicationSQLRefs"] = map[string]any{"secretRefs": initSQL}
 	}
 	if inst.Copy != nil {
-		copyBootstrap(spec, inst, s, n)
+		copyBootstrap(spec, inst, s, n, p.Config.CredentialManager != nil)
 	}
 	if r := inst.Restore; r != nil {
 		restoreBootstrap(spec, inst, s, n)

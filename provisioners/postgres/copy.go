@@ -70,15 +70,6 @@ func (p *Provisioner) checkCopy(inst provisioners.Instance) error {
 	if !asked {
 		return nil
 	}
-	if p.Config.CredentialManager != nil {
-		// OpenBao logs in with a management role created by the initdb
-		// SQL of the bootstrap Secret; CloudNativePG's import bootstrap
-		// does not run it (measured on the platform: the copy came up
-		// without the role and OpenBao could not log in), and the role's
-		// verifier cannot go inline into the Cluster, which is rendered
-		// without the broker's I/O.
-		return provisioners.ParamErrorf("parameters.copy_of", "masked copies are not available while OpenBao issues the credentials (CloudNativePG's import bootstrap does not create the management role OpenBao logs in as); seed a dev-lite instance instead, or copy with pg_dump and pg_restore through bindings")
-	}
 	if inst.Plan.Postgres.Backup != nil {
 		// The copy's WAL from the import holds the rows as they were
 		// before masking; a plan with backups would archive it to S3,
@@ -89,14 +80,24 @@ func (p *Provisioner) checkCopy(inst provisioners.Instance) error {
 }
 
 // copyBootstrap makes initdb import the source's database and mask it.
-func copyBootstrap(spec map[string]any, inst provisioners.Instance, s Settings, n Names) {
+// Under OpenBao the import also creates the management role, without a
+// password (the import runs no postInitApplicationSQLRefs, and this SQL
+// is inline in the Cluster): its memberships need ADMIN OPTION, which
+// only SQL can grant; the DatabaseRole the broker writes
+// (ManagementDatabaseRole) sets its verifier afterwards.
+func copyBootstrap(spec map[string]any, inst provisioners.Instance, s Settings, n Names, openBao bool) {
 	src := inst.Copy
 	imp := map[string]any{
 		"type":      "microservice",
 		"databases": []any{src.Database},
 		"source":    map[string]any{"externalCluster": copyOrigin},
 	}
-	if sql := MaskSQL(s.Mask); len(sql) > 0 {
+	var sql []string
+	if openBao {
+		sql = append(sql, ManagementRoleNoPasswordSQL()...)
+	}
+	sql = append(sql, MaskSQL(s.Mask)...)
+	if len(sql) > 0 {
 		stmts := make([]any, len(sql))
 		for i, q := range sql {
 			stmts[i] = q

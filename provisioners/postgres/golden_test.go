@@ -71,6 +71,16 @@ var goldenCases = []struct {
 		copyOf: &provisioners.CopySource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Database: "orders", CASecret: "pg-" + testSourceID + "-ca"},
 	},
 	{
+		name: "standard-restore-openbao", plan: "standard", config: openBaoBackupConfig,
+		params:  map[string]any{"restore": map[string]any{"from_instance": testSourceID, "to_time": "latest"}},
+		restore: &provisioners.RestoreSource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Namespace: testNamespace},
+	},
+	{
+		name: "dev-lite-masked-copy-openbao", plan: "dev-lite", config: openBaoConfig,
+		params: map[string]any{"copy_of": map[string]any{"instance": testSourceID, "mask": map[string]any{"public.customers.email": "email"}}},
+		copyOf: &provisioners.CopySource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Database: "orders", CASecret: "pg-" + testSourceID + "-server-tls"},
+	},
+	{
 		name: "standard-backup-config", plan: "standard", config: fullBackupConfig,
 		params: map[string]any{
 			"storage_gb": float64(100),

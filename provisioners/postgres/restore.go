@@ -59,12 +59,6 @@ func (p *Provisioner) checkRestore(inst provisioners.Instance) error {
 		return provisioners.ParamErrorf("parameters.restore.from_instance", "instance %s is in namespace %s and the new instance would be in %s; a restore reads only backups of its own namespace (the platform team can allow restores across namespaces: postgres.restore.acrossNamespaces)",
 			r.InstanceID, r.Namespace, inst.Namespace)
 	}
-	if p.Config.CredentialManager != nil {
-		// OpenBao logs in with a management role created at initdb from a
-		// per-instance password; a recovered cluster has the source's
-		// role and password instead, and recovery runs no initdb SQL.
-		return provisioners.ParamErrorf("parameters.restore", "restores are not available while OpenBao issues the credentials (the restored cluster would carry the source's management role)")
-	}
 	return nil
 }
 

@@ -51,12 +51,6 @@ func TestBuildRefusesRestoresItCannotRender(t *testing.T) {
 			want: "parameters.restore: plan dev-lite keeps no backups; restore into a plan with backups (standard or ha)"},
 		{name: "another namespace", plan: "standard", config: baseConfig, namespace: "team-billing",
 			want: "parameters.restore.from_instance: instance " + testSourceID + " is in namespace team-billing and the new instance would be in team-orders; a restore reads only backups of its own namespace (the platform team can allow restores across namespaces: postgres.restore.acrossNamespaces)"},
-		{name: "OpenBao credentials", plan: "standard", namespace: testNamespace, config: func() Config {
-			c := baseConfig()
-			c.ServerCertificates.IssuerName = "strata-ca"
-			c.CredentialManager = &CredentialManager{Namespace: "openbao"}
-			return c
-		}, want: "parameters.restore: restores are not available while OpenBao issues the credentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)

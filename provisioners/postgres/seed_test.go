@@ -7,6 +7,8 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/strata-dev/strata/catalog"
 	"github.com/strata-dev/strata/provisioners"
 )
@@ -15,6 +17,15 @@ import (
 // issues (with the platform CA it needs).
 func openBaoConfig() Config {
 	c := DefaultConfig()
+	c.ServerCertificates.IssuerName = "platform-ca"
+	c.ServerCertificates.IssuerKind = "ClusterIssuer"
+	c.CredentialManager = &CredentialManager{Namespace: "openbao"}
+	return c
+}
+
+// openBaoBackupConfig is openBaoConfig on a platform with backups.
+func openBaoBackupConfig() Config {
+	c := baseConfig()
 	c.ServerCertificates.IssuerName = "platform-ca"
 	c.ServerCertificates.IssuerKind = "ClusterIssuer"
 	c.CredentialManager = &CredentialManager{Namespace: "openbao"}
@@ -168,12 +179,27 @@ func TestBuildSeedsAndCopies(t *testing.T) {
 	_, err = (&Provisioner{Config: baseConfig()}).Build(inst)
 	g.Expect(err).To(MatchError(HavePrefix("parameters.copy_of: plan standard keeps backups")))
 
-	// OpenBao's management role is made by initdb SQL the import does
-	// not run.
+	// Under OpenBao the import creates the management role, without a
+	// password and before masking; the management DatabaseRole and its
+	// Secret go with the instance if OpenBao never took the role over.
 	inst = testInstance(t, "dev-lite", copyParams(map[string]any{}))
 	inst.Copy = src
-	_, err = (&Provisioner{Config: openBaoConfig()}).Build(inst)
-	g.Expect(err).To(MatchError(HavePrefix("parameters.copy_of: masked copies are not available while OpenBao issues the credentials")))
+	ob := &Provisioner{Config: openBaoConfig()}
+	objs, err := ob.Build(inst)
+	g.Expect(err).NotTo(HaveOccurred())
+	var sql []string
+	for _, o := range objs {
+		if o.GetKind() == "Cluster" {
+			sql, _, _ = unstructured.NestedStringSlice(o.Object, "spec", "bootstrap", "initdb", "import", "postImportApplicationSQL")
+		}
+	}
+	g.Expect(sql).To(HaveLen(5)) // the role's statements (this copy masks nothing)
+	g.Expect(sql[1]).To(Equal("CREATE ROLE strata_openbao LOGIN CREATEROLE NOINHERIT CONNECTION LIMIT 10;"))
+	g.Expect(sql[3]).To(Equal("GRANT strata_owner, strata_readwrite, strata_readonly TO strata_openbao WITH ADMIN OPTION;"))
+	g.Expect(strings.Join(sql, "\n")).NotTo(ContainSubstring("PASSWORD"))
+	g.Expect(ob.Leftovers(inst)).To(ConsistOf(HaveField("Name", inst.Name+"-server-tls"), HaveField("Name", inst.Name+"-copy-source"),
+		And(HaveField("Name", inst.Name+"-openbao-login"), HaveField("GVK.Kind", "Secret")),
+		And(HaveField("Name", inst.Name+"-openbao-login"), HaveField("GVK.Kind", "DatabaseRole"))))
 
 	// A copy's login Secret and a seed's Secret go with the instance.
 	inst = testInstance(t, "dev-lite", copyParams(map[string]any{}))

@@ -18,6 +18,7 @@ var (
 	databaseGVK = schema.GroupVersionKind{Group: "postgresql.cnpg.io", Version: "v1", Kind: "Database"}
 	// certificateGVK is cert-manager's Certificate of the server TLS.
 	certificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
+	jobGVK         = schema.GroupVersionKind{Group: "batch", Version: "v1", Kind: "Job"}
 )
 
 // failedPhases are CloudNativePG phases that need a person (or a platform
@@ -49,8 +50,8 @@ const phaseUnknownPlugin = "Cluster cannot proceed to reconciliation due to an u
 // deadline, with that reason as the last status.
 const phasePluginError = "Cluster cannot proceed to reconciliation due to an error while interacting with plugins"
 
-// Watched lists the Cluster, its Databases, its Pooler and its server
-// Certificate.
+// Watched lists the Cluster, the bootstrap Job of a seeded instance or a
+// copy, its Databases, its Pooler and its server Certificate.
 func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
 	if inst.Plan.Postgres.Shared {
 		return p.watchedShared(inst)
@@ -59,6 +60,9 @@ func (p *Provisioner) Watched(inst provisioners.Instance) []provisioners.Ref {
 	refs := []provisioners.Ref{{GVK: clusterGVK, Namespace: inst.Namespace, Name: n.Cluster}}
 	s, err := Resolve(inst.Plan, inst.Params)
 	if err == nil {
+		if job := bootstrapJob(inst, s); job != "" {
+			refs = append(refs, provisioners.Ref{GVK: jobGVK, Namespace: inst.Namespace, Name: job})
+		}
 		for _, db := range s.Databases {
 			refs = append(refs, provisioners.Ref{GVK: databaseGVK, Namespace: inst.Namespace, Name: DatabaseObjectName(inst, db)})
 		}
@@ -123,6 +127,11 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		return provisioners.Progressing("PostgreSQL: waiting for CloudNativePG to read the server certificate's Secret " +
 			NamesOf(inst).ServerCertificate + " that cert-manager issued (it retries by itself): " + reason)
 	}
+	if len(refs) > 1 && refs[1].GVK == jobGVK && !provisioners.ConditionTrue(cluster, "Ready") {
+		if d := bootstrapFailure(inst, observed[refs[1]], phase, reason); d != "" {
+			return provisioners.Progress{State: provisioners.Failed, Description: d}
+		}
+	}
 	if slices.Contains(failedPhases, phase) {
 		d := "CloudNativePG reports: " + phase
 		if reason != "" {
@@ -161,6 +170,8 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 			}
 		case "Certificate":
 			// Issued: the instances are up with it.
+		case "Job":
+			// The bootstrap ran: the Cluster is Ready.
 		case "Pooler":
 			if o == nil {
 				return provisioners.Progressing("waiting for the PgBouncer pooler")
@@ -201,4 +212,74 @@ func readySince(cluster *unstructured.Unstructured, t time.Time) bool {
 		return err == nil && at.After(t.Truncate(time.Second))
 	}
 	return false
+}
+
+// A seed's SQL, or a copy's dump, restore and masking, runs in
+// CloudNativePG's bootstrap Job (<cluster>-1-initdb, or <cluster>-1-import
+// for bootstrap.initdb.import; pkg/specs/jobs.go of CloudNativePG 1.30).
+// When it fails the Job's pod fails and Kubernetes retries it with its
+// default back-off limit (6, with 10 s, 20 s, 40 s … between tries), and
+// only then does CloudNativePG mark the Cluster unrecoverable ("Instance
+// creation failed for the following jobs: …"): about ten minutes of
+// "Setting up primary". SQL that failed fails every time, so the second
+// failed pod is enough (one may be a hiccup of the node the retry heals).
+// The reason is in the pod's log, which the broker does not read: it may
+// quote the seed's SQL and rows, and the description is shown on the
+// platform. The description names the parameter and what to do instead.
+
+// bootstrapFailures is how many failed pods of the bootstrap Job fail the
+// provision.
+const bootstrapFailures = 2
+
+// bootstrapJob is the name of the Job whose failure is the seed's or the
+// copy's, or "" when the instance has neither.
+func bootstrapJob(inst provisioners.Instance, s Settings) string {
+	switch {
+	case s.Seed != nil:
+		return NamesOf(inst).Cluster + "-1-initdb"
+	case s.Mask != nil:
+		return NamesOf(inst).Cluster + "-1-import"
+	}
+	return ""
+}
+
+// bootstrapFailure describes a failed bootstrap Job of a seeded instance
+// or a copy, or returns "" while it has not failed: failed pods counted
+// by the Job, its Failed condition (back-off limit reached), or
+// CloudNativePG's unrecoverable phase naming it.
+func bootstrapFailure(inst provisioners.Instance, job *unstructured.Unstructured, phase, reason string) string {
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return ""
+	}
+	name := bootstrapJob(inst, s)
+	failed := int64(0)
+	if job != nil {
+		failed, _, _ = unstructured.NestedInt64(job.Object, "status", "failed")
+	}
+	gaveUp := phase == "Cluster is unrecoverable and needs manual intervention" && strings.Contains(reason, name)
+	if failed < bootstrapFailures && !jobConditionTrue(job, "Failed") && !gaveUp {
+		return ""
+	}
+	logs := fmt.Sprintf("PostgreSQL's error is in the log of the job's pod: kubectl -n %s logs job/%s", inst.Namespace, name)
+	if s.Seed != nil {
+		return fmt.Sprintf("parameters.seed: the seed SQL (%s %s, key %s) failed when CloudNativePG ran it at initdb (job %s failed %d times), so the instance cannot start. "+
+			"Fix the SQL: it runs as one transaction with the rights of an owner binding, plain statements only (no psql meta-commands, no COPY FROM STDIN, no SET ROLE); "+
+			"check it with psql -v ON_ERROR_STOP=1 --single-transaction -f against any PostgreSQL %s, then deprovision this instance and provision it again. %s",
+			s.Seed.Kind, s.Seed.Name, s.Seed.Key, name, failed, s.Version, logs)
+	}
+	source := "the source"
+	if inst.Copy != nil {
+		source = "instance " + inst.Copy.InstanceID
+	}
+	return fmt.Sprintf("parameters.copy_of.mask: CloudNativePG's import of %s (pg_dump, pg_restore, then the masking rules) failed (job %s failed %d times), so the copy cannot start. "+
+		"A masking rule fails the import when its column does not exist, is part of a primary or foreign key, does not take the strategy's values (hash, email and redact need text columns, null a nullable one) "+
+		"or is unique under redact; the source must also accept the copy's login. Fix copy_of.mask, then deprovision this instance and provision it again. %s",
+		source, name, failed, logs)
+}
+
+// jobConditionTrue says whether a Job (possibly absent) has the condition
+// with status True (batch/v1 JobConditions have the same shape).
+func jobConditionTrue(job *unstructured.Unstructured, kind string) bool {
+	return job != nil && provisioners.ConditionTrue(job, kind)
 }

@@ -23,6 +23,10 @@ func TestWatched(t *testing.T) {
 		// Parameters that do not resolve still watch the Cluster (and the
 		// Pooler), so a broken update can be reported.
 		{"standard", map[string]any{"resources": map[string]any{"cpu": "99"}}, []string{"Cluster/", "Pooler/-pooler"}},
+		// A seed runs in CloudNativePG's initdb Job, a copy in its import
+		// Job: their failure is the provision's.
+		{"dev-lite", map[string]any{"seed": map[string]any{"secret": "fixtures"}}, []string{"Cluster/", "Job/-1-initdb", "Database/-db-app"}},
+		{"dev-lite", copyParams(map[string]any{"public.t.c": "hash"}), []string{"Cluster/", "Job/-1-import", "Database/-db-app"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.plan, func(t *testing.T) {
@@ -32,7 +36,11 @@ func TestWatched(t *testing.T) {
 			got := make([]string, len(refs))
 			for i, r := range refs {
 				g.Expect(r.Namespace).To(Equal(testNamespace))
-				g.Expect(r.GVK.Group).To(Equal("postgresql.cnpg.io"))
+				if r.GVK.Kind == "Job" {
+					g.Expect(r.GVK.Group).To(Equal("batch"))
+				} else {
+					g.Expect(r.GVK.Group).To(Equal("postgresql.cnpg.io"))
+				}
 				g.Expect(r.GVK.Version).To(Equal("v1"))
 				g.Expect(r.Name).To(HavePrefix(inst.Name))
 				got[i] = r.GVK.Kind + "/" + r.Name[len(inst.Name):]
@@ -75,7 +83,13 @@ type observedWorld struct {
 // reported ready by the operator.
 func healthyWorld(t *testing.T, plan string, params map[string]any) *observedWorld {
 	t.Helper()
-	w := &observedWorld{g: NewWithT(t), p: &Provisioner{Config: baseConfig()}, inst: testInstance(t, plan, params)}
+	return healthyWorldOf(t, testInstance(t, plan, params))
+}
+
+// healthyWorldOf is healthyWorld for an instance made by the test.
+func healthyWorldOf(t *testing.T, inst provisioners.Instance) *observedWorld {
+	t.Helper()
+	w := &observedWorld{g: NewWithT(t), p: &Provisioner{Config: baseConfig()}, inst: inst}
 	objs, err := w.p.Build(w.inst)
 	w.g.Expect(err).NotTo(HaveOccurred())
 	w.refs = w.p.Watched(w.inst)
@@ -107,6 +121,18 @@ func healthyWorld(t *testing.T, plan string, params map[string]any) *observedWor
 			o.Object["status"] = map[string]any{"instances": instances}
 		}
 		w.observed[r] = o
+	}
+	// CloudNativePG's bootstrap Job (a seed's or a copy's) is the
+	// operator's, not built: it ran once and succeeded.
+	for _, r := range w.refs {
+		if r.GVK.Kind == "Job" {
+			job := &unstructured.Unstructured{Object: map[string]any{"status": map[string]any{"succeeded": int64(1),
+				"conditions": []any{map[string]any{"type": "Complete", "status": "True"}}}}}
+			job.SetGroupVersionKind(r.GVK)
+			job.SetNamespace(r.Namespace)
+			job.SetName(r.Name)
+			w.observed[r] = job
+		}
 	}
 	w.g.Expect(w.observed).To(HaveLen(len(w.refs)))
 	return w
@@ -412,4 +438,74 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 	}
 	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
 	g.Expect(res.State).To(Equal(provisioners.Failed))
+}
+
+// A seed whose SQL fails, or a copy whose import or masking fails, fails
+// the provision once CloudNativePG's bootstrap Job has failed twice (or
+// gave up), naming the parameter and what to fix, never the SQL; one
+// failed pod, or a failed pod before a Ready Cluster, does not.
+func TestAssessFailedBootstrap(t *testing.T) {
+	seed := map[string]any{"seed": map[string]any{"config_map": "orders-fixtures", "key": "orders.sql"}}
+	copyOf := copyParams(map[string]any{"public.customers.email": "email"})
+	settingUp := func(w *observedWorld) {
+		w.setCluster("Setting up primary", "status", "phase")
+		w.setCluster(int64(0), "status", "readyInstances")
+		w.setCluster([]any{map[string]any{"type": "Ready", "status": "False"}}, "status", "conditions")
+	}
+	tests := []struct {
+		name   string
+		params map[string]any
+		world  func(w *observedWorld)
+		state  provisioners.State
+		want   []string
+	}{
+		{name: "seed: Job not created yet", params: seed, state: provisioners.InProgress, want: []string{"Setting up primary"},
+			world: func(w *observedWorld) { settingUp(w); w.drop("Job") }},
+		{name: "seed: one failed pod, retrying", params: seed, state: provisioners.InProgress, want: []string{"Setting up primary"},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.set("Job", map[string]any{"failed": int64(1), "active": int64(1)}, "status")
+			}},
+		{name: "seed: failed twice", params: seed, state: provisioners.Failed,
+			want: []string{"parameters.seed: the seed SQL (ConfigMap orders-fixtures, key orders.sql) failed", "failed 2 times",
+				"deprovision this instance and provision it again", "kubectl -n " + testNamespace + " logs job/"},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.set("Job", map[string]any{"failed": int64(2), "active": int64(1)}, "status")
+			}},
+		{name: "seed: back-off limit reached", params: seed, state: provisioners.Failed, want: []string{"parameters.seed:"},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.set("Job", map[string]any{"failed": int64(1), "conditions": []any{map[string]any{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}}}, "status")
+			}},
+		{name: "seed: CloudNativePG gave up on the Job", params: seed, state: provisioners.Failed, want: []string{"parameters.seed:", "-1-initdb"},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.drop("Job")
+				w.setCluster("Cluster is unrecoverable and needs manual intervention", "status", "phase")
+				w.setCluster("Instance creation failed for the following jobs: "+w.inst.Name+"-1-initdb. Check the job logs to investigate the cause of the failure.", "status", "phaseReason")
+			}},
+		{name: "seed: a failed pod before a Ready Cluster is history", params: seed, state: provisioners.Succeeded, want: []string{"PostgreSQL ready"},
+			world: func(w *observedWorld) {
+				w.set("Job", map[string]any{"failed": int64(2), "succeeded": int64(1)}, "status")
+			}},
+		{name: "copy: import failed twice", params: copyOf, state: provisioners.Failed,
+			want:  []string{"parameters.copy_of.mask: CloudNativePG's import of instance " + testSourceID, "-1-import failed 2 times", "Fix copy_of.mask"},
+			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(2)}, "status") }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			inst := testInstance(t, "dev-lite", tc.params)
+			if tc.params["copy_of"] != nil {
+				inst.Copy = &provisioners.CopySource{InstanceID: testSourceID, Name: "pg-" + testSourceID, Database: "app", CASecret: "pg-" + testSourceID + "-ca"}
+			}
+			w := healthyWorldOf(t, inst)
+			tc.world(w)
+			got := w.assess()
+			w.g.Expect(got.State).To(Equal(tc.state), got.Description)
+			for _, s := range tc.want {
+				w.g.Expect(got.Description).To(ContainSubstring(s))
+			}
+		})
+	}
 }

@@ -1,0 +1,131 @@
+package postgres
+
+import (
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/strata-dev/strata/provisioners/internal/provtest"
+)
+
+func s3SeedJob() S3SeedJob {
+	return S3SeedJob{
+		Source:      S3Seed{Bucket: "orders-dumps", Key: "prod/2026-12-01.pgdump", Region: "eu-central-1", CredentialsSecret: "orders-s3"},
+		FetchImage:  "registry.example/strata-broker:1.0",
+		LoginSecret: "pg-seed-login",
+	}
+}
+
+// The Job's rendering, reviewed once and kept (go test -run
+// TestS3SeedJobGolden -update rewrites it).
+func TestS3SeedJobGolden(t *testing.T) {
+	g := NewWithT(t)
+	inst := testInstance(t, "dev-lite", nil)
+	job, err := (&Provisioner{Config: DefaultConfig()}).S3SeedJob(inst, s3SeedJob())
+	g.Expect(err).NotTo(HaveOccurred())
+	got, err := provtest.RenderYAML([]*unstructured.Unstructured{job})
+	g.Expect(err).NotTo(HaveOccurred())
+	provtest.ExpectGolden(g, "dev-lite-seed-s3-job", got)
+}
+
+func TestS3SeedJob(t *testing.T) {
+	p := &Provisioner{Config: DefaultConfig()}
+	tests := []struct {
+		name   string
+		change func(j *S3SeedJob)
+		check  func(g Gomega, job *unstructured.Unstructured)
+		err    string
+	}{
+		{name: "restricted pod security, bounded, once", check: func(g Gomega, job *unstructured.Unstructured) {
+			g.Expect(nestedMap(t, job, "spec")).To(HaveKeyWithValue("backoffLimit", int64(0)))
+			g.Expect(nestedMap(t, job, "spec")).To(HaveKeyWithValue("activeDeadlineSeconds", int64(DefaultS3SeedDeadline)))
+			pod := nestedMap(t, job, "spec", "template", "spec")
+			g.Expect(pod).To(HaveKeyWithValue("automountServiceAccountToken", false))
+			g.Expect(pod["securityContext"]).To(HaveKeyWithValue("runAsNonRoot", true))
+			g.Expect(pod["securityContext"]).To(HaveKeyWithValue("seccompProfile", map[string]any{"type": "RuntimeDefault"}))
+			for _, c := range append(nestedSlice(t, job, "spec", "template", "spec", "initContainers"), nestedSlice(t, job, "spec", "template", "spec", "containers")...) {
+				c := c.(map[string]any)
+				g.Expect(c["securityContext"]).To(Equal(restrictedContainer()), c["name"])
+				g.Expect(c["resources"]).To(HaveKey("limits"), c["name"])
+				g.Expect(c).To(HaveKeyWithValue("terminationMessagePolicy", "File"))
+			}
+		}},
+		{name: "TLS verify-full to the instance's rw Service, as the login", check: func(g Gomega, job *unstructured.Unstructured) {
+			env := envOf(t, job, "containers")
+			g.Expect(env).To(HaveKeyWithValue("PGSSLMODE", "verify-full"))
+			g.Expect(env).To(HaveKeyWithValue("PGHOST", "pg-"+testInstance(t, "dev-lite", nil).ID+"-rw."+testNamespace+".svc"))
+			g.Expect(env).To(HaveKeyWithValue("PGUSER", "secret pg-seed-login/username"))
+			g.Expect(env).To(HaveKeyWithValue("PGPASSWORD", "secret pg-seed-login/password"))
+			g.Expect(env).To(HaveKeyWithValue("PGDATABASE", "app"))
+		}},
+		{name: "tenant keys from its Secret, never the node's role", check: func(g Gomega, job *unstructured.Unstructured) {
+			env := envOf(t, job, "initContainers")
+			g.Expect(env).To(HaveKeyWithValue("AWS_EC2_METADATA_DISABLED", "true"))
+			g.Expect(env).To(HaveKeyWithValue("AWS_ACCESS_KEY_ID", "secret orders-s3/AWS_ACCESS_KEY_ID"))
+			g.Expect(env).To(HaveKeyWithValue("AWS_SECRET_ACCESS_KEY", "secret orders-s3/AWS_SECRET_ACCESS_KEY"))
+			args := nestedSlice(t, job, "spec", "template", "spec", "initContainers")[0].(map[string]any)["args"]
+			g.Expect(args).To(ContainElements("postgres-seed-fetch", "orders-dumps", "prod/2026-12-01.pgdump", "eu-central-1", "10737418240"))
+			g.Expect(args).NotTo(ContainElement("--endpoint-url"))
+		}},
+		{name: "IRSA: a service account instead of keys", change: func(j *S3SeedJob) {
+			j.Source.CredentialsSecret, j.Source.ServiceAccount, j.Source.Endpoint = "", "orders-seeder", "https://s3.example.net"
+		}, check: func(g Gomega, job *unstructured.Unstructured) {
+			g.Expect(nestedString(t, job, "spec", "template", "spec", "serviceAccountName")).To(Equal("orders-seeder"))
+			g.Expect(envOf(t, job, "initContainers")).NotTo(HaveKey("AWS_ACCESS_KEY_ID"))
+			args := nestedSlice(t, job, "spec", "template", "spec", "initContainers")[0].(map[string]any)["args"]
+			g.Expect(args).To(ContainElements("--endpoint-url", "https://s3.example.net"))
+		}},
+		{name: "no fetch image", change: func(j *S3SeedJob) { j.FetchImage = "" }, err: "postgres.seedImage"},
+		{name: "no login", change: func(j *S3SeedJob) { j.LoginSecret = "" }, err: "login Secret"},
+		{name: "bad volume size", change: func(j *S3SeedJob) { j.DumpLimit = "ten" }, err: `size "ten"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			j := s3SeedJob()
+			if tc.change != nil {
+				tc.change(&j)
+			}
+			job, err := p.S3SeedJob(testInstance(t, "dev-lite", nil), j)
+			if tc.err != "" {
+				g.Expect(err).To(MatchError(ContainSubstring(tc.err)))
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(job.GetName()).To(Equal(S3SeedJobName(testInstance(t, "dev-lite", nil))))
+			tc.check(g, job)
+		})
+	}
+}
+
+// The restore summary keeps PostgreSQL's DETAIL and CONTEXT lines (where
+// it puts row values) and quoted input values out of the termination
+// message.
+func TestS3SeedRestoreScriptSummary(t *testing.T) {
+	g := NewWithT(t)
+	script := S3SeedRestoreScript()
+	for _, want := range []string{"--no-owner", "--no-privileges", "--role=" + OwnerRole, "--exit-on-error", "--single-transaction", "ON_ERROR_STOP=1", "SET ROLE " + OwnerRole, "DETAIL|CONTEXT"} {
+		g.Expect(script).To(ContainSubstring(want))
+	}
+	g.Expect(strings.Count(script, "/dev/termination-log")).To(Equal(1))
+}
+
+// envOf maps the first container's environment to values, or to
+// "secret name/key" for values from a Secret.
+func envOf(t *testing.T, job *unstructured.Unstructured, list string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	c := nestedSlice(t, job, "spec", "template", "spec", list)[0].(map[string]any)
+	for _, e := range c["env"].([]any) {
+		e := e.(map[string]any)
+		if v, ok := e["value"].(string); ok {
+			out[e["name"].(string)] = v
+			continue
+		}
+		ref := e["valueFrom"].(map[string]any)["secretKeyRef"].(map[string]any)
+		out[e["name"].(string)] = "secret " + ref["name"].(string) + "/" + ref["key"].(string)
+	}
+	return out
+}
