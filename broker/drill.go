@@ -59,6 +59,11 @@ type DrillsConfig struct {
 	// TimeoutSeconds bounds one drill from its start to its check; 0:
 	// 3600.
 	TimeoutSeconds int `json:"timeoutSeconds"`
+	// MinIntervalHours and MaxIntervalHours bound the interval an
+	// instance may ask for (parameter drills.interval_hours); 0: 6 and
+	// 168 (catalog.DefaultDrillMinInterval, ...MaxInterval).
+	MinIntervalHours int `json:"minIntervalHours"`
+	MaxIntervalHours int `json:"maxIntervalHours"`
 }
 
 // DrillOptions are the validated DrillsConfig (New); a zero Namespace
@@ -67,17 +72,35 @@ type DrillOptions struct {
 	Namespace string
 	Interval  time.Duration
 	Timeout   time.Duration
+	// MinInterval and MaxInterval bound an instance's own interval (set
+	// whether or not drills run: the parameter's schema publishes them).
+	MinInterval, MaxInterval time.Duration
 }
 
 // Options turns the configuration into DrillOptions.
 func (c DrillsConfig) Options() (DrillOptions, error) {
+	if c.MinIntervalHours < 0 || c.MaxIntervalHours < 0 {
+		return DrillOptions{}, fmt.Errorf("drills.minIntervalHours and drills.maxIntervalHours must not be negative")
+	}
+	bounds := DrillOptions{MinInterval: catalog.DefaultDrillMinInterval, MaxInterval: catalog.DefaultDrillMaxInterval}
+	if c.MinIntervalHours > 0 {
+		bounds.MinInterval = time.Duration(c.MinIntervalHours) * time.Hour
+	}
+	if c.MaxIntervalHours > 0 {
+		bounds.MaxInterval = time.Duration(c.MaxIntervalHours) * time.Hour
+	}
+	if bounds.MinInterval > bounds.MaxInterval {
+		return DrillOptions{}, fmt.Errorf("drills.minIntervalHours (%d h) is above drills.maxIntervalHours (%d h): set the minimum at or below the maximum",
+			catalog.DrillIntervalHours(bounds.MinInterval), catalog.DrillIntervalHours(bounds.MaxInterval))
+	}
 	if c.Enabled != nil && !*c.Enabled {
-		return DrillOptions{}, nil
+		return bounds, nil
 	}
 	if c.IntervalSeconds < 0 || c.TimeoutSeconds < 0 {
 		return DrillOptions{}, fmt.Errorf("drills.intervalSeconds and drills.timeoutSeconds must not be negative")
 	}
-	o := DrillOptions{Namespace: c.Namespace, Interval: time.Duration(c.IntervalSeconds) * time.Second, Timeout: time.Duration(c.TimeoutSeconds) * time.Second}
+	o := bounds
+	o.Namespace, o.Interval, o.Timeout = c.Namespace, time.Duration(c.IntervalSeconds)*time.Second, time.Duration(c.TimeoutSeconds)*time.Second
 	if o.Namespace == "" {
 		o.Namespace = DefaultDrillNamespace
 	}
@@ -131,8 +154,50 @@ type drillCandidate struct {
 	interval time.Duration
 }
 
+// InstanceDrill is one instance's drill settings: the plan's, under the
+// instance's parameter drills.
+type InstanceDrill struct {
+	Enabled  bool
+	Interval time.Duration
+}
+
+// drillParams mirrors the drills parameter (catalog/schema.go).
+type drillParams struct {
+	Drills *struct {
+		Enabled       *bool `json:"enabled"`
+		IntervalHours *int  `json:"interval_hours"`
+	} `json:"drills"`
+}
+
+// instanceDrill is the instance's drill settings: its own (parameter
+// drills) over the plan's; the interval held to the plan's bounds (the
+// platform may have narrowed them since the parameter was set) and
+// replaced by the configuration's override when that is positive (a test,
+// or an operator drilling the fleet at once). Parameters that do not
+// decode (never schema-valid ones) leave the plan's settings.
+func instanceDrill(plan *catalog.DrillPlan, params map[string]any, override time.Duration) InstanceDrill {
+	out := InstanceDrill{Enabled: true, Interval: plan.Interval}
+	var p drillParams
+	if err := provisioners.DecodeParams(params, &p); err == nil && p.Drills != nil {
+		out.Enabled = provisioners.Deref(p.Drills.Enabled, true)
+		if p.Drills.IntervalHours != nil {
+			out.Interval = time.Duration(*p.Drills.IntervalHours) * time.Hour
+		}
+	}
+	if plan.MinInterval > 0 && out.Interval < plan.MinInterval {
+		out.Interval = plan.MinInterval
+	}
+	if plan.MaxInterval > 0 && out.Interval > plan.MaxInterval {
+		out.Interval = plan.MaxInterval
+	}
+	if override > 0 {
+		out.Interval = override
+	}
+	return out
+}
+
 // drillCandidates are the live, provisioned instances of plans with a
-// drill, with their interval (the override, else the plan's).
+// drill that did not opt out, with their interval (instanceDrill).
 func drillCandidates(recs []*InstanceRecord, instanceOf func(*InstanceRecord) (provisioners.Instance, error), override time.Duration) []drillCandidate {
 	var out []drillCandidate
 	for _, r := range recs {
@@ -143,12 +208,40 @@ func drillCandidates(recs []*InstanceRecord, instanceOf func(*InstanceRecord) (p
 		if err != nil || inst.Plan.Postgres == nil || inst.Plan.Postgres.Drill == nil {
 			continue
 		}
-		iv := inst.Plan.Postgres.Drill.Interval
-		if override > 0 {
-			iv = override
+		s := instanceDrill(inst.Plan.Postgres.Drill, inst.Params, override)
+		if !s.Enabled {
+			continue
 		}
-		out = append(out, drillCandidate{rec: r, inst: inst, drill: inst.Plan.Postgres.Drill, interval: iv})
+		out = append(out, drillCandidate{rec: r, inst: inst, drill: inst.Plan.Postgres.Drill, interval: s.Interval})
 	}
+	return out
+}
+
+// staleDrillResults are the results of instances that are no drill
+// candidate (any more): opted out, or moved to a plan without drills.
+// Their series would otherwise stay on /metrics, and the Missing alert
+// fire for an instance nobody drills.
+func staleDrillResults(recs []*InstanceRecord, cands []drillCandidate, last map[string]DrillResult) []string {
+	keep := map[string]bool{}
+	for _, c := range cands {
+		keep[c.rec.ID] = true
+	}
+	// An instance whose record exists but is not a candidate only because
+	// it is being provisioned has no result; one being deprovisioned is
+	// dropped by save. Only records that exist and are settled count.
+	live := map[string]bool{}
+	for _, r := range recs {
+		if !r.Deleted && r.Operation.Type != OpDeprovision {
+			live[r.ID] = true
+		}
+	}
+	var out []string
+	for id := range last {
+		if live[id] && !keep[id] {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 
@@ -323,6 +416,13 @@ func (d *Drills) RunDue(ctx context.Context) {
 		inst, _, err := d.B.instanceOf(r)
 		return inst, err
 	}, d.Opts.Interval)
+	if stale := staleDrillResults(recs, cands, last); len(stale) > 0 {
+		if err := d.forget(ctx, stale); err != nil {
+			d.B.Log.Warn("drills: forget the results of instances no longer drilled", zap.Strings("instance_ids", stale), zap.Error(err))
+		} else {
+			d.B.Log.Info("drills: results forgotten; the instances are no longer drilled", zap.Strings("instance_ids", stale))
+		}
+	}
 	// One drill per pass, the most overdue whose instance has something
 	// to restore.
 	for _, c := range dueDrills(d.B.now(), cands, last) {
@@ -586,17 +686,28 @@ func (d *Drills) login(ctx context.Context, pg *postgres.Provisioner, inst provi
 	if err := d.B.Kube.Apply(ctx, []*unstructured.Unstructured{postgres.DrillLoginRole(inst)}); err != nil {
 		return DrillConn{}, err
 	}
-	err = wait.PollUntilContextCancel(ctx, d.poll(), true, func(ctx context.Context) (bool, error) {
-		o, err := d.B.Kube.Get(ctx, roleRef)
-		if err != nil || o == nil {
-			return false, nil
-		}
-		applied, _, _ := unstructured.NestedBool(o.Object, "status", "applied")
-		gen, _, _ := unstructured.NestedInt64(o.Object, "status", "observedGeneration")
-		return applied && gen >= o.GetGeneration(), nil
-	})
+	if err := d.waitApplied(ctx, roleRef); err != nil {
+		return DrillConn{}, fmt.Errorf("CloudNativePG did not create the role %s (or revoke its memberships): %w", postgres.DrillRole, err)
+	}
+	// The marker schema, declared on the first database's Database object
+	// once the role that owns it exists.
+	schemaDB, err := postgres.DrillSchemaDatabase(inst)
 	if err != nil {
-		return DrillConn{}, fmt.Errorf("CloudNativePG did not create the role %s: %w", postgres.DrillRole, err)
+		return DrillConn{}, err
+	}
+	applier, ok := d.B.Kube.(fieldManagerApplier)
+	if !ok {
+		return DrillConn{}, fmt.Errorf("the broker's Kubernetes client cannot apply as field manager %s", postgres.DrillFieldManager)
+	}
+	if err := applier.ApplyAs(ctx, postgres.DrillFieldManager, []*unstructured.Unstructured{schemaDB}); err != nil {
+		return DrillConn{}, err
+	}
+	dbRef, err := postgres.DrillSchemaDatabaseRef(inst)
+	if err != nil {
+		return DrillConn{}, err
+	}
+	if err := d.waitApplied(ctx, dbRef); err != nil {
+		return DrillConn{}, fmt.Errorf("CloudNativePG did not create the schema %s owned by %s (Database %s): %w", postgres.DrillSchema, postgres.DrillRole, dbRef.Name, err)
 	}
 	db, err := postgres.FirstDatabase(inst)
 	if err != nil {
@@ -607,6 +718,33 @@ func (d *Drills) login(ctx context.Context, pg *postgres.Provisioner, inst provi
 		return DrillConn{}, err
 	}
 	return DrillConn{Host: postgres.ServerName(inst), ServerName: postgres.ServerName(inst), Database: db, User: postgres.DrillRole, Password: password, CAPEM: ca}, nil
+}
+
+// fieldManagerApplier is the Kube that applies as another field manager
+// (provisioners.Kube): the drill's part of the Database object is its own.
+type fieldManagerApplier interface {
+	ApplyAs(ctx context.Context, manager string, objs []*unstructured.Unstructured) error
+}
+
+// waitApplied waits until CloudNativePG applied the object's current
+// generation (a DatabaseRole or Database), and says its last message if
+// it never does.
+func (d *Drills) waitApplied(ctx context.Context, ref provisioners.Ref) error {
+	var msg string
+	err := wait.PollUntilContextCancel(ctx, d.poll(), true, func(ctx context.Context) (bool, error) {
+		o, err := d.B.Kube.Get(ctx, ref)
+		if err != nil || o == nil {
+			return false, nil
+		}
+		applied, _, _ := unstructured.NestedBool(o.Object, "status", "applied")
+		gen, _, _ := unstructured.NestedInt64(o.Object, "status", "observedGeneration")
+		msg, _, _ = unstructured.NestedString(o.Object, "status", "message")
+		return applied && gen >= o.GetGeneration(), nil
+	})
+	if err != nil && msg != "" {
+		return fmt.Errorf("%w (CloudNativePG: %s)", err, msg)
+	}
+	return err
 }
 
 func newDrillPassword() string {
@@ -689,6 +827,25 @@ func (d *Drills) cleanup(ctx context.Context, drill provisioners.Instance, objs 
 
 func provisionersRef(o *unstructured.Unstructured) provisioners.Ref {
 	return provisioners.Ref{GVK: o.GroupVersionKind(), Namespace: o.GetNamespace(), Name: o.GetName()}
+}
+
+// forget removes the results of the instances from the ConfigMap.
+func (d *Drills) forget(ctx context.Context, ids []string) error {
+	cms := d.Core.CoreV1().ConfigMaps(d.B.Store.namespace)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cm, err := cms.Get(ctx, DrillResultsConfigMap, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			delete(cm.Data, id)
+		}
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // Results reads the last drill of every instance.

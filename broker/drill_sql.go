@@ -22,9 +22,11 @@ type PgxDrillDB struct{}
 var _ DrillDB = PgxDrillDB{}
 
 // The marker table: one row per drill, kept 60 days (far less than a
-// page of rows at a daily interval).
+// page of rows at a daily interval). The schema is CloudNativePG's to
+// create (postgres.DrillSchemaDatabase), owned by the drill login, which
+// has no CREATE on the database: even CREATE SCHEMA IF NOT EXISTS would
+// be refused (PostgreSQL checks the privilege before the existence).
 var markerSQL = []string{
-	"CREATE SCHEMA IF NOT EXISTS " + postgres.DrillSchema,
 	"COMMENT ON SCHEMA " + postgres.DrillSchema + " IS 'Strata: markers the broker''s restore drills write and look for in the restored copy'",
 	"CREATE TABLE IF NOT EXISTS " + postgres.DrillSchema + ".markers (token text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())",
 	"DELETE FROM " + postgres.DrillSchema + ".markers WHERE written_at < now() - interval '60 days'",

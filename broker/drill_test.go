@@ -109,10 +109,14 @@ func TestDrillsConfig(t *testing.T) {
 		want    DrillOptions
 		wantErr string
 	}{
-		{name: "on by default, daily per plan", yaml: "", want: DrillOptions{Namespace: "strata-drills", Timeout: time.Hour}},
+		{name: "on by default, daily per plan", yaml: "", want: DrillOptions{Namespace: "strata-drills", Timeout: time.Hour, MinInterval: 6 * time.Hour, MaxInterval: 168 * time.Hour}},
 		{name: "test interval", yaml: "drills: {namespace: drills, intervalSeconds: 120, timeoutSeconds: 600}",
-			want: DrillOptions{Namespace: "drills", Interval: 2 * time.Minute, Timeout: 10 * time.Minute}},
-		{name: "off", yaml: "drills: {enabled: false}", want: DrillOptions{}},
+			want: DrillOptions{Namespace: "drills", Interval: 2 * time.Minute, Timeout: 10 * time.Minute, MinInterval: 6 * time.Hour, MaxInterval: 168 * time.Hour}},
+		{name: "off: no namespace, the parameter's bounds still", yaml: "drills: {enabled: false}", want: DrillOptions{MinInterval: 6 * time.Hour, MaxInterval: 168 * time.Hour}},
+		{name: "the platform's bounds", yaml: "drills: {minIntervalHours: 24, maxIntervalHours: 72}",
+			want: DrillOptions{Namespace: "strata-drills", Timeout: time.Hour, MinInterval: 24 * time.Hour, MaxInterval: 72 * time.Hour}},
+		{name: "bounds crossed", yaml: "drills: {minIntervalHours: 48, maxIntervalHours: 24}", wantErr: "drills.minIntervalHours (48 h) is above drills.maxIntervalHours (24 h)"},
+		{name: "negative bound", yaml: "drills: {maxIntervalHours: -1}", wantErr: "must not be negative"},
 		{name: "negative", yaml: "drills: {intervalSeconds: -1}", wantErr: "must not be negative"},
 		{name: "unknown key", yaml: "drills: {every: 1}", wantErr: "every"},
 	} {

@@ -58,6 +58,9 @@ func (b *Broker) restoreAttributes(ctx context.Context, rec *InstanceRecord) map
 	} else {
 		attrs["restorable_window"] = windowAttributes(w, ok)
 	}
+	if d := b.drillAttributes(ctx, rec, inst); d != nil {
+		attrs["drills"] = d
+	}
 	if src := rec.Restore; src != nil {
 		from := map[string]any{"instance_id": src.InstanceID, "to_time": "latest"}
 		if !src.TargetTime.IsZero() {
@@ -66,4 +69,63 @@ func (b *Broker) restoreAttributes(ctx context.Context, rec *InstanceRecord) map
 		attrs["restored_from"] = from
 	}
 	return attrs
+}
+
+// drillAttributes are an instance's restore drills as GET instance shows
+// them (plans with a drill only): whether it is drilled (its parameter
+// and the broker's configuration), at what interval, and its last drill
+// (from the results ConfigMap, which holds no secrets; left out, and
+// logged, when it cannot be read).
+func (b *Broker) drillAttributes(ctx context.Context, rec *InstanceRecord, inst provisioners.Instance) map[string]any {
+	if inst.Plan.Postgres == nil || inst.Plan.Postgres.Drill == nil {
+		return nil
+	}
+	var override time.Duration
+	if b.Drills != nil {
+		override = b.Drills.Opts.Interval
+	}
+	s := instanceDrill(inst.Plan.Postgres.Drill, inst.Params, override)
+	out := map[string]any{
+		"enabled":          s.Enabled && b.Drills != nil,
+		"interval_seconds": int64(s.Interval.Seconds()),
+		"last_drill":       nil,
+	}
+	if b.Drills == nil || !s.Enabled {
+		return out
+	}
+	results, err := b.Drills.Results(ctx)
+	if err != nil {
+		b.logger(ctx).Warn("read the drill results", zap.String("instance", rec.ID), zap.Error(err))
+		delete(out, "last_drill")
+		return out
+	}
+	if r, ok := results[rec.ID]; ok {
+		out["last_drill"] = lastDrillAttributes(r)
+	}
+	return out
+}
+
+// lastDrillAttributes is a drill result as GET instance shows it.
+func lastDrillAttributes(r DrillResult) map[string]any {
+	ts := func(t time.Time) any {
+		if t.IsZero() {
+			return nil
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	out := map[string]any{
+		"started":      ts(r.Started),
+		"finished":     ts(r.Finished),
+		"succeeded":    r.Succeeded,
+		"last_success": ts(r.LastSuccess),
+		"drills":       r.Drills,
+		"failures":     r.Failures,
+	}
+	if r.Succeeded {
+		out["rpo_seconds"], out["rto_seconds"] = r.RPOSeconds, r.RTOSeconds
+		out["point_in_time"], out["target"] = r.PointInTime, ts(r.Target)
+	} else {
+		out["failed_step"], out["error"] = r.FailedStep, r.Error
+	}
+	return out
 }

@@ -176,6 +176,11 @@ func New(cfg *rest.Config, o Options) (*Broker, error) {
 			return l.Items, nil
 		},
 	}
+	if o.Drills.MinInterval > 0 && o.Drills.MaxInterval > 0 {
+		// The platform's bounds of an instance's drill interval, which
+		// the plans' schemas publish and validate.
+		b.Catalog.SetDrillBounds(o.Drills.MinInterval, o.Drills.MaxInterval)
+	}
 	if o.Drills.Namespace != "" {
 		b.Drills = &Drills{B: b, Opts: o.Drills, Core: core, DB: PgxDrillDB{}}
 	}

@@ -90,6 +90,39 @@ type DrillPlan struct {
 	// RTOObjective bounds the drill's RTO: from applying the throwaway
 	// Cluster to PostgreSQL answering with the drill's marker.
 	RTOObjective time.Duration
+	// MinInterval and MaxInterval bound an instance's own interval
+	// (parameter drills.interval_hours); the platform sets them for every
+	// plan (broker configuration drills, SetDrillBounds).
+	MinInterval, MaxInterval time.Duration
+}
+
+// Default bounds of an instance's drill interval: a drill holds a second
+// copy of the instance's storage and CPU for its RTO, so not more often
+// than every 6 hours; and at least weekly, or a broken backup goes
+// unnoticed for longer than a week.
+const (
+	DefaultDrillMinInterval = 6 * time.Hour
+	DefaultDrillMaxInterval = 7 * 24 * time.Hour
+)
+
+// DrillIntervalHours is the parameter drills.interval_hours of an
+// instance, as hours: drill intervals are whole hours.
+func DrillIntervalHours(d time.Duration) int { return int(d / time.Hour) }
+
+// SetDrillBounds makes [min, max] the bounds of every plan's per-instance
+// drill interval (what the schemas publish and validate), pulling a
+// plan's own interval into them.
+func (c *Catalog) SetDrillBounds(minIv, maxIv time.Duration) {
+	for i := range c.Services {
+		for j := range c.Services[i].Plans {
+			pg := c.Services[i].Plans[j].Postgres
+			if pg == nil || pg.Drill == nil {
+				continue
+			}
+			pg.Drill.MinInterval, pg.Drill.MaxInterval = minIv, maxIv
+			pg.Drill.Interval = min(max(pg.Drill.Interval, minIv), maxIv)
+		}
+	}
 }
 
 // BackupPlan is the plan's default backup policy.
@@ -160,7 +193,8 @@ func postgresService() Service {
 			// Daily; the RPO objective is archive_timeout's default (300 s)
 			// with a margin, the RTO objective what a restore of the
 			// plan's default size takes with room for a loaded node.
-			Drill:      &DrillPlan{Interval: 24 * time.Hour, RPOObjective: 10 * time.Minute, RTOObjective: 30 * time.Minute},
+			Drill: &DrillPlan{Interval: 24 * time.Hour, RPOObjective: 10 * time.Minute, RTOObjective: 30 * time.Minute,
+				MinInterval: DefaultDrillMinInterval, MaxInterval: DefaultDrillMaxInterval},
 			ZoneSpread: "preferred",
 		},
 	}
@@ -174,10 +208,11 @@ func postgresService() Service {
 			Instances: 3, MinReplicas: 2, MaxReplicas: 8,
 			StorageGB: 50, MinStorageGB: 10, MaxStorageGB: 2000,
 			CPU: "2", Memory: "8Gi", MaxCPU: "16", MaxMemory: "64Gi",
-			MaxConnections:      400,
-			Pooler:              &PoolerPlan{Instances: 3, Mode: "transaction", DefaultPoolSize: 40, MaxClientConn: 2000, CPU: "500m", Memory: "512Mi"},
-			Backup:              &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 30, MaxRetentionDays: 90, SidecarCPU: "500m", SidecarMemory: "512Mi"},
-			Drill:               &DrillPlan{Interval: 24 * time.Hour, RPOObjective: 10 * time.Minute, RTOObjective: time.Hour},
+			MaxConnections: 400,
+			Pooler:         &PoolerPlan{Instances: 3, Mode: "transaction", DefaultPoolSize: 40, MaxClientConn: 2000, CPU: "500m", Memory: "512Mi"},
+			Backup:         &BackupPlan{Schedule: "0 0 3 * * *", RetentionDays: 30, MaxRetentionDays: 90, SidecarCPU: "500m", SidecarMemory: "512Mi"},
+			Drill: &DrillPlan{Interval: 24 * time.Hour, RPOObjective: 10 * time.Minute, RTOObjective: time.Hour,
+				MinInterval: DefaultDrillMinInterval, MaxInterval: DefaultDrillMaxInterval},
 			SynchronousStandbys: 1,
 			ZoneSpread:          "required",
 		},

@@ -110,10 +110,34 @@ func postgresInstanceSchema(pg *PostgresPlan, update bool) Schema {
 			},
 		}
 	}
+	if pg.Drill != nil {
+		props["drills"] = drillsSchema(pg.Drill)
+	}
 	props["restore"] = restoreSchema(pg)
 	props["seed"] = seedSchema()
 	props["copy_of"] = copyOfSchema(pg)
 	return instanceSchema("PostgreSQL", props, update)
+}
+
+// drillsSchema is the per-instance part of the plan's restore drills
+// (docs/disaster-recovery.md, Restore drills): opt out, or another
+// interval within the platform's bounds.
+func drillsSchema(d *DrillPlan) Schema {
+	return Schema{
+		"type": "object", "additionalProperties": false,
+		"description": "Scheduled restore drills of this instance: its backups restored into a throwaway copy and checked. On by default, at the plan's interval.",
+		"properties": Schema{
+			"enabled": Schema{
+				"type": "boolean", "default": true,
+				"description": "false: this instance is not drilled (its drill results and alerts go too).",
+			},
+			"interval_hours": Schema{
+				"type": "integer", "minimum": DrillIntervalHours(d.MinInterval), "maximum": DrillIntervalHours(d.MaxInterval),
+				"default":     DrillIntervalHours(d.Interval),
+				"description": fmt.Sprintf("Hours between two drills of this instance, %d to %d on this platform.", DrillIntervalHours(d.MinInterval), DrillIntervalHours(d.MaxInterval)),
+			},
+		},
+	}
 }
 
 // k8sNamePattern is a ConfigMap's or Secret's name (a DNS subdomain).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 
@@ -186,6 +187,9 @@ func TestValidatorAcceptsValidParameters(t *testing.T) {
 		{"dev-lite bounds", "dev-lite", catalog.KindProvision, `{"storage_gb": 20, "replicas": 0}`},
 		{"decimal cpu", "ha", catalog.KindProvision, `{"resources": {"cpu": "2.5"}}`},
 		{"update", "standard", catalog.KindUpdate, `{"storage_gb": 40, "databases": ["app", "reports"]}`},
+		{"drills at the bounds", "standard", catalog.KindProvision, `{"drills": {"enabled": true, "interval_hours": 6}}`},
+		{"drills weekly on update", "ha", catalog.KindUpdate, `{"drills": {"interval_hours": 168}}`},
+		{"drills off", "ha", catalog.KindUpdate, `{"drills": {"enabled": false}}`},
 		{"bind", "ha", catalog.KindBind, `{"access": "owner", "database": "orders", "mount_path": "/bindings/db"}`},
 		{"bind empty", "dev-lite", catalog.KindBind, `{}`},
 	}
@@ -251,6 +255,18 @@ func TestValidatorErrorsNameTheParameter(t *testing.T) {
 			[]string{"parameters.audit.classes"}},
 		{"retention above the plan", "standard", catalog.KindProvision, `{"backup": {"retention_days": 36}}`,
 			[]string{"parameters.backup.retention_days", "36", "35"}},
+		{"drill interval below the bounds", "standard", catalog.KindProvision, `{"drills": {"interval_hours": 5}}`,
+			[]string{"parameters.drills.interval_hours", "5", "6"}},
+		{"drill interval above the bounds", "ha", catalog.KindUpdate, `{"drills": {"interval_hours": 169}}`,
+			[]string{"parameters.drills.interval_hours", "169", "168"}},
+		{"drill interval as a duration", "standard", catalog.KindUpdate, `{"drills": {"interval_hours": "24h"}}`,
+			[]string{"parameters.drills.interval_hours"}},
+		{"drills enabled not a boolean", "standard", catalog.KindProvision, `{"drills": {"enabled": "no"}}`,
+			[]string{"parameters.drills.enabled"}},
+		{"drills unknown key", "standard", catalog.KindProvision, `{"drills": {"every": 3}}`,
+			[]string{"parameters.drills.every: unknown parameter", "accepted here: enabled, interval_hours"}},
+		{"drills on dev-lite", "dev-lite", catalog.KindProvision, `{"drills": {"enabled": true}}`,
+			[]string{"parameters.drills: unknown parameter"}},
 		{"xa not a boolean", "ha", catalog.KindProvision, `{"xa": "yes"}`,
 			[]string{"parameters.xa"}},
 		{"bind unknown access", "standard", catalog.KindBind, `{"access": "superuser"}`,
@@ -372,4 +388,28 @@ func TestRestoreParameterSchema(t *testing.T) {
 			})
 		}
 	}
+}
+
+// The platform's bounds (broker configuration drills) are what the
+// schemas publish and the validator holds an instance's interval to; a
+// plan's own interval outside them is pulled in.
+func TestSetDrillBounds(t *testing.T) {
+	g := NewWithT(t)
+	c := catalog.Default()
+	c.SetDrillBounds(48*time.Hour, 72*time.Hour)
+	_, std, err := c.Find(catalog.PostgresServiceID, catalog.PostgresStandardID)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(std.Postgres.Drill.Interval).To(Equal(48 * time.Hour))
+	props := catalog.SchemasFor(std).Provision["properties"].(catalog.Schema)
+	iv := props["drills"].(catalog.Schema)["properties"].(catalog.Schema)["interval_hours"].(catalog.Schema)
+	g.Expect(iv).To(And(HaveKeyWithValue("minimum", 48), HaveKeyWithValue("maximum", 72), HaveKeyWithValue("default", 48)))
+	_, dev, err := c.Find(catalog.PostgresServiceID, catalog.PostgresDevLiteID)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(dev.Postgres.Drill).To(BeNil())
+	v := catalog.NewValidator()
+	g.Expect(v.Validate(std, catalog.KindUpdate, map[string]any{"drills": map[string]any{"interval_hours": 24}})).To(MatchError(ContainSubstring("parameters.drills.interval_hours")))
+	g.Expect(v.Validate(std, catalog.KindUpdate, map[string]any{"drills": map[string]any{"interval_hours": 60}})).To(Succeed())
+	// The default catalog is untouched.
+	_, std2, _ := catalog.Default().Find(catalog.PostgresServiceID, catalog.PostgresStandardID)
+	g.Expect(std2.Postgres.Drill.MinInterval).To(Equal(catalog.DefaultDrillMinInterval))
 }

@@ -65,12 +65,19 @@ func (k *Kube) resource(gvk schema.GroupVersionKind, namespace string) (dynamic.
 // Apply server-side-applies the objects in order, forcing ownership of the
 // fields Strata sets: the broker is the source of truth for them.
 func (k *Kube) Apply(ctx context.Context, objs []*unstructured.Unstructured) error {
+	return k.ApplyAs(ctx, FieldManager, objs)
+}
+
+// ApplyAs is Apply as another field manager: for a part of an object the
+// broker's main manager does not render (its fields stay as they are
+// when FieldManager applies the rest).
+func (k *Kube) ApplyAs(ctx context.Context, manager string, objs []*unstructured.Unstructured) error {
 	for _, o := range objs {
 		ri, err := k.resource(o.GroupVersionKind(), o.GetNamespace())
 		if err != nil {
 			return err
 		}
-		out, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		out, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: manager, Force: true})
 		if err != nil {
 			return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 		}

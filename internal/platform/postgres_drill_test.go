@@ -19,7 +19,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
@@ -329,4 +331,98 @@ tests:
 		t.Fatalf("StrataPostgreSQLDrillFailed does not fire on the scraped series: %v\n%s\n%s", err, out, test)
 	}
 	t.Logf("StrataPostgreSQLDrillFailed fires on the scraped series (promtool test rules with the chart's rule file): %s", strings.TrimSpace(string(out)))
+}
+
+// primaryOf is the pod name of the Cluster's primary.
+func primaryOf(ctx context.Context, t *testing.T, dyn dynamic.Interface, cluster string) string {
+	t.Helper()
+	c, err := dyn.Resource(clustersGVR).Namespace(restoreTenant).Get(ctx, cluster, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	primary, _, _ := unstructured.NestedString(c.Object, "status", "currentPrimary")
+	if primary == "" {
+		t.Fatalf("the Cluster %s names no primary", cluster)
+	}
+	return primary
+}
+
+// seedOldDrillLogin leaves the source as drills before least privilege
+// did: the drill login's Secret and DatabaseRole, the role a member of
+// strata_owner (the broker's field manager, as the old broker applied
+// it), and the marker schema and table created by the login itself
+// through that membership. The next drill must converge it.
+func seedOldDrillLogin(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.Interface, cluster string) {
+	t.Helper()
+	name := cluster + "-drill"
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: restoreTenant},
+		Type:       corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": "strata_drill", "password": randomHex(t, 24)},
+	}
+	if _, err := p.Client.CoreV1().Secrets(restoreTenant).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	roles := clustersGVR.GroupVersion().WithResource("databaseroles")
+	role := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "postgresql.cnpg.io/v1", "kind": "DatabaseRole",
+		"metadata": map[string]any{"name": name, "namespace": restoreTenant},
+		"spec": map[string]any{
+			"cluster": map[string]any{"name": cluster}, "name": "strata_drill", "login": true, "inherit": true,
+			"connectionLimit": int64(2), "inRoles": []any{"strata_owner"}, "passwordSecret": map[string]any{"name": name},
+			"databaseRoleReclaimPolicy": "delete",
+		},
+	}}
+	if _, err := dyn.Resource(roles).Namespace(restoreTenant).Apply(ctx, name, role, metav1.ApplyOptions{FieldManager: "strata-broker", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	primary := primaryOf(ctx, t, dyn, cluster)
+	var out string
+	var err error
+	if werr := wait.PollUntilContextTimeout(ctx, 2*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		out, err = psqlInPodDB(ctx, p, primary, "app", "SELECT pg_has_role('strata_drill', 'strata_owner', 'MEMBER')")
+		return err == nil && out == "t", nil
+	}); werr != nil {
+		t.Fatalf("CloudNativePG did not make strata_drill a member of strata_owner: %q %v", out, err)
+	}
+	if out, err := psqlInPodDB(ctx, p, primary, "app", "SET ROLE strata_drill; CREATE SCHEMA strata_drill; "+
+		"CREATE TABLE strata_drill.markers (token text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatalf("the old drill login could not create its schema: %v %s", err, out)
+	}
+}
+
+// checkDrillLeastPrivilege: after a drill, the drill login is a member of
+// no role (the owner group revoked from the old login), owns its schema,
+// may create a table there and none in public, and cannot read the
+// tenant's table.
+func checkDrillLeastPrivilege(ctx context.Context, t *testing.T, p *Platform, dyn dynamic.Interface, cluster string) {
+	t.Helper()
+	primary := primaryOf(ctx, t, dyn, cluster)
+	q := func(query string) (string, error) { return psqlInPodDB(ctx, p, primary, "app", query) }
+	if out, err := q("SELECT pg_has_role('strata_drill', 'strata_owner', 'MEMBER')"); err != nil || out != "f" {
+		t.Errorf("strata_drill is a member of strata_owner after a drill (pg_has_role %q, %v)", out, err)
+	}
+	if out, err := q("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = 'strata_drill'"); err != nil || out != "0" {
+		t.Errorf("strata_drill is a member of %s roles after a drill (%v), want none", out, err)
+	}
+	if out, err := q("SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'strata_drill'"); err != nil || out != "strata_drill" {
+		t.Errorf("the schema strata_drill is owned by %q (%v), want strata_drill", out, err)
+	}
+	if out, err := q("SET ROLE strata_drill; CREATE TABLE strata_drill.privilege_probe (x int); DROP TABLE strata_drill.privilege_probe; SELECT count(*) > 0 FROM strata_drill.markers"); err != nil || out != "t" {
+		t.Errorf("strata_drill cannot use its own schema: %q %v", out, err)
+	}
+	out, err := q("SET ROLE strata_drill; CREATE TABLE public.privilege_probe (x int)")
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("strata_drill could create a table in public, or failed otherwise: %q %v", out, err)
+	} else {
+		t.Logf("strata_drill refused in public: %v", err)
+	}
+	out, err = q("SET ROLE strata_drill; SELECT count(*) FROM public.pitr_rows")
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("strata_drill could read the tenant's table, or failed otherwise: %q %v", out, err)
+	}
+	out, err = q("SET ROLE strata_drill; CREATE SCHEMA other_probe")
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("strata_drill could create a schema, or failed otherwise: %q %v", out, err)
+	}
 }

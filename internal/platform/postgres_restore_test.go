@@ -202,9 +202,15 @@ func testRestore(ctx context.Context, t *testing.T, p *Platform, osb *osbClient,
 	deprovisionPG(ctx, t, osb, restoredID)
 	timing("restored instance deprovisioned")
 
+	// The source as a broker from before least privilege left it: a drill
+	// login in the owner group, which created the marker schema itself.
+	seedOldDrillLogin(ctx, t, p, dyn, source)
+	timing("the source given a drill login in the owner group, with its schema, as drills used to leave it")
+
 	osb, b = enableDrills(ctx, t, p, store)
 	timing("broker upgraded with drills on through the chart's values")
 	testDrillSucceeds(ctx, t, p, osb, store, dyn, sourceID)
+	checkDrillLeastPrivilege(ctx, t, p, dyn, source)
 	timing("a drill of the live source ran on its schedule and succeeded")
 
 	deprovisionPG(ctx, t, osb, sourceID)
@@ -372,9 +378,15 @@ func switchWALAndWaitArchived(ctx context.Context, t *testing.T, p *Platform, dy
 
 // psqlInPod runs one query with psql in the pod's postgres container.
 func psqlInPod(ctx context.Context, p *Platform, pod, query string) (string, error) {
+	return psqlInPodDB(ctx, p, pod, "postgres", query)
+}
+
+// psqlInPodDB is psqlInPod in database db (as postgres, a superuser: a
+// query that checks another role's privileges SETs ROLE to it first).
+func psqlInPodDB(ctx context.Context, p *Platform, pod, db, query string) (string, error) {
 	req := p.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(restoreTenant).Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{
-			Container: "postgres", Command: []string{"psql", "-XAtq", "-c", query}, Stdout: true, Stderr: true,
+			Container: "postgres", Command: []string{"psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", query}, Stdout: true, Stderr: true,
 		}, scheme.ParameterCodec)
 	exec, err := remotecommand.NewSPDYExecutor(p.AdminConfig, http.MethodPost, req.URL())
 	if err != nil {

@@ -60,9 +60,12 @@ func DrillLoginSecret(source provisioners.Instance, password string) *unstructur
 	return o
 }
 
-// DrillLoginRole is the CloudNativePG DatabaseRole of the drill login: a
-// member of the owner group, since the first drill creates the marker
-// schema in the database the owner group owns.
+// DrillLoginRole is the CloudNativePG DatabaseRole of the drill login:
+// least privilege. It is a member of no role (the first drills made it a
+// member of the owner group, to create the marker schema; applying this
+// without inRoles makes CloudNativePG revoke that membership, so an
+// instance drilled before converges at its next drill). It may connect
+// (PUBLIC's CONNECT) and use its own schema, DrillSchemaDatabase.
 func DrillLoginRole(source provisioners.Instance) *unstructured.Unstructured {
 	name := DrillLoginName(source)
 	return provisioners.NewObject(source, cnpgAPI, "DatabaseRole", name, map[string]any{
@@ -71,12 +74,47 @@ func DrillLoginRole(source provisioners.Instance) *unstructured.Unstructured {
 		"login":           true,
 		"inherit":         true,
 		"connectionLimit": int64(2),
-		"inRoles":         []any{OwnerRole},
 		"passwordSecret":  map[string]any{"name": name},
 		// Deleting the object (deprovision) drops the role.
 		"databaseRoleReclaimPolicy": "delete",
 		"comment":                   "Strata: the broker's restore drills write a marker as this role",
 	})
+}
+
+// DrillFieldManager is the server-side apply field manager of the drill's
+// part of the first database's Database object (DrillSchemaDatabase): its
+// own, so the instance's reconcile (FieldManager, which renders no
+// schemas) neither removes the drill schema from the list nor conflicts.
+const DrillFieldManager = "strata-broker-drills"
+
+// DrillSchemaDatabase is the drill's part of the Database object of the
+// instance's first database, applied as DrillFieldManager: the marker
+// schema, declared and owned by the drill login, which CloudNativePG
+// creates (or, for an instance drilled before, whose login created it,
+// keeps with that owner). The login needs no CREATE on the database: it
+// creates its table in the schema it owns, and nothing anywhere else.
+// It names the same cluster and database as the instance's own Database
+// object (identical values, shared by both managers).
+func DrillSchemaDatabase(source provisioners.Instance) (*unstructured.Unstructured, error) {
+	db, err := FirstDatabase(source)
+	if err != nil {
+		return nil, err
+	}
+	return provisioners.NewObject(source, cnpgAPI, "Database", DatabaseObjectName(source, db), map[string]any{
+		"cluster": map[string]any{"name": NamesOf(source).Cluster},
+		"name":    db,
+		"schemas": []any{map[string]any{"name": DrillSchema, "owner": DrillRole, "ensure": "present"}},
+	}), nil
+}
+
+// DrillSchemaDatabaseRef is the Database object DrillSchemaDatabase
+// applies to.
+func DrillSchemaDatabaseRef(source provisioners.Instance) (provisioners.Ref, error) {
+	db, err := FirstDatabase(source)
+	if err != nil {
+		return provisioners.Ref{}, err
+	}
+	return provisioners.Ref{GVK: databaseGVK, Namespace: source.Namespace, Name: DatabaseObjectName(source, db)}, nil
 }
 
 // BuildDrill renders the throwaway instance of a drill (DrillInstance) in

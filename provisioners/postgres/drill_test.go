@@ -129,10 +129,51 @@ func TestDrillLogin(t *testing.T) {
 	g.Expect(role.GetNamespace()).To(Equal(testNamespace))
 	g.Expect(role.Object["spec"]).To(And(
 		HaveKeyWithValue("name", DrillRole),
-		HaveKeyWithValue("inRoles", []any{OwnerRole}),
 		HaveKeyWithValue("passwordSecret", map[string]any{"name": "pg-" + testSourceID + "-drill"}),
 		HaveKeyWithValue("cluster", map[string]any{"name": "pg-" + testSourceID}),
 	))
+	// Least privilege: a member of no role (applying it without inRoles
+	// makes CloudNativePG revoke the owner group from a login made before).
+	g.Expect(role.Object["spec"]).NotTo(HaveKey("inRoles"))
+}
+
+// The marker schema is declared on the instance's own Database object of
+// its first database (same object name, cluster and database), owned by
+// the drill login, and nothing else of that object is the drill's.
+func TestDrillSchemaDatabase(t *testing.T) {
+	g := NewWithT(t)
+	p := &Provisioner{Config: baseConfig()}
+	src, _ := drillOf(t, "standard")
+	objs, err := p.Build(src)
+	g.Expect(err).NotTo(HaveOccurred())
+	var own *unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "Database" && own == nil {
+			own = o
+		}
+	}
+	g.Expect(own).NotTo(BeNil())
+	g.Expect(own.Object["spec"]).NotTo(HaveKey("schemas"), "the instance's reconcile must not own the drill's schema list")
+	d, err := DrillSchemaDatabase(src)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.GetKind()).To(Equal("Database"))
+	g.Expect(d.GetName()).To(Equal(own.GetName()))
+	g.Expect(d.GetNamespace()).To(Equal(own.GetNamespace()))
+	ownSpec := own.Object["spec"].(map[string]any)
+	g.Expect(d.Object["spec"]).To(Equal(map[string]any{
+		"cluster": ownSpec["cluster"],
+		"name":    ownSpec["name"],
+		"schemas": []any{map[string]any{"name": "strata_drill", "owner": "strata_drill", "ensure": "present"}},
+	}))
+	ref, err := DrillSchemaDatabaseRef(src)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(ref.Name).To(Equal(own.GetName()))
+	g.Expect(ref.GVK.Kind).To(Equal("Database"))
+}
+
+func TestDrillLoginSecret(t *testing.T) {
+	g := NewWithT(t)
+	src, _ := drillOf(t, "standard")
 	secret := DrillLoginSecret(src, "pw")
 	g.Expect(secret.Object["stringData"]).To(Equal(map[string]any{"username": DrillRole, "password": "pw"}))
 }

@@ -127,7 +127,7 @@ backup).
 {{- $_ := set $config "brokerNamespace" (include "strata-broker.recordsNamespace" .) }}
 {{- include "strata-broker.checkKeys" (list "config" $config (list "brokerNamespace" "dashboardURLTemplate" "instancePage" "pollIntervalSeconds" "reconcileIntervalSeconds" "kubernetes" "tenancy" "postgres" "openBao" "redis" "kafka" "drills")) }}
 {{- with $config.drills }}
-{{- include "strata-broker.checkKeys" (list "config.drills" . (list "enabled" "namespace" "intervalSeconds" "timeoutSeconds")) }}
+{{- include "strata-broker.checkKeys" (list "config.drills" . (list "enabled" "namespace" "intervalSeconds" "timeoutSeconds" "minIntervalHours" "maxIntervalHours")) }}
 {{- end }}
 {{- with $config.instancePage }}
 {{- include "strata-broker.checkKeys" (list "config.instancePage" . (list "externalURL" "prometheusURL")) }}
