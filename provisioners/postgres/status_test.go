@@ -491,7 +491,10 @@ func TestAssessFailedBootstrap(t *testing.T) {
 				w.set("Job", map[string]any{"failed": int64(2), "succeeded": int64(1)}, "status")
 			}},
 		{name: "copy: import failed three times, the source's login may still be coming", params: copyOf, state: provisioners.InProgress, want: []string{"Setting up primary"},
-			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(3), "active": int64(1)}, "status") }},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.set("Job", map[string]any{"failed": int64(3), "active": int64(1)}, "status")
+			}},
 		{name: "copy: import failed four times", params: copyOf, state: provisioners.Failed,
 			want:  []string{"parameters.copy_of.mask: CloudNativePG's import of instance " + testSourceID, "-1-import failed 4 times", "Fix copy_of.mask"},
 			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(4)}, "status") }},
