@@ -99,15 +99,7 @@ func failback(t *testing.T, ctx context.Context, src *Cluster, dst *Broker, kube
 	// which its group consumes and commits the first ~100.
 	const more = 300
 	dprod := clientFrom(t, drBinding, kgo.RetryTimeout(time.Minute))
-	for i := range more {
-		v := fmt.Sprintf("fb-%04d", i)
-		dprod.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(v), Value: []byte(v)}, func(_ *kgo.Record, err error) {
-			if err != nil {
-				t.Errorf("produce %s: %v", v, err)
-			}
-		})
-	}
-	g.Expect(dprod.Flush(ctx)).To(Succeed())
+	g.Expect(produceKeyed(ctx, t, dprod, topic, "fb-", more)).To(Succeed())
 	dprod.Close()
 	cons := clientFrom(t, drBinding, kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group), kgo.RetryTimeout(time.Minute),
 		kgo.DisableAutoCommit(), kgo.FetchMaxPartitionBytes(500))

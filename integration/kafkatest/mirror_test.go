@@ -210,15 +210,7 @@ func TestDisasterRecoveryMirrorAndFailover(t *testing.T) {
 	const n, consumed = 1500, 600
 	prod := clientFrom(t, b, kgo.RetryTimeout(time.Minute))
 	produced := time.Now()
-	for i := range n {
-		v := fmt.Sprintf("r-%04d", i)
-		prod.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(v), Value: []byte(v)}, func(_ *kgo.Record, err error) {
-			if err != nil {
-				t.Errorf("produce %s: %v", v, err)
-			}
-		})
-	}
-	g.Expect(prod.Flush(ctx)).To(Succeed())
+	g.Expect(produceKeyed(ctx, t, prod, topic, "r-", n)).To(Succeed())
 	srcEnds, err := endOffsets(ctx, src.Admin, topic)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(sum(srcEnds)).To(BeEquivalentTo(n))
@@ -347,4 +339,19 @@ func TestDisasterRecoveryMirrorAndFailover(t *testing.T) {
 		failback(t, ctx, src, dst, kube, mm, b, drBinding, topic, group)
 	})
 	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
+}
+
+// produceKeyed produces n records to topic, key and value "<prefix><i>"
+// (four digits), and waits until all are acknowledged; a record refused is
+// a test error.
+func produceKeyed(ctx context.Context, t *testing.T, c *kgo.Client, topic, prefix string, n int) error {
+	for i := range n {
+		v := fmt.Sprintf("%s%04d", prefix, i)
+		c.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(v), Value: []byte(v)}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.Errorf("produce %s: %v", v, err)
+			}
+		})
+	}
+	return c.Flush(ctx)
 }
