@@ -47,12 +47,7 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *
 	provision := func(id string, params map[string]any) {
 		t.Helper()
 		params["version"], params["resources"] = PostgreSQLMajor, small
-		code, body, err := osb.do(ctx, http.MethodPut, instancePathOf(id)+"?accepts_incomplete=true", map[string]any{
-			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
-			"context":    map[string]any{"platform": "kubernetes", "namespace": tenant},
-			"parameters": params,
-		})
-		if err != nil || code != http.StatusAccepted {
+		if code, body, err := provisionDevLite(ctx, osb, id, tenant, params); err != nil || code != http.StatusAccepted {
 			t.Fatalf("provision %s: %d %s %v", id, code, body, err)
 		}
 		if err := osb.waitSucceeded(ctx, instancePathOf(id)+"/last_operation", 15*time.Minute); err != nil {
@@ -173,11 +168,7 @@ func testFailingSeed(ctx context.Context, t *testing.T, p *Platform, osb *osbCli
 	inst := provisioners.Instance{Name: provisioners.ResourceName("pg-", id), Namespace: tenant}
 	params["seed"] = map[string]any{"secret": broken}
 	start := time.Now()
-	code, body, err := osb.do(ctx, http.MethodPut, instancePathOf(id)+"?accepts_incomplete=true", map[string]any{
-		"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
-		"context":    map[string]any{"platform": "kubernetes", "namespace": tenant},
-		"parameters": params,
-	})
+	code, body, err := provisionDevLite(ctx, osb, id, tenant, params)
 	if err != nil || code != http.StatusAccepted {
 		t.Fatalf("provision %s: %d %s %v", id, code, body, err)
 	}
@@ -247,4 +238,14 @@ func bindingConn(ctx context.Context, t *testing.T, p *Platform, creds map[strin
 		t.Fatalf("connecting as %s to %s: %v (last error: %v)", creds["username"], creds["host"], err, lastErr)
 	}
 	return conn
+}
+
+// provisionDevLite asks the broker over OSB for a dev-lite PostgreSQL
+// in tenant with params (asynchronously).
+func provisionDevLite(ctx context.Context, osb *osbClient, id, tenant string, params map[string]any) (int, []byte, error) {
+	return osb.do(ctx, http.MethodPut, instancePathOf(id)+"?accepts_incomplete=true", map[string]any{
+		"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
+		"context":    map[string]any{"platform": "kubernetes", "namespace": tenant},
+		"parameters": params,
+	})
 }
