@@ -73,6 +73,13 @@ func (b *Broker) advanceBinding(ctx context.Context, br *BindingRecord) {
 	}
 	br.Operation.State, br.Operation.Description = p.State, p.Description
 	if err := b.Store.UpdateBinding(ctx, br); err != nil {
+		// Written by someone else since it was read: answer what is stored
+		// (GET binding reads the record), as an instance's poll does.
 		b.logger(ctx).Debug("record binding progress", zap.String("binding", br.ID), zap.Error(err))
+		if stored, gerr := b.Store.GetBinding(ctx, br.ID); gerr == nil {
+			*br = *stored
+		} else {
+			br.Operation.State, br.Operation.Description = provisioners.InProgress, "recording progress: "+err.Error()
+		}
 	}
 }

@@ -36,6 +36,29 @@ func TestBindingLastOperationFollowsTheLogins(t *testing.T) {
 	g.Expect(e.secretRecord(t, bindingSecretName(bindingID)).Labels).To(HaveKeyWithValue(labelInProgress, "false"))
 }
 
+// A poll whose reading could not be recorded answers what is stored, so
+// GET binding never disagrees with a "succeeded" the platform was told.
+func TestBindingLastOperationAnswersWhatIsRecorded(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	provisioned(t, e)
+	bound, err := e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	poll := domain.PollDetails{OperationData: bound.OperationData}
+	e.rolesApplied()
+
+	e.conflictOn(bindingSecretName(bindingID), 1)
+	op, err := e.b.LastBindingOperation(e.ctx, instanceID, bindingID, poll)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(op.State).To(Equal(domain.InProgress), "the reading was not recorded")
+
+	op, err = e.b.LastBindingOperation(e.ctx, instanceID, bindingID, poll)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(op.State).To(Equal(domain.Succeeded))
+	_, err = e.b.GetBinding(e.ctx, instanceID, bindingID, domain.FetchBindingDetails{})
+	g.Expect(err).NotTo(HaveOccurred())
+}
+
 func TestBindingLastOperationFailsAtTheDeadline(t *testing.T) {
 	g := NewWithT(t)
 	e := newTestEnv(t)

@@ -114,8 +114,16 @@ func (b *Broker) advance(ctx context.Context, rec *InstanceRecord) {
 		return
 	}
 	if err := b.Store.UpdateInstance(ctx, rec); err != nil {
-		// Another replica advanced it; our reading is still a fair answer.
+		// Another replica (or the reconcile loop) wrote the record since it
+		// was read. The answer is what is stored, never an outcome that was
+		// not recorded: a platform told "succeeded" binds next, and the
+		// bind reads the record. The next poll advances it again.
 		b.logger(ctx).Debug("record progress", zap.String("instance", rec.ID), zap.Error(err))
+		if stored, gerr := b.Store.GetInstance(ctx, rec.ID); gerr == nil {
+			*rec = *stored
+		} else {
+			*rec = before
+		}
 		return
 	}
 	if rec.Deleted {

@@ -201,3 +201,26 @@ func TestLastOperationOfAPlanNoLongerInTheCatalog(t *testing.T) {
 	g.Expect(res.State).To(Equal(provisioners.Failed))
 	g.Expect(res.Description).To(ContainSubstring("no longer in the catalog"))
 }
+
+// A poll whose reading could not be recorded (another replica or the
+// reconcile loop wrote the record first) answers what is stored: a
+// platform told "succeeded" binds next, and a bind reads the record.
+func TestLastOperationAnswersWhatIsRecorded(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, ""), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	e.operatorsAct(t, instanceID)
+
+	e.conflictOn(instanceSecretName(instanceID), 1)
+	res, err := e.b.InstanceOperation(e.ctx, instanceID, "")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.State).To(Equal(e.record(t, instanceID).Operation.State))
+	g.Expect(res.State).To(Equal(provisioners.InProgress), "the reading was not recorded")
+
+	res, err = e.b.InstanceOperation(e.ctx, instanceID, "")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.State).To(Equal(provisioners.Succeeded))
+	_, err = e.b.Bind(e.ctx, instanceID, bindingID, pgBindDetails(catalog.PostgresDevLiteID, ""), false)
+	g.Expect(err).NotTo(HaveOccurred(), "a bind right after the answer succeeded")
+}
