@@ -43,6 +43,11 @@ const (
 	SQLFile = "seed.sql"
 )
 
+// CABundleEnv, when set, holds PEM certificates the fetch trusts besides
+// the system's roots: an S3-compatible store whose certificate a private
+// CA signed (the broker's postgres.seedCABundle).
+const CABundleEnv = "STRATA_S3_CA_BUNDLE"
+
 // archiveMagic starts every pg_dump custom-format archive (-Fc).
 const archiveMagic = "PGDMP"
 
@@ -57,6 +62,8 @@ type Config struct {
 	// MaxBytes bounds the download (the directory is a size-limited
 	// emptyDir; a larger object would fail there with a less clear error).
 	MaxBytes int64
+	// CABundle is PEM trusted besides the system's roots (CABundleEnv).
+	CABundle string
 	// AllowHTTP lets the tests reach a plain-HTTP S3 on loopback; the
 	// command never sets it: a dump holds a database's rows.
 	AllowHTTP bool
@@ -80,6 +87,7 @@ func Main(ctx context.Context, args []string, log io.Writer) error {
 	if c.Bucket == "" || c.Key == "" || c.Dir == "" {
 		return errors.New(Usage)
 	}
+	c.CABundle = os.Getenv(CABundleEnv)
 	name, size, err := Fetch(ctx, c, nil)
 	if err != nil {
 		if *termination != "" {
@@ -100,9 +108,13 @@ func Fetch(ctx context.Context, c Config, client *s3.Client) (string, int64, err
 		return "", 0, err
 	}
 	if client == nil {
-		cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(c.Region))
+		opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
+		if c.CABundle != "" {
+			opts = append(opts, awsconfig.WithCustomCABundle(strings.NewReader(c.CABundle)))
+		}
+		cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 		if err != nil {
-			return "", 0, fmt.Errorf("parameters.seed.s3: no S3 credentials: %w", err)
+			return "", 0, fmt.Errorf("parameters.seed.s3: configuring the S3 client (credentials, the CA bundle): %w", err)
 		}
 		client = s3.NewFromConfig(cfg, func(o *s3.Options) {
 			if c.EndpointURL != "" {
