@@ -413,4 +413,3 @@ func (e *testEnv) expectProvisionRefused(g Gomega, id, plan, params, namespace s
 	_, err = e.b.Store.GetInstance(e.ctx, id)
 	g.Expect(errors.Is(err, ErrNotFound)).To(BeTrue(), "a refused provision leaves no record")
 }
-

@@ -165,13 +165,13 @@ func TestSeedFromS3Refusals(t *testing.T) {
 	e := newTestEnv(t)
 	e.storeS3Keys()
 	for params, mention := range map[string]string{
-		`{"seed": {"s3": {"bucket": "bk1", "key": "k"}}}`: "parameters.seed.s3: name exactly one of credentials_secret",
-		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "credentials_secret": "orders-s3", "service_account": "sa"}}}`: "parameters.seed.s3: name exactly one",
+		`{"seed": {"s3": {"bucket": "bk1", "key": "k"}}}`:                                                                   "parameters.seed.s3: name exactly one of credentials_secret",
+		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "credentials_secret": "orders-s3", "service_account": "sa"}}}`:       "parameters.seed.s3: name exactly one",
 		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "credentials_secret": "orders-s3", "endpoint": "http://s3.local"}}}`: "parameters.seed.s3.endpoint",
-		`{"seed": {"s3": {"bucket": "B!", "key": "k", "credentials_secret": "orders-s3"}}}`:                                   "parameters.seed.s3.bucket",
-		`{"seed": {"s3": {"bucket": "bk1", "credentials_secret": "orders-s3"}}}`:                                              "parameters.seed.s3",
-		`{"seed": {"secret": "x", "s3": {"bucket": "bk1", "key": "k", "credentials_secret": "orders-s3"}}}`:                   "parameters.seed: name exactly one of config_map, secret or s3",
-		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "service_account": "orders-seeder"}}}`:                                 "parameters.seed.s3.service_account: there is no ServiceAccount orders-seeder",
+		`{"seed": {"s3": {"bucket": "B!", "key": "k", "credentials_secret": "orders-s3"}}}`:                                 "parameters.seed.s3.bucket",
+		`{"seed": {"s3": {"bucket": "bk1", "credentials_secret": "orders-s3"}}}`:                                            "parameters.seed.s3",
+		`{"seed": {"secret": "x", "s3": {"bucket": "bk1", "key": "k", "credentials_secret": "orders-s3"}}}`:                 "parameters.seed: name exactly one of config_map, secret or s3",
+		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "service_account": "orders-seeder"}}}`:                               "parameters.seed.s3.service_account: there is no ServiceAccount orders-seeder",
 	} {
 		t.Run(params, func(t *testing.T) {
 			g := NewWithT(t)
