@@ -131,7 +131,7 @@ func (b *Broker) seedFromS3(ctx context.Context, rec *InstanceRecord, inst provi
 		if err != nil {
 			return provisioners.Progress{State: provisioners.Failed, Description: "parameters.seed.s3: " + err.Error()}
 		}
-		if err := b.Kube.Apply(ctx, []*unstructured.Unstructured{obj}); err != nil {
+		if err := b.createObject(ctx, obj); err != nil {
 			return inProgress("creating the Job %s: %v", jobRef.Name, err)
 		}
 		b.logger(ctx).Info("seeding from S3", zap.String("instance", rec.ID), zap.String("job", jobRef.Name))
@@ -208,4 +208,19 @@ func (b *Broker) revokeS3SeedLoginIfAny(ctx context.Context, rec *InstanceRecord
 		return nil
 	}
 	return b.revokeS3SeedLogin(ctx, rec, inst, eng)
+}
+
+// objectCreator creates an object unless one of its name exists
+// (provisioners.Kube): the seed Job is created, never patched, so the
+// broker's RBAC on Jobs is create, get and delete.
+type objectCreator interface {
+	Create(ctx context.Context, o *unstructured.Unstructured) (bool, error)
+}
+
+func (b *Broker) createObject(ctx context.Context, o *unstructured.Unstructured) error {
+	if c, ok := b.Kube.(objectCreator); ok {
+		_, err := c.Create(ctx, o)
+		return err
+	}
+	return b.Kube.Apply(ctx, []*unstructured.Unstructured{o})
 }
