@@ -14,6 +14,8 @@ package seedfetch
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -200,9 +202,27 @@ func Explain(bucket, key string, err error) error {
 	case code == "AccessDenied" || code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || status == http.StatusForbidden:
 		return fmt.Errorf("parameters.seed.s3: reading %s was denied (S3 403 %s); the keys in credentials_secret (or the service account's IAM role) need s3:GetObject on it", obj, code)
 	}
+	var unknownCA x509.UnknownAuthorityError
+	var badCert *tls.CertificateVerificationError
+	if errors.As(err, &unknownCA) || errors.As(err, &badCert) {
+		return fmt.Errorf("parameters.seed.s3.endpoint: reading %s failed: the endpoint's TLS certificate is not trusted (%s); "+
+			"a store with a private CA needs its CA in the broker's postgres.seedCABundle (the platform team sets it)", obj, certReason(err))
+	}
 	msg := err.Error()
 	if i := strings.Index(msg, "\n"); i >= 0 {
 		msg = msg[:i]
 	}
 	return fmt.Errorf("parameters.seed.s3: reading %s failed: %s", obj, msg)
+}
+
+// certReason is the TLS verification error's own words (x509: …).
+func certReason(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "x509: "); i >= 0 {
+		msg = msg[i:]
+	}
+	if i := strings.Index(msg, "\n"); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
 }
