@@ -80,7 +80,7 @@ func TestS3SeedJob(t *testing.T) {
 			g.Expect(args).To(ContainElements("--endpoint-url", "https://s3.example.net"))
 		}},
 		{name: "no fetch image", change: func(j *S3SeedJob) { j.FetchImage = "" }, err: "postgres.seedImage"},
-		{name: "a private CA trusted by the fetch, no public roots lost", change: func(j *S3SeedJob) { j.CABundle = "-----BEGIN CERTIFICATE-----\n" },
+		{name: "a private CA for the fetch to trust", change: func(j *S3SeedJob) { j.CABundle = "-----BEGIN CERTIFICATE-----\n" },
 			check: func(g Gomega, job *unstructured.Unstructured) {
 				g.Expect(envOf(t, job, "initContainers")).To(HaveKeyWithValue(seedfetch.CABundleEnv, "-----BEGIN CERTIFICATE-----\n"))
 			}},

@@ -27,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
@@ -112,7 +113,21 @@ func Fetch(ctx context.Context, c Config, client *s3.Client) (string, int64, err
 	if client == nil {
 		opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
 		if c.CABundle != "" {
-			opts = append(opts, awsconfig.WithCustomCABundle(strings.NewReader(c.CABundle)))
+			// Added to the system's roots: the SDK's own CA bundle
+			// option would replace them.
+			pool, err := x509.SystemCertPool()
+			if err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+			if !pool.AppendCertsFromPEM([]byte(c.CABundle)) {
+				return "", 0, fmt.Errorf("parameters.seed.s3.endpoint: the broker's postgres.seedCABundle holds no PEM certificate; the platform team corrects it")
+			}
+			opts = append(opts, awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+				if tr.TLSClientConfig == nil {
+					tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				}
+				tr.TLSClientConfig.RootCAs = pool
+			})))
 		}
 		cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 		if err != nil {

@@ -125,6 +125,10 @@ func TestFetchOverTLSWithAPrivateCA(t *testing.T) {
 	g.Expect(err).To(MatchError(ContainSubstring("parameters.seed.s3.endpoint: reading s3://seeds/orders.pgdump failed: the endpoint's TLS certificate is not trusted (x509: ")))
 	g.Expect(err.Error()).To(ContainSubstring("postgres.seedCABundle"))
 
+	t.Setenv(CABundleEnv, "not a certificate")
+	err = Main(ctx, []string{"--bucket", "seeds", "--key", "orders.pgdump", "--endpoint-url", srv.Endpoint, "--dir", t.TempDir()}, &bytes.Buffer{})
+	g.Expect(err).To(MatchError(ContainSubstring("parameters.seed.s3.endpoint: the broker's postgres.seedCABundle holds no PEM certificate")))
+
 	t.Setenv(CABundleEnv, string(srv.CAPEM))
 	dir := t.TempDir()
 	var log bytes.Buffer
