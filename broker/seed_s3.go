@@ -114,10 +114,7 @@ func (b *Broker) seedFromS3(ctx context.Context, rec *InstanceRecord, inst provi
 	}
 	st := rec.SeedS3
 	if st.Done {
-		if err := b.removeS3Seed(ctx, rec, inst, eng); err != nil {
-			return inProgress("seeded; removing the seed's Job and login: %v", err)
-		}
-		return seeded(ready, *src)
+		return b.finishS3Seed(ctx, rec, inst, eng, ready, *src)
 	}
 	if p, err := eng.Binder.Ready(ctx, inst, st.result()); err != nil || p.State != provisioners.Succeeded {
 		return inProgress("waiting for the seed's login (%s%v)", p.Description, errOrNil(err))
@@ -152,10 +149,7 @@ func (b *Broker) seedFromS3(ctx context.Context, rec *InstanceRecord, inst provi
 		if err := b.Store.UpdateInstance(ctx, rec); err != nil {
 			return provisioners.Progress{State: rec.Operation.State, Description: rec.Operation.Description}
 		}
-		if err := b.removeS3Seed(ctx, rec, inst, eng); err != nil {
-			return inProgress("seeded; removing the seed's Job and login: %v", err)
-		}
-		return seeded(ready, *src)
+		return b.finishS3Seed(ctx, rec, inst, eng, ready, *src)
 	case provisioners.Failed:
 		// The login goes now; the Job stays for its log until the
 		// instance is deprovisioned (or the provision retried).
@@ -164,6 +158,27 @@ func (b *Broker) seedFromS3(ctx context.Context, rec *InstanceRecord, inst provi
 		}
 	}
 	return p
+}
+
+// finishS3Seed removes the seed's login and Job once it is done, and
+// succeeds once the Job (deleted with its pods first) is gone.
+func (b *Broker) finishS3Seed(ctx context.Context, rec *InstanceRecord, inst provisioners.Instance, eng Engine, ready provisioners.Progress, src postgres.S3Seed) provisioners.Progress {
+	desc := "seeded from s3://" + src.Bucket + "/" + src.Key
+	if err := b.removeS3Seed(ctx, rec, inst, eng); err != nil {
+		return provisioners.Progressing(desc + "; removing the seed's Job and login: " + err.Error())
+	}
+	ref := postgres.S3SeedJobRef(inst)
+	if job, err := b.Kube.Get(ctx, ref); err != nil || job != nil {
+		return provisioners.Progressing(fmt.Sprintf("%s; waiting for the Job %s to go%s", desc, ref.Name, errSuffix(err)))
+	}
+	return seeded(ready, src)
+}
+
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
 }
 
 func errOrNil(err error) string {

@@ -180,3 +180,51 @@ func TestSeedFromS3Refusals(t *testing.T) {
 		})
 	}
 }
+
+// A pass that issued the login but could not record it (another writer
+// won the record) leaves no second login: the next pass revokes what was
+// issued under the seed's id before issuing and recording one. A retried
+// provision after a failed seed removes the old Job and starts again.
+func TestSeedFromS3Resumes(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	e.pg.Config.SeedImage = "registry.example/strata-broker:1.0"
+	e.storeS3Keys()
+	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	e.operatorsAct(t, instanceID)
+	e.conflictOn(instanceSecretName(instanceID), 2) // the seed's write and the pass's own
+	e.b.ReconcileOnce(e.ctx, 1, false)
+	g.Expect(e.record(t, instanceID).SeedS3).To(BeNil(), "the login was not recorded")
+	g.Expect(roleSecrets(e)).To(HaveLen(1), "issued, unrecorded")
+	e.b.ReconcileOnce(e.ctx, 1, false)
+	g.Expect(e.record(t, instanceID).SeedS3).NotTo(BeNil())
+	g.Expect(roleSecrets(e)).To(HaveLen(1), "the unrecorded login was replaced, not doubled")
+	e.rolesApplied()
+	e.b.ReconcileOnce(e.ctx, 1, false)
+	first := e.seedJob(t, instanceID)
+	g.Expect(first).NotTo(BeNil())
+
+	e.jobEnds(t, instanceID, false, "parameters.seed.s3: reading s3://orders-dumps/prod/orders.pgdump was denied (S3 403 AccessDenied)")
+	res, _ := e.b.InstanceOperation(e.ctx, instanceID, "")
+	g.Expect(res.State).To(Equal(provisioners.Failed))
+
+	// The same request again retries the failed provision.
+	_, err = e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	e.b.ReconcileOnce(e.ctx, 1, false)
+	g.Expect(e.seedJob(t, instanceID)).To(BeNil(), "the failed attempt's Job is deleted first")
+	// With it its pod (foreground deletion; memKube has no garbage
+	// collector).
+	for _, o := range e.kube.ofKind("Pod") {
+		g.Expect(e.kube.Delete(e.ctx, provisioners.RefOf(o))).To(Succeed())
+	}
+	e.b.ReconcileOnce(e.ctx, 1, false)
+	e.rolesApplied()
+	e.b.ReconcileOnce(e.ctx, 1, false)
+	again := e.seedJob(t, instanceID)
+	g.Expect(again).NotTo(BeNil(), "a new Job")
+	g.Expect(again.Object).NotTo(HaveKey("status"), "not the failed one")
+	res, _ = e.b.InstanceOperation(e.ctx, instanceID, "")
+	g.Expect(res).To(Equal(LastOperationResult{State: provisioners.InProgress, Description: "seeding from s3://orders-dumps/prod/orders.pgdump"}))
+}

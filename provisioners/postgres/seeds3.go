@@ -305,7 +305,7 @@ func AssessS3Seed(inst provisioners.Instance, src S3Seed, job *unstructured.Unst
 	}
 	var waiting string
 	for _, pod := range pods {
-		if l := pod.GetLabels(); l["batch.kubernetes.io/job-name"] != name && l["job-name"] != name {
+		if !ownPod(job, pod) {
 			continue
 		}
 		for _, field := range []string{"initContainerStatuses", "containerStatuses"} {
@@ -337,6 +337,17 @@ func AssessS3Seed(inst provisioners.Instance, src S3Seed, job *unstructured.Unst
 		return provisioners.Progress{State: provisioners.Failed, Description: seedFailure(inst, name, why)}
 	}
 	return provisioners.Progressing(desc + waiting)
+}
+
+// ownPod says whether the pod is the Job's: by the Job's uid when it has
+// one (a pod of an earlier Job of the same name may linger), else by the
+// job-name label.
+func ownPod(job, pod *unstructured.Unstructured) bool {
+	l := pod.GetLabels()
+	if uid := string(job.GetUID()); uid != "" {
+		return l["batch.kubernetes.io/controller-uid"] == uid || l["controller-uid"] == uid
+	}
+	return l["batch.kubernetes.io/job-name"] == job.GetName() || l["job-name"] == job.GetName()
 }
 
 func seedFailure(inst provisioners.Instance, job, why string) string {

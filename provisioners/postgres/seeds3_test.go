@@ -200,6 +200,13 @@ func TestAssessS3Seed(t *testing.T) {
 		{name: "the restore failed, seen before the Job's condition", job: job(),
 			pods:  []*unstructured.Unstructured{pod(name, "containerStatuses", "restore", terminated(1, "parameters.seed.s3.key: pg_restore exited 1 restoring the dump: …"))},
 			state: provisioners.Failed, desc: []string{"parameters.seed.s3.key: pg_restore exited 1"}},
+		{name: "a pod of an earlier Job of the same name is not ours", job: func() *unstructured.Unstructured { j := job(); j.SetUID("new-uid"); return j }(),
+			pods: []*unstructured.Unstructured{func() *unstructured.Unstructured {
+				p := pod(name, "containerStatuses", "restore", terminated(1, "the earlier attempt's"))
+				p.SetLabels(map[string]string{"batch.kubernetes.io/job-name": name, "batch.kubernetes.io/controller-uid": "old-uid"})
+				return p
+			}()},
+			state: provisioners.InProgress},
 		{name: "another Job's pod is not ours", job: job(),
 			pods:  []*unstructured.Unstructured{pod("other", "containerStatuses", "restore", terminated(1, "not ours"))},
 			state: provisioners.InProgress},
