@@ -222,6 +222,10 @@ func (b *Broker) revokeS3SeedLoginIfAny(ctx context.Context, rec *InstanceRecord
 	if src, err := seeder.S3SeedOf(inst); rec.SeedS3 == nil && (err != nil || src == nil) {
 		return nil
 	}
+	if rec.SeedS3 != nil && rec.SeedS3.Done {
+		// Revoked before the provision succeeded.
+		return nil
+	}
 	return b.revokeS3SeedLogin(ctx, rec, inst, eng)
 }
 

@@ -164,6 +164,10 @@ func TestSeedFromS3Fails(t *testing.T) {
 func TestSeedFromS3Refusals(t *testing.T) {
 	e := newTestEnv(t)
 	e.storeS3Keys()
+	e.kube.Store(&unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "half-keys", "namespace": tenantNS},
+		"stringData": map[string]any{"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"},
+	}})
 	for params, mention := range map[string]string{
 		`{"seed": {"s3": {"bucket": "bk1", "key": "k"}}}`:                                                                   "parameters.seed.s3: name exactly one of credentials_secret",
 		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "credentials_secret": "orders-s3", "service_account": "sa"}}}`:       "parameters.seed.s3: name exactly one",
@@ -171,6 +175,7 @@ func TestSeedFromS3Refusals(t *testing.T) {
 		`{"seed": {"s3": {"bucket": "B!", "key": "k", "credentials_secret": "orders-s3"}}}`:                                 "parameters.seed.s3.bucket",
 		`{"seed": {"s3": {"bucket": "bk1", "credentials_secret": "orders-s3"}}}`:                                            "parameters.seed.s3",
 		`{"seed": {"secret": "x", "s3": {"bucket": "bk1", "key": "k", "credentials_secret": "orders-s3"}}}`:                 "parameters.seed: name exactly one of config_map, secret or s3",
+		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "credentials_secret": "half-keys"}}}`:                                "parameters.seed.s3.credentials_secret: Secret half-keys has no key AWS_SECRET_ACCESS_KEY",
 		`{"seed": {"s3": {"bucket": "bk1", "key": "k", "service_account": "orders-seeder"}}}`:                               "parameters.seed.s3.service_account: there is no ServiceAccount orders-seeder",
 	} {
 		t.Run(params, func(t *testing.T) {

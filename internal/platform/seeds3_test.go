@@ -139,9 +139,22 @@ func testSeedFromS3(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 		t.Fatal(err)
 	}
 	roles := dyn.Resource(schema.GroupVersionResource{Group: "postgresql.cnpg.io", Version: "v1", Resource: "databaseroles"}).Namespace(tenant)
-	// leftovers lists the instance's seed Job, DatabaseRoles and Secrets
-	// other than the CA and those CloudNativePG makes.
-	leftovers := func(id string) []string {
+	// noLeftovers waits until the instance has no seed Job, DatabaseRole
+	// or login Secret (CloudNativePG drops a deleted DatabaseRole's role
+	// before the object goes), and returns what is left after a minute.
+	var leftovers func(id string) []string
+	noLeftovers := func(id string) []string {
+		t.Helper()
+		var left []string
+		begin := time.Now()
+		_ = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(context.Context) (bool, error) {
+			left = leftovers(id)
+			return len(left) == 0, nil
+		})
+		t.Logf("leftovers of %s checked after %s: %v", id, time.Since(begin).Round(time.Second), left)
+		return left
+	}
+	leftovers = func(id string) []string {
 		t.Helper()
 		inst := provisioners.Instance{ID: id, Name: provisioners.ResourceName("pg-", id), Namespace: tenant}
 		sel := metav1.ListOptions{LabelSelector: provisioners.LabelInstanceID + "=" + provisioners.LabelValue(id)}
@@ -184,7 +197,7 @@ func testSeedFromS3(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 	if !strings.HasSuffix(last, "; seeded from s3://"+seedBucket+"/"+key) {
 		t.Errorf("the final description does not say the instance was seeded: %q", last)
 	}
-	if left := leftovers(id); len(left) > 0 {
+	if left := noLeftovers(id); len(left) > 0 {
 		t.Errorf("the seed left its Job or login behind once done: %v", left)
 	}
 	creds, err := osb.bind(ctx, id, "b5eed53f-0000-4000-8000-"+randomHex(t, 6), catalog.PostgresDevLiteID, "readwrite")
@@ -218,7 +231,7 @@ func testSeedFromS3(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 
 	for _, i := range []string{id, missing} {
 		deprovision(i)
-		if left := leftovers(i); len(left) > 0 {
+		if left := noLeftovers(i); len(left) > 0 {
 			t.Errorf("deprovision of %s left %v", i, left)
 		}
 	}
