@@ -65,9 +65,11 @@ func testSeedFromS3(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 		t.Fatal(err)
 	}
 	dump := filepath.Join(dir, "orders.pgdump")
+	// As the binding's migrations login (a member of strata_owner, which
+	// owns every table), as a developer dumps with an owner binding.
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "-Fc", "-f", dump, fmt.Sprintf("host=%s hostaddr=%s port=%s dbname=%s user=%s sslmode=verify-full sslrootcert=%s",
-		source["host"], addrs[0], source["port"], source["database"], source["username"], ca))
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+source["password"])
+		source["host"], addrs[0], source["port"], source["database"], source["spring.flyway.user"], ca))
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+source["spring.flyway.password"])
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("pg_dump of the seeded instance: %v: %s", err, out)
 	}
