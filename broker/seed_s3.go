@@ -126,6 +126,10 @@ func (b *Broker) seedFromS3(ctx context.Context, rec *InstanceRecord, inst provi
 	if job == nil {
 		obj, err := seeder.S3SeedJob(inst, postgres.S3SeedJob{Source: *src, LoginSecret: st.SecretName})
 		if err != nil {
+			// The broker's configuration (no seed image): nothing will run.
+			if rerr := b.revokeS3SeedLogin(ctx, rec, inst, eng); rerr != nil {
+				b.logger(ctx).Warn("revoke the seed's login", zap.String("instance", rec.ID), zap.Error(rerr))
+			}
 			return provisioners.Progress{State: provisioners.Failed, Description: "parameters.seed.s3: " + err.Error()}
 		}
 		if err := b.createObject(ctx, obj); err != nil {

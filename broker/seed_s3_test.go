@@ -233,3 +233,22 @@ func TestSeedFromS3Resumes(t *testing.T) {
 	res, _ = e.b.InstanceOperation(e.ctx, instanceID, "")
 	g.Expect(res).To(Equal(LastOperationResult{State: provisioners.InProgress, Description: "seeding from s3://orders-dumps/prod/orders.pgdump"}))
 }
+
+// Without the seed image (a broker configured by hand, not by the chart)
+// the provision fails once the instance is ready, saying what to set, and
+// the login issued for the Job is revoked.
+func TestSeedFromS3WithoutSeedImage(t *testing.T) {
+	g := NewWithT(t)
+	e := newTestEnv(t)
+	e.storeS3Keys()
+	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
+	g.Expect(err).NotTo(HaveOccurred())
+	e.operatorsAct(t, instanceID)
+	e.b.ReconcileOnce(e.ctx, 1, false)
+	e.rolesApplied()
+	res, _ := e.b.InstanceOperation(e.ctx, instanceID, "")
+	g.Expect(res.State).To(Equal(provisioners.Failed))
+	g.Expect(res.Description).To(ContainSubstring("postgres.seedImage"))
+	g.Expect(roleSecrets(e)).To(BeEmpty())
+	g.Expect(e.seedJob(t, instanceID)).To(BeNil())
+}
