@@ -84,7 +84,7 @@ func (b *Broker) seedFromS3(ctx context.Context, rec *InstanceRecord, inst provi
 			return inProgress("removing the earlier attempt's Job and login: %v", err)
 		}
 		if job, err := b.Kube.Get(ctx, jobRef); err != nil || job != nil {
-			return inProgress("waiting for the earlier attempt's Job %s to go (%v)", jobRef.Name, err)
+			return inProgress("waiting for the earlier attempt's Job %s to go%s", jobRef.Name, errSuffix(err))
 		}
 		rec.SeedS3 = nil
 	}
@@ -117,7 +117,7 @@ func (b *Broker) seedFromS3(ctx context.Context, rec *InstanceRecord, inst provi
 		return b.finishS3Seed(ctx, rec, inst, eng, ready, *src)
 	}
 	if p, err := eng.Binder.Ready(ctx, inst, st.result()); err != nil || p.State != provisioners.Succeeded {
-		return inProgress("waiting for the seed's login (%s%v)", p.Description, errOrNil(err))
+		return inProgress("waiting for the seed's login (%s)", p.Description+errSuffix(err))
 	}
 	job, err := b.Kube.Get(ctx, jobRef)
 	if err != nil {
@@ -185,12 +185,6 @@ func errSuffix(err error) string {
 	return ": " + err.Error()
 }
 
-func errOrNil(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
 
 func seeded(ready provisioners.Progress, src postgres.S3Seed) provisioners.Progress {
 	ready.Description += "; seeded from s3://" + src.Bucket + "/" + src.Key
