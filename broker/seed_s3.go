@@ -185,7 +185,6 @@ func errSuffix(err error) string {
 	return ": " + err.Error()
 }
 
-
 func seeded(ready provisioners.Progress, src postgres.S3Seed) provisioners.Progress {
 	ready.Description += "; seeded from s3://" + src.Bucket + "/" + src.Key
 	return ready
