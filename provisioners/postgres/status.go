@@ -227,9 +227,20 @@ func readySince(cluster *unstructured.Unstructured, t time.Time) bool {
 // quote the seed's SQL and rows, and the description is shown on the
 // platform. The description names the parameter and what to do instead.
 
-// bootstrapFailures is how many failed pods of the bootstrap Job fail the
+// seedFailures is how many failed pods of a seed's initdb Job fail the
 // provision.
-const bootstrapFailures = 2
+const seedFailures = 2
+
+// copyFailures is how many failed pods of a copy's import Job fail the
+// provision. More than a seed's: the import logs in to the source as the
+// copy's own login, a DatabaseRole of the source cluster that the broker
+// renders with the copy, and the import Job may start before the source's
+// instance manager has created it. Seen in CI on the real platform: two
+// import pods refused ("password authentication failed") 1 s and 15 s
+// after the Job started. Four failures span the Job's back-off of 10, 20
+// and 40 s, over a minute for the login to appear; a wrong masking rule
+// then fails the copy in about two minutes instead of CloudNativePG's ten.
+const copyFailures = 4
 
 // bootstrapJob is the name of the Job whose failure is the seed's or the
 // copy's, or "" when the instance has neither.
@@ -258,7 +269,11 @@ func bootstrapFailure(inst provisioners.Instance, job *unstructured.Unstructured
 		failed, _, _ = unstructured.NestedInt64(job.Object, "status", "failed")
 	}
 	gaveUp := phase == "Cluster is unrecoverable and needs manual intervention" && strings.Contains(reason, name)
-	if failed < bootstrapFailures && !jobConditionTrue(job, "Failed") && !gaveUp {
+	limit := int64(seedFailures)
+	if s.Seed == nil {
+		limit = copyFailures
+	}
+	if failed < limit && !jobConditionTrue(job, "Failed") && !gaveUp {
 		return ""
 	}
 	logs := fmt.Sprintf("PostgreSQL's error is in the log of the job's pod: kubectl -n %s logs job/%s", inst.Namespace, name)

@@ -441,9 +441,10 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 }
 
 // A seed whose SQL fails, or a copy whose import or masking fails, fails
-// the provision once CloudNativePG's bootstrap Job has failed twice (or
-// gave up), naming the parameter and what to fix, never the SQL; one
-// failed pod, or a failed pod before a Ready Cluster, does not.
+// the provision once CloudNativePG's bootstrap Job has failed twice for a
+// seed, four times for a copy (or gave up), naming the parameter and what
+// to fix, never the SQL; fewer failed pods, or failed pods before a Ready
+// Cluster, do not.
 func TestAssessFailedBootstrap(t *testing.T) {
 	seed := map[string]any{"seed": map[string]any{"config_map": "orders-fixtures", "key": "orders.sql"}}
 	copyOf := copyParams(map[string]any{"public.customers.email": "email"})
@@ -489,9 +490,14 @@ func TestAssessFailedBootstrap(t *testing.T) {
 			world: func(w *observedWorld) {
 				w.set("Job", map[string]any{"failed": int64(2), "succeeded": int64(1)}, "status")
 			}},
-		{name: "copy: import failed twice", params: copyOf, state: provisioners.Failed,
-			want:  []string{"parameters.copy_of.mask: CloudNativePG's import of instance " + testSourceID, "-1-import failed 2 times", "Fix copy_of.mask"},
-			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(2)}, "status") }},
+		{name: "copy: import failed three times, the source's login may still be coming", params: copyOf, state: provisioners.InProgress, want: []string{"Setting up primary"},
+			world: func(w *observedWorld) {
+				settingUp(w)
+				w.set("Job", map[string]any{"failed": int64(3), "active": int64(1)}, "status")
+			}},
+		{name: "copy: import failed four times", params: copyOf, state: provisioners.Failed,
+			want:  []string{"parameters.copy_of.mask: CloudNativePG's import of instance " + testSourceID, "-1-import failed 4 times", "Fix copy_of.mask"},
+			world: func(w *observedWorld) { settingUp(w); w.set("Job", map[string]any{"failed": int64(4)}, "status") }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
