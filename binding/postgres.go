@@ -174,8 +174,14 @@ func (b *PostgresBinder) prepareStartingData(ctx context.Context, inst provision
 		}
 	}
 	s, err := postgres.Resolve(inst.Plan, inst.Params)
-	if err != nil || s.Seed == nil {
+	if err != nil {
 		return err
+	}
+	if s.SeedS3 != nil {
+		return b.checkS3SeedCredentials(ctx, inst, *s.SeedS3)
+	}
+	if s.Seed == nil {
+		return nil
 	}
 	// Read once: the Secret is created once, so a later change of the
 	// developer's ConfigMap does not reach an instance already seeded.
@@ -208,6 +214,40 @@ func (b *PostgresBinder) prepareStartingData(ctx context.Context, inst provision
 	}
 	_, err = b.Kube.Create(ctx, sec)
 	return err
+}
+
+var serviceAccountGVK = schema.GroupVersionKind{Version: "v1", Kind: "ServiceAccount"}
+
+// checkS3SeedCredentials refuses, before anything is created, a seed from
+// S3 whose credentials are not there: the Job would otherwise wait for
+// the Secret until its deadline. The keys themselves are only read by the
+// Job's fetch (S3 says whether they work).
+func (b *PostgresBinder) checkS3SeedCredentials(ctx context.Context, inst provisioners.Instance, src postgres.S3Seed) error {
+	if src.CredentialsSecret != "" {
+		o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: secretGVK, Namespace: inst.Namespace, Name: src.CredentialsSecret})
+		if err != nil {
+			return fmt.Errorf("reading the seed's credentials Secret %s: %w", src.CredentialsSecret, err)
+		}
+		if o == nil {
+			return provisioners.ParamErrorf("parameters.seed.s3.credentials_secret", "there is no Secret %s in namespace %s; create it with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (kubectl -n %s create secret generic %s --from-literal=AWS_ACCESS_KEY_ID=… --from-literal=AWS_SECRET_ACCESS_KEY=…) before provisioning",
+				src.CredentialsSecret, inst.Namespace, inst.Namespace, src.CredentialsSecret)
+		}
+		for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
+			if secretValue(o, k) == "" {
+				return provisioners.ParamErrorf("parameters.seed.s3.credentials_secret", "Secret %s has no key %s, or it is empty; it needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", src.CredentialsSecret, k)
+			}
+		}
+		return nil
+	}
+	o, err := b.Kube.Get(ctx, provisioners.Ref{GVK: serviceAccountGVK, Namespace: inst.Namespace, Name: src.ServiceAccount})
+	if err != nil {
+		return fmt.Errorf("reading the seed's ServiceAccount %s: %w", src.ServiceAccount, err)
+	}
+	if o == nil {
+		return provisioners.ParamErrorf("parameters.seed.s3.service_account", "there is no ServiceAccount %s in namespace %s; create it with the IAM role that may read the object (IRSA: annotation eks.amazonaws.com/role-arn) before provisioning",
+			src.ServiceAccount, inst.Namespace)
+	}
+	return nil
 }
 
 func (b *PostgresBinder) Configure(ctx context.Context, inst provisioners.Instance) error {

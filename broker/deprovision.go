@@ -54,6 +54,9 @@ func (b *Broker) deprovisionStep(ctx context.Context, rec *InstanceRecord, inst 
 	if err := b.unbindAll(ctx, inst, eng); err != nil {
 		return false, fmt.Errorf("revoking the instance's bindings: %w", err)
 	}
+	if err := b.revokeS3SeedLoginIfAny(ctx, rec, inst, eng); err != nil {
+		return false, fmt.Errorf("revoking the seed's login: %w", err)
+	}
 	if err := eng.Binder.Teardown(ctx, inst); err != nil {
 		return false, fmt.Errorf("removing the instance's credentials setup: %w", err)
 	}

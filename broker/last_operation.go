@@ -175,6 +175,10 @@ func (b *Broker) converge(ctx context.Context, rec *InstanceRecord, inst provisi
 		if err := eng.Binder.Configure(ctx, inst); err != nil {
 			progress = provisioners.Progress{State: provisioners.InProgress,
 				Description: progress.Description + "; setting up credentials: " + err.Error()}
+		} else {
+			// Then a seed from S3, which needs the instance and its
+			// credentials (seed_s3.go).
+			progress = b.seedFromS3(ctx, rec, inst, eng, progress)
 		}
 	}
 	return progress

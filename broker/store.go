@@ -122,6 +122,8 @@ type InstanceRecord struct {
 	// Copy is the instance a copy was provisioned from (copy_of),
 	// resolved once like Restore.
 	Copy *provisioners.CopySource `json:"copy,omitempty"`
+	// SeedS3 is the progress of a seed from S3 (seed_s3.go).
+	SeedS3 *SeedS3State `json:"seedS3,omitempty"`
 
 	resourceVersion string
 }

@@ -148,15 +148,45 @@ const k8sNamePattern = `^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`
 func seedSchema() Schema {
 	return Schema{
 		"type": "object", "additionalProperties": false,
-		"description": "Run SQL once when the instance is created, with the rights of an owner binding, from a ConfigMap or Secret " +
-			"in the instance's namespace (exactly one of config_map and secret). Only when provisioning.",
+		"description": "Fill the instance once when it is created, with the rights of an owner binding: SQL from a ConfigMap or Secret " +
+			"in the instance's namespace, or a pg_dump -Fc archive (or plain SQL) from S3 (exactly one of config_map, secret and s3). Only when provisioning.",
 		"properties": Schema{
 			"config_map": Schema{"type": "string", "pattern": k8sNamePattern, "description": "Name of the ConfigMap holding the SQL."},
 			"secret":     Schema{"type": "string", "pattern": k8sNamePattern, "description": "Name of the Secret holding the SQL."},
+			"s3":         seedS3Schema(),
 			"key": Schema{
 				"type": "string", "pattern": `^[-._a-zA-Z0-9]{1,253}$`, "default": "seed.sql",
 				"description": "Key of the ConfigMap or Secret whose value is the SQL (plain statements; no psql meta-commands, no COPY FROM STDIN).",
 			},
+		},
+	}
+}
+
+// S3BucketPattern is an S3 bucket name (3 to 63 lower-case letters,
+// digits, dots and hyphens, starting and ending with a letter or digit).
+const S3BucketPattern = `^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`
+
+// S3KeyPattern is an object key (at most 1024 characters: maxLength): no
+// control characters (they would reach the Job's argv and the
+// descriptions), not starting with a slash.
+const S3KeyPattern = `^[^/\x00-\x1f\x7f][^\x00-\x1f\x7f]*$`
+
+// seedS3Schema is seed.s3: a dump in S3, restored into the instance once
+// it is ready, by a Job of its namespace (docs/postgres.md, Seeding).
+func seedS3Schema() Schema {
+	return Schema{
+		"type": "object", "additionalProperties": false, "required": []any{"bucket", "key"},
+		"description": "Restore a dump from S3 once the instance is ready: a pg_dump -Fc archive (pg_restore) or plain SQL (psql), " +
+			"fetched over TLS with the keys of credentials_secret or the IAM role of service_account (exactly one).",
+		"properties": Schema{
+			"bucket":   Schema{"type": "string", "pattern": S3BucketPattern, "description": "The bucket."},
+			"key":      Schema{"type": "string", "pattern": S3KeyPattern, "maxLength": 1024, "description": "The object's key, e.g. prod/2026-12-01.pgdump."},
+			"endpoint": Schema{"type": "string", "pattern": `^https://[^\s/]+(/.*)?$`, "maxLength": 2048, "description": "An S3-compatible store's https:// endpoint; empty: AWS S3."},
+			"region":   Schema{"type": "string", "pattern": `^[a-z0-9-]{1,32}$`, "description": "The bucket's region; default us-east-1."},
+			"credentials_secret": Schema{"type": "string", "pattern": k8sNamePattern,
+				"description": "A Secret of the instance's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (s3:GetObject on the object)."},
+			"service_account": Schema{"type": "string", "pattern": k8sNamePattern,
+				"description": "Instead of keys: a ServiceAccount of the instance's namespace whose IAM role may read the object (IRSA or EKS Pod Identity)."},
 		},
 	}
 }

@@ -320,12 +320,14 @@ func TestDefaultRender(t *testing.T) {
 			"serviceaccounts":                        apply,
 			"roles.rbac.authorization.k8s.io":        apply,
 			"rolebindings.rbac.authorization.k8s.io": apply,
-			"pods":                                   {"get", "patch"},
+			// and list: the seed Job's pods, for its termination message.
+			"pods":                                   {"get", "list", "patch"},
 			"services":                               apply,
 			"redisfailovers.databases.spotahome.com": apply,
 			"cronjobs.batch":                         apply,
-			// CloudNativePG's bootstrap Job of a seed or a copy: status.
-			"jobs.batch":                              {"get"},
+			// CloudNativePG's bootstrap Job of a seed or a copy: status;
+			// the seed Job of a seed from S3: created, read, deleted.
+			"jobs.batch":                              {"create", "delete", "get"},
 			"destinationrules.networking.istio.io":    apply,
 			"statefulsets.apps":                       {"get"},
 			"deployments.apps":                        {"get"},
@@ -668,6 +670,19 @@ func TestRedisSnapshotConfig(t *testing.T) {
 	values["config"].(map[string]any)["redis"].(map[string]any)["backup"].(map[string]any)["buckt"] = "typo"
 	_, err := charts.RenderBroker(values, namespace)
 	g.Expect(err).To(MatchError(ContainSubstring("config.redis.backup.buckt is not a broker configuration key")))
+}
+
+// TestPostgresSeedConfig: a seed from S3 fetches with the broker's own
+// image unless told otherwise, and the CA bundle reaches the broker.
+func TestPostgresSeedConfig(t *testing.T) {
+	g := NewWithT(t)
+	values := withPassword()
+	values["image"] = map[string]any{"repository": "registry.example/strata-broker", "tag": "v9.9.9"}
+	g.Expect(renderedConfig(t, render(t, values)).Postgres.SeedImage).To(Equal("registry.example/strata-broker:v9.9.9"))
+	values["config"] = map[string]any{"postgres": map[string]any{"seedImage": "other/image:1", "seedCABundle": "-----BEGIN CERTIFICATE-----\n"}}
+	cfg := renderedConfig(t, render(t, values))
+	g.Expect(cfg.Postgres.SeedImage).To(Equal("other/image:1"))
+	g.Expect(cfg.Postgres.SeedCABundle).To(Equal("-----BEGIN CERTIFICATE-----\n"))
 }
 
 // TestInstancePageConfig: config.instancePage reaches the broker's

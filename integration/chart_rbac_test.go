@@ -74,7 +74,15 @@ func TestChartRBAC(t *testing.T) {
 		{"bind", "rbac.authorization.k8s.io", "clusterroles", "", false},
 		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", false},
 		{"create", "", "serviceaccounts/token", "team-a", false},
-		{"list", "", "pods", "team-a", false},
+		// A seed from S3: the Job is created and deleted, never changed;
+		// its pods are listed (their termination message), never changed
+		// or deleted by the broker.
+		{"create", "batch", "jobs", "team-a", true},
+		{"delete", "batch", "jobs", "team-a", true},
+		{"patch", "batch", "jobs", "team-a", false},
+		{"update", "batch", "jobs", "team-a", false},
+		{"list", "", "pods", "team-a", true},
+		{"watch", "", "pods", "team-a", false},
 		{"delete", "", "pods", "team-a", false},
 		{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", false},
 		{"impersonate", "", "serviceaccounts", "", false},

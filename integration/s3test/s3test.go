@@ -8,8 +8,17 @@ package s3test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -104,10 +113,20 @@ type Server struct {
 	Endpoint                     string
 	AccessKeyID, SecretAccessKey string
 	Dir                          string
+	// CAPEM is, for a server started with StartTLS, the certificate of the
+	// throwaway CA that signed its certificate (for 127.0.0.1).
+	CAPEM []byte
 }
 
-// Start runs versitygw until the test ends.
-func Start(t testing.TB) *Server {
+// Start runs versitygw over plain HTTP until the test ends.
+func Start(t testing.TB) *Server { return start(t, false) }
+
+// StartTLS runs versitygw over TLS, with a certificate for 127.0.0.1
+// signed by a CA of its own (Server.CAPEM), as an S3-compatible store
+// with a private CA serves.
+func StartTLS(t testing.TB) *Server { return start(t, true) }
+
+func start(t testing.TB, withTLS bool) *Server {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
@@ -122,11 +141,28 @@ func Start(t testing.TB) *Server {
 	addr := l.Addr().String()
 	l.Close()
 	s := &Server{Endpoint: "http://" + addr, AccessKeyID: "STRATATESTKEY", SecretAccessKey: "strata-test-secret-key", Dir: dir}
+	args := []string{"--port", addr, "--health", "/health"}
+	health := http.DefaultClient
+	if withTLS {
+		caPEM, certPEM, keyPEM, err := loopbackCert()
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+		if err := errors.Join(os.WriteFile(certFile, certPEM, 0o600), os.WriteFile(keyFile, keyPEM, 0o600)); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--cert", certFile, "--key", keyFile)
+		s.Endpoint, s.CAPEM = "https://"+addr, caPEM
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		health = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
 	log, err := os.Create(filepath.Join(dir, "versitygw.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--port", addr, "--health", "/health", "posix", data)
+	cmd := exec.Command(bin, append(args, "posix", data)...)
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.AccessKeyID, "ROOT_SECRET_ACCESS_KEY="+s.SecretAccessKey)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -135,7 +171,7 @@ func Start(t testing.TB) *Server {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = log.Close() })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(s.Endpoint + "/health")
+		resp, err := health.Get(s.Endpoint + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -150,12 +186,59 @@ func Start(t testing.TB) *Server {
 	}
 }
 
-// Client is an S3 client of the server with its root keys.
+// Client is an S3 client of the server with its root keys (trusting its
+// CA when it serves TLS).
 func (s *Server) Client() *s3.Client {
-	return s3.New(s3.Options{
+	o := s3.Options{
 		Region: Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(s.AccessKeyID, s.SecretAccessKey, ""),
-	})
+	}
+	if s.CAPEM != nil {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(s.CAPEM)
+		o.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	return s3.New(o)
+}
+
+// loopbackCert makes a throwaway CA and a serving certificate for
+// 127.0.0.1 signed by it.
+func loopbackCert() (caPEM, certPEM, keyPEM []byte, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "s3test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // CreateBucket creates a bucket.

@@ -128,9 +128,16 @@ spec:
 	// broker issues credentials with OpenBao, under which copies are
 	// refused: the broker is installed again with the chart's defaults
 	// (DatabaseRole logins), on the same platform.
+	// A seed from S3 fetches from versitygw over TLS (a certificate of
+	// the platform CA, which the broker's postgres.seedCABundle names, as
+	// a platform team does for an S3-compatible store with a private CA).
 	t.Run("SeededInstanceAndMaskedCopy", func(t *testing.T) {
-		osb, _ := installTestBroker(ctx, t, p, nil)
-		testSeedAndMaskedCopy(ctx, t, p, osb, "dev")
+		store, err := p.InstallS3(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		osb, _ := installTestBroker(ctx, t, p, map[string]any{"config": map[string]any{"postgres": map[string]any{"seedCABundle": string(store.CAPEM)}}})
+		testSeedAndMaskedCopy(ctx, t, p, osb, "dev", store)
 	})
 
 	step = time.Now()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,9 +24,14 @@ const (
 	S3Namespace = "strata-s3"
 	S3Service   = "versitygw"
 	S3Port      = 7070
+	// S3TLSPort is where a second versitygw process serves the same
+	// buckets over TLS, with a certificate of the platform CA: the
+	// production path of clients that refuse plain HTTP (a seed from S3).
+	S3TLSPort = 7443
 	// S3Region is versitygw's default region (the one it signs for).
 	S3Region      = "us-east-1"
 	s3KeysSecret  = "versitygw-root"
+	s3TLSSecret   = "versitygw-tls"
 	s3DataClaim   = "versitygw-data"
 	s3AccessKey   = "ROOT_ACCESS_KEY_ID"
 	s3SecretKey   = "ROOT_SECRET_ACCESS_KEY"
@@ -58,6 +64,13 @@ type S3 struct {
 	// http://versitygw.strata-s3.svc.cluster.local:7070 (plain HTTP
 	// inside the node; nothing leaves it).
 	EndpointURL string
+	// TLSEndpointURL is the same store over TLS:
+	// https://versitygw.strata-s3.svc.cluster.local:7443, its certificate
+	// signed by the platform CA (CAPEM).
+	TLSEndpointURL string
+	// CAPEM is the platform CA's certificate, which TLSEndpointURL's
+	// certificate chains to.
+	CAPEM []byte
 	// ServiceIP is the Service's address, which the host routes to.
 	ServiceIP string
 	Region    string
@@ -104,6 +117,28 @@ func (p *Platform) InstallS3(ctx context.Context) (*S3, error) {
 			return nil, err
 		}
 	} else if err != nil {
+		return nil, err
+	}
+	// The TLS listener's certificate, issued once by the platform CA for
+	// the Service's names.
+	host := fmt.Sprintf("%s.%s.svc", S3Service, S3Namespace)
+	if _, err := p.Client.CoreV1().Secrets(S3Namespace).Get(ctx, s3TLSSecret, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		certPEM, keyPEM, err := p.issueServing([]string{host + ".cluster.local", host, S3Service + "." + S3Namespace})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := p.Client.CoreV1().Secrets(S3Namespace).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: s3TLSSecret, Namespace: S3Namespace},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+		}, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(p.pki("ca.crt"))
+	if err != nil {
 		return nil, err
 	}
 	manifest := fmt.Sprintf(`apiVersion: v1
@@ -160,15 +195,46 @@ spec:
           readOnlyRootFilesystem: true
           capabilities: {drop: [ALL]}
         volumeMounts: [{name: data, mountPath: /data}]
-      volumes: [{name: data, persistentVolumeClaim: {claimName: %[2]s}}]
+      # The same buckets over TLS: versitygw serves one listener per
+      # process, and its posix backend is files on the shared volume.
+      - name: versitygw-tls
+        image: %[6]s
+        imagePullPolicy: IfNotPresent
+        args: [posix, /data]
+        env:
+        - {name: VGW_PORT, value: ":%[12]d"}
+        - {name: VGW_CERT, value: /tls/tls.crt}
+        - {name: VGW_KEY, value: /tls/tls.key}
+        - {name: VGW_REGION, value: %[8]s}
+        - {name: VGW_HEALTH, value: /health}
+        - {name: VGW_QUIET, value: "true"}
+        - name: ROOT_ACCESS_KEY_ID
+          valueFrom: {secretKeyRef: {name: %[9]s, key: %[10]s}}
+        - name: ROOT_SECRET_ACCESS_KEY
+          valueFrom: {secretKeyRef: {name: %[9]s, key: %[11]s}}
+        ports: [{name: s3-tls, containerPort: %[12]d}]
+        readinessProbe:
+          httpGet: {path: /health, port: %[12]d, scheme: HTTPS}
+          periodSeconds: 2
+        resources:
+          requests: {cpu: 20m, memory: 32Mi}
+          limits: {memory: 256Mi}
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {drop: [ALL]}
+        volumeMounts: [{name: data, mountPath: /data}, {name: tls, mountPath: /tls, readOnly: true}]
+      volumes:
+      - {name: data, persistentVolumeClaim: {claimName: %[2]s}}
+      - {name: tls, secret: {secretName: %[13]s}}
 ---
 apiVersion: v1
 kind: Service
 metadata: {name: %[4]s, namespace: %[1]s, labels: {app: %[4]s}}
 spec:
   selector: {app: %[4]s}
-  ports: [{name: s3, port: %[7]d, targetPort: %[7]d}]
-`, S3Namespace, s3DataClaim, StorageClass, S3Service, versityGWUser, imgs.VersityGW, S3Port, S3Region, s3KeysSecret, s3AccessKey, s3SecretKey)
+  ports: [{name: s3, port: %[7]d, targetPort: %[7]d}, {name: s3-tls, port: %[12]d, targetPort: %[12]d}]
+`, S3Namespace, s3DataClaim, StorageClass, S3Service, versityGWUser, imgs.VersityGW, S3Port, S3Region, s3KeysSecret, s3AccessKey, s3SecretKey, S3TLSPort, s3TLSSecret)
 	if err := p.Apply(ctx, []byte(manifest)); err != nil {
 		return nil, err
 	}
@@ -182,6 +248,8 @@ spec:
 	p.cfg.Log("platform: versitygw %s (S3) serving in %s", VersityGWVersion, time.Since(start).Round(time.Second))
 	return &S3{
 		EndpointURL:     fmt.Sprintf("http://%s.%s.svc.cluster.local:%d", S3Service, S3Namespace, S3Port),
+		TLSEndpointURL:  fmt.Sprintf("https://%s.cluster.local:%d", host, S3TLSPort),
+		CAPEM:           caPEM,
 		ServiceIP:       svc.Spec.ClusterIP,
 		Region:          S3Region,
 		AccessKeyID:     string(keys.Data[s3AccessKey]),

@@ -28,8 +28,10 @@ import (
 // rows; the copy has no original value of a masked column, equal
 // unmasked columns and matching joins (pgtest.CheckMaskedCopy, the
 // checks the harness test makes on a local PostgreSQL); the copy's login
-// on the source can read and not write. Both are deprovisioned.
-func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, tenant string) {
+// on the source can read and not write. A dump of the seeded instance
+// seeds a third instance from the platform's S3 (testSeedFromS3). All
+// are deprovisioned.
+func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, tenant string, store *S3) {
 	clock := newStepClock(t)
 	timing := clock.done
 	const fixtures = "orders-fixtures"
@@ -129,6 +131,11 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *
 			t.Fatalf("deprovision %s did not finish: %v", id, err)
 		}
 	}
+	// A seed from a dump of the seeded instance in S3, while its binding
+	// still works.
+	testSeedFromS3(ctx, t, p, osb, store, tenant, seededCreds, func() map[string]any { return provisionParams(small) }, deprovision)
+	timing("seeded from S3 (and a missing key refused), deprovisioned")
+
 	for _, id := range []string{copyID, seededID} {
 		deprovision(id)
 	}

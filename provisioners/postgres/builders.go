@@ -68,6 +68,13 @@ type Config struct {
 	// Shared names the platform's shared cluster, where the shared plan's
 	// databases live (shared.go).
 	Shared SharedConfig `json:"shared"`
+	// SeedImage is the broker's own image: it runs postgres-seed-fetch in
+	// the Job of a seed from S3 (seeds3.go). The chart sets it.
+	SeedImage string `json:"seedImage"`
+	// SeedCABundle is PEM: the CAs an S3-compatible store's certificate
+	// chains to when it is not a public one (a private CA); the seed's
+	// fetch trusts them besides the image's roots. Empty: public roots.
+	SeedCABundle string `json:"seedCABundle"`
 	// CredentialManager is set by the broker when OpenBao issues the
 	// credentials (broker configuration openBao): each cluster then gets
 	// the management role OpenBao logs in as, and OpenBao's pods are let
@@ -226,6 +233,10 @@ func (p *Provisioner) Leftovers(inst provisioners.Instance) []provisioners.Ref {
 	}
 	if s, err := Resolve(inst.Plan, inst.Params); err == nil && s.Seed != nil {
 		refs = append(refs, secret(n.Seed))
+	} else if err == nil && s.SeedS3 != nil {
+		// The seed Job (kept after a failure, for its log), deleted
+		// with its pods (foreground) before the Cluster goes.
+		refs = append(refs, S3SeedJobRef(inst))
 	}
 	if inst.Copy != nil {
 		refs = append(refs, secret(n.CopyLogin))

@@ -23,6 +23,9 @@ type Settings struct {
 	RetentionDays int
 	// Seed is the developer's SQL run once at provision; nil without.
 	Seed *SeedSource
+	// SeedS3 is a dump in S3 restored once the instance is ready
+	// (seeds3.go); nil without. Never set with Seed.
+	SeedS3 *S3Seed
 	// Mask are a copy's masking rules, sorted by column (copy_of.mask).
 	Mask []MaskRule
 }
@@ -61,6 +64,14 @@ type rawParams struct {
 		ConfigMap string  `json:"config_map"`
 		Secret    string  `json:"secret"`
 		Key       *string `json:"key"`
+		S3        *struct {
+			Bucket            string `json:"bucket"`
+			Key               string `json:"key"`
+			Endpoint          string `json:"endpoint"`
+			Region            string `json:"region"`
+			CredentialsSecret string `json:"credentials_secret"`
+			ServiceAccount    string `json:"service_account"`
+		} `json:"s3"`
 	} `json:"seed"`
 	CopyOf *struct {
 		Instance string            `json:"instance"`
@@ -134,14 +145,24 @@ func resolveStartingData(s *Settings, p rawParams) error {
 		}
 		seed := &SeedSource{Key: provisioners.Deref(p.Seed.Key, DefaultSeedKey)}
 		switch {
-		case p.Seed.ConfigMap != "" && p.Seed.Secret == "":
+		case p.Seed.ConfigMap != "" && p.Seed.Secret == "" && p.Seed.S3 == nil:
 			seed.Kind, seed.Name = "ConfigMap", p.Seed.ConfigMap
-		case p.Seed.Secret != "" && p.Seed.ConfigMap == "":
+		case p.Seed.Secret != "" && p.Seed.ConfigMap == "" && p.Seed.S3 == nil:
 			seed.Kind, seed.Name = "Secret", p.Seed.Secret
+		case p.Seed.S3 != nil && p.Seed.ConfigMap == "" && p.Seed.Secret == "":
+			s3 := p.Seed.S3
+			if (s3.CredentialsSecret == "") == (s3.ServiceAccount == "") {
+				return provisioners.ParamErrorf("parameters.seed.s3", "name exactly one of credentials_secret (a Secret of the instance's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) "+
+					"or service_account (a ServiceAccount of the namespace whose IAM role, through IRSA or EKS Pod Identity, may read the object)")
+			}
+			s.SeedS3 = &S3Seed{Bucket: s3.Bucket, Key: s3.Key, Endpoint: s3.Endpoint, Region: s3.Region,
+				CredentialsSecret: s3.CredentialsSecret, ServiceAccount: s3.ServiceAccount}
 		default:
-			return provisioners.ParamErrorf("parameters.seed", "name exactly one of config_map or secret: the ConfigMap or Secret, in the instance's namespace, whose key %q holds the SQL", seed.Key)
+			return provisioners.ParamErrorf("parameters.seed", "name exactly one of config_map, secret or s3: the ConfigMap or Secret, in the instance's namespace, whose key %q holds the SQL, or a dump in S3", seed.Key)
 		}
-		s.Seed = seed
+		if s.SeedS3 == nil {
+			s.Seed = seed
+		}
 	}
 	if p.CopyOf != nil {
 		if p.Restore != nil {

@@ -55,7 +55,22 @@ func TestSeedAndCopyParameters(t *testing.T) {
 				g.Expect(s.Seed).To(Equal(&SeedSource{Kind: "Secret", Name: "fixtures", Key: "data.sql"}))
 			}},
 		{name: "seed from both", params: map[string]any{"seed": map[string]any{"secret": "a", "config_map": "b"}},
-			field: "parameters.seed", more: []string{"exactly one of config_map or secret"}},
+			field: "parameters.seed", more: []string{"exactly one of config_map, secret or s3"}},
+		{name: "seed from S3 with keys", params: map[string]any{"seed": map[string]any{"s3": map[string]any{"bucket": "dumps", "key": "a.pgdump", "region": "eu-central-1", "credentials_secret": "keys"}}},
+			check: func(g Gomega, s Settings) {
+				g.Expect(s.Seed).To(BeNil(), "nothing runs at initdb")
+				g.Expect(s.SeedS3).To(Equal(&S3Seed{Bucket: "dumps", Key: "a.pgdump", Region: "eu-central-1", CredentialsSecret: "keys"}))
+			}},
+		{name: "seed from S3 through IRSA", params: map[string]any{"seed": map[string]any{"s3": map[string]any{"bucket": "dumps", "key": "a.pgdump", "service_account": "seeder"}}},
+			check: func(g Gomega, s Settings) {
+				g.Expect(s.SeedS3).To(Equal(&S3Seed{Bucket: "dumps", Key: "a.pgdump", ServiceAccount: "seeder"}))
+			}},
+		{name: "seed from S3 without credentials", params: map[string]any{"seed": map[string]any{"s3": map[string]any{"bucket": "dumps", "key": "a.pgdump"}}},
+			field: "parameters.seed.s3", more: []string{"exactly one of credentials_secret", "service_account"}},
+		{name: "seed from S3 and a Secret", params: map[string]any{"seed": map[string]any{"secret": "a", "s3": map[string]any{"bucket": "dumps", "key": "a.pgdump", "credentials_secret": "keys"}}},
+			field: "parameters.seed", more: []string{"exactly one of config_map, secret or s3"}},
+		{name: "seed from S3 and copy", params: map[string]any{"seed": map[string]any{"s3": map[string]any{"bucket": "dumps", "key": "a.pgdump", "credentials_secret": "keys"}}, "copy_of": map[string]any{"instance": "x", "mask": map[string]any{}}},
+			field: "parameters.seed", more: []string{"cannot be combined"}},
 		{name: "seed from neither", params: map[string]any{"seed": map[string]any{"key": "x.sql"}},
 			field: "parameters.seed", more: []string{"exactly one", `"x.sql"`}},
 		{name: "seed and copy", params: map[string]any{"seed": map[string]any{"secret": "a"}, "copy_of": map[string]any{"instance": "x", "mask": map[string]any{}}},

@@ -3,16 +3,18 @@ package postgres
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/strata-dev/strata/provisioners"
 	"github.com/strata-dev/strata/provisioners/postgres/seedfetch"
 )
 
-// Seeding from a dump in S3 (the design of parameters.seed.s3; the broker
-// does not offer the parameter yet, see docs/postgres.md "Seeding"). A
+// Seeding from a dump in S3 (parameters.seed.s3, docs/postgres.md
+// "Seeding"; the broker runs it, broker/seed_s3.go). A
 // dump is too large for the initdb SQL (seed.go), and pg_restore cannot
 // run there, so it is restored into the ready instance by a Job of the
 // tenant's namespace, the way a developer seeds on demand through an
@@ -55,8 +57,13 @@ type S3Seed struct {
 // S3SeedJob is what the broker's I/O decides for the Job.
 type S3SeedJob struct {
 	Source S3Seed
-	// FetchImage is the broker's own image (postgres-seed-fetch).
+	// FetchImage is the broker's own image (postgres-seed-fetch); empty:
+	// the configuration's SeedImage.
 	FetchImage string
+	// CABundle is PEM the fetch trusts besides the public roots (an
+	// S3-compatible store with a private CA); empty: the configuration's
+	// SeedCABundle.
+	CABundle string
 	// LoginSecret is the basic-auth Secret (username, password) of the
 	// short-lived login the restore connects as.
 	LoginSecret string
@@ -125,6 +132,12 @@ func (p *Provisioner) S3SeedJob(inst provisioners.Instance, j S3SeedJob) (*unstr
 		return nil, provisioners.ParamErrorf("parameters.version", "no image is configured for PostgreSQL %s; the platform team sets postgres.images in the broker configuration", s.Version)
 	}
 	if j.FetchImage == "" {
+		j.FetchImage = p.Config.SeedImage
+	}
+	if j.CABundle == "" {
+		j.CABundle = p.Config.SeedCABundle
+	}
+	if j.FetchImage == "" {
 		return nil, fmt.Errorf("no image for postgres-seed-fetch: set postgres.seedImage in the broker configuration to the broker's own image (the chart does)")
 	}
 	if j.Source.Bucket == "" || j.Source.Key == "" || j.LoginSecret == "" {
@@ -156,6 +169,10 @@ func (p *Provisioner) S3SeedJob(inst provisioners.Instance, j S3SeedJob) (*unstr
 	// The node's instance role is not the tenant's: the SDK must not fall
 	// back to it.
 	fetchEnv := []any{map[string]any{"name": "AWS_EC2_METADATA_DISABLED", "value": "true"}}
+	if j.CABundle != "" {
+		// Certificates are public: inline, not a Secret.
+		fetchEnv = append(fetchEnv, map[string]any{"name": seedfetch.CABundleEnv, "value": j.CABundle})
+	}
 	if src.CredentialsSecret != "" {
 		for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
 			fetchEnv = append(fetchEnv, map[string]any{"name": k, "valueFrom": map[string]any{
@@ -240,4 +257,112 @@ func restrictedContainer() map[string]any {
 		"readOnlyRootFilesystem":   true,
 		"capabilities":             map[string]any{"drop": []any{"ALL"}},
 	}
+}
+
+// S3SeedJobRef names the seed Job.
+func S3SeedJobRef(inst provisioners.Instance) provisioners.Ref {
+	return provisioners.Ref{GVK: schema.GroupVersionKind{Group: "batch", Version: "v1", Kind: "Job"}, Namespace: inst.Namespace, Name: S3SeedJobName(inst)}
+}
+
+// S3SeedDescription is the provision's description while the Job runs.
+func S3SeedDescription(src S3Seed) string { return "seeding from s3://" + src.Bucket + "/" + src.Key }
+
+// maxSeedMessage bounds the termination message quoted in a description
+// (Kubernetes keeps 4096 bytes of it).
+const maxSeedMessage = 1024
+
+// AssessS3Seed reads the seed Job and its pods (those of the namespace;
+// the Job's are picked by its job-name label): succeeded once the Job is
+// complete, failed with the pod's termination message (written by
+// postgres-seed-fetch or the restore script, which name the parameter to
+// fix and never quote rows or secrets), else in progress, with why a
+// container waits (an image that cannot be pulled) when one does.
+func AssessS3Seed(inst provisioners.Instance, src S3Seed, job *unstructured.Unstructured, pods []*unstructured.Unstructured) provisioners.Progress {
+	desc := S3SeedDescription(src)
+	if job == nil {
+		return provisioners.Progressing(desc)
+	}
+	name := job.GetName()
+	conds, _, _ := unstructured.NestedSlice(job.Object, "status", "conditions")
+	var failed, complete bool
+	var reason, message string
+	for _, c := range conds {
+		c, _ := c.(map[string]any)
+		if c["status"] != "True" {
+			continue
+		}
+		switch c["type"] {
+		case "Complete":
+			complete = true
+		case "Failed", "FailureTarget":
+			failed = true
+			reason, _ = c["reason"].(string)
+			message, _ = c["message"].(string)
+		}
+	}
+	if complete {
+		return provisioners.Progress{State: provisioners.Succeeded, Description: "seeded from s3://" + src.Bucket + "/" + src.Key}
+	}
+	var waiting string
+	for _, pod := range pods {
+		if !ownPod(job, pod) {
+			continue
+		}
+		for _, field := range []string{"initContainerStatuses", "containerStatuses"} {
+			statuses, _, _ := unstructured.NestedSlice(pod.Object, "status", field)
+			for _, st := range statuses {
+				st, _ := st.(map[string]any)
+				if code, ok, _ := unstructured.NestedInt64(st, "state", "terminated", "exitCode"); ok && code != 0 {
+					msg, _, _ := unstructured.NestedString(st, "state", "terminated", "message")
+					if msg = strings.TrimSpace(msg); msg != "" {
+						if len(msg) > maxSeedMessage {
+							msg = msg[:maxSeedMessage] + "…"
+						}
+						return provisioners.Progress{State: provisioners.Failed, Description: seedFailure(inst, name, msg)}
+					}
+				}
+				if r, _, _ := unstructured.NestedString(st, "state", "waiting", "reason"); r != "" && r != "PodInitializing" && r != "ContainerCreating" {
+					waiting = fmt.Sprintf(" (container %v: %s)", st["name"], r)
+				}
+			}
+		}
+	}
+	if failed {
+		why := "parameters.seed.s3: the seed Job failed"
+		if reason == "DeadlineExceeded" {
+			why = fmt.Sprintf("parameters.seed.s3: the seed did not finish within the Job's deadline (%s); seed a smaller dump, or restore it on demand through an owner binding", message)
+		} else if reason != "" {
+			why += " (" + reason + ")"
+		}
+		return provisioners.Progress{State: provisioners.Failed, Description: seedFailure(inst, name, why)}
+	}
+	return provisioners.Progressing(desc + waiting)
+}
+
+// ownPod says whether the pod is the Job's: by the Job's uid when it has
+// one (a pod of an earlier Job of the same name may linger), else by the
+// job-name label.
+func ownPod(job, pod *unstructured.Unstructured) bool {
+	l := pod.GetLabels()
+	if uid := string(job.GetUID()); uid != "" {
+		return l["batch.kubernetes.io/controller-uid"] == uid || l["controller-uid"] == uid
+	}
+	return l["batch.kubernetes.io/job-name"] == job.GetName() || l["job-name"] == job.GetName()
+}
+
+func seedFailure(inst provisioners.Instance, job, why string) string {
+	return why + "; the instance is there but not seeded: fix it, then deprovision this instance and provision it again (the whole log: kubectl -n " +
+		inst.Namespace + " logs job/" + job + " --all-containers)"
+}
+
+// S3SeedOf is the instance's seed from S3, nil without one.
+func (p *Provisioner) S3SeedOf(inst provisioners.Instance) (*S3Seed, error) {
+	if inst.Plan.Postgres == nil || inst.Plan.Postgres.Shared {
+		return nil, nil
+	}
+	s, err := Resolve(inst.Plan, inst.Params)
+	if err != nil {
+		return nil, err
+	}
+	return s.SeedS3, nil
 }

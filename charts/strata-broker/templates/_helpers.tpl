@@ -140,6 +140,12 @@ backup).
 {{- with $redis.backup }}
 {{- include "strata-broker.checkKeys" (list "config.redis.backup" . (list "bucket" "pathPrefix" "region" "kmsKeyId" "iamRoleArn" "endpointURL" "credentialsDir")) }}
 {{- end }}
+{{- /* A seed from S3 fetches with the broker's own image. */}}
+{{- $postgres := default (dict) $config.postgres }}
+{{- if not $postgres.seedImage }}
+{{- $_ := set $postgres "seedImage" (include "strata-broker.image" .) }}
+{{- end }}
+{{- $_ := set $config "postgres" $postgres }}
 {{- /* The snapshot jobs and restores run the broker's own image. */}}
 {{- if not $redis.snapshotImage }}
 {{- $_ := set $redis "snapshotImage" (include "strata-broker.image" .) }}
@@ -183,7 +189,7 @@ Redis's snapshots use an IAM role, which excludes them). */}}
 {{- include "strata-broker.checkKeys" (list "config.tenancy" . (list "cloudFoundryNamespaceTemplate" "deniedNamespaces" "allowedNamespaceSelector" "limits")) }}
 {{- end }}
 {{- with $config.postgres }}
-{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "restore" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates")) }}
+{{- include "strata-broker.checkKeys" (list "config.postgres" . (list "images" "storageClass" "backup" "restore" "podMonitor" "operatorNamespace" "monitoringNamespace" "serverCertificates" "seedImage" "seedCABundle")) }}
 {{- with .serverCertificates }}
 {{- include "strata-broker.checkKeys" (list "config.postgres.serverCertificates" . (list "issuerName" "issuerKind" "issuerGroup")) }}
 {{- end }}

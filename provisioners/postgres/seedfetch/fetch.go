@@ -14,6 +14,8 @@ package seedfetch
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
@@ -43,6 +46,11 @@ const (
 	SQLFile = "seed.sql"
 )
 
+// CABundleEnv, when set, holds PEM certificates the fetch trusts besides
+// the system's roots: an S3-compatible store whose certificate a private
+// CA signed (the broker's postgres.seedCABundle).
+const CABundleEnv = "STRATA_S3_CA_BUNDLE"
+
 // archiveMagic starts every pg_dump custom-format archive (-Fc).
 const archiveMagic = "PGDMP"
 
@@ -57,6 +65,8 @@ type Config struct {
 	// MaxBytes bounds the download (the directory is a size-limited
 	// emptyDir; a larger object would fail there with a less clear error).
 	MaxBytes int64
+	// CABundle is PEM trusted besides the system's roots (CABundleEnv).
+	CABundle string
 	// AllowHTTP lets the tests reach a plain-HTTP S3 on loopback; the
 	// command never sets it: a dump holds a database's rows.
 	AllowHTTP bool
@@ -80,6 +90,7 @@ func Main(ctx context.Context, args []string, log io.Writer) error {
 	if c.Bucket == "" || c.Key == "" || c.Dir == "" {
 		return errors.New(Usage)
 	}
+	c.CABundle = os.Getenv(CABundleEnv)
 	name, size, err := Fetch(ctx, c, nil)
 	if err != nil {
 		if *termination != "" {
@@ -100,9 +111,27 @@ func Fetch(ctx context.Context, c Config, client *s3.Client) (string, int64, err
 		return "", 0, err
 	}
 	if client == nil {
-		cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(c.Region))
+		opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
+		if c.CABundle != "" {
+			// Added to the system's roots: the SDK's own CA bundle
+			// option would replace them.
+			pool, err := x509.SystemCertPool()
+			if err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+			if !pool.AppendCertsFromPEM([]byte(c.CABundle)) {
+				return "", 0, fmt.Errorf("parameters.seed.s3.endpoint: the broker's postgres.seedCABundle holds no PEM certificate; the platform team corrects it")
+			}
+			opts = append(opts, awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+				if tr.TLSClientConfig == nil {
+					tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				}
+				tr.TLSClientConfig.RootCAs = pool
+			})))
+		}
+		cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 		if err != nil {
-			return "", 0, fmt.Errorf("parameters.seed.s3: no S3 credentials: %w", err)
+			return "", 0, fmt.Errorf("parameters.seed.s3: configuring the S3 client (credentials, the CA bundle): %w", err)
 		}
 		client = s3.NewFromConfig(cfg, func(o *s3.Options) {
 			if c.EndpointURL != "" {
@@ -188,9 +217,27 @@ func Explain(bucket, key string, err error) error {
 	case code == "AccessDenied" || code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || status == http.StatusForbidden:
 		return fmt.Errorf("parameters.seed.s3: reading %s was denied (S3 403 %s); the keys in credentials_secret (or the service account's IAM role) need s3:GetObject on it", obj, code)
 	}
+	var unknownCA x509.UnknownAuthorityError
+	var badCert *tls.CertificateVerificationError
+	if errors.As(err, &unknownCA) || errors.As(err, &badCert) {
+		return fmt.Errorf("parameters.seed.s3.endpoint: reading %s failed: the endpoint's TLS certificate is not trusted (%s); "+
+			"a store with a private CA needs its CA in the broker's postgres.seedCABundle (the platform team sets it)", obj, certReason(err))
+	}
 	msg := err.Error()
 	if i := strings.Index(msg, "\n"); i >= 0 {
 		msg = msg[:i]
 	}
 	return fmt.Errorf("parameters.seed.s3: reading %s failed: %s", obj, msg)
+}
+
+// certReason is the TLS verification error's own words (x509: …).
+func certReason(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "x509: "); i >= 0 {
+		msg = msg[i:]
+	}
+	if i := strings.Index(msg, "\n"); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
 }

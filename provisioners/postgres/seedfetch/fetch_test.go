@@ -105,3 +105,35 @@ func TestMain(t *testing.T) {
 	g.Expect(err).To(MatchError(HavePrefix("usage: postgres-seed-fetch")))
 	g.Expect(strings.Contains(Usage, "IRSA")).To(BeTrue())
 }
+
+// Over TLS from a store whose certificate a private CA signed (the
+// platform's S3, an on-premises store): refused while the fetch does not
+// trust the CA, fetched once CABundleEnv holds it, with the SDK's own
+// client and the keys from the environment, as in the Job.
+func TestFetchOverTLSWithAPrivateCA(t *testing.T) {
+	g := NewWithT(t)
+	srv := s3test.StartTLS(t)
+	srv.CreateBucket(t, "seeds")
+	srv.Env(t)
+	ctx := context.Background()
+	archive := append([]byte("PGDMP\x01\x0e\x00"), bytes.Repeat([]byte{7}, 4096)...)
+	_, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("seeds"), Key: aws.String("orders.pgdump"), Body: bytes.NewReader(archive)})
+	g.Expect(err).NotTo(HaveOccurred())
+	c := Config{Bucket: "seeds", Key: "orders.pgdump", Region: s3test.Region, EndpointURL: srv.Endpoint, Dir: t.TempDir()}
+
+	_, _, err = Fetch(ctx, c, nil)
+	g.Expect(err).To(MatchError(ContainSubstring("parameters.seed.s3.endpoint: reading s3://seeds/orders.pgdump failed: the endpoint's TLS certificate is not trusted (x509: ")))
+	g.Expect(err.Error()).To(ContainSubstring("postgres.seedCABundle"))
+
+	t.Setenv(CABundleEnv, "not a certificate")
+	err = Main(ctx, []string{"--bucket", "seeds", "--key", "orders.pgdump", "--endpoint-url", srv.Endpoint, "--dir", t.TempDir()}, &bytes.Buffer{})
+	g.Expect(err).To(MatchError(ContainSubstring("parameters.seed.s3.endpoint: the broker's postgres.seedCABundle holds no PEM certificate")))
+
+	t.Setenv(CABundleEnv, string(srv.CAPEM))
+	dir := t.TempDir()
+	var log bytes.Buffer
+	g.Expect(Main(ctx, []string{"--bucket", "seeds", "--key", "orders.pgdump", "--endpoint-url", srv.Endpoint, "--region", s3test.Region, "--dir", dir}, &log)).To(Succeed())
+	got, err := os.ReadFile(filepath.Join(dir, ArchiveFile))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(bytes.Equal(got, archive)).To(BeTrue())
+}
