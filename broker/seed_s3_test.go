@@ -16,6 +16,17 @@ import (
 
 const seedS3Params = `{"seed": {"s3": {"bucket": "orders-dumps", "key": "prod/orders.pgdump", "endpoint": "https://s3.example.net", "credentials_secret": "orders-s3"}}}`
 
+// provisionSeededFromS3 provisions instanceID seeded from S3
+// (seedS3Params, its keys stored) and the operators make it ready.
+func (e *testEnv) provisionSeededFromS3(t *testing.T) {
+	t.Helper()
+	e.storeS3Keys()
+	if _, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true); err != nil {
+		t.Fatalf("provision seeded from S3: %v", err)
+	}
+	e.operatorsAct(t, instanceID)
+}
+
 func (e *testEnv) storeS3Keys() {
 	e.kube.Store(&unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "orders-s3", "namespace": tenantNS},
@@ -132,10 +143,7 @@ func TestSeedFromS3Fails(t *testing.T) {
 	g := NewWithT(t)
 	e := newTestEnv(t)
 	e.pg.Config.SeedImage = "registry.example/strata-broker:1.0"
-	e.storeS3Keys()
-	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
-	g.Expect(err).NotTo(HaveOccurred())
-	e.operatorsAct(t, instanceID)
+	e.provisionSeededFromS3(t)
 	e.b.ReconcileOnce(e.ctx, 1, false)
 	e.rolesApplied()
 	e.b.ReconcileOnce(e.ctx, 1, false)
@@ -150,7 +158,7 @@ func TestSeedFromS3Fails(t *testing.T) {
 	g.Expect(roleSecrets(e)).To(BeEmpty(), "the login is revoked at the failure")
 	g.Expect(e.seedJob(t, instanceID)).NotTo(BeNil(), "the failed Job stays for its log")
 
-	_, err = e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
+	_, err := e.b.Deprovision(e.ctx, instanceID, domain.DeprovisionDetails{}, true)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(e.seedJob(t, instanceID)).To(BeNil(), "deprovision deletes the Job")
 	for _, o := range e.kube.ofKind("Secret") {
@@ -194,10 +202,7 @@ func TestSeedFromS3Resumes(t *testing.T) {
 	g := NewWithT(t)
 	e := newTestEnv(t)
 	e.pg.Config.SeedImage = "registry.example/strata-broker:1.0"
-	e.storeS3Keys()
-	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
-	g.Expect(err).NotTo(HaveOccurred())
-	e.operatorsAct(t, instanceID)
+	e.provisionSeededFromS3(t)
 	e.conflictOn(instanceSecretName(instanceID), 2) // the seed's write and the pass's own
 	e.b.ReconcileOnce(e.ctx, 1, false)
 	g.Expect(e.record(t, instanceID).SeedS3).To(BeNil(), "the login was not recorded")
@@ -215,7 +220,7 @@ func TestSeedFromS3Resumes(t *testing.T) {
 	g.Expect(res.State).To(Equal(provisioners.Failed))
 
 	// The same request again retries the failed provision.
-	_, err = e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
+	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
 	g.Expect(err).NotTo(HaveOccurred())
 	e.b.ReconcileOnce(e.ctx, 1, false)
 	g.Expect(e.seedJob(t, instanceID)).To(BeNil(), "the failed attempt's Job is deleted first")
@@ -240,10 +245,7 @@ func TestSeedFromS3Resumes(t *testing.T) {
 func TestSeedFromS3WithoutSeedImage(t *testing.T) {
 	g := NewWithT(t)
 	e := newTestEnv(t)
-	e.storeS3Keys()
-	_, err := e.b.Provision(e.ctx, instanceID, pgDetails(catalog.PostgresDevLiteID, seedS3Params), true)
-	g.Expect(err).NotTo(HaveOccurred())
-	e.operatorsAct(t, instanceID)
+	e.provisionSeededFromS3(t)
 	e.b.ReconcileOnce(e.ctx, 1, false)
 	e.rolesApplied()
 	res, _ := e.b.InstanceOperation(e.ctx, instanceID, "")
