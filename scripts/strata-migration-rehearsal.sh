@@ -26,6 +26,12 @@
 #  4. when it succeeds: runs the --verify command (same environment), e.g.
 #     the service's smoke tests or a psql script, and exits 2 if it fails.
 #
+# An instance whose schema Flyway never migrated (made by a seed, say) is
+# baselined on the copy with FLYWAY_BASELINE_ON_MIGRATE=true and
+# FLYWAY_BASELINE_VERSION=<the version its schema is at>. Run it where the
+# binding's host resolves: a pod of the cluster, or a host with the
+# cluster's DNS.
+#
 # The copy is the rollback: nothing here touches production, and the copy
 # is discarded afterwards (unbind and deprovision it). Exit codes: 0
 # migrated and verified, 1 migration failed, 2 verification failed, 64
@@ -63,17 +69,21 @@ export FLYWAY_URL="jdbc:postgresql://$host:$port/$database?sslmode=verify-full&s
 export FLYWAY_USER="$PGUSER" FLYWAY_PASSWORD="$PGPASSWORD"
 export FLYWAY_INIT_SQL="SET ROLE strata_owner" FLYWAY_CLEAN_DISABLED=true
 
-# What a migration can change in the schema, as one digest.
+# What a migration can change in the schema, as one digest. Flyway's own
+# history table is left out: on an instance Flyway never migrated
+# (FLYWAY_BASELINE_ON_MIGRATE=true), Flyway creates it, in a transaction of
+# its own, before the migrations run.
 fingerprint() {
-	psql -X -q -A -t -v ON_ERROR_STOP=1 <<'SQL'
+	psql -X -q -A -t -v ON_ERROR_STOP=1 -v history="${FLYWAY_TABLE:-flyway_schema_history}" <<'SQL'
 SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), '')) FROM (
   SELECT format('column %s.%s.%s %s %s %s', table_schema, table_name, column_name, data_type, is_nullable, column_default)
-    FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+    FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_name <> :'history'
   UNION ALL
   SELECT format('constraint %s.%s %s', n.nspname, c.conname, pg_get_constraintdef(c.oid))
     FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND c.conrelid NOT IN (SELECT oid FROM pg_class WHERE relname = :'history')
   UNION ALL
-  SELECT format('index %s.%s', schemaname, indexdef) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+  SELECT format('index %s.%s', schemaname, indexdef) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND tablename <> :'history'
 ) AS schema(x);
 SQL
 }

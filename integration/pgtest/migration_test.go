@@ -3,14 +3,11 @@
 package pgtest_test
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 
@@ -18,19 +15,6 @@ import (
 	"github.com/strata-dev/strata/integration/springtest"
 	"github.com/strata-dev/strata/provisioners/postgres"
 )
-
-// The service's migrations in the rehearsal test: V1 made production's
-// schema; the bad V2 passes on an empty database and fails on real data
-// (a CHECK the existing orders violate); the good V2 adds a column and an
-// index.
-const (
-	badV2  = "ALTER TABLE customers ADD COLUMN loyalty_tier text;\nALTER TABLE orders ADD CONSTRAINT orders_total_small CHECK (total < 100);\n"
-	goodV2 = "ALTER TABLE customers ADD COLUMN loyalty_tier text NOT NULL DEFAULT 'basic';\nCREATE INDEX orders_customer_id ON orders (customer_id);\n"
-)
-
-// schemaV1 is the fixture's schema without its rows: the service's first
-// migration.
-var schemaV1 = pgtest.OrdersSeed[:strings.Index(pgtest.OrdersSeed, "INSERT INTO")]
 
 // TestMigrationRehearsalOnRealPostgreSQL runs scripts/strata-migration-rehearsal.sh,
 // the documented procedure, with a real Flyway (its Java API, the test-only
@@ -45,58 +29,21 @@ var schemaV1 = pgtest.OrdersSeed[:strings.Index(pgtest.OrdersSeed, "INSERT INTO"
 func TestMigrationRehearsalOnRealPostgreSQL(t *testing.T) {
 	g := NewWithT(t)
 	jar := springtest.BuildJar(t, filepath.Join("..", "migrationapp"), "strata-migration-runner.jar")
-	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "strata-migration-rehearsal.sh"))
-	g.Expect(err).NotTo(HaveOccurred())
-
 	srv := pgtest.Start(t, pgtest.RenderCluster(t, "dev-lite", nil))
 	const user, password = "migrator", "Migrator-pw-5c1e9a7b3d"
 	srv.CreateLoginRole(t, user, password, postgres.OwnerRole)
 	ca, err := os.ReadFile(srv.CAFile)
 	g.Expect(err).NotTo(HaveOccurred())
-	bin := os.Getenv(pgtest.EnvBinDir)
-	if bin == "" {
-		bin = pgtest.DefaultBinDir
-	}
+	r := pgtest.NewRehearsal(t, filepath.Join("..", ".."), jar, password)
 
 	// bindingDir writes an owner binding of database db, as mounted.
 	bindingDir := func(db string) string {
-		dir := t.TempDir()
-		for k, v := range map[string]string{"host": pgtest.Host, "port": strconv.Itoa(srv.Port), "database": db, "username": user, "password": password, "ca.crt": string(ca)} {
-			g.Expect(os.WriteFile(filepath.Join(dir, k), []byte(v), 0o600)).To(Succeed())
-		}
-		return dir
+		return pgtest.WriteBinding(t, map[string]string{"host": pgtest.Host, "port": strconv.Itoa(srv.Port), "database": db, "username": user, "password": password, "ca.crt": string(ca)})
 	}
-	// migrations writes the service's migration directory.
-	migrations := func(v2 string) string {
-		dir := t.TempDir()
-		g.Expect(os.WriteFile(filepath.Join(dir, "V1__orders.sql"), []byte(schemaV1), 0o600)).To(Succeed())
-		if v2 != "" {
-			g.Expect(os.WriteFile(filepath.Join(dir, "V2__next.sql"), []byte(v2), 0o600)).To(Succeed())
-		}
-		return dir
-	}
-	// rehearse runs the script and returns its exit code and output.
+	migrations := func(v2 string) string { return pgtest.Migrations(t, v2) }
 	rehearse := func(db, migrationDir, verify string) (int, string) {
 		t.Helper()
-		args := []string{"--binding-dir", bindingDir(db)}
-		if verify != "" {
-			args = append(args, "--verify", verify)
-		}
-		args = append(args, "--", "java", "-jar", jar)
-		cmd := exec.CommandContext(t.Context(), script, args...)
-		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "FLYWAY_LOCATIONS=filesystem:"+migrationDir)
-		begin := time.Now()
-		out, err := cmd.CombinedOutput()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("running %s: %v", script, err)
-		}
-		t.Logf("rehearsal on %s: exit %d in %s\n%s", db, code, time.Since(begin).Round(time.Millisecond), out)
-		g.Expect(string(out)).NotTo(ContainSubstring(password), "the script printed the password")
-		return code, string(out)
+		return r.Run(t, bindingDir(db), migrationDir, verify)
 	}
 	// sql and exec use a connection of their own each, closed at once:
 	// a database is copied only while nobody is connected to it.
@@ -129,7 +76,7 @@ func TestMigrationRehearsalOnRealPostgreSQL(t *testing.T) {
 	// the rows the service wrote since.
 	code, _ := rehearse(srv.Database, migrations(""), "")
 	g.Expect(code).To(BeZero())
-	execSQL(srv.Database, pgtest.OrdersSeed[len(schemaV1):])
+	execSQL(srv.Database, pgtest.OrdersSeed[len(pgtest.MigrationV1):])
 	g.Expect(sql(srv.Database, history)).To(Equal("1:true"))
 	g.Expect(sql(srv.Database, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'flyway_schema_history'")).To(Equal(postgres.OwnerRole))
 
@@ -138,14 +85,14 @@ func TestMigrationRehearsalOnRealPostgreSQL(t *testing.T) {
 		// On an empty database the same migration passes: only a copy
 		// of the data shows it is wrong.
 		newDatabase("empty", "")
-		code, _ := rehearse("empty", migrations(badV2), "")
+		code, _ := rehearse("empty", migrations(pgtest.MigrationBadV2), "")
 		g.Expect(code).To(BeZero(), "the bad migration should pass on an empty database")
 
 		newDatabase("copy_bad", srv.Database)
 		columns := "SELECT string_agg(table_name || '.' || column_name, ',' ORDER BY 1) FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'flyway_schema_history'"
 		constraints := "SELECT string_agg(conname, ',' ORDER BY 1) FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
 		beforeColumns, beforeConstraints := sql("copy_bad", columns), sql("copy_bad", constraints)
-		code, out := rehearse("copy_bad", migrations(badV2), "")
+		code, out := rehearse("copy_bad", migrations(pgtest.MigrationBadV2), "")
 		g.Expect(code).To(Equal(1))
 		g.Expect(out).To(ContainSubstring(`STRATA-MIGRATE {"success": false`))
 		g.Expect(out).To(ContainSubstring("orders_total_small"))
@@ -161,7 +108,7 @@ func TestMigrationRehearsalOnRealPostgreSQL(t *testing.T) {
 		g := NewWithT(t)
 		newDatabase("copy_good", srv.Database)
 		verify := `test "$(psql -X -A -t -c "SELECT count(*) FROM customers WHERE loyalty_tier = 'basic'")" = 50`
-		code, out := rehearse("copy_good", migrations(goodV2), verify)
+		code, out := rehearse("copy_good", migrations(pgtest.MigrationGoodV2), verify)
 		g.Expect(code).To(BeZero())
 		g.Expect(out).To(ContainSubstring(`STRATA-MIGRATE {"success": true, "migrationsExecuted": 1, "schemaVersion": "2"}`))
 		g.Expect(out).To(ContainSubstring("rehearsal: verified"))
@@ -170,13 +117,29 @@ func TestMigrationRehearsalOnRealPostgreSQL(t *testing.T) {
 
 		// A verification that fails is reported as such.
 		newDatabase("copy_verify", srv.Database)
-		code, out = rehearse("copy_verify", migrations(goodV2), `psql -X -v ON_ERROR_STOP=1 -c "SELECT no_such_column FROM customers"`)
+		code, out = rehearse("copy_verify", migrations(pgtest.MigrationGoodV2), `psql -X -v ON_ERROR_STOP=1 -c "SELECT no_such_column FROM customers"`)
 		g.Expect(code).To(Equal(2))
 		g.Expect(out).To(ContainSubstring("VERIFICATION FAILED"))
 	})
 
+	t.Run("an instance Flyway never migrated is baselined on the copy", func(t *testing.T) {
+		g := NewWithT(t)
+		// Its schema came from a seed, not from Flyway: no history table.
+		newDatabase("seeded_copy", "")
+		execSQL("seeded_copy", "SET ROLE "+postgres.OwnerRole+";\n"+pgtest.OrdersSeed)
+		r.Env = []string{"FLYWAY_BASELINE_ON_MIGRATE=true", "FLYWAY_BASELINE_VERSION=1"}
+		defer func() { r.Env = nil }()
+		code, out := rehearse("seeded_copy", migrations(pgtest.MigrationBadV2), "")
+		g.Expect(code).To(Equal(1))
+		g.Expect(out).To(ContainSubstring("the copy's schema is unchanged"), "Flyway's own history table is not the service's schema")
+		g.Expect(sql("seeded_copy", history)).To(Equal("1:true"), "baselined at V1; the failed V2 recorded nothing")
+		code, out = rehearse("seeded_copy", migrations(pgtest.MigrationGoodV2), "")
+		g.Expect(code).To(BeZero())
+		g.Expect(out).To(ContainSubstring(`"schemaVersion": "2"`))
+	})
+
 	// Discarding the copies is the rollback: production never changed.
-	for _, db := range []string{"empty", "copy_bad", "copy_good", "copy_verify"} {
+	for _, db := range []string{"empty", "copy_bad", "copy_good", "copy_verify", "seeded_copy"} {
 		execSQL("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 	}
 	g.Expect(sql(srv.Database, history)).To(Equal("1:true"))
