@@ -30,7 +30,8 @@ import (
 // checks the harness test makes on a local PostgreSQL); the copy's login
 // on the source can read and not write. A dump of the seeded instance
 // seeds a third instance from the platform's S3 (testSeedFromS3). All
-// are deprovisioned.
+// are deprovisioned. The migration rehearsal runs on the copy
+// (testMigrationRehearsalOnCopy).
 func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, tenant string, store *S3) {
 	clock := newStepClock(t)
 	timing := clock.done
@@ -93,6 +94,11 @@ func testSeedAndMaskedCopy(ctx context.Context, t *testing.T, p *Platform, osb *
 		t.Errorf("an owner binding cannot change the copy's tables: %v", err)
 	}
 	timing("bound (owner), masked copy compared with the source")
+
+	// The service's migrations rehearsed on the copy (the copy is the
+	// rollback).
+	testMigrationRehearsalOnCopy(ctx, t, p, copyCreds, masked, seeded)
+	timing("migration rehearsal on the copy")
 
 	// The copy's login on the source reads and cannot write.
 	copyInst := provisioners.Instance{Name: provisioners.ResourceName("pg-", copyID)}

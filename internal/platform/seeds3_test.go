@@ -47,94 +47,28 @@ func testSeedFromS3(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 	clock := newStepClock(t)
 	timing := clock.done
 
-	// The dump, with the host's pg_dump through the source's binding.
-	bin := os.Getenv(pgtest.EnvBinDir)
-	if bin == "" {
-		bin = pgtest.DefaultBinDir
-	}
-	if _, err := os.Stat(filepath.Join(bin, "pg_dump")); err != nil {
-		t.Fatalf("pg_dump is missing (%v): %s", err, pgtest.InstallHint)
-	}
-	addrs, err := p.ClusterResolver().LookupHost(ctx, source["host"]+".cluster.local")
-	if err != nil || len(addrs) == 0 {
-		t.Fatalf("resolving %s: %v", source["host"], err)
-	}
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.crt")
-	if err := os.WriteFile(ca, []byte(source["ca.crt"]), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dump := filepath.Join(dir, "orders.pgdump")
 	// As the binding's migrations login (a member of strata_owner, which
 	// owns every table), as a developer dumps with an owner binding.
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "-Fc", "-f", dump, fmt.Sprintf("host=%s hostaddr=%s port=%s dbname=%s user=%s sslmode=verify-full sslrootcert=%s",
-		source["host"], addrs[0], source["port"], source["database"], source["spring.flyway.user"], ca))
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+source["spring.flyway.password"])
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("pg_dump of the seeded instance: %v: %s", err, out)
-	}
-	archive, err := os.ReadFile(dump)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s3c := hostS3(store)
-	var owned *types.BucketAlreadyOwnedByYou
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(seedBucket)}); err != nil && !errors.As(err, &owned) {
-		t.Fatalf("create bucket %s: %v", seedBucket, err)
-	}
 	const key = "orders/orders.pgdump"
-	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(seedBucket), Key: aws.String(key), Body: bytes.NewReader(archive)}); err != nil {
-		t.Fatalf("upload the dump: %v", err)
-	}
-	timing(fmt.Sprintf("pg_dump -Fc of the seeded instance (%d bytes) uploaded to s3://%s/%s", len(archive), seedBucket, key))
+	dumpToS3(ctx, t, p, store, source, source["spring.flyway.user"], source["spring.flyway.password"], key)
+	timing(fmt.Sprintf("pg_dump -Fc of the seeded instance uploaded to s3://%s/%s", seedBucket, key))
 
-	// The tenant's keys, as a developer creates them.
-	const keys = "orders-s3-keys"
-	if _, err := p.Client.CoreV1().Secrets(tenant).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: keys},
-		StringData: map[string]string{"AWS_ACCESS_KEY_ID": store.AccessKeyID, "AWS_SECRET_ACCESS_KEY": store.SecretAccessKey},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	keys := tenantS3Keys(ctx, t, p, tenant, store)
 	seedParams := func(k string) map[string]any {
 		ps := params()
-		ps["seed"] = map[string]any{"s3": map[string]any{"bucket": seedBucket, "key": k, "endpoint": store.TLSEndpointURL, "region": store.Region, "credentials_secret": keys}}
+		ps["seed"] = s3SeedParam(store, k, keys)
 		return ps
 	}
 	put := func(id string, ps map[string]any) {
 		t.Helper()
-		code, body, err := osb.do(ctx, http.MethodPut, instancePathOf(id)+"?accepts_incomplete=true", map[string]any{
-			"service_id": catalog.PostgresServiceID, "plan_id": catalog.PostgresDevLiteID,
-			"context":    map[string]any{"platform": "kubernetes", "namespace": tenant},
-			"parameters": ps,
-		})
+		code, body, err := provisionDevLite(ctx, osb, id, tenant, ps)
 		if err != nil || code != http.StatusAccepted {
 			t.Fatalf("provision %s: %d %s %v", id, code, body, err)
 		}
 	}
-	// poll follows last_operation to its end, and returns the
-	// descriptions it saw on the way and the last state.
 	poll := func(id string) (seen []string, state, last string) {
 		t.Helper()
-		err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 15*time.Minute, true, func(ctx context.Context) (bool, error) {
-			code, body, err := osb.do(ctx, http.MethodGet, instancePathOf(id)+"/last_operation", nil)
-			if err != nil || code != http.StatusOK {
-				return false, nil
-			}
-			var op struct{ State, Description string }
-			if json.Unmarshal(body, &op) != nil {
-				return false, nil
-			}
-			if len(seen) == 0 || seen[len(seen)-1] != op.Description {
-				seen = append(seen, op.Description)
-			}
-			state, last = op.State, op.Description
-			return op.State != "in progress", nil
-		})
-		if err != nil {
-			t.Fatalf("provision %s did not end: %v; last %s: %s; pods: %s; events: %s", id, err, state, last, p.podSummary(ctx, tenant), warningEvents(ctx, p, tenant))
-		}
-		return seen, state, last
+		return followProvision(ctx, t, p, osb, tenant, id)
 	}
 	dyn, err := dynamic.NewForConfig(p.AdminConfig)
 	if err != nil {
@@ -239,4 +173,92 @@ func testSeedFromS3(ctx context.Context, t *testing.T, p *Platform, osb *osbClie
 	}
 	_ = p.Client.CoreV1().Secrets(tenant).Delete(ctx, keys, metav1.DeleteOptions{})
 	timing("both deprovisioned, no seed Job or login left")
+}
+
+// dumpToS3 dumps the database of a binding's values (creds) with the
+// host's pg_dump -Fc, connecting as user, and uploads the archive to
+// s3://seedBucket/key.
+func dumpToS3(ctx context.Context, t *testing.T, p *Platform, store *S3, creds map[string]string, user, password, key string) {
+	t.Helper()
+	bin := os.Getenv(pgtest.EnvBinDir)
+	if bin == "" {
+		bin = pgtest.DefaultBinDir
+	}
+	if _, err := os.Stat(filepath.Join(bin, "pg_dump")); err != nil {
+		t.Fatalf("pg_dump is missing (%v): %s", err, pgtest.InstallHint)
+	}
+	addrs, err := p.ClusterResolver().LookupHost(ctx, creds["host"]+".cluster.local")
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolving %s: %v", creds["host"], err)
+	}
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(ca, []byte(creds["ca.crt"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dump := filepath.Join(dir, "dump.pgdump")
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "-Fc", "-f", dump, fmt.Sprintf("host=%s hostaddr=%s port=%s dbname=%s user=%s sslmode=verify-full sslrootcert=%s",
+		creds["host"], addrs[0], creds["port"], creds["database"], user, ca))
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump of %s: %v: %s", creds["host"], err, out)
+	}
+	archive, err := os.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3c := hostS3(store)
+	var owned *types.BucketAlreadyOwnedByYou
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(seedBucket)}); err != nil && !errors.As(err, &owned) {
+		t.Fatalf("create bucket %s: %v", seedBucket, err)
+	}
+	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(seedBucket), Key: aws.String(key), Body: bytes.NewReader(archive)}); err != nil {
+		t.Fatalf("upload the dump: %v", err)
+	}
+	t.Logf("pg_dump -Fc of %s: %d bytes in s3://%s/%s", creds["host"], len(archive), seedBucket, key)
+}
+
+// tenantS3Keys creates the tenant's S3 keys Secret, as a developer does,
+// and returns its name.
+func tenantS3Keys(ctx context.Context, t *testing.T, p *Platform, tenant string, store *S3) string {
+	t.Helper()
+	const name = "orders-s3-keys"
+	if _, err := p.Client.CoreV1().Secrets(tenant).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		StringData: map[string]string{"AWS_ACCESS_KEY_ID": store.AccessKeyID, "AWS_SECRET_ACCESS_KEY": store.SecretAccessKey},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// s3SeedParam is the seed parameter for s3://seedBucket/key through the
+// store's TLS listener.
+func s3SeedParam(store *S3, key, keysSecret string) map[string]any {
+	return map[string]any{"s3": map[string]any{"bucket": seedBucket, "key": key, "endpoint": store.TLSEndpointURL, "region": store.Region, "credentials_secret": keysSecret}}
+}
+
+// followProvision follows an instance's last_operation to its end, and
+// returns the descriptions it saw on the way and the last state.
+func followProvision(ctx context.Context, t *testing.T, p *Platform, osb *osbClient, tenant, id string) (seen []string, state, last string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 15*time.Minute, true, func(ctx context.Context) (bool, error) {
+		code, body, err := osb.do(ctx, http.MethodGet, instancePathOf(id)+"/last_operation", nil)
+		if err != nil || code != http.StatusOK {
+			return false, nil
+		}
+		var op struct{ State, Description string }
+		if json.Unmarshal(body, &op) != nil {
+			return false, nil
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != op.Description {
+			seen = append(seen, op.Description)
+		}
+		state, last = op.State, op.Description
+		return op.State != "in progress", nil
+	})
+	if err != nil {
+		t.Fatalf("provision %s did not end: %v; last %s: %s; pods: %s; events: %s", id, err, state, last, p.podSummary(ctx, tenant), warningEvents(ctx, p, tenant))
+	}
+	return seen, state, last
 }
