@@ -63,6 +63,7 @@ type config struct {
 	podName      string
 	podNamespace string
 	podIP        string
+	peers        []string // the instance's Redis pods, this one included
 }
 
 func main() {
@@ -75,7 +76,11 @@ func main() {
 	flag.IntVar(&c.minReplicas, "min-replicas", 0, "min-replicas-to-write of a master the Sentinels name")
 	flag.BoolVar(&c.aloneOK, "alone-ok", false, "a master without any replica accepts writes (min-replicas-to-write 0)")
 	flag.DurationVar(&c.interval, "interval", 250*time.Millisecond, "how often Redis and the Sentinels are asked")
+	peers := flag.String("peers", "", "the names of the instance's Redis pods, comma-separated (orphan recovery, orphan.go)")
 	flag.Parse()
+	if *peers != "" {
+		c.peers = strings.Split(*peers, ",")
+	}
 	c.podName, c.podNamespace, c.podIP = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE"), os.Getenv("POD_IP")
 	if c.sentinelAddr == "" || c.podName == "" || c.podNamespace == "" || c.podIP == "" {
 		log.Fatal("strata-redis-role: -sentinel and the environment POD_NAME, POD_NAMESPACE and POD_IP are required")
@@ -107,6 +112,13 @@ func main() {
 			_, err := kube.CoreV1().Pods(c.podNamespace).Patch(ctx, c.podName, types.MergePatchType, []byte(body), metav1.PatchOptions{})
 			return err
 		},
+		podIP: func(ctx context.Context, name string) (string, error) {
+			pod, err := kube.CoreV1().Pods(c.podNamespace).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return "", err
+			}
+			return pod.Status.PodIP, nil
+		},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	a.run(ctx)
@@ -123,6 +135,7 @@ type agent struct {
 	redis    *redis.Client
 	sentinel *redis.SentinelClient
 	patch    func(ctx context.Context, role string) error
+	podIP    func(ctx context.Context, name string) (string, error)
 
 	failoverAt   time.Time // when the agent last asked for a failover
 	strayingAt   time.Time // since when this replica follows another master than the Sentinels name
@@ -131,6 +144,9 @@ type agent struct {
 	labelledAt   time.Time // when
 	sentinelSays string    // the master's IP the Sentinels last named
 	sentinelAt   time.Time // when
+
+	orphanSince     time.Time // since when the instance is orphaned (orphan.go)
+	orphanCheckedAt time.Time // when that was last checked
 }
 
 // run keeps the pod's label, the fence and the TLS connections in line
@@ -194,6 +210,7 @@ func (a *agent) step(ctx context.Context) {
 		}
 	}
 	a.follow(ctx, r, fresh)
+	a.recoverOrphan(ctx, r, fresh)
 	if !d.master {
 		if n, err := killTLSClients(ctx, a.redis, a.cfg.tlsPort); err == nil && n > 0 {
 			log.Printf("closed %d client connection(s) on the TLS port: this pod is not the master (role %q)", n, r.role)
@@ -312,7 +329,7 @@ func (a *agent) handOver(ctx context.Context) {
 // role is what Redis's ROLE answers.
 type role struct {
 	role       string // master, slave, "" when Redis did not answer
-	offset     int64  // a master's replication offset
+	offset     int64  // a master's replication offset, or what a replica processed
 	replicas   []int64
 	masterHost string // a replica's master
 }
@@ -348,6 +365,10 @@ func parseRole(v []any) (role, error) {
 	r := role{role: name}
 	if name == "slave" && len(v) > 1 {
 		r.masterHost, _ = v[1].(string)
+	}
+	if name == "slave" && len(v) > 4 {
+		// The replication offset it has processed (-1 before any sync).
+		r.offset, _ = v[4].(int64)
 	}
 	if name != "master" {
 		return r, nil
@@ -412,17 +433,9 @@ func strays(r role, named, podIP string, fresh bool) bool {
 		named != "127.0.0.1" && r.masterHost != named
 }
 
-// answersAsMaster asks the Redis at host (the instance's plaintext port,
-// the password of the instance) for its role.
+// answersAsMaster says whether the Redis at host answers as master.
 func (a *agent) answersAsMaster(ctx context.Context, host string) bool {
-	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	c := redis.NewClient(&redis.Options{
-		Addr: host + ":" + a.cfg.redisPort(), Password: a.redis.Options().Password,
-		DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, MaxRetries: -1, PoolSize: 1,
-	})
-	defer c.Close()
-	r, err := readRole(ctx, c)
+	r, err := a.roleOf(ctx, host)
 	return err == nil && r.role == "master"
 }
 

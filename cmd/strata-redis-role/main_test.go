@@ -44,7 +44,7 @@ func TestParseRole(t *testing.T) {
 		t.Error("a master without replicas is not caught up: there is nothing to fail over to")
 	}
 	r, err = parseRole([]any{"slave", "10.0.0.6", int64(6379), "connected", int64(3167038)})
-	if err != nil || r.role != "slave" || r.masterHost != "10.0.0.6" {
+	if err != nil || r.role != "slave" || r.masterHost != "10.0.0.6" || r.offset != 3167038 {
 		t.Fatalf("%+v %v", r, err)
 	}
 }

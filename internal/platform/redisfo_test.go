@@ -72,7 +72,7 @@ func TestRedisFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 		t.Run(plan.name, func(t *testing.T) {
 			inst := r.provision(ctx, t, plan.id, small)
 			c := r.bind(ctx, t, inst)
-			for run, kind := range []string{graceful, forced, crash, graceful, forced, crash, crashAfterReset} {
+			for run, kind := range []string{graceful, forced, crash, graceful, forced, crash, crashAfterReset, forcedAfterReset} {
 				t.Run(fmt.Sprintf("%d-%s", run+1, kind), func(t *testing.T) {
 					r.waitSteady(ctx, t, inst, plan.pods)
 					r.failMasterUnderLoad(ctx, t, plan.name, inst, c, kind)
@@ -102,6 +102,14 @@ const (
 	// replica, so no failover can happen: the restarted Redis must take
 	// its role back (the agent's REPLICAOF NO ONE) and serve again.
 	crashAfterReset = "crash-after-sentinel-reset"
+	// forcedAfterReset: the same reset landing while a forced deletion
+	// takes the master away (seen in CI): the Sentinels know no replica
+	// and name an address no pod has any more, and the redis-operator
+	// waits for a failover that cannot come. The role agents elect the
+	// replica with the most of the lost master's stream and promote it,
+	// and the operator then points the Sentinels at it
+	// (cmd/strata-redis-role/orphan.go).
+	forcedAfterReset = "forced-after-sentinel-reset"
 )
 
 // strataMasters lists the pods the role agent labels master.
@@ -211,7 +219,7 @@ func (r *redisOnPlatform) failMasterUnderLoad(ctx context.Context, t *testing.T,
 	}
 	old := masters[0]
 	opts := metav1.DeleteOptions{}
-	if kind == forced {
+	if kind == forced || kind == forcedAfterReset {
 		// What kubectl delete --grace-period=0 --force sends.
 		zero := int64(0)
 		opts.GracePeriodSeconds = &zero
@@ -229,6 +237,24 @@ func (r *redisOnPlatform) failMasterUnderLoad(ctx context.Context, t *testing.T,
 		}
 	} else if err := r.p.Client.CoreV1().Pods(r.ns).Delete(ctx, old.Name, opts); err != nil {
 		t.Fatal(err)
+	}
+	if kind == forcedAfterReset {
+		// Reset until the old master's Redis is gone (its preStop hook
+		// and grace), then once more: a Sentinel relearns replicas only
+		// from a live master, so they end up knowing none.
+		begin := time.Now()
+		for gone := 0; gone < 2 && time.Since(begin) < time.Minute; time.Sleep(250 * time.Millisecond) {
+			if err := resetSentinels(ctx, r.p, r.ns, inst.name); err != nil {
+				t.Logf("resetting the Sentinels: %v", err)
+			}
+			if conn, err := net.DialTimeout("tcp", net.JoinHostPort(old.Status.PodIP, strconv.Itoa(rd.RedisPort)), 300*time.Millisecond); err == nil {
+				conn.Close()
+				gone = 0
+			} else {
+				gone++
+			}
+		}
+		t.Logf("the Sentinels were reset until the old master's Redis stopped answering, %s after the delete", time.Since(deleted).Round(100*time.Millisecond))
 	}
 	// The role agent labels the new master: another pod, or, after a
 	// crash, the crashed pod itself once its restarted Redis took the
@@ -295,6 +321,24 @@ func (r *redisOnPlatform) failMasterUnderLoad(ctx context.Context, t *testing.T,
 	if role, err := infoField(ctx, c, "replication", "role"); err != nil || role != "master" {
 		t.Errorf("after the failover the binding leads to role %q (%v), want master", role, err)
 	}
+	if kind == forcedAfterReset {
+		t.Logf("recovered by the role agents' orphan recovery (an agent promoted its Redis): %v", r.agentsLogged(ctx, inst, "becomes master (REPLICAOF NO ONE)"))
+	}
+}
+
+// agentsLogged says whether a role agent of the instance logged text.
+func (r *redisOnPlatform) agentsLogged(ctx context.Context, inst *redisInstanceRef, text string) bool {
+	pods, err := redisPods(ctx, r.p, r.ns, inst.name, nil)
+	if err != nil {
+		return false
+	}
+	for _, pod := range pods {
+		b, err := r.p.Client.CoreV1().Pods(r.ns).GetLogs(pod.Name, &corev1.PodLogOptions{Container: "strata-redis-role"}).DoRaw(ctx)
+		if err == nil && strings.Contains(string(b), text) {
+			return true
+		}
+	}
+	return false
 }
 
 // resetSentinels sends SENTINEL RESET for the instance's master to every

@@ -357,7 +357,7 @@ func (p *Provisioner) failover(inst provisioners.Instance, s Settings, n Names) 
 		"extraVolumeMounts": []any{map[string]any{
 			"name": certVolume, "mountPath": CertDir, "readOnly": true,
 		}},
-		"extraContainers":    []any{certReloader(p.Config.RedisImage, n), roleAgent(p.Config.RoleAgentImage, s, n)},
+		"extraContainers":    []any{certReloader(p.Config.RedisImage, n), roleAgent(p.Config.RoleAgentImage, inst, s, n)},
 		"serviceAccountName": n.RoleAgent,
 		// Strata's preStop hook (shutdownScript) instead of the
 		// operator's, which promotes a replica while the old master goes

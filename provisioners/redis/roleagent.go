@@ -37,13 +37,9 @@ const FencedMinReplicas = 1000000
 func roleAgentAccess(inst provisioners.Instance, s Settings, n Names) []*unstructured.Unstructured {
 	sa := provisioners.NewObject(inst, "v1", "ServiceAccount", n.RoleAgent, nil)
 	sa.Object["automountServiceAccountToken"] = false
-	maxPods := s.Replicas
-	if inst.Plan.Redis != nil && inst.Plan.Redis.MaxReplicas > maxPods {
-		maxPods = inst.Plan.Redis.MaxReplicas
-	}
-	pods := make([]any, 0, maxPods)
-	for i := 0; i < maxPods; i++ {
-		pods = append(pods, n.StatefulSet+"-"+strconv.Itoa(i))
+	pods := []any{}
+	for _, pod := range agentPods(inst, s, n) {
+		pods = append(pods, pod)
 	}
 	role := provisioners.NewObject(inst, "rbac.authorization.k8s.io/v1", "Role", n.RoleAgent, nil)
 	role.Object["rules"] = []any{map[string]any{
@@ -54,6 +50,20 @@ func roleAgentAccess(inst provisioners.Instance, s Settings, n Names) []*unstruc
 	binding.Object["roleRef"] = map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": n.RoleAgent}
 	binding.Object["subjects"] = []any{map[string]any{"kind": "ServiceAccount", "name": n.RoleAgent, "namespace": inst.Namespace}}
 	return []*unstructured.Unstructured{sa, role, binding}
+}
+
+// agentPods names the StatefulSet's pods up to the plan's largest size:
+// the pods the agent may read and patch, and its peers (-peers).
+func agentPods(inst provisioners.Instance, s Settings, n Names) []string {
+	maxPods := s.Replicas
+	if inst.Plan.Redis != nil && inst.Plan.Redis.MaxReplicas > maxPods {
+		maxPods = inst.Plan.Redis.MaxReplicas
+	}
+	pods := make([]string, 0, maxPods)
+	for i := 0; i < maxPods; i++ {
+		pods = append(pods, n.StatefulSet+"-"+strconv.Itoa(i))
+	}
+	return pods
 }
 
 // roleAgentTokenVolume is what the kubelet would mount with an
@@ -73,7 +83,7 @@ func roleAgentTokenVolume() map[string]any {
 }
 
 // roleAgent is the agent's container.
-func roleAgent(image string, s Settings, n Names) map[string]any {
+func roleAgent(image string, inst provisioners.Instance, s Settings, n Names) map[string]any {
 	fieldEnv := func(name, path string) map[string]any {
 		return map[string]any{"name": name, "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": path}}}
 	}
@@ -88,6 +98,7 @@ func roleAgent(image string, s Settings, n Names) map[string]any {
 			"-label", RoleLabel,
 			"-min-replicas", strconv.Itoa(s.MinReplicasToWrite),
 			"-alone-ok=" + strconv.FormatBool(s.WritesWithoutReplica),
+			"-peers", strings.Join(agentPods(inst, s, n), ","),
 		},
 		"env": []any{
 			fieldEnv("POD_NAME", "metadata.name"),
