@@ -100,6 +100,8 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	}
 	mergeValues(values, backupValues)
 	mergeValues(values, drillsValues(false))
+	// The seed Job fetches from the store's TLS listener (platform CA).
+	mergeValues(values, map[string]any{"config": map[string]any{"postgres": map[string]any{"seedCABundle": string(store.CAPEM)}}})
 	password := randomHex(t, 24)
 	broker, err := p.InstallBroker(ctx, BrokerInstall{Namespace: brokerNamespace, Image: image, Password: password, Values: values})
 	if err != nil {
@@ -252,6 +254,8 @@ func TestOpenBaoAndSpringBootOnRealPlatform(t *testing.T) {
 	// A masked copy of this OpenBao-provisioned instance, bound through
 	// OpenBao (the copy's management role handed over by a DatabaseRole).
 	testOpenBaoCopy(ctx, t, p, osb, bao, tenant, instanceID)
+	// A seed from a dump of it in S3, through an OpenBao owner login.
+	testOpenBaoSeedFromS3(ctx, t, p, osb, store, tenant, instanceID)
 
 	// Deprovision: OpenBao's connection and roles, the certificate and the
 	// Cluster go.
