@@ -71,10 +71,12 @@ func heir(peers []peer, lost string) string {
 }
 
 // orphaned says whether the peers show an orphaned instance: the lost
-// master's address is no pod's, and no Redis answers as master.
+// master's address is no pod's, and every Redis that has an address
+// answered, none as master. A Redis that did not answer could be a master,
+// or the heir: electing without it could make two masters.
 func orphaned(peers []peer, lost string) bool {
 	for _, p := range peers {
-		if p.ip == lost || p.role.role == "master" {
+		if p.ip == lost || p.role.role == "master" || p.ip != "" && p.role.role == "" {
 			return false
 		}
 	}

@@ -43,6 +43,11 @@ func TestOrphaned(t *testing.T) {
 	if orphaned(restarted, lost) {
 		t.Error("the named master's pod is still there (its Redis restarted): the crash path's, not orphaned")
 	}
+	silent := append([]peer{}, replicas...)
+	silent[1] = peer{name: "rfr-a-1", ip: "10.0.1.2"}
+	if orphaned(silent, lost) {
+		t.Error("a Redis with an address did not answer (it could be a master, or the heir): not orphaned yet")
+	}
 	promoted := append([]peer{}, replicas...)
 	promoted[1] = peer{name: "rfr-a-1", ip: "10.0.1.2", role: role{role: "master"}}
 	if orphaned(promoted, lost) {
