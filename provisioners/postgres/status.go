@@ -33,6 +33,31 @@ var failedPhases = []string{
 	"Waiting for user action",
 }
 
+// transientAPIErrors are the messages of Kubernetes API failures that pass
+// by themselves (an overloaded or restarting API server or etcd), as
+// client-go and the API server word them.
+var transientAPIErrors = []string{
+	"etcdserver: request timed out",
+	"etcdserver: leader changed",
+	"the server was unable to return a response in the time allotted",
+	"the server is currently unable to handle the request",
+	"the object has been modified",
+	"Too many requests",
+	"context deadline exceeded",
+	"connection refused",
+	"i/o timeout",
+	"TLS handshake timeout",
+}
+
+func transientAPIError(reason string) bool {
+	for _, m := range transientAPIErrors {
+		if strings.Contains(reason, m) {
+			return true
+		}
+	}
+	return false
+}
+
 // phaseUnknownPlugin is CloudNativePG's phase for a Cluster that names a
 // plugin the operator has not loaded: on the standard and ha plans, the
 // barman-cloud plugin that archives the WAL and takes the backups. The
@@ -126,6 +151,13 @@ func (p *Provisioner) Assess(inst provisioners.Instance, observed map[provisione
 		strings.Contains(reason, NamesOf(inst).ServerCertificate) {
 		return provisioners.Progressing("PostgreSQL: waiting for CloudNativePG to read the server certificate's Secret " +
 			NamesOf(inst).ServerCertificate + " that cert-manager issued (it retries by itself): " + reason)
+	}
+	// The same phase after a Kubernetes API call that timed out or was
+	// refused: CloudNativePG retries it by itself (seen in CI under load:
+	// "etcdserver: request timed out" during a restore). If it never
+	// succeeds, the plan's polling deadline ends the operation with it.
+	if phase == "Unable to create required cluster objects" && transientAPIError(reason) {
+		return provisioners.Progressing("PostgreSQL: CloudNativePG retries a Kubernetes API call that failed: " + reason)
 	}
 	if len(refs) > 1 && refs[1].GVK == jobGVK && !provisioners.ConditionTrue(cluster, "Ready") {
 		if d := bootstrapFailure(inst, observed[refs[1]], phase, reason); d != "" {

@@ -431,6 +431,14 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
 	g.Expect(res.State).To(Equal(provisioners.InProgress))
 	g.Expect(res.Description).To(ContainSubstring("waiting for CloudNativePG to read the server certificate's Secret " + secret))
+	// A Kubernetes API call that timed out: CloudNativePG retries it.
+	cluster.Object["status"] = map[string]any{
+		"phase":       "Unable to create required cluster objects",
+		"phaseReason": "etcdserver: request timed out",
+	}
+	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	g.Expect(res.State).To(Equal(provisioners.InProgress))
+	g.Expect(res.Description).To(ContainSubstring("CloudNativePG retries a Kubernetes API call that failed: etcdserver: request timed out"))
 	// Any other object it cannot create is still a failure.
 	cluster.Object["status"] = map[string]any{
 		"phase":       "Unable to create required cluster objects",
