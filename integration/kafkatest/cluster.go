@@ -102,16 +102,25 @@ func StartClusterWith(n int, brokerConfig []string, opts ClusterOptions) (*Clust
 			return nil, err
 		}
 	}
-	dir, err := os.MkdirTemp("", "strata-kafka-cluster-")
-	if err != nil {
-		return nil, err
-	}
-	c := &Cluster{dir: dir, AdminPassword: randomToken(24)}
-	if err := c.start(n, brokerConfig, agent, opts); err != nil {
+	// The ports are free when freePorts picks them, but they are in the
+	// ephemeral range: under load another process's outgoing connection
+	// can take one before the JVM binds it (seen in CI). Such a start is
+	// tried again with other ports; any other failure is returned.
+	for attempt := 1; ; attempt++ {
+		dir, err := os.MkdirTemp("", "strata-kafka-cluster-")
+		if err != nil {
+			return nil, err
+		}
+		c := &Cluster{dir: dir, AdminPassword: randomToken(24)}
+		err = c.start(n, brokerConfig, agent, opts)
+		if err == nil {
+			return c, nil
+		}
 		c.Stop()
-		return nil, err
+		if attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return nil, err
+		}
 	}
-	return c, nil
 }
 
 func (c *Cluster) start(n int, brokerConfig []string, agent string, opts ClusterOptions) error {
