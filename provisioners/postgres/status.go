@@ -35,7 +35,9 @@ var failedPhases = []string{
 
 // transientAPIErrors are the messages of Kubernetes API failures that pass
 // by themselves (an overloaded or restarting API server or etcd), as
-// client-go and the API server word them.
+// client-go and the API server word them. Matched as text: the Cluster's
+// status keeps only the error's message, so apimachinery's typed checks
+// (apierrors.IsTimeout, IsTooManyRequests, …) have nothing to inspect.
 var transientAPIErrors = []string{
 	"etcdserver: request timed out",
 	"etcdserver: leader changed",

@@ -395,6 +395,12 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 	certificate := &unstructured.Unstructured{Object: map[string]any{"status": map[string]any{"conditions": []any{map[string]any{
 		"type": "Ready", "status": "False", "reason": "DoesNotExist", "message": "Issuing certificate as Secret does not exist",
 	}}}}}
+	// unableToCreate assesses the Cluster in CloudNativePG's phase for
+	// objects it could not create, with reason.
+	unableToCreate := func(reason string) provisioners.Progress {
+		cluster.Object["status"] = map[string]any{"phase": "Unable to create required cluster objects", "phaseReason": reason}
+		return p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	}
 	res := p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
 	g.Expect(res.State).To(Equal(provisioners.InProgress))
 	g.Expect(res.Description).To(And(
@@ -406,11 +412,7 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 	// CloudNativePG reconciling before cert-manager has issued the
 	// certificate reports a phase that is otherwise a failure: it retries
 	// by itself, and the certificate is what the instance waits for.
-	cluster.Object["status"] = map[string]any{
-		"phase":       "Unable to create required cluster objects",
-		"phaseReason": "missing specified server CA secret pg-x-server-tls: Secret \"pg-x-server-tls\" not found",
-	}
-	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	res = unableToCreate("missing specified server CA secret pg-x-server-tls: Secret \"pg-x-server-tls\" not found")
 	g.Expect(res.State).To(Equal(provisioners.InProgress))
 	g.Expect(res.Description).To(ContainSubstring("from ClusterIssuer platform-ca"))
 	delete(cluster.Object, "status")
@@ -424,27 +426,15 @@ func TestAssessNamesAMissingCertificateIssuer(t *testing.T) {
 	// missing Secret from before it (until its next reconcile, after a
 	// back-off): waited for, not a failure.
 	secret := NamesOf(inst).ServerCertificate
-	cluster.Object["status"] = map[string]any{
-		"phase":       "Unable to create required cluster objects",
-		"phaseReason": "missing specified server CA secret " + secret + ": Secret \"" + secret + "\" not found",
-	}
-	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	res = unableToCreate("missing specified server CA secret " + secret + ": Secret \"" + secret + "\" not found")
 	g.Expect(res.State).To(Equal(provisioners.InProgress))
 	g.Expect(res.Description).To(ContainSubstring("waiting for CloudNativePG to read the server certificate's Secret " + secret))
 	// A Kubernetes API call that timed out: CloudNativePG retries it.
-	cluster.Object["status"] = map[string]any{
-		"phase":       "Unable to create required cluster objects",
-		"phaseReason": "etcdserver: request timed out",
-	}
-	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	res = unableToCreate("etcdserver: request timed out")
 	g.Expect(res.State).To(Equal(provisioners.InProgress))
 	g.Expect(res.Description).To(ContainSubstring("CloudNativePG retries a Kubernetes API call that failed: etcdserver: request timed out"))
 	// Any other object it cannot create is still a failure.
-	cluster.Object["status"] = map[string]any{
-		"phase":       "Unable to create required cluster objects",
-		"phaseReason": "serviceaccounts \"x\" is forbidden",
-	}
-	res = p.Assess(inst, map[provisioners.Ref]*unstructured.Unstructured{refs[0]: cluster, cert: certificate}, time.Now())
+	res = unableToCreate("serviceaccounts \"x\" is forbidden")
 	g.Expect(res.State).To(Equal(provisioners.Failed))
 }
 
