@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	batchv1 "k8s.io/api/batch/v1"
+	"github.com/jackc/pgx/v5"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -72,30 +72,22 @@ func testOpenBaoSeedFromS3(ctx context.Context, t *testing.T, p *Platform, osb *
 	}
 	// The seed's OpenBao login was revoked: OpenBao dropped its role, so
 	// the only OpenBao logins left are this binding's.
-	var logins []string
 	r, err := conn.Query(ctx, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for r.Next() {
-		var n string
-		if err := r.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		logins = append(logins, n)
-	}
+	logins, err := pgx.CollectRows(r, pgx.RowTo[string])
 	// The binding's own: its readwrite login and its migrations (owner)
 	// login.
 	bound := []string{creds["username"], creds["spring.flyway.user"]}
 	slices.Sort(bound)
-	if r.Err() != nil || !slices.Equal(logins, bound) {
-		t.Errorf("OpenBao logins on the seeded instance: %v (%v); want only the binding's %v (the seed's revoked)", logins, r.Err(), bound)
+	if err != nil || !slices.Equal(logins, bound) {
+		t.Errorf("OpenBao logins on the seeded instance: %v (%v); want only the binding's %v (the seed's revoked)", logins, err, bound)
 	}
 	t.Logf("seeded %s: %d rows owned by %s, read as OpenBao login %s; seed login revoked", id, rows, owner, creds["username"])
 	timing("bound through OpenBao, rows read, the seed's login gone")
 	deprovisionIn(ctx, t, osb, id, catalog.PostgresDevLiteID)
-	var jobs *batchv1.JobList
-	if jobs, err = p.Client.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: provisioners.LabelInstanceID + "=" + provisioners.LabelValue(id)}); err == nil && len(jobs.Items) > 0 {
+	if jobs, err := p.Client.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: provisioners.LabelInstanceID + "=" + provisioners.LabelValue(id)}); err == nil && len(jobs.Items) > 0 {
 		t.Errorf("Jobs of %s left after the deprovision: %d", id, len(jobs.Items))
 	}
 	timing("seeded instance deprovisioned")
